@@ -1,0 +1,2 @@
+//! The `turbo-run` command line.
+fn main() {}

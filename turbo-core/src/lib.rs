@@ -1,0 +1,2 @@
+//! The TurboRun engine: a dependency graph of LLM requests run as fast as the rate limits allow
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! A dependency DAG that releases ready nodes and propagates failures
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! Run heterogeneous futures concurrently and get their results back with their own types
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! OpenAI-compatible chat clients (OpenAI, Groq, any base URL), a rate-limited mock server and a simulated provider
+#![warn(missing_docs)]
