@@ -1,2 +1,47 @@
-//! Token estimation for OpenAI-compatible chat requests on tiktoken-rs
+//! Token estimation for OpenAI-compatible chat requests on tiktoken-rs.
+//!
+//! A rate limiter that charges requests against a tokens-per-minute budget needs to know,
+//! before sending, how many tokens a request will cost: its prompt, counted the way the
+//! API counts it, plus what the provider reserves for the answer. This crate answers that:
+//!
+//! - [`encoding_for_model`] picks the vocabulary (`o200k_base` for gpt-4o, gpt-4.1, gpt-5
+//!   and the o-series; `cl100k_base` for the rest, Groq's models included);
+//! - [`TokenCounter`] counts text and chats; [`TiktokenCounter`] implements it on
+//!   tiktoken-rs with vocabularies loaded once per process, and `MockTokenCounter` (feature
+//!   `test-support`) mocks it;
+//! - [`TokenCounter::estimate`] and [`estimate_json`] add the output reservation:
+//!   `max_completion_tokens`, else `max_tokens`, times `n`, else a [`DefaultOutput`].
+//!
+//! ```
+//! use turbo_tokens::{DefaultOutput, MessageRef, RequestShape, TiktokenCounter, TokenCounter};
+//!
+//! let counter = TiktokenCounter::new();
+//! let messages = [
+//!     MessageRef::new("system", "You are a helpful assistant."),
+//!     MessageRef::new("user", "What is the capital of France?"),
+//! ];
+//! let request = RequestShape { max_tokens: Some(100), ..RequestShape::new("gpt-4", &messages) };
+//! let estimate = counter.estimate(&request, DefaultOutput::GROQ);
+//! assert_eq!(estimate.prompt_tokens, 24);
+//! assert_eq!(estimate.output_reservation, 100);
+//! assert_eq!(estimate.total(), 124);
+//! ```
+//!
+//! Counting never panics: text that looks like a special token (`<|endoftext|>`) is counted
+//! as ordinary text.
 #![warn(missing_docs)]
+
+mod counter;
+mod encoding;
+mod error;
+mod json;
+
+#[cfg(any(test, feature = "test-support"))]
+pub use counter::MockTokenCounter;
+pub use counter::{
+    DefaultOutput, Estimate, MessageRef, RequestShape, TiktokenCounter, TokenCounter, chat_tokens,
+    estimate_from_prompt, output_reservation,
+};
+pub use encoding::{Encoding, UnknownEncoding, encoding_for_model};
+pub use error::TokenError;
+pub use json::estimate_json;

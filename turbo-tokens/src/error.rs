@@ -1,0 +1,48 @@
+//! The crate's error type.
+
+use crate::Encoding;
+
+/// Why a request could not be estimated.
+///
+/// Every variant that concerns the request body carries the JSON path of the offending field
+/// (for example `messages[2].content`), so the message tells the caller exactly what to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The request body is not a JSON object.
+    #[error("request body: expected a JSON object")]
+    NotAnObject,
+    /// A required field is absent (or `null`).
+    #[error("{path}: missing")]
+    MissingField {
+        /// JSON path of the field, e.g. `model` or `messages[0].role`.
+        path: String,
+    },
+    /// A field is present but has the wrong type or an out-of-range value.
+    #[error("{path}: expected {expected}")]
+    InvalidField {
+        /// JSON path of the field, e.g. `messages[2].content`.
+        path: String,
+        /// What the field should have been, e.g. `string or array of parts`.
+        expected: &'static str,
+    },
+    /// A tokenizer's embedded vocabulary could not be loaded.
+    #[error("tokenizer {encoding} is unavailable: {reason}")]
+    EncoderUnavailable {
+        /// The encoding that failed to load.
+        encoding: Encoding,
+        /// What went wrong while loading it.
+        reason: String,
+    },
+}
+
+impl TokenError {
+    /// The JSON path of the offending field, if the error is about one.
+    #[must_use]
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            TokenError::MissingField { path } | TokenError::InvalidField { path, .. } => Some(path),
+            TokenError::NotAnObject | TokenError::EncoderUnavailable { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Shared helpers for turbo-tokens' integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// `token_counts.json`, from the `shared/` folder that sits next to the repository checkout.
+pub fn reference_data() -> Value {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/token_counts.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!(
+            "cannot read the reference token counts at {}: {error}. The tests expect the \
+             repository to be checked out next to a `shared/` folder holding \
+             testdata/token_counts.json.",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("{} is not valid JSON: {error}", path.display()))
+}
+
+/// The reference texts as `(text, cl100k_base count, o200k_base count)`.
+pub fn reference_texts() -> Vec<(String, usize, usize)> {
+    let data = reference_data();
+    let texts = data["texts"].as_array().expect("`texts` is an array");
+    assert!(!texts.is_empty(), "`texts` is empty");
+    texts
+        .iter()
+        .map(|entry| {
+            let count = |key: &str| {
+                usize::try_from(
+                    entry[key]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("{key} in {entry}")),
+                )
+                .unwrap()
+            };
+            (
+                entry["text"]
+                    .as_str()
+                    .expect("`text` is a string")
+                    .to_owned(),
+                count("cl100k_base"),
+                count("o200k_base"),
+            )
+        })
+        .collect()
+}
+
+/// The reference chats as `(messages array, cl100k_base prompt tokens)`.
+pub fn reference_chats() -> Vec<(Value, u32)> {
+    let data = reference_data();
+    let chats = data["chats"].as_array().expect("`chats` is an array");
+    assert!(!chats.is_empty(), "`chats` is empty");
+    chats
+        .iter()
+        .map(|chat| {
+            let tokens = chat["cl100k_base_prompt_tokens"]
+                .as_u64()
+                .expect("prompt tokens");
+            (chat["messages"].clone(), u32::try_from(tokens).unwrap())
+        })
+        .collect()
+}
+
+/// A chat request body for `model` around `messages`.
+pub fn body(model: &str, messages: Value) -> Value {
+    serde_json::json!({ "model": model, "messages": messages })
+}
