@@ -1,2 +1,24 @@
-//! OpenAI-compatible chat clients (OpenAI, Groq, any base URL), a rate-limited mock server and a simulated provider
+//! OpenAI-compatible chat clients (OpenAI, Groq, any base URL), a
+//! rate-limited mock server and a simulated provider.
 #![warn(missing_docs)]
+
+mod client;
+mod error;
+mod headers;
+mod request;
+mod response;
+
+#[cfg(any(test, feature = "test-support"))]
+pub use client::MockChatClient;
+pub use client::{ChatClient, ProviderKind, UnknownProvider};
+pub use error::ProviderError;
+pub use headers::{
+    GoDuration, HeaderParseError, LimitWindow, RateLimitSnapshot, format_go_duration,
+    parse_go_duration, parse_retry_after, parse_retry_after_ms, parse_seconds,
+    retry_after_from_headers,
+};
+pub use request::{ChatMessage, ChatRequest, ContentPart, MessageContent};
+pub use response::{ChatResponse, Usage};
+
+/// Re-exported so that callers name the same token-counting types this crate uses.
+pub use turbo_tokens;

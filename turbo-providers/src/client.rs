@@ -1,0 +1,113 @@
+//! The provider-neutral client trait.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProviderError;
+use crate::headers::LimitWindow;
+use crate::request::ChatRequest;
+use crate::response::ChatResponse;
+
+/// Which provider a client talks to; decides how rate-limit headers are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI: request and token headers are per minute.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Groq: request headers are per day, token headers per minute.
+    Groq,
+    /// Any other OpenAI-compatible server (vLLM, llama.cpp, our mock server):
+    /// headers, if any, are read as per minute.
+    Custom,
+}
+
+impl ProviderKind {
+    /// Lower-case name: `"openai"`, `"groq"`, `"custom"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Groq => "groq",
+            Self::Custom => "custom",
+        }
+    }
+
+    /// The period `x-ratelimit-*-requests` headers refer to.
+    pub const fn requests_window(self) -> LimitWindow {
+        match self {
+            Self::Groq => LimitWindow::Day,
+            Self::OpenAi | Self::Custom => LimitWindow::Minute,
+        }
+    }
+
+    /// The period `x-ratelimit-*-tokens` headers refer to.
+    pub const fn tokens_window(self) -> LimitWindow {
+        LimitWindow::Minute
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`ProviderKind`] from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider {0:?}; expected openai, groq or custom")]
+pub struct UnknownProvider(pub String);
+
+impl FromStr for ProviderKind {
+    type Err = UnknownProvider;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "openai" => Ok(Self::OpenAi),
+            "groq" => Ok(Self::Groq),
+            "custom" => Ok(Self::Custom),
+            _ => Err(UnknownProvider(text.to_owned())),
+        }
+    }
+}
+
+/// A chat-completions client: the HTTP client, the simulated provider and mocks
+/// all implement it, so the engine never knows which one it drives.
+///
+/// With the `test-support` feature (or in this crate's tests) `mockall`
+/// generates `MockChatClient`.
+// automock must see the trait before async_trait rewrites it.
+#[cfg_attr(any(test, feature = "test-support"), mockall::automock)]
+#[async_trait]
+pub trait ChatClient: Send + Sync {
+    /// Sends one chat-completions request and waits for the whole answer.
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+
+    /// The provider this client talks to.
+    fn provider(&self) -> ProviderKind;
+}
+
+#[async_trait]
+impl<T: ChatClient + ?Sized> ChatClient for Arc<T> {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        (**self).chat(request).await
+    }
+
+    fn provider(&self) -> ProviderKind {
+        (**self).provider()
+    }
+}
+
+#[async_trait]
+impl<T: ChatClient + ?Sized> ChatClient for Box<T> {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        (**self).chat(request).await
+    }
+
+    fn provider(&self) -> ProviderKind {
+        (**self).provider()
+    }
+}

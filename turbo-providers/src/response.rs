@@ -1,0 +1,244 @@
+//! The chat-completions response.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::headers::RateLimitSnapshot;
+
+/// Token usage the provider reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens of the prompt.
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    /// Tokens of all completions.
+    #[serde(default)]
+    pub completion_tokens: u32,
+    /// Their sum, as the provider reports it.
+    #[serde(default)]
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Usage with `total_tokens` computed.
+    pub const fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        }
+    }
+}
+
+/// A successful (2xx) chat-completions answer.
+///
+/// The body is kept whole as JSON (batch output writes it verbatim); typed
+/// accessors read from it without parsing the bytes a second time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    status: u16,
+    body: Value,
+    usage: Option<Usage>,
+    request_id: Option<String>,
+    rate_limit: RateLimitSnapshot,
+    retry_after: Option<Duration>,
+    latency: Duration,
+}
+
+impl ChatResponse {
+    /// A response from its status and parsed body; `usage` is read from the body.
+    pub fn from_body(status: u16, body: Value) -> Self {
+        let usage = body
+            .get("usage")
+            .filter(|usage| usage.is_object())
+            .and_then(|usage| Usage::deserialize(usage).ok());
+        Self {
+            status,
+            body,
+            usage,
+            request_id: None,
+            rate_limit: RateLimitSnapshot::default(),
+            retry_after: None,
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// A 200 response shaped like OpenAI's, with one choice whose message is
+    /// `text`; for simulations, mocks and tests.
+    ///
+    /// ```
+    /// use turbo_providers::{ChatResponse, Usage};
+    ///
+    /// let response = ChatResponse::synthetic("gpt-4o-mini", "hello", Usage::new(10, 1));
+    /// assert_eq!(response.text(), Some("hello"));
+    /// assert_eq!(response.usage().map(|u| u.total_tokens), Some(11));
+    /// ```
+    pub fn synthetic(model: &str, text: &str, usage: Usage) -> Self {
+        let body = json!({
+            "id": "chatcmpl-synthetic",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        });
+        Self {
+            usage: Some(usage),
+            ..Self::from_body(200, body)
+        }
+    }
+
+    /// Sets the `x-request-id`.
+    #[must_use]
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.request_id = Some(request_id.into());
+        self
+    }
+
+    /// Sets the rate-limit snapshot.
+    #[must_use]
+    pub fn with_rate_limit(mut self, rate_limit: RateLimitSnapshot) -> Self {
+        self.rate_limit = rate_limit;
+        self
+    }
+
+    /// Sets the `retry-after` the response carried.
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Sets the latency.
+    #[must_use]
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// The HTTP status code (2xx).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The whole response body, as received.
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+
+    /// Takes the body out, for writing it verbatim.
+    pub fn into_body(self) -> Value {
+        self.body
+    }
+
+    /// The completion's `id`.
+    pub fn id(&self) -> Option<&str> {
+        self.body.get("id")?.as_str()
+    }
+
+    /// The `model` the provider answered with.
+    pub fn model(&self) -> Option<&str> {
+        self.body.get("model")?.as_str()
+    }
+
+    /// The text of the first choice's message, when it is a string.
+    pub fn text(&self) -> Option<&str> {
+        self.choice_texts().next().flatten()
+    }
+
+    /// The message text of every choice, in order (`None` for a choice whose
+    /// content is null, e.g. a tool call).
+    pub fn choice_texts(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.choices()
+            .iter()
+            .map(|choice| choice.get("message")?.get("content")?.as_str())
+    }
+
+    /// The first choice's `finish_reason`.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.choices().first()?.get("finish_reason")?.as_str()
+    }
+
+    /// The `choices` array (empty if absent).
+    pub fn choices(&self) -> &[Value] {
+        self.body
+            .get("choices")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The reported token usage.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// The `x-request-id` header.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    /// The `x-ratelimit-*` headers.
+    pub fn rate_limit(&self) -> &RateLimitSnapshot {
+        &self.rate_limit
+    }
+
+    /// A `retry-after`/`retry-after-ms` the response carried (rare on success).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Time from sending the request to having the whole body.
+    pub fn latency(&self) -> Duration {
+        self.latency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_access_reads_the_body() {
+        let body = json!({
+            "id": "chatcmpl-1",
+            "model": "gpt-4o",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "one"}, "finish_reason": "length"},
+                {"index": 1, "message": {"role": "assistant", "content": null}, "finish_reason": "tool_calls"}
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+                      "prompt_tokens_details": {"cached_tokens": 0}}
+        });
+        let response = ChatResponse::from_body(200, body.clone()).with_request_id("req_9");
+        assert_eq!(response.id(), Some("chatcmpl-1"));
+        assert_eq!(response.model(), Some("gpt-4o"));
+        assert_eq!(response.text(), Some("one"));
+        assert_eq!(response.finish_reason(), Some("length"));
+        assert_eq!(
+            response.choice_texts().collect::<Vec<_>>(),
+            vec![Some("one"), None]
+        );
+        assert_eq!(response.usage(), Some(Usage::new(5, 2)));
+        assert_eq!(response.request_id(), Some("req_9"));
+        assert_eq!(response.into_body(), body);
+    }
+
+    #[test]
+    fn tolerates_missing_parts() {
+        let response = ChatResponse::from_body(200, json!({"usage": null}));
+        assert_eq!(response.text(), None);
+        assert_eq!(response.usage(), None);
+        assert!(response.choices().is_empty());
+        assert!(response.rate_limit().is_empty());
+    }
+}
