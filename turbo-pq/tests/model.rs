@@ -185,7 +185,7 @@ proptest! {
         }
         let mut expected: Vec<(usize, u8)> = priorities.iter().copied().enumerate().collect();
         // A stable sort by descending priority is exactly "max first, FIFO ties".
-        expected.sort_by(|a, b| b.1.cmp(&a.1));
+        expected.sort_by_key(|&(_, priority)| std::cmp::Reverse(priority));
         let popped: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
         prop_assert_eq!(popped, expected.clone());
 
