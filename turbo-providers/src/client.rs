@@ -111,3 +111,42 @@ impl<T: ChatClient + ?Sized> ChatClient for Box<T> {
         (**self).provider()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::ChatMessage;
+    use crate::response::Usage;
+
+    #[test]
+    fn kinds_parse_and_know_their_windows() {
+        assert_eq!("OpenAI".parse::<ProviderKind>(), Ok(ProviderKind::OpenAi));
+        assert_eq!("groq".parse::<ProviderKind>(), Ok(ProviderKind::Groq));
+        assert!("azure".parse::<ProviderKind>().is_err());
+        assert_eq!(ProviderKind::Groq.requests_window(), LimitWindow::Day);
+        assert_eq!(ProviderKind::OpenAi.requests_window(), LimitWindow::Minute);
+        assert_eq!(ProviderKind::Groq.tokens_window(), LimitWindow::Minute);
+        assert_eq!(ProviderKind::OpenAi.to_string(), "openai");
+        assert_eq!(
+            serde_json::to_string(&ProviderKind::OpenAi).unwrap(),
+            "\"openai\""
+        );
+    }
+
+    #[tokio::test]
+    async fn mock_client_works_behind_the_trait_object() {
+        let mut mock = MockChatClient::new();
+        mock.expect_provider().return_const(ProviderKind::Groq);
+        mock.expect_chat().times(1).returning(|request| {
+            Ok(ChatResponse::synthetic(
+                &request.model,
+                "ok",
+                Usage::new(1, 1),
+            ))
+        });
+        let client: Arc<dyn ChatClient> = Arc::new(mock);
+        let request = ChatRequest::new("m", vec![ChatMessage::user("hi")]);
+        assert_eq!(client.chat(&request).await.unwrap().text(), Some("ok"));
+        assert_eq!(client.provider(), ProviderKind::Groq);
+    }
+}

@@ -5,8 +5,11 @@
 mod client;
 mod error;
 mod headers;
+mod openai;
 mod request;
 mod response;
+mod simulated;
+mod synth;
 
 #[cfg(any(test, feature = "test-support"))]
 pub use client::MockChatClient;
@@ -17,8 +20,14 @@ pub use headers::{
     parse_go_duration, parse_retry_after, parse_retry_after_ms, parse_seconds,
     retry_after_from_headers,
 };
+pub use openai::{
+    ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, GROQ_BASE_URL, OPENAI_BASE_URL,
+    OpenAiCompatClient, default_http_client, http_client_builder,
+};
 pub use request::{ChatMessage, ChatRequest, ContentPart, MessageContent};
 pub use response::{ChatResponse, Usage};
+pub use simulated::{FailureHook, SimulatedConfig, SimulatedProvider};
+pub use synth::{CompletionLength, ECHO_PREFIX, LatencyModel, TokenCounting};
 
 /// Re-exported so that callers name the same token-counting types this crate uses.
 pub use turbo_tokens;

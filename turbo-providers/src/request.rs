@@ -141,6 +141,18 @@ impl ChatRequest {
         f(&shape)
     }
 
+    /// A shape with this request's model and limits but no messages, for
+    /// callers that counted the prompt some other way.
+    pub(crate) fn with_shape_limits<R>(&self, f: impl FnOnce(&RequestShape<'_>) -> R) -> R {
+        f(&RequestShape {
+            model: &self.model,
+            messages: &[],
+            max_tokens: self.max_tokens,
+            max_completion_tokens: self.max_completion_tokens,
+            n: self.n,
+        })
+    }
+
     /// Prompt tokens and output reservation of this request, as `counter` counts them.
     pub fn estimate(&self, counter: &dyn TokenCounter, default_output: DefaultOutput) -> Estimate {
         self.with_shape(|shape| counter.estimate(shape, default_output))

@@ -76,22 +76,7 @@ impl ChatResponse {
     /// assert_eq!(response.usage().map(|u| u.total_tokens), Some(11));
     /// ```
     pub fn synthetic(model: &str, text: &str, usage: Usage) -> Self {
-        let body = json!({
-            "id": "chatcmpl-synthetic",
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            },
-        });
+        let body = completion_body("chatcmpl-synthetic", model, text, "stop", 1, usage);
         Self {
             usage: Some(usage),
             ..Self::from_body(200, body)
@@ -201,6 +186,38 @@ impl ChatResponse {
     pub fn latency(&self) -> Duration {
         self.latency
     }
+}
+
+/// An OpenAI-shaped completion body with `choices` identical choices.
+pub(crate) fn completion_body(
+    id: &str,
+    model: &str,
+    text: &str,
+    finish_reason: &str,
+    choices: u32,
+    usage: Usage,
+) -> Value {
+    let choices: Vec<Value> = (0..choices)
+        .map(|index| {
+            json!({
+                "index": index,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+            })
+        })
+        .collect();
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+    })
 }
 
 #[cfg(test)]
