@@ -41,8 +41,8 @@ fn op() -> impl Strategy<Value = Op> {
     let targeted = prop::bool::weighted(0.85);
     prop_oneof![
         6 => (id.clone(), deps.clone()).prop_map(|(i, d)| Op::Add(i, d)),
-        6 => (any::<usize>(), targeted.clone()).prop_map(|(p, t)| Op::Complete(p, t)),
-        2 => (any::<usize>(), kind, targeted.clone())
+        6 => (any::<usize>(), targeted).prop_map(|(p, t)| Op::Complete(p, t)),
+        2 => (any::<usize>(), kind, targeted)
             .prop_map(|(p, k, t)| Op::Abort(p, k, t)),
         2 => (any::<usize>(), targeted).prop_map(|(p, t)| Op::Forget(p, t)),
         1 => (id.clone(), outcome).prop_map(|(i, o)| Op::Finished(i, o)),

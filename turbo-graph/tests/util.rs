@@ -381,12 +381,11 @@ pub fn count_cycles(entries: &[(Id, Vec<Id>)], first: &BTreeMap<Id, usize>) -> u
         }
     }
     for k in 0..n {
-        for i in 0..n {
-            if reach[i][k] {
-                for j in 0..n {
-                    if reach[k][j] {
-                        reach[i][j] = true;
-                    }
+        let through_k = reach[k].clone();
+        for row in reach.iter_mut() {
+            if row[k] {
+                for (cell, &via) in row.iter_mut().zip(&through_k) {
+                    *cell |= via;
                 }
             }
         }
