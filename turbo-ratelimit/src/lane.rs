@@ -1,0 +1,894 @@
+//! Lanes: per-process admission (FIFO waiting, learning, pauses) over a store.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::config::{Axis, LaneConfig, LaneKey, Limits, SettlePolicy};
+use crate::error::{AcquireError, Error, TryAcquireError};
+use crate::feedback::Feedback;
+use crate::stats::{LaneStats, LocalSnapshot, Tracker, Usage};
+use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketStore, Grant, LaneState};
+
+/// A handle to one lane: a provider, or a provider narrowed to a model.
+///
+/// Cheap to clone (one `Arc`); resolve it once with
+/// [`crate::RateLimiter::lane`] and keep it, the hot path never looks up a name.
+///
+/// # Admission
+///
+/// [`Lane::acquire`] waits until every bucket of the lane holds one request
+/// and the estimated tokens, then reserves them atomically. Waiters are
+/// served strictly in arrival order: a small request behind a large one waits
+/// for it. Only the first waiter sleeps on a timer (for exactly the computed
+/// deficit); the others sleep until they reach the front. When nobody waits,
+/// admission is a single store step.
+#[derive(Clone)]
+pub struct Lane {
+    inner: Arc<LaneInner>,
+}
+
+pub(crate) struct LaneInner {
+    id: u64,
+    key: LaneKey,
+    store: Arc<dyn BucketStore>,
+    clock: Arc<dyn Clock>,
+    local: Mutex<Local>,
+}
+
+struct Waiter {
+    id: u64,
+    tokens: u64,
+    notify: Arc<Notify>,
+    /// (the pause end it was drawn for, the jittered release instant)
+    release: Option<(Instant, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Closed,
+    NeverFits {
+        axis: Axis,
+        requested: u64,
+        capacity: u64,
+    },
+}
+
+impl From<Failure> for AcquireError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Closed => AcquireError::Closed,
+            Failure::NeverFits {
+                axis,
+                requested,
+                capacity,
+            } => AcquireError::NeverFits {
+                requested,
+                capacity,
+                axis,
+            },
+        }
+    }
+}
+
+/// Per-process lane state, behind one mutex never held across an await.
+struct Local {
+    config: LaneConfig,
+    limits: Limits,
+    learning: bool,
+    in_flight: u64,
+    waiters: VecDeque<Waiter>,
+    /// Waiters removed from the queue with a verdict they have not read yet.
+    failed: Vec<(u64, Failure)>,
+    next_waiter: u64,
+    /// End of the last pause this process knows of; waiters resume spread
+    /// over `[pause_end, pause_end + jitter]`.
+    pause_end: Option<Instant>,
+    release_cursor: Option<Instant>,
+    rng: SmallRng,
+    closed: bool,
+    tracker: Tracker,
+}
+
+enum Gate {
+    Go,
+    /// Wait for a notification (learning-mode in-flight cap).
+    Blocked,
+    /// Wait until the jittered release after a pause.
+    Until(Instant),
+}
+
+impl Local {
+    fn learning_blocked(&self) -> bool {
+        self.learning && self.in_flight >= u64::from(self.config.learn_max_in_flight().get())
+    }
+
+    fn ramp_end(&mut self, now: Instant) -> Option<Instant> {
+        let pause_end = self.pause_end?;
+        let ramp_end = pause_end + self.config.pause_jitter();
+        if now >= ramp_end {
+            self.pause_end = None;
+            self.release_cursor = None;
+            None
+        } else {
+            Some(ramp_end)
+        }
+    }
+
+    fn fast_path_open(&mut self) -> bool {
+        self.waiters.is_empty()
+            && !self.learning_blocked()
+            && (self.pause_end.is_none() || self.ramp_end(Instant::now()).is_none())
+    }
+
+    /// Whether the head of the queue may go to the store now.
+    fn head_gate(&mut self, now: Instant) -> Gate {
+        if self.learning_blocked() {
+            return Gate::Blocked;
+        }
+        if self.ramp_end(now).is_none() {
+            return Gate::Go;
+        }
+        let Some(pause_end) = self.pause_end else {
+            return Gate::Go;
+        };
+        let jitter = self.config.pause_jitter();
+        let Local {
+            waiters,
+            rng,
+            release_cursor,
+            ..
+        } = self;
+        let Some(head) = waiters.front_mut() else {
+            return Gate::Go;
+        };
+        let release = match head.release {
+            Some((drawn_for, release)) if drawn_for == pause_end => release,
+            _ => {
+                let offset = rng.random_range(0..=crate::math::nanos(jitter));
+                let mut release = pause_end + Duration::from_nanos(offset);
+                // Monotone releases keep FIFO order while spreading the queue.
+                if let Some(cursor) = *release_cursor {
+                    release = release.max(cursor);
+                }
+                *release_cursor = Some(release);
+                head.release = Some((pause_end, release));
+                release
+            }
+        };
+        if now < release {
+            Gate::Until(release)
+        } else {
+            Gate::Go
+        }
+    }
+
+    fn note_pause(&mut self, remaining: Duration) {
+        let end = Instant::now() + remaining;
+        self.pause_end = Some(self.pause_end.map_or(end, |e| e.max(end)));
+    }
+
+    fn notify_head(&self) {
+        if let Some(head) = self.waiters.front() {
+            head.notify.notify_one();
+        }
+    }
+
+    fn remove_waiter(&mut self, id: u64) {
+        let was_head = self.waiters.front().is_some_and(|w| w.id == id);
+        if let Some(pos) = self.waiters.iter().position(|w| w.id == id) {
+            self.waiters.remove(pos);
+        }
+        self.failed.retain(|(w, _)| *w != id);
+        if was_head {
+            self.notify_head();
+        }
+    }
+
+    fn take_failure(&mut self, id: u64) -> Option<Failure> {
+        let pos = self.failed.iter().position(|(w, _)| *w == id)?;
+        Some(self.failed.swap_remove(pos).1)
+    }
+
+    /// Fails queued waiters that can no longer fit under `self.limits`.
+    fn fail_unfit(&mut self) {
+        let limits = self.limits;
+        let unfit = |tokens: u64| {
+            [Axis::TokensPerMinute, Axis::TokensPerDay]
+                .into_iter()
+                .find_map(|axis| {
+                    let capacity = limits.get(axis)?;
+                    (tokens > capacity).then_some(Failure::NeverFits {
+                        axis,
+                        requested: tokens,
+                        capacity,
+                    })
+                })
+        };
+        let mut i = 0;
+        while i < self.waiters.len() {
+            match unfit(self.waiters[i].tokens) {
+                Some(failure) => {
+                    if let Some(w) = self.waiters.remove(i) {
+                        self.failed.push((w.id, failure));
+                        self.tracker.totals.never_fits += 1;
+                        w.notify.notify_one();
+                    }
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    fn apply_state(&mut self, state: &LaneState) {
+        self.limits = state.limits;
+        self.learning = self.config.learn() && state.limits.is_unlimited();
+        if let Some(paused) = state.paused_for {
+            self.note_pause(paused);
+        }
+        self.fail_unfit();
+        self.notify_head();
+    }
+}
+
+/// Gives back an in-flight slot taken under the lock unless a reservation took it over.
+struct InFlightSlot<'a> {
+    lane: &'a LaneInner,
+    armed: bool,
+}
+
+impl InFlightSlot<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut local = self.lane.local.lock();
+            local.in_flight = local.in_flight.saturating_sub(1);
+            if local.learning {
+                local.notify_head();
+            }
+        }
+    }
+}
+
+/// Removes a waiter from the queue when its acquire future ends or is dropped.
+struct QueueGuard<'a> {
+    lane: &'a LaneInner,
+    id: u64,
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        self.lane.local.lock().remove_waiter(self.id);
+    }
+}
+
+enum Step {
+    Notified,
+    Sleep(Instant),
+    Try(SettlePolicy),
+}
+
+impl Lane {
+    pub(crate) fn new(
+        id: u64,
+        key: LaneKey,
+        config: LaneConfig,
+        store: Arc<dyn BucketStore>,
+        clock: Arc<dyn Clock>,
+        seed: Option<u64>,
+        closed: bool,
+    ) -> Self {
+        let limits = config.limits();
+        let rng = match seed {
+            Some(seed) => SmallRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            None => SmallRng::seed_from_u64(rand::random()),
+        };
+        let local = Local {
+            config,
+            limits,
+            learning: config.learn() && limits.is_unlimited(),
+            in_flight: 0,
+            waiters: VecDeque::new(),
+            failed: Vec::new(),
+            next_waiter: 0,
+            pause_end: None,
+            release_cursor: None,
+            rng,
+            closed,
+            tracker: Tracker::new(),
+        };
+        Self {
+            inner: Arc::new(LaneInner {
+                id,
+                key,
+                store,
+                clock,
+                local: Mutex::new(local),
+            }),
+        }
+    }
+
+    /// The lane's key.
+    pub fn key(&self) -> &LaneKey {
+        &self.inner.key
+    }
+
+    /// True when both handles are the same lane.
+    pub fn same_lane(&self, other: &Lane) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The lane's current configuration (limits as configured, not as learned:
+    /// see [`Lane::limits`]).
+    pub fn config(&self) -> LaneConfig {
+        self.inner.local.lock().config
+    }
+
+    /// The limits in force as last seen from the store (configured, set or learned).
+    pub fn limits(&self) -> Limits {
+        self.inner.local.lock().limits
+    }
+
+    /// Acquisitions now waiting.
+    pub fn waiters(&self) -> usize {
+        self.inner.local.lock().waiters.len()
+    }
+
+    /// Reservations not yet settled, cancelled or dropped (this process).
+    pub fn in_flight(&self) -> u64 {
+        self.inner.local.lock().in_flight
+    }
+
+    /// True while the lane has no limits and waits for feedback to learn them.
+    pub fn is_learning(&self) -> bool {
+        self.inner.local.lock().learning
+    }
+
+    /// Waits until one request of `estimated_tokens` fits every bucket, in
+    /// arrival order, and reserves it.
+    ///
+    /// Fails at once with [`AcquireError::NeverFits`] when the estimate exceeds
+    /// a token bucket's capacity (or later, if limits shrink below it while
+    /// waiting). Cancel-safe: dropping the future while it waits removes the
+    /// waiter and reserves nothing. (With a remote store, a drop during the
+    /// store round trip itself may leave a reservation that nobody holds; it
+    /// counts as used and refills with time.)
+    pub async fn acquire(&self, estimated_tokens: u64) -> Result<Reservation, AcquireError> {
+        let request = AcquireRequest::one(estimated_tokens);
+        let policy = {
+            let mut local = self.inner.local.lock();
+            if local.closed {
+                return Err(AcquireError::Closed);
+            }
+            if local.fast_path_open() {
+                local.in_flight += 1;
+                Some(local.config.settle())
+            } else {
+                None
+            }
+        };
+        if let Some(policy) = policy {
+            let slot = InFlightSlot {
+                lane: &self.inner,
+                armed: true,
+            };
+            match self.inner.store.try_acquire(request).await? {
+                AcquireOutcome::Reserved(grant) => {
+                    return Ok(self.admitted(slot, grant, estimated_tokens, policy));
+                }
+                AcquireOutcome::NeverFits {
+                    axis,
+                    requested,
+                    capacity,
+                } => {
+                    drop(slot);
+                    self.inner.local.lock().tracker.totals.never_fits += 1;
+                    return Err(AcquireError::NeverFits {
+                        requested,
+                        capacity,
+                        axis,
+                    });
+                }
+                AcquireOutcome::Wait { paused, .. } => {
+                    drop(slot);
+                    if let Some(paused) = paused {
+                        self.inner.local.lock().note_pause(paused);
+                    }
+                }
+            }
+        }
+        self.acquire_queued(request).await
+    }
+
+    async fn acquire_queued(&self, request: AcquireRequest) -> Result<Reservation, AcquireError> {
+        let (id, notify) = {
+            let mut local = self.inner.local.lock();
+            if local.closed {
+                return Err(AcquireError::Closed);
+            }
+            let id = local.next_waiter;
+            local.next_waiter += 1;
+            let notify = Arc::new(Notify::new());
+            local.waiters.push_back(Waiter {
+                id,
+                tokens: request.tokens,
+                notify: Arc::clone(&notify),
+                release: None,
+            });
+            (id, notify)
+        };
+        let queued = QueueGuard {
+            lane: &self.inner,
+            id,
+        };
+        loop {
+            let step = {
+                let mut local = self.inner.local.lock();
+                if let Some(failure) = local.take_failure(id) {
+                    return Err(failure.into());
+                }
+                if local.closed {
+                    return Err(AcquireError::Closed);
+                }
+                if local.waiters.front().map(|w| w.id) != Some(id) {
+                    Step::Notified
+                } else {
+                    match local.head_gate(Instant::now()) {
+                        Gate::Blocked => Step::Notified,
+                        Gate::Until(at) => Step::Sleep(at),
+                        Gate::Go => {
+                            local.in_flight += 1;
+                            Step::Try(local.config.settle())
+                        }
+                    }
+                }
+            };
+            match step {
+                Step::Notified => notify.notified().await,
+                Step::Sleep(at) => {
+                    let _ = tokio::time::timeout_at(at, notify.notified()).await;
+                }
+                Step::Try(policy) => {
+                    let slot = InFlightSlot {
+                        lane: &self.inner,
+                        armed: true,
+                    };
+                    match self.inner.store.try_acquire(request).await? {
+                        AcquireOutcome::Reserved(grant) => {
+                            let reservation = self.admitted(slot, grant, request.tokens, policy);
+                            // Leaving the queue wakes the next waiter.
+                            drop(queued);
+                            return Ok(reservation);
+                        }
+                        AcquireOutcome::NeverFits {
+                            axis,
+                            requested,
+                            capacity,
+                        } => {
+                            drop(slot);
+                            self.inner.local.lock().tracker.totals.never_fits += 1;
+                            return Err(AcquireError::NeverFits {
+                                requested,
+                                capacity,
+                                axis,
+                            });
+                        }
+                        AcquireOutcome::Wait { wait, paused } => {
+                            drop(slot);
+                            if let Some(paused) = paused {
+                                self.inner.local.lock().note_pause(paused);
+                            }
+                            // One timer for the whole deficit; a refund, a limit
+                            // change or a pause notifies us to recompute earlier.
+                            let _ = tokio::time::timeout(wait, notify.notified()).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reserves at once if `acquire` would admit without waiting; never queues.
+    ///
+    /// Errs with [`TryAcquireError::WouldWait`] otherwise, with the wait
+    /// needed when it is a matter of time (buckets refilling, a pause), or
+    /// `None` when it depends on other requests (waiters ahead, learning mode).
+    pub async fn try_acquire(&self, estimated_tokens: u64) -> Result<Reservation, TryAcquireError> {
+        let request = AcquireRequest::one(estimated_tokens);
+        let policy = {
+            let mut local = self.inner.local.lock();
+            if local.closed {
+                return Err(TryAcquireError::Closed);
+            }
+            if !local.waiters.is_empty() || local.learning_blocked() {
+                return Err(TryAcquireError::WouldWait { wait: None });
+            }
+            let now = Instant::now();
+            if let Some(ramp_end) = local.ramp_end(now) {
+                return Err(TryAcquireError::WouldWait {
+                    wait: Some(ramp_end - now),
+                });
+            }
+            local.in_flight += 1;
+            local.config.settle()
+        };
+        let slot = InFlightSlot {
+            lane: &self.inner,
+            armed: true,
+        };
+        match self.inner.store.try_acquire(request).await? {
+            AcquireOutcome::Reserved(grant) => {
+                Ok(self.admitted(slot, grant, estimated_tokens, policy))
+            }
+            AcquireOutcome::NeverFits {
+                axis,
+                requested,
+                capacity,
+            } => {
+                drop(slot);
+                self.inner.local.lock().tracker.totals.never_fits += 1;
+                Err(TryAcquireError::NeverFits {
+                    requested,
+                    capacity,
+                    axis,
+                })
+            }
+            AcquireOutcome::Wait { wait, paused } => {
+                drop(slot);
+                if let Some(paused) = paused {
+                    self.inner.local.lock().note_pause(paused);
+                }
+                Err(TryAcquireError::WouldWait { wait: Some(wait) })
+            }
+        }
+    }
+
+    fn admitted(
+        &self,
+        slot: InFlightSlot<'_>,
+        grant: Grant,
+        tokens: u64,
+        policy: SettlePolicy,
+    ) -> Reservation {
+        slot.disarm();
+        let now = self.inner.clock.now();
+        let mut local = self.inner.local.lock();
+        let totals = &mut local.tracker.totals;
+        totals.requests += 1;
+        totals.tokens_reserved = totals.tokens_reserved.saturating_add(tokens);
+        local.tracker.record(
+            now,
+            Usage {
+                requests: 1,
+                tokens_reserved: tokens,
+                tokens_used: 0,
+            },
+        );
+        Reservation {
+            lane: self.clone(),
+            tokens,
+            grant,
+            policy,
+            done: false,
+        }
+    }
+
+    /// Absorbs what the server said in the response to the request behind
+    /// `ticket` (a [`Reservation`], `&Reservation` or [`Ticket`]).
+    ///
+    /// Lowers the buckets to the server's view, discounting what this lane
+    /// reserved after that request (see [`crate::math`] for the rule); adopts
+    /// the server's limits when they differ from the configuration. A lane in
+    /// learning mode switches to the learned limits.
+    pub async fn observe(
+        &self,
+        ticket: impl Into<Ticket>,
+        feedback: Feedback,
+    ) -> Result<(), Error> {
+        let ticket = ticket.into();
+        if ticket.lane != self.inner.id {
+            return Err(Error::ForeignTicket);
+        }
+        if feedback.is_empty() {
+            return Ok(());
+        }
+        let state = self.inner.store.correct(ticket.grant, feedback).await?;
+        let mut local = self.inner.local.lock();
+        local.tracker.totals.feedback += 1;
+        local.apply_state(&state);
+        Ok(())
+    }
+
+    /// Pauses the whole lane for `duration` (never shortening a longer pause).
+    /// Waiters resume afterwards in order, spread over the lane's pause jitter.
+    pub async fn pause_for(&self, duration: Duration) -> Result<(), Error> {
+        let remaining = self.inner.store.pause(duration).await?;
+        let mut local = self.inner.local.lock();
+        local.note_pause(remaining);
+        local.notify_head();
+        Ok(())
+    }
+
+    /// Reports a 429: counts it and pauses the lane for `retry_after`, or the
+    /// lane's default pause when the server gave none.
+    ///
+    /// The rejected request still counts against the limits (providers count
+    /// failed requests): settle or drop its reservation, do not cancel it.
+    pub async fn rate_limited(&self, retry_after: Option<Duration>) -> Result<(), Error> {
+        let pause = {
+            let mut local = self.inner.local.lock();
+            local.tracker.totals.rate_limited += 1;
+            retry_after.unwrap_or(local.config.default_pause())
+        };
+        self.pause_for(pause).await
+    }
+
+    /// Replaces the lane's limits at run time (buckets keep their levels,
+    /// clamped; new axes start full). Waiters that no longer fit fail with
+    /// [`AcquireError::NeverFits`].
+    pub async fn set_limits(&self, limits: Limits) -> Result<(), Error> {
+        let state = self.inner.store.set_limits(limits).await?;
+        self.inner.local.lock().apply_state(&state);
+        Ok(())
+    }
+
+    pub(crate) async fn reconfigure(&self, config: LaneConfig) -> Result<(), Error> {
+        self.inner.local.lock().config = config;
+        self.set_limits(config.limits()).await
+    }
+
+    pub(crate) fn close(&self) {
+        let mut local = self.inner.local.lock();
+        local.closed = true;
+        while let Some(w) = local.waiters.pop_front() {
+            local.failed.push((w.id, Failure::Closed));
+            w.notify.notify_one();
+        }
+    }
+
+    /// A snapshot of the lane: limits, levels, waiting and usage.
+    pub async fn stats(&self) -> Result<LaneStats, Error> {
+        let state = self.inner.store.state().await?;
+        let now = self.inner.clock.now();
+        let local = {
+            let mut local = self.inner.local.lock();
+            LocalSnapshot {
+                config: local.config,
+                learning: local.learning,
+                waiters: local.waiters.len(),
+                in_flight: local.in_flight,
+                last_minute: local.tracker.last_minute(now),
+                totals: local.tracker.totals,
+                history: local.tracker.history(now),
+            }
+        };
+        Ok(LaneStats {
+            lane: self.inner.key.to_string(),
+            provider: self.inner.key.provider().to_owned(),
+            model: self.inner.key.model().map(str::to_owned),
+            limits: state.limits,
+            buckets: state.buckets,
+            settle: local.config.settle(),
+            learning: local.learning,
+            paused_for: state.paused_for,
+            waiters: local.waiters,
+            in_flight: local.in_flight,
+            last_minute: local.last_minute,
+            totals: local.totals,
+            history: local.history,
+        })
+    }
+
+    fn finish(&self, tokens: u64, end: End) {
+        let now = self.inner.clock.now();
+        let mut local = self.inner.local.lock();
+        local.in_flight = local.in_flight.saturating_sub(1);
+        let used = match end {
+            End::Settled {
+                actual,
+                extra,
+                refunded,
+            } => {
+                let totals = &mut local.tracker.totals;
+                totals.settled += 1;
+                totals.tokens_charged_extra = totals.tokens_charged_extra.saturating_add(extra);
+                totals.tokens_refunded = totals.tokens_refunded.saturating_add(refunded);
+                actual
+            }
+            End::Cancelled => {
+                let totals = &mut local.tracker.totals;
+                totals.cancelled += 1;
+                totals.tokens_refunded = totals.tokens_refunded.saturating_add(tokens);
+                0
+            }
+            End::Dropped => {
+                local.tracker.totals.dropped_unsettled += 1;
+                tokens
+            }
+        };
+        local.tracker.totals.tokens_used = local.tracker.totals.tokens_used.saturating_add(used);
+        if used > 0 {
+            local.tracker.record(
+                now,
+                Usage {
+                    requests: 0,
+                    tokens_reserved: 0,
+                    tokens_used: used,
+                },
+            );
+        }
+        // Freed a learning slot or gave tokens back: let the head re-check.
+        if local.learning || matches!(end, End::Cancelled | End::Settled { refunded: 1.., .. }) {
+            local.notify_head();
+        }
+    }
+}
+
+impl fmt::Debug for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lane")
+            .field("key", &self.inner.key)
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum End {
+    Settled {
+        actual: u64,
+        extra: u64,
+        refunded: u64,
+    },
+    Cancelled,
+    Dropped,
+}
+
+/// Identifies a reservation for [`Lane::observe`]: the lane that issued it and
+/// the store's [`Grant`] (cumulative counters and instant at reservation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    lane: u64,
+    grant: Grant,
+}
+
+impl Ticket {
+    /// The store's grant behind this ticket.
+    pub fn grant(&self) -> Grant {
+        self.grant
+    }
+}
+
+impl From<&Reservation> for Ticket {
+    fn from(r: &Reservation) -> Self {
+        r.ticket()
+    }
+}
+
+/// Capacity reserved on a lane for one request.
+///
+/// End it with [`Reservation::settle`] once the response's usage is known, or
+/// [`Reservation::cancel`] if the request was never sent. **Dropping it without
+/// either counts the reservation as fully used** (the request may have been
+/// sent): nothing is refunded, whatever the settle policy.
+#[must_use = "settle or cancel the reservation; dropping it counts it as fully used"]
+pub struct Reservation {
+    lane: Lane,
+    tokens: u64,
+    grant: Grant,
+    policy: SettlePolicy,
+    done: bool,
+}
+
+impl Reservation {
+    /// Tokens reserved (the estimate given to acquire).
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// The lane it was reserved on.
+    pub fn lane(&self) -> &Lane {
+        &self.lane
+    }
+
+    /// The ticket to pass to [`Lane::observe`] with the response's feedback.
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            lane: self.lane.inner.id,
+            grant: self.grant,
+        }
+    }
+
+    /// The settle policy in force when it was reserved (applied by `settle`).
+    pub fn policy(&self) -> SettlePolicy {
+        self.policy
+    }
+
+    /// Settles against the tokens actually used.
+    ///
+    /// Usage above the reservation is charged on the token buckets (which may
+    /// go into debt; later acquisitions wait for it to refill). Usage below is
+    /// refunded only under [`SettlePolicy::RefundUnused`]. If the store fails,
+    /// the reservation counts as fully used and the error is returned.
+    pub async fn settle(mut self, actual_tokens: u64) -> Result<(), Error> {
+        let extra = actual_tokens.saturating_sub(self.tokens);
+        let unused = self.tokens.saturating_sub(actual_tokens);
+        let refunded = match self.policy {
+            SettlePolicy::RefundUnused => unused,
+            SettlePolicy::KeepReservation => 0,
+        };
+        let adjustment = if extra > 0 {
+            Some(Adjustment::Charge {
+                requests: 0,
+                tokens: extra,
+            })
+        } else if refunded > 0 {
+            Some(Adjustment::Refund {
+                requests: 0,
+                tokens: refunded,
+            })
+        } else {
+            None
+        };
+        if let Some(adjustment) = adjustment {
+            self.lane.inner.store.adjust(adjustment).await?;
+        }
+        self.done = true;
+        self.lane.finish(
+            self.tokens,
+            End::Settled {
+                actual: actual_tokens,
+                extra,
+                refunded,
+            },
+        );
+        Ok(())
+    }
+
+    /// The request was never sent: gives back the request and all its tokens.
+    pub async fn cancel(mut self) -> Result<(), Error> {
+        self.lane
+            .inner
+            .store
+            .adjust(Adjustment::Refund {
+                requests: 1,
+                tokens: self.tokens,
+            })
+            .await?;
+        self.done = true;
+        self.lane.finish(self.tokens, End::Cancelled);
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.lane.finish(self.tokens, End::Dropped);
+        }
+    }
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("lane", &self.lane.inner.key)
+            .field("tokens", &self.tokens)
+            .field("grant", &self.grant)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}

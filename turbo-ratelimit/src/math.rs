@@ -1,0 +1,709 @@
+//! Bucket math: pure functions and a pure per-lane state machine, with time
+//! passed in explicitly. Every store uses this module (a remote store's
+//! script mirrors it), so the rules below are the specification.
+//!
+//! # Model
+//!
+//! A limit of `L` units (requests or tokens) per window of `W` seconds
+//! (60 for a minute, 86 400 for a day) is a bucket of capacity `L` that
+//! refills continuously at `L / W` units per second, the way OpenAI and Groq
+//! enforce their limits. A bucket starts full. Admission takes `n` units
+//! from every limited axis of the lane at once, and only when each holds at
+//! least `n` (a request is 1 unit on request axes and its estimate on token
+//! axes).
+//!
+//! # Representation: exact integers
+//!
+//! A level is stored **scaled**: `S = units × W_ns`, with `W_ns` the window in
+//! nanoseconds (`60·10⁹` or `86 400·10⁹`). Then
+//!
+//! * capacity is `C = L × W_ns`;
+//! * `dt` nanoseconds refill exactly `L × dt` scaled units;
+//! * a request of `n` units needs `n × W_ns`.
+//!
+//! All arithmetic is on `i128`, exact, with no division except when a result
+//! leaves this module (a wait rounded **up** to the next nanosecond, a level
+//! rounded **down** to whole units). Touching a bucket often therefore never
+//! drifts, and nothing can be NaN. `|S| ≤ u64::MAX × 86 400·10⁹ < 2¹¹¹`, so no
+//! operation overflows; inputs outside the domain saturate instead of panicking.
+//!
+//! # Operations (scaled units, `dt` in ns)
+//!
+//! | operation | formula |
+//! |---|---|
+//! | [`refill`] | `min(C, S + L·dt)` (a level above `C` is clamped to `C`) |
+//! | [`wait_ns`] for `need` | `0` if `S ≥ need`, else `⌈(need − S) / L⌉` |
+//! | [`charge`] `a` | `max(S − a, −C)`: debt is allowed down to one full window |
+//! | [`credit`] `a` | `min(S + a, C)` |
+//!
+//! A lane's buckets share one "last updated" instant; every step first
+//! refills all axes to now ([`LaneBuckets`]). Waits are the maximum over the
+//! axes of [`wait_ns`] and the remaining pause. A request asking more than an
+//! axis's capacity never fits and is refused at once.
+//!
+//! # Correcting from server feedback, with staleness
+//!
+//! The server reports `remaining` as of the moment it handled request *R*.
+//! Since then this lane may have reserved more, and time has refilled the
+//! bucket. Each reservation carries a [`Grant`]: the lane's cumulative
+//! reserved counters *including R* and the instant `t_R` of R's reservation.
+//! For an observed axis with limit `L` (the server's, else the configured one):
+//!
+//! 1. `remaining` is the server's, or, when only `reset` (time until full)
+//!    is given, `L − ⌈L·reset / W⌉` ([`remaining_from_reset`]).
+//! 2. The estimate of the true level now ([`estimate_level`]) is
+//!
+//!    `est = max(−C, min(C, remaining + refill(now − t_R)) − later)`
+//!
+//!    where `later = total_now − total_at_R` counts units reserved after R.
+//!    Applying the cap before subtracting `later` makes this a lower bound of
+//!    the true level (refill that the cap would have cut is not counted twice),
+//!    and counting everything reserved after R as unseen by the server errs on
+//!    the same safe side. Cancelled reservations stay in the counters.
+//! 3. The new level ([`corrected_level`]):
+//!    * the axis had no limit (learning, or the configuration had none): `est`,
+//!      or full when the server sent no remaining count;
+//!    * the server raised the limit: `est` (it may raise the level);
+//!    * otherwise (same or lower limit): `min(local level clamped to the new
+//!      capacity, est)`. A stale value never raises the level.
+//!
+//! A server limit of 0 is ignored (a lane never has a zero limit); an axis
+//! with no limit from either side is left alone.
+//!
+//! # Porting to a double-only script language
+//!
+//! Redis's Lua has only doubles (exact up to 2⁵³). A port can keep levels in
+//! whole units as doubles and time in microseconds: refill `L·dt/W`, clamp,
+//! compare. The relative error stays below 10⁻¹⁵ per step; what matters is to
+//! mirror the clamps (cap, debt floor), the rounding direction (waits up,
+//! levels down) and the correction rule above.
+
+use std::time::Duration;
+
+use crate::config::{Axis, Limits, Unit, Window};
+use crate::feedback::{Feedback, WindowObservation};
+use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketSnapshot, Grant, LaneState};
+
+/// The window's length in nanoseconds (`W_ns`): one unit in scaled form.
+pub const fn window_ns(window: Window) -> u64 {
+    match window {
+        Window::Minute => 60_000_000_000,
+        Window::Day => 86_400_000_000_000,
+    }
+}
+
+/// `units` in scaled form for `window`.
+pub const fn scaled(units: u64, window: Window) -> i128 {
+    units as i128 * window_ns(window) as i128
+}
+
+/// Capacity in scaled form of a bucket with `limit` over `window`.
+pub const fn capacity(limit: u64, window: Window) -> i128 {
+    scaled(limit, window)
+}
+
+/// The lowest level a bucket can reach: one full window of debt.
+pub const fn debt_floor(capacity: i128) -> i128 {
+    -capacity
+}
+
+/// A scaled level in whole units, rounded towards minus infinity, saturating at `i64`.
+pub fn whole_units(level: i128, window: Window) -> i64 {
+    let units = level.div_euclid(i128::from(window_ns(window)));
+    i64::try_from(units).unwrap_or(if units < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Converts a duration to nanoseconds, saturating at `u64::MAX`.
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Level after `elapsed_ns` of refilling at `rate` (= the limit) scaled units per ns.
+pub fn refill(level: i128, capacity: i128, rate: u64, elapsed_ns: u64) -> i128 {
+    if level >= capacity {
+        return capacity;
+    }
+    let missing = level.abs_diff(capacity);
+    let added = u128::from(rate) * u128::from(elapsed_ns);
+    if added >= missing {
+        capacity
+    } else {
+        // added < missing ≤ capacity − level, so the sum stays below capacity.
+        level.saturating_add_unsigned(added)
+    }
+}
+
+/// Nanoseconds until `level` reaches `need` at `rate`, rounded up; 0 if already
+/// there, `u64::MAX` if it never will (`rate == 0`) or the wait does not fit.
+pub fn wait_ns(level: i128, need: i128, rate: u64) -> u64 {
+    if level >= need {
+        return 0;
+    }
+    if rate == 0 {
+        return u64::MAX;
+    }
+    let deficit = need.abs_diff(level);
+    let rate = u128::from(rate);
+    let wait = deficit.div_ceil(rate);
+    u64::try_from(wait).unwrap_or(u64::MAX)
+}
+
+/// Takes `amount` (≥ 0) from `level`, not below `floor`.
+pub fn charge(level: i128, amount: i128, floor: i128) -> i128 {
+    level.saturating_sub(amount.max(0)).max(floor)
+}
+
+/// Gives back `amount` (≥ 0) to `level`, not above `capacity`.
+pub fn credit(level: i128, amount: i128, capacity: i128) -> i128 {
+    level.saturating_add(amount.max(0)).min(capacity)
+}
+
+/// Remaining units implied by "`reset` until full" for `limit` over `window`.
+pub fn remaining_from_reset(limit: u64, reset: Duration, window: Window) -> u64 {
+    let deficit =
+        (u128::from(limit) * u128::from(nanos(reset))).div_ceil(u128::from(window_ns(window)));
+    let deficit = u64::try_from(deficit).unwrap_or(u64::MAX).min(limit);
+    limit - deficit
+}
+
+/// The staleness-adjusted estimate of the true level now (module docs, step 2).
+///
+/// `remaining`: the server's count when it handled the request; `later`:
+/// units reserved on the lane after that request; `elapsed_ns`: time since
+/// the request was reserved.
+pub fn estimate_level(
+    remaining: u64,
+    later: u64,
+    limit: u64,
+    window: Window,
+    elapsed_ns: u64,
+) -> i128 {
+    let cap = capacity(limit, window);
+    let base = scaled(remaining, window).min(cap);
+    let refilled = refill(base, cap, limit, elapsed_ns);
+    refilled
+        .saturating_sub(scaled(later, window))
+        .max(debt_floor(cap))
+}
+
+/// The corrected level of one axis (module docs, step 3). `local` is the
+/// axis's current level and limit, if it had one.
+pub fn corrected_level(
+    local: Option<(i128, u64)>,
+    new_limit: u64,
+    window: Window,
+    estimate: Option<i128>,
+) -> i128 {
+    let cap = capacity(new_limit, window);
+    let estimate = estimate.map(|e| e.clamp(debt_floor(cap), cap));
+    match local {
+        None => estimate.unwrap_or(cap),
+        Some((level, old_limit)) => {
+            let local = level.clamp(debt_floor(cap), cap);
+            match estimate {
+                Some(est) if new_limit > old_limit => est,
+                Some(est) => local.min(est),
+                None => local,
+            }
+        }
+    }
+}
+
+/// One axis's bucket: its limit and scaled level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// The limit (capacity in units, refill per window).
+    pub limit: u64,
+    /// The level, scaled (see module docs).
+    pub level: i128,
+}
+
+/// The whole state of one lane, as a pure state machine over explicit time.
+///
+/// [`crate::MemoryStore`] is this behind a mutex; each method is one of the
+/// atomic steps of [`crate::BucketStore`]. A `now` earlier than the last one
+/// seen is treated as the last one (time never runs backwards here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneBuckets {
+    buckets: [Option<Bucket>; 4],
+    updated: Duration,
+    paused_until: Duration,
+    requests_total: u64,
+    tokens_total: u64,
+}
+
+impl LaneBuckets {
+    /// A lane with full buckets for `limits`.
+    pub fn new(limits: &Limits, now: Duration) -> Self {
+        let mut buckets = [None; 4];
+        for axis in Axis::ALL {
+            buckets[axis.index()] = limits.get(axis).map(|limit| Bucket {
+                limit,
+                level: capacity(limit, axis.window()),
+            });
+        }
+        Self {
+            buckets,
+            updated: now,
+            paused_until: Duration::ZERO,
+            requests_total: 0,
+            tokens_total: 0,
+        }
+    }
+
+    /// The bucket of `axis`, if limited (levels as of the last step).
+    pub fn bucket(&self, axis: Axis) -> Option<Bucket> {
+        self.buckets[axis.index()]
+    }
+
+    fn advance(&mut self, now: Duration) -> Duration {
+        if now > self.updated {
+            let elapsed = nanos(now - self.updated);
+            for axis in Axis::ALL {
+                if let Some(b) = &mut self.buckets[axis.index()] {
+                    b.level = refill(b.level, capacity(b.limit, axis.window()), b.limit, elapsed);
+                }
+            }
+            self.updated = now;
+        }
+        self.updated
+    }
+
+    fn total(&self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Requests => self.requests_total,
+            Unit::Tokens => self.tokens_total,
+        }
+    }
+
+    /// Reserves `request` on every limited axis, or nothing.
+    pub fn try_acquire(&mut self, now: Duration, request: AcquireRequest) -> AcquireOutcome {
+        let now = self.advance(now);
+        for axis in Axis::ALL {
+            if let Some(b) = self.buckets[axis.index()] {
+                let requested = request.amount(axis.unit());
+                if requested > b.limit {
+                    return AcquireOutcome::NeverFits {
+                        axis,
+                        requested,
+                        capacity: b.limit,
+                    };
+                }
+            }
+        }
+        let pause = self.paused_until.saturating_sub(now);
+        let mut wait = nanos(pause);
+        for axis in Axis::ALL {
+            if let Some(b) = self.buckets[axis.index()] {
+                let need = scaled(request.amount(axis.unit()), axis.window());
+                wait = wait.max(wait_ns(b.level, need, b.limit));
+            }
+        }
+        if wait > 0 {
+            return AcquireOutcome::Wait {
+                wait: Duration::from_nanos(wait),
+                paused: (!pause.is_zero()).then_some(pause),
+            };
+        }
+        for axis in Axis::ALL {
+            if let Some(b) = &mut self.buckets[axis.index()] {
+                let cap = capacity(b.limit, axis.window());
+                let need = scaled(request.amount(axis.unit()), axis.window());
+                b.level = charge(b.level, need, debt_floor(cap));
+            }
+        }
+        self.requests_total = self.requests_total.saturating_add(request.requests);
+        self.tokens_total = self.tokens_total.saturating_add(request.tokens);
+        AcquireOutcome::Reserved(Grant {
+            at: now,
+            requests_total: self.requests_total,
+            tokens_total: self.tokens_total,
+        })
+    }
+
+    /// Applies a settlement or cancellation.
+    pub fn adjust(&mut self, now: Duration, adjustment: Adjustment) {
+        self.advance(now);
+        let (requests, tokens, refund) = match adjustment {
+            Adjustment::Charge { requests, tokens } => (requests, tokens, false),
+            Adjustment::Refund { requests, tokens } => (requests, tokens, true),
+        };
+        for axis in Axis::ALL {
+            if let Some(b) = &mut self.buckets[axis.index()] {
+                let cap = capacity(b.limit, axis.window());
+                let units = match axis.unit() {
+                    Unit::Requests => requests,
+                    Unit::Tokens => tokens,
+                };
+                let amount = scaled(units, axis.window());
+                b.level = if refund {
+                    credit(b.level, amount, cap)
+                } else {
+                    charge(b.level, amount, debt_floor(cap))
+                };
+            }
+        }
+    }
+
+    /// Absorbs feedback about the reservation `grant` (module docs).
+    pub fn correct(&mut self, now: Duration, grant: &Grant, feedback: &Feedback) {
+        let now = self.advance(now);
+        let elapsed = nanos(now.saturating_sub(grant.at));
+        let observations = [
+            (Unit::Requests, feedback.requests),
+            (Unit::Tokens, feedback.tokens),
+        ];
+        for (unit, observation) in observations {
+            if let Some(observation) = observation {
+                let later = self.total(unit).saturating_sub(grant.total(unit));
+                self.correct_axis(unit, &observation, later, elapsed);
+            }
+        }
+    }
+
+    fn correct_axis(&mut self, unit: Unit, obs: &WindowObservation, later: u64, elapsed: u64) {
+        let axis = Axis::new(unit, obs.window);
+        let slot = &mut self.buckets[axis.index()];
+        let current = *slot;
+        let Some(limit) = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit)) else {
+            return;
+        };
+        let remaining = obs.remaining.or_else(|| {
+            obs.reset
+                .map(|r| remaining_from_reset(limit, r, obs.window))
+        });
+        let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
+        let level = corrected_level(
+            current.map(|b| (b.level, b.limit)),
+            limit,
+            obs.window,
+            estimate,
+        );
+        *slot = Some(Bucket { limit, level });
+    }
+
+    /// Pauses until `now + duration` unless already paused longer; returns the remaining pause.
+    pub fn pause(&mut self, now: Duration, duration: Duration) -> Duration {
+        let now = self.advance(now);
+        let until = now.checked_add(duration).unwrap_or(Duration::MAX);
+        self.paused_until = self.paused_until.max(until);
+        self.paused_until - now
+    }
+
+    /// Replaces the limits: kept axes keep their level (clamped to the new
+    /// capacity and debt floor), new axes start full, removed axes disappear.
+    pub fn set_limits(&mut self, now: Duration, limits: &Limits) {
+        self.advance(now);
+        for axis in Axis::ALL {
+            let slot = &mut self.buckets[axis.index()];
+            *slot = limits.get(axis).map(|limit| {
+                let cap = capacity(limit, axis.window());
+                let level = slot.map_or(cap, |b| b.level.clamp(debt_floor(cap), cap));
+                Bucket { limit, level }
+            });
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        let mut limits = Limits::unlimited();
+        for axis in Axis::ALL {
+            if let Some(b) = self.buckets[axis.index()] {
+                limits.set(axis, std::num::NonZeroU64::new(b.limit));
+            }
+        }
+        limits
+    }
+
+    /// Refills to `now` and reports the state.
+    pub fn state(&mut self, now: Duration) -> LaneState {
+        let now = self.advance(now);
+        let buckets = Axis::ALL
+            .into_iter()
+            .filter_map(|axis| {
+                self.buckets[axis.index()].map(|b| BucketSnapshot {
+                    axis,
+                    limit: b.limit,
+                    level: whole_units(b.level, axis.window()),
+                    full_in: Duration::from_nanos(wait_ns(
+                        b.level,
+                        capacity(b.limit, axis.window()),
+                        b.limit,
+                    )),
+                })
+            })
+            .collect();
+        let pause = self.paused_until.saturating_sub(now);
+        LaneState {
+            limits: self.limits(),
+            buckets,
+            paused_for: (!pause.is_zero()).then_some(pause),
+            requests_total: self.requests_total,
+            tokens_total: self.tokens_total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn tpm(limit: u64) -> Limits {
+        Limits::unlimited().with_tpm(NonZeroU64::new(limit).unwrap())
+    }
+
+    fn level(lane: &mut LaneBuckets, now: Duration, axis: Axis) -> i64 {
+        lane.state(now).bucket(axis).unwrap().level
+    }
+
+    #[test]
+    fn refill_is_exact_however_often_it_is_applied() {
+        // 7 tokens/min touched every nanosecond-ish step for 60 s must add exactly 7.
+        let cap = capacity(7, Window::Minute);
+        let mut level = 0;
+        let step = 1_234_567;
+        let mut t = 0u64;
+        while t + step <= 60_000_000_000 {
+            level = refill(level, cap, 7, step);
+            t += step;
+        }
+        level = refill(level, cap, 7, 60_000_000_000 - t);
+        assert_eq!(level, cap);
+        assert_eq!(whole_units(level, Window::Minute), 7);
+    }
+
+    #[test]
+    fn wait_rounds_up_and_handles_degenerate_inputs() {
+        // 100 tokens/min: one token takes 0.6 s.
+        let need = scaled(1, Window::Minute);
+        assert_eq!(wait_ns(0, need, 100), 600_000_000);
+        assert_eq!(wait_ns(1, need, 100), 600_000_000); // ceil of (need-1)/100
+        assert_eq!(wait_ns(need, need, 100), 0);
+        assert_eq!(wait_ns(0, need, 0), u64::MAX);
+        assert_eq!(wait_ns(i128::MIN, i128::MAX, 1), u64::MAX);
+    }
+
+    #[test]
+    fn whole_units_round_down_including_debt() {
+        assert_eq!(whole_units(-1, Window::Minute), -1);
+        assert_eq!(whole_units(scaled(3, Window::Day) - 1, Window::Day), 2);
+        assert_eq!(whole_units(i128::MAX, Window::Minute), i64::MAX);
+    }
+
+    #[test]
+    fn remaining_from_reset_inverts_the_refill() {
+        // 6000 tokens/min, full in 6 s: 600 missing.
+        assert_eq!(
+            remaining_from_reset(6000, Duration::from_secs(6), Window::Minute),
+            5400
+        );
+        assert_eq!(
+            remaining_from_reset(6000, Duration::from_secs(600), Window::Minute),
+            0
+        );
+        assert_eq!(
+            remaining_from_reset(6000, Duration::ZERO, Window::Minute),
+            6000
+        );
+    }
+
+    #[test]
+    fn acquire_reserves_all_axes_or_nothing() {
+        let limits = Limits::try_per_minute(2, 100).unwrap();
+        let mut lane = LaneBuckets::new(&limits, Duration::ZERO);
+        assert!(matches!(
+            lane.try_acquire(Duration::ZERO, AcquireRequest::one(60)),
+            AcquireOutcome::Reserved(_)
+        ));
+        // Requests left (1) but tokens short (40 < 60): nothing is taken.
+        let outcome = lane.try_acquire(Duration::ZERO, AcquireRequest::one(60));
+        // 20 tokens missing at 100/60 per s = 12 s.
+        assert_eq!(
+            outcome,
+            AcquireOutcome::Wait {
+                wait: 12 * S,
+                paused: None
+            }
+        );
+        assert_eq!(level(&mut lane, Duration::ZERO, Axis::RequestsPerMinute), 1);
+        assert_eq!(level(&mut lane, Duration::ZERO, Axis::TokensPerMinute), 40);
+        assert!(matches!(
+            lane.try_acquire(12 * S, AcquireRequest::one(60)),
+            AcquireOutcome::Reserved(Grant {
+                requests_total: 2,
+                tokens_total: 120,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn never_fits_is_reported_before_any_wait() {
+        let mut lane = LaneBuckets::new(&tpm(100), Duration::ZERO);
+        lane.pause(Duration::ZERO, 10 * S);
+        assert_eq!(
+            lane.try_acquire(Duration::ZERO, AcquireRequest::one(101)),
+            AcquireOutcome::NeverFits {
+                axis: Axis::TokensPerMinute,
+                requested: 101,
+                capacity: 100
+            }
+        );
+    }
+
+    #[test]
+    fn charge_goes_into_debt_but_not_below_one_window() {
+        let mut lane = LaneBuckets::new(&tpm(100), Duration::ZERO);
+        lane.adjust(
+            Duration::ZERO,
+            Adjustment::Charge {
+                requests: 0,
+                tokens: 150,
+            },
+        );
+        assert_eq!(level(&mut lane, Duration::ZERO, Axis::TokensPerMinute), -50);
+        lane.adjust(
+            Duration::ZERO,
+            Adjustment::Charge {
+                requests: 0,
+                tokens: 1000,
+            },
+        );
+        assert_eq!(
+            level(&mut lane, Duration::ZERO, Axis::TokensPerMinute),
+            -100
+        );
+        lane.adjust(
+            Duration::ZERO,
+            Adjustment::Refund {
+                requests: 0,
+                tokens: 1000,
+            },
+        );
+        assert_eq!(level(&mut lane, Duration::ZERO, Axis::TokensPerMinute), 100);
+    }
+
+    #[test]
+    fn correction_discounts_later_reservations_and_adds_refill() {
+        // 6000 tpm = 100 tokens/s.
+        let mut lane = LaneBuckets::new(&tpm(6000), Duration::ZERO);
+        let AcquireOutcome::Reserved(a) =
+            lane.try_acquire(Duration::ZERO, AcquireRequest::one(100))
+        else {
+            panic!("a not reserved")
+        };
+        let _ = lane.try_acquire(Duration::ZERO, AcquireRequest::one(200));
+        let _ = lane.try_acquire(Duration::ZERO, AcquireRequest::one(300));
+        let now = 2 * S;
+        // Server saw 2000 left when it handled A; 500 reserved since; 2 s = 200 refilled.
+        let feedback = Feedback {
+            tokens: Some(
+                WindowObservation::new(Window::Minute)
+                    .limit(6000)
+                    .remaining(2000),
+            ),
+            requests: None,
+        };
+        lane.correct(now, &a, &feedback);
+        assert_eq!(level(&mut lane, now, Axis::TokensPerMinute), 1700);
+        // A stale, higher value never raises the level.
+        let stale = Feedback {
+            tokens: Some(WindowObservation::new(Window::Minute).remaining(5900)),
+            requests: None,
+        };
+        lane.correct(now, &a, &stale);
+        assert_eq!(level(&mut lane, now, Axis::TokensPerMinute), 1700);
+    }
+
+    #[test]
+    fn server_raising_the_limit_may_raise_the_level() {
+        let mut lane = LaneBuckets::new(&tpm(1000), Duration::ZERO);
+        let AcquireOutcome::Reserved(a) =
+            lane.try_acquire(Duration::ZERO, AcquireRequest::one(900))
+        else {
+            panic!("not reserved")
+        };
+        let feedback = Feedback {
+            tokens: Some(
+                WindowObservation::new(Window::Minute)
+                    .limit(10_000)
+                    .remaining(9_100),
+            ),
+            requests: None,
+        };
+        lane.correct(Duration::ZERO, &a, &feedback);
+        assert_eq!(
+            lane.bucket(Axis::TokensPerMinute).map(|b| b.limit),
+            Some(10_000)
+        );
+        assert_eq!(
+            level(&mut lane, Duration::ZERO, Axis::TokensPerMinute),
+            9_100
+        );
+    }
+
+    #[test]
+    fn feedback_creates_axes_in_its_window() {
+        // Groq: requests per day, tokens per minute.
+        let mut lane = LaneBuckets::new(&Limits::unlimited(), Duration::ZERO);
+        let AcquireOutcome::Reserved(a) = lane.try_acquire(Duration::ZERO, AcquireRequest::one(10))
+        else {
+            panic!("not reserved")
+        };
+        let feedback = Feedback {
+            requests: Some(
+                WindowObservation::new(Window::Day)
+                    .limit(14_400)
+                    .remaining(14_000),
+            ),
+            tokens: Some(
+                WindowObservation::new(Window::Minute)
+                    .limit(6_000)
+                    .reset(Duration::from_secs(3)),
+            ),
+        };
+        lane.correct(Duration::ZERO, &a, &feedback);
+        let limits = lane.limits();
+        assert_eq!(limits.get(Axis::RequestsPerDay), Some(14_400));
+        assert_eq!(limits.get(Axis::TokensPerMinute), Some(6_000));
+        assert_eq!(limits.get(Axis::RequestsPerMinute), None);
+        assert_eq!(
+            level(&mut lane, Duration::ZERO, Axis::RequestsPerDay),
+            14_000
+        );
+        assert_eq!(
+            level(&mut lane, Duration::ZERO, Axis::TokensPerMinute),
+            5_700
+        );
+    }
+
+    #[test]
+    fn pause_only_grows_and_set_limits_keeps_levels() {
+        let mut lane = LaneBuckets::new(&tpm(100), Duration::ZERO);
+        assert_eq!(lane.pause(Duration::ZERO, 10 * S), 10 * S);
+        assert_eq!(lane.pause(S, 2 * S), 9 * S);
+        let _ = lane.try_acquire(10 * S, AcquireRequest::one(80));
+        lane.set_limits(10 * S, &tpm(50).with_rpm(std::num::NonZeroU32::MIN));
+        assert_eq!(level(&mut lane, 10 * S, Axis::TokensPerMinute), 20);
+        assert_eq!(level(&mut lane, 10 * S, Axis::RequestsPerMinute), 1);
+    }
+
+    #[test]
+    fn time_never_runs_backwards() {
+        let mut lane = LaneBuckets::new(&tpm(60), 10 * S);
+        let _ = lane.try_acquire(10 * S, AcquireRequest::one(60));
+        // An earlier reading neither refills nor panics.
+        let outcome = lane.try_acquire(5 * S, AcquireRequest::one(1));
+        assert_eq!(
+            outcome,
+            AcquireOutcome::Wait {
+                wait: S,
+                paused: None
+            }
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! Consumption tracking: what this process admitted and used per lane.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{LaneConfig, Limits, SettlePolicy};
+use crate::store::BucketSnapshot;
+
+/// Minutes of per-minute history kept per lane.
+pub const HISTORY_MINUTES: usize = 120;
+const RING_SECONDS: u64 = 60;
+
+/// Requests and tokens over some span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Tokens reserved at admission.
+    pub tokens_reserved: u64,
+    /// Tokens reported used at settlement (a reservation dropped unsettled
+    /// counts its whole reservation).
+    pub tokens_used: u64,
+}
+
+impl Usage {
+    fn add(&mut self, other: Usage) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.tokens_reserved = self.tokens_reserved.saturating_add(other.tokens_reserved);
+        self.tokens_used = self.tokens_used.saturating_add(other.tokens_used);
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+/// One minute of usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MinuteUsage {
+    /// Minutes since the limiter's clock epoch.
+    pub minute: u64,
+    /// What happened in that minute.
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// Running totals since the lane was created (in this process).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Tokens reserved at admission.
+    pub tokens_reserved: u64,
+    /// Tokens reported used (settled actuals, plus full reservations dropped unsettled).
+    pub tokens_used: u64,
+    /// Tokens given back to the buckets (refunds of unused tokens and cancellations).
+    pub tokens_refunded: u64,
+    /// Tokens charged beyond their reservation at settlement.
+    pub tokens_charged_extra: u64,
+    /// Reservations settled.
+    pub settled: u64,
+    /// Reservations cancelled (never sent).
+    pub cancelled: u64,
+    /// Reservations dropped without settle or cancel (counted as fully used).
+    pub dropped_unsettled: u64,
+    /// 429 responses reported through `rate_limited`.
+    pub rate_limited: u64,
+    /// Feedback observations absorbed.
+    pub feedback: u64,
+    /// Admissions refused because they could never fit.
+    pub never_fits: u64,
+}
+
+/// A snapshot of one lane: configuration, bucket levels, waiting, usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaneStats {
+    /// `provider` or `provider/model`.
+    pub lane: String,
+    /// The provider.
+    pub provider: String,
+    /// The model of a per-model lane.
+    pub model: Option<String>,
+    /// The limits now in force (configured, set or learned).
+    pub limits: Limits,
+    /// One entry per limited axis.
+    pub buckets: Vec<BucketSnapshot>,
+    /// Settle policy.
+    pub settle: SettlePolicy,
+    /// True while the lane is learning its limits.
+    pub learning: bool,
+    /// Remaining pause, if paused.
+    pub paused_for: Option<Duration>,
+    /// Acquisitions waiting.
+    pub waiters: usize,
+    /// Reservations not yet settled, cancelled or dropped.
+    pub in_flight: u64,
+    /// Usage in the last 60 seconds (sliding, per second).
+    pub last_minute: Usage,
+    /// Totals since creation.
+    pub totals: Totals,
+    /// Per-minute usage, oldest first, at most [`HISTORY_MINUTES`] entries
+    /// (minutes without activity are omitted).
+    pub history: Vec<MinuteUsage>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SecondSlot {
+    second: u64,
+    usage: Usage,
+}
+
+/// Per-lane consumption tracker: a 60-slot ring of seconds, a bounded
+/// per-minute history, and totals. Times are the limiter clock's readings.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    ring: [SecondSlot; RING_SECONDS as usize],
+    current_minute: MinuteUsage,
+    history: VecDeque<MinuteUsage>,
+    pub(crate) totals: Totals,
+}
+
+impl Tracker {
+    pub(crate) fn new() -> Self {
+        Self {
+            ring: [SecondSlot::default(); RING_SECONDS as usize],
+            current_minute: MinuteUsage {
+                minute: 0,
+                usage: Usage::default(),
+            },
+            history: VecDeque::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    /// Records `usage` at `now` in the ring and the minute history.
+    pub(crate) fn record(&mut self, now: Duration, usage: Usage) {
+        let second = now.as_secs();
+        // RING_SECONDS is non-zero; the remainder always indexes the ring.
+        let slot = &mut self.ring[(second % RING_SECONDS) as usize];
+        if slot.second != second {
+            *slot = SecondSlot {
+                second,
+                usage: Usage::default(),
+            };
+        }
+        slot.usage.add(usage);
+
+        let minute = second / 60;
+        if minute != self.current_minute.minute {
+            self.roll_minute(minute);
+        }
+        self.current_minute.usage.add(usage);
+    }
+
+    fn roll_minute(&mut self, minute: u64) {
+        if minute < self.current_minute.minute {
+            // A clock that went backwards: keep adding to the current minute.
+            return;
+        }
+        let done = std::mem::replace(
+            &mut self.current_minute,
+            MinuteUsage {
+                minute,
+                usage: Usage::default(),
+            },
+        );
+        if !done.usage.is_zero() {
+            self.history.push_back(done);
+        }
+        let oldest = minute.saturating_sub(HISTORY_MINUTES as u64 - 1);
+        while self
+            .history
+            .front()
+            .is_some_and(|m| m.minute < oldest || self.history.len() >= HISTORY_MINUTES)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// Usage over the 60 seconds ending at `now` (this second included).
+    pub(crate) fn last_minute(&self, now: Duration) -> Usage {
+        let second = now.as_secs();
+        let mut total = Usage::default();
+        for slot in &self.ring {
+            if slot.second <= second && second - slot.second < RING_SECONDS {
+                total.add(slot.usage);
+            }
+        }
+        total
+    }
+
+    /// History up to `now`, the current minute last.
+    pub(crate) fn history(&mut self, now: Duration) -> Vec<MinuteUsage> {
+        let minute = now.as_secs() / 60;
+        if minute != self.current_minute.minute {
+            self.roll_minute(minute);
+        }
+        let mut out: Vec<MinuteUsage> = self.history.iter().copied().collect();
+        if !self.current_minute.usage.is_zero() {
+            out.push(self.current_minute);
+        }
+        out
+    }
+}
+
+/// Everything but the store's view, filled in by the lane.
+pub(crate) struct LocalSnapshot {
+    pub(crate) config: LaneConfig,
+    pub(crate) learning: bool,
+    pub(crate) waiters: usize,
+    pub(crate) in_flight: u64,
+    pub(crate) last_minute: Usage,
+    pub(crate) totals: Totals,
+    pub(crate) history: Vec<MinuteUsage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn usage(requests: u64, tokens: u64) -> Usage {
+        Usage {
+            requests,
+            tokens_reserved: tokens,
+            tokens_used: 0,
+        }
+    }
+
+    #[test]
+    fn last_minute_slides_per_second() {
+        let mut t = Tracker::new();
+        t.record(Duration::ZERO, usage(1, 10));
+        t.record(30 * S, usage(1, 20));
+        assert_eq!(t.last_minute(59 * S), usage(2, 30));
+        assert_eq!(t.last_minute(60 * S), usage(1, 20));
+        assert_eq!(t.last_minute(90 * S), Usage::default());
+    }
+
+    #[test]
+    fn history_is_bounded_and_skips_idle_minutes() {
+        let mut t = Tracker::new();
+        for minute in 0..200u64 {
+            t.record(Duration::from_secs(minute * 60), usage(1, minute));
+        }
+        let history = t.history(200 * 60 * S);
+        assert!(history.len() <= HISTORY_MINUTES);
+        assert_eq!(history.last().map(|m| m.minute), Some(199));
+        assert!(history.windows(2).all(|w| w[0].minute < w[1].minute));
+        let mut t = Tracker::new();
+        t.record(Duration::ZERO, usage(1, 1));
+        t.record(10 * 60 * S, usage(1, 1));
+        let minutes: Vec<u64> = t.history(10 * 60 * S).iter().map(|m| m.minute).collect();
+        assert_eq!(minutes, vec![0, 10]);
+    }
+}
