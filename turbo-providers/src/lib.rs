@@ -5,6 +5,8 @@
 mod client;
 mod error;
 mod headers;
+#[cfg(feature = "mock-server")]
+pub mod mock_server;
 mod openai;
 mod request;
 mod response;
