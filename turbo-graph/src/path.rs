@@ -16,8 +16,8 @@ where
     ///
     /// Only live (waiting or ready) nodes count; finished dependencies are
     /// already paid for. `cost` is called once per live node. Among equally
-    /// expensive chains one is picked deterministically. Runs in
-    /// O(live nodes + their edges).
+    /// expensive chains the one with more nodes wins, and further ties are
+    /// broken deterministically. Runs in O(live nodes + their edges).
     pub fn critical_path<F>(&self, mut cost: F) -> CriticalPath<K>
     where
         F: FnMut(&K) -> u64,
@@ -37,9 +37,9 @@ where
                     .is_some_and(|node| node.unmet == 0)
             })
             .collect();
-        // `best[s]`: the cost of the most expensive chain ending just before
-        // `s` until `s` is popped, then including `s`.
-        let mut best = vec![0u64; slab];
+        // `best[s]`: (cost, nodes) of the best chain ending just before `s`
+        // until `s` is popped, then including `s`.
+        let mut best = vec![(0u64, 0u32); slab];
         let mut previous = vec![NONE; slab];
         let mut end = NONE;
         let mut head = 0;
@@ -49,7 +49,8 @@ where
             let Some(node) = &self.live[s] else {
                 continue;
             };
-            best[s] = best[s].saturating_add(cost(&node.id));
+            best[s].0 = best[s].0.saturating_add(cost(&node.id));
+            best[s].1 += 1;
             if end == NONE || best[s] > best[end as usize] {
                 end = s as u32;
             }
@@ -70,7 +71,7 @@ where
         }
 
         let mut ids = Vec::new();
-        let total = if end == NONE { 0 } else { best[end as usize] };
+        let total = if end == NONE { 0 } else { best[end as usize].0 };
         let mut at = end;
         while at != NONE {
             if let Some(node) = &self.live[at as usize] {

@@ -369,9 +369,8 @@ pub fn batch_edges(entries: &[(Id, Vec<Id>)], first: &BTreeMap<Id, usize>) -> Ve
         .collect()
 }
 
-/// Number of groups of more than one entry that all reach each other,
-/// computed from the transitive closure.
-pub fn count_cycles(entries: &[(Id, Vec<Id>)], first: &BTreeMap<Id, usize>) -> usize {
+/// `reach[p][q]`: entry `p` depends on entry `q`, directly or not.
+pub fn reachability(entries: &[(Id, Vec<Id>)], first: &BTreeMap<Id, usize>) -> Vec<Vec<bool>> {
     let edges = batch_edges(entries, first);
     let n = entries.len();
     let mut reach = vec![vec![false; n]; n];
@@ -390,6 +389,13 @@ pub fn count_cycles(entries: &[(Id, Vec<Id>)], first: &BTreeMap<Id, usize>) -> u
             }
         }
     }
+    reach
+}
+
+/// Number of groups of more than one entry that all reach each other.
+pub fn count_cycles(entries: &[(Id, Vec<Id>)], first: &BTreeMap<Id, usize>) -> usize {
+    let reach = reachability(entries, first);
+    let n = entries.len();
     let mut seen = vec![false; n];
     let mut groups = 0;
     for i in 0..n {
