@@ -79,6 +79,23 @@ impl From<Failure> for AcquireError {
     }
 }
 
+impl From<Failure> for TryAcquireError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Closed => TryAcquireError::Closed,
+            Failure::NeverFits {
+                axis,
+                requested,
+                capacity,
+            } => TryAcquireError::NeverFits {
+                requested,
+                capacity,
+                axis,
+            },
+        }
+    }
+}
+
 /// Per-process lane state, behind one mutex never held across an await.
 struct Local {
     config: LaneConfig,
@@ -198,24 +215,26 @@ impl Local {
         Some(self.failed.swap_remove(pos).1)
     }
 
+    /// The never-fits verdict for a request of `tokens` under the cached limits
+    /// (request axes always hold the one request asked for).
+    fn unfit(&self, tokens: u64) -> Option<Failure> {
+        [Axis::TokensPerMinute, Axis::TokensPerDay]
+            .into_iter()
+            .find_map(|axis| {
+                let capacity = self.limits.get(axis)?;
+                (tokens > capacity).then_some(Failure::NeverFits {
+                    axis,
+                    requested: tokens,
+                    capacity,
+                })
+            })
+    }
+
     /// Fails queued waiters that can no longer fit under `self.limits`.
     fn fail_unfit(&mut self) {
-        let limits = self.limits;
-        let unfit = |tokens: u64| {
-            [Axis::TokensPerMinute, Axis::TokensPerDay]
-                .into_iter()
-                .find_map(|axis| {
-                    let capacity = limits.get(axis)?;
-                    (tokens > capacity).then_some(Failure::NeverFits {
-                        axis,
-                        requested: tokens,
-                        capacity,
-                    })
-                })
-        };
         let mut i = 0;
         while i < self.waiters.len() {
-            match unfit(self.waiters[i].tokens) {
+            match self.unfit(self.waiters[i].tokens) {
                 Some(failure) => {
                     if let Some(w) = self.waiters.remove(i) {
                         self.failed.push((w.id, failure));
@@ -373,6 +392,10 @@ impl Lane {
             if local.closed {
                 return Err(AcquireError::Closed);
             }
+            if let Some(failure) = local.unfit(estimated_tokens) {
+                local.tracker.totals.never_fits += 1;
+                return Err(failure.into());
+            }
             if local.fast_path_open() {
                 local.in_flight += 1;
                 Some(local.config.settle())
@@ -512,6 +535,10 @@ impl Lane {
             let mut local = self.inner.local.lock();
             if local.closed {
                 return Err(TryAcquireError::Closed);
+            }
+            if let Some(failure) = local.unfit(estimated_tokens) {
+                local.tracker.totals.never_fits += 1;
+                return Err(failure.into());
             }
             if !local.waiters.is_empty() || local.learning_blocked() {
                 return Err(TryAcquireError::WouldWait { wait: None });
