@@ -652,8 +652,12 @@ impl Lane {
     /// Reports a 429: counts it and pauses the lane for `retry_after`, or the
     /// lane's default pause when the server gave none.
     ///
-    /// The rejected request still counts against the limits (providers count
-    /// failed requests): settle or drop its reservation, do not cancel it.
+    /// Observe the 429's own feedback first if it carries any. Then end the
+    /// rejected request's reservation the way the provider counts it: if
+    /// rejected requests do not consume the limit, [`Reservation::cancel`] it;
+    /// if they do, settle or drop it. Keeping the local accounting in line
+    /// with the server's is what lets the foreign-use estimate (see
+    /// [`crate::math`]) keep a shared key free of 429s.
     pub async fn rate_limited(&self, retry_after: Option<Duration>) -> Result<(), Error> {
         let pause = {
             let mut local = self.inner.local.lock();

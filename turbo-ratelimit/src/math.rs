@@ -33,6 +33,9 @@
 //! |---|---|
 //! | [`refill`] | `min(C, S + L·dt)` (a level above `C` is clamped to `C`) |
 //! | [`wait_ns`] for `need` | `0` if `S ≥ need`, else `⌈(need − S) / L⌉` |
+//!
+//! (`L` as the refill rate becomes `L − foreign` once feedback shows others
+//! sharing the limit; see "Sharing a key" below.)
 //! | [`charge`] `a` | `max(S − a, −C)`: debt is allowed down to one full window |
 //! | [`credit`] `a` | `min(S + a, C)` |
 //!
@@ -69,6 +72,44 @@
 //!
 //! A server limit of 0 is ignored (a lane never has a zero limit); an axis
 //! with no limit from either side is left alone.
+//!
+//! # Sharing a key: the foreign-consumption rate
+//!
+//! Lowering the level fixes the past, not the future: when another process
+//! spends from the same server-side limit, a bucket that refills at the full
+//! `L` keeps promising what the other process takes, and under saturation
+//! every process keeps hitting 429s (in the `shared_key` integration test,
+//! two processes with step 3 alone get about one request in two rejected). So each bucket also estimates `foreign`, the rate
+//! (units per window) at which the server's level falls without this lane
+//! spending, and refills locally at `rate = max(L − foreign, min_rate(L))`
+//! with `min_rate(L) = max(1, L/16)` (a lane always keeps sending and so keeps
+//! measuring). All refill and wait formulas above use this `rate`; the
+//! capacity stays `L`.
+//!
+//! At each correction that keeps the limit (step 3's last case) with an estimate:
+//!
+//! * `divergence = local − est` (scaled): what the server lacks compared with
+//!   the local view;
+//! * if an earlier correction left a [`SyncPoint`] `(t_prev, residual)` and this
+//!   request was reserved after it (`t_R > t_prev`), the divergence that
+//!   appeared since is `divergence − residual` over `Δ = t_R − t_prev` ns, and
+//!
+//!   `foreign ← clamp(foreign + (divergence − residual) / max(Δ, τ), 0, L − min_rate(L))`
+//!
+//!   with `τ = W/6` ([`foreign_time_constant_ns`]). This is an integral
+//!   controller: between two feedbacks the divergence grows by
+//!   `(true_foreign − foreign)·Δ`, so the estimate closes `Δ/τ` of its error
+//!   per feedback, i.e. converges with time constant `τ` however often
+//!   feedback arrives, and averages bursty foreign use over `τ`. When the
+//!   other process stops, the divergence turns negative and the estimate decays;
+//! * the new sync point is `(t_R, min(0, divergence))`. Responses arriving out
+//!   of order (`t_R ≤ t_prev`) only apply the level rule.
+//!
+//! Learning an axis or a raised limit resets `foreign` to 0; feedback without
+//! a usable remaining count leaves it as it is. With a shared store (every process spending
+//! from the same buckets) the divergence stays near 0 and so does `foreign`;
+//! it then only absorbs systematic differences between what the lane charges
+//! and what the server counts, which is the safe direction.
 //!
 //! # Porting to a double-only script language
 //!
@@ -209,13 +250,85 @@ pub fn corrected_level(
     }
 }
 
-/// One axis's bucket: its limit and scaled level.
+/// The lowest refill rate the foreign-consumption estimate may leave a
+/// bucket: 1/16 of its limit (at least 1 unit per window), so a lane keeps
+/// sending, and so keeps learning, even if the estimate overshoots.
+pub const fn min_rate(limit: u64) -> u64 {
+    let r = limit / 16;
+    if r == 0 { 1 } else { r }
+}
+
+/// Time constant of the foreign-rate estimate: a sixth of the window (10 s
+/// for per-minute limits, 4 h for per-day limits).
+pub const fn foreign_time_constant_ns(window: Window) -> u64 {
+    window_ns(window) / 6
+}
+
+/// Updates a foreign-consumption rate (units per window, i.e. scaled units per
+/// ns) from the `divergence` (scaled) that appeared over `interval_ns`
+/// (module docs, "Sharing a key"): `foreign + divergence / max(interval, τ)`,
+/// clamped to `[0, limit − min_rate(limit)]`.
+pub fn update_foreign_rate(
+    foreign: u64,
+    limit: u64,
+    window: Window,
+    divergence: i128,
+    interval_ns: u64,
+) -> u64 {
+    let over = interval_ns.max(foreign_time_constant_ns(window)).max(1);
+    let step = divergence / i128::from(over);
+    let max = i128::from(limit.saturating_sub(min_rate(limit)));
+    let updated = i128::from(foreign).saturating_add(step).clamp(0, max);
+    // 0 ≤ updated ≤ max ≤ u64::MAX.
+    u64::try_from(updated).unwrap_or(0)
+}
+
+fn clamp_foreign(foreign: u64, limit: u64) -> u64 {
+    foreign.min(limit.saturating_sub(min_rate(limit)))
+}
+
+/// Where local and server views were last aligned, for the foreign-rate estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPoint {
+    /// Reservation instant of the request whose feedback aligned them.
+    pub at: Duration,
+    /// `min(0, local − estimate)` after that correction, scaled: how far the
+    /// local level stayed below the server's view.
+    pub residual: i128,
+}
+
+/// One axis's bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
-    /// The limit (capacity in units, refill per window).
+    /// The limit (capacity in units; the server's refill per window).
     pub limit: u64,
     /// The level, scaled (see module docs).
     pub level: i128,
+    /// Estimated consumption by others of the same server-side limit, in units
+    /// per window; the bucket refills at `limit − foreign`. Always 0 unless
+    /// feedback showed the server's level falling faster than this lane's own use.
+    pub foreign: u64,
+    /// Last alignment with server feedback.
+    pub sync: Option<SyncPoint>,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub const fn full(limit: u64, window: Window) -> Self {
+        Self {
+            limit,
+            level: capacity(limit, window),
+            foreign: 0,
+            sync: None,
+        }
+    }
+
+    /// The local refill rate: `limit − foreign` (≥ [`min_rate`]).
+    pub const fn rate(&self) -> u64 {
+        let rate = self.limit.saturating_sub(self.foreign);
+        let floor = min_rate(self.limit);
+        if rate < floor { floor } else { rate }
+    }
 }
 
 /// The whole state of one lane, as a pure state machine over explicit time.
@@ -237,10 +350,9 @@ impl LaneBuckets {
     pub fn new(limits: &Limits, now: Duration) -> Self {
         let mut buckets = [None; 4];
         for axis in Axis::ALL {
-            buckets[axis.index()] = limits.get(axis).map(|limit| Bucket {
-                limit,
-                level: capacity(limit, axis.window()),
-            });
+            buckets[axis.index()] = limits
+                .get(axis)
+                .map(|limit| Bucket::full(limit, axis.window()));
         }
         Self {
             buckets,
@@ -261,7 +373,7 @@ impl LaneBuckets {
             let elapsed = nanos(now - self.updated);
             for axis in Axis::ALL {
                 if let Some(b) = &mut self.buckets[axis.index()] {
-                    b.level = refill(b.level, capacity(b.limit, axis.window()), b.limit, elapsed);
+                    b.level = refill(b.level, capacity(b.limit, axis.window()), b.rate(), elapsed);
                 }
             }
             self.updated = now;
@@ -296,7 +408,7 @@ impl LaneBuckets {
         for axis in Axis::ALL {
             if let Some(b) = self.buckets[axis.index()] {
                 let need = scaled(request.amount(axis.unit()), axis.window());
-                wait = wait.max(wait_ns(b.level, need, b.limit));
+                wait = wait.max(wait_ns(b.level, need, b.rate()));
             }
         }
         if wait > 0 {
@@ -356,12 +468,19 @@ impl LaneBuckets {
         for (unit, observation) in observations {
             if let Some(observation) = observation {
                 let later = self.total(unit).saturating_sub(grant.total(unit));
-                self.correct_axis(unit, &observation, later, elapsed);
+                self.correct_axis(unit, &observation, grant.at, later, elapsed);
             }
         }
     }
 
-    fn correct_axis(&mut self, unit: Unit, obs: &WindowObservation, later: u64, elapsed: u64) {
+    fn correct_axis(
+        &mut self,
+        unit: Unit,
+        obs: &WindowObservation,
+        reserved_at: Duration,
+        later: u64,
+        elapsed: u64,
+    ) {
         let axis = Axis::new(unit, obs.window);
         let slot = &mut self.buckets[axis.index()];
         let current = *slot;
@@ -379,7 +498,46 @@ impl LaneBuckets {
             obs.window,
             estimate,
         );
-        *slot = Some(Bucket { limit, level });
+        let (foreign, sync) = match (current, estimate) {
+            (Some(b), Some(est)) if limit <= b.limit => {
+                let cap = capacity(limit, obs.window);
+                let divergence = b.level.clamp(debt_floor(cap), cap) - est;
+                let aligned = SyncPoint {
+                    at: reserved_at,
+                    residual: divergence.min(0),
+                };
+                match b.sync {
+                    Some(prev) if reserved_at > prev.at => (
+                        update_foreign_rate(
+                            b.foreign,
+                            limit,
+                            obs.window,
+                            divergence.saturating_sub(prev.residual),
+                            nanos(reserved_at - prev.at),
+                        ),
+                        Some(aligned),
+                    ),
+                    // An older request's response arriving late: level rule only.
+                    Some(prev) => (clamp_foreign(b.foreign, limit), Some(prev)),
+                    None => (clamp_foreign(b.foreign, limit), Some(aligned)),
+                }
+            }
+            (Some(b), None) if limit <= b.limit => (clamp_foreign(b.foreign, limit), b.sync),
+            // Learned or raised: start the estimate afresh.
+            _ => (
+                0,
+                estimate.map(|_| SyncPoint {
+                    at: reserved_at,
+                    residual: 0,
+                }),
+            ),
+        };
+        *slot = Some(Bucket {
+            limit,
+            level,
+            foreign,
+            sync,
+        });
     }
 
     /// Pauses until `now + duration` unless already paused longer; returns the remaining pause.
@@ -396,10 +554,17 @@ impl LaneBuckets {
         self.advance(now);
         for axis in Axis::ALL {
             let slot = &mut self.buckets[axis.index()];
-            *slot = limits.get(axis).map(|limit| {
-                let cap = capacity(limit, axis.window());
-                let level = slot.map_or(cap, |b| b.level.clamp(debt_floor(cap), cap));
-                Bucket { limit, level }
+            *slot = limits.get(axis).map(|limit| match *slot {
+                Some(b) => {
+                    let cap = capacity(limit, axis.window());
+                    Bucket {
+                        limit,
+                        level: b.level.clamp(debt_floor(cap), cap),
+                        foreign: clamp_foreign(b.foreign, limit),
+                        sync: b.sync,
+                    }
+                }
+                None => Bucket::full(limit, axis.window()),
             });
         }
     }
@@ -428,8 +593,9 @@ impl LaneBuckets {
                     full_in: Duration::from_nanos(wait_ns(
                         b.level,
                         capacity(b.limit, axis.window()),
-                        b.limit,
+                        b.rate(),
                     )),
+                    foreign: b.foreign,
                 })
             })
             .collect();

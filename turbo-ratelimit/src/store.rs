@@ -129,6 +129,9 @@ pub struct BucketSnapshot {
     pub level: i64,
     /// Time until the bucket is full.
     pub full_in: Duration,
+    /// Estimated use of the same server-side limit by others (units per
+    /// window); the bucket refills at `limit − foreign` (see [`crate::math`]).
+    pub foreign: u64,
 }
 
 /// A lane's state as read from the store.

@@ -53,6 +53,12 @@ pub struct Log {
     events: Arc<Mutex<Vec<(&'static str, Duration)>>>,
 }
 
+impl Default for Log {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Log {
     pub fn new() -> Self {
         Self {
