@@ -41,6 +41,9 @@ pub(crate) struct LaneInner {
     key: LaneKey,
     store: Arc<dyn BucketStore>,
     clock: Arc<dyn Clock>,
+    /// The store reads `clock` too, so a grant's instant is our "now" and
+    /// admission needs no second clock read.
+    store_shares_clock: bool,
     local: Mutex<Local>,
 }
 
@@ -307,6 +310,7 @@ impl Lane {
         config: LaneConfig,
         store: Arc<dyn BucketStore>,
         clock: Arc<dyn Clock>,
+        store_shares_clock: bool,
         seed: Option<u64>,
         closed: bool,
     ) -> Self {
@@ -335,6 +339,7 @@ impl Lane {
                 key,
                 store,
                 clock,
+                store_shares_clock,
                 local: Mutex::new(local),
             }),
         }
@@ -425,18 +430,27 @@ impl Lane {
                         axis,
                     });
                 }
-                AcquireOutcome::Wait { paused, .. } => {
+                AcquireOutcome::Wait { wait, paused } => {
                     drop(slot);
                     if let Some(paused) = paused {
                         self.inner.local.lock().note_pause(paused);
                     }
+                    return self
+                        .acquire_queued(request, Some(Instant::now() + wait))
+                        .await;
                 }
             }
         }
-        self.acquire_queued(request).await
+        self.acquire_queued(request, None).await
     }
 
-    async fn acquire_queued(&self, request: AcquireRequest) -> Result<Reservation, AcquireError> {
+    /// Queues and waits. `not_before` is the store's answer to a fast-path
+    /// attempt that just failed, so the first store step is not repeated early.
+    async fn acquire_queued(
+        &self,
+        request: AcquireRequest,
+        mut not_before: Option<Instant>,
+    ) -> Result<Reservation, AcquireError> {
         let (id, notify) = {
             let mut local = self.inner.local.lock();
             if local.closed {
@@ -472,6 +486,9 @@ impl Lane {
                     match local.head_gate(Instant::now()) {
                         Gate::Blocked => Step::Notified,
                         Gate::Until(at) => Step::Sleep(at),
+                        Gate::Go if not_before.is_some_and(|at| at > Instant::now()) => {
+                            Step::Sleep(not_before.take().unwrap_or_else(Instant::now))
+                        }
                         Gate::Go => {
                             local.in_flight += 1;
                             Step::Try(local.config.settle())
@@ -591,7 +608,11 @@ impl Lane {
         policy: SettlePolicy,
     ) -> Reservation {
         slot.disarm();
-        let now = self.inner.clock.now();
+        let now = if self.inner.store_shares_clock {
+            grant.at
+        } else {
+            self.inner.clock.now()
+        };
         let mut local = self.inner.local.lock();
         let totals = &mut local.tracker.totals;
         totals.requests += 1;
@@ -608,6 +629,7 @@ impl Lane {
             lane: self.clone(),
             tokens,
             grant,
+            admitted_at: now,
             policy,
             done: false,
         }
@@ -723,8 +745,7 @@ impl Lane {
         })
     }
 
-    fn finish(&self, tokens: u64, end: End) {
-        let now = self.inner.clock.now();
+    fn finish(&self, tokens: u64, admitted_at: Duration, end: End) {
         let mut local = self.inner.local.lock();
         local.in_flight = local.in_flight.saturating_sub(1);
         let used = match end {
@@ -752,14 +773,7 @@ impl Lane {
         };
         local.tracker.totals.tokens_used = local.tracker.totals.tokens_used.saturating_add(used);
         if used > 0 {
-            local.tracker.record(
-                now,
-                Usage {
-                    requests: 0,
-                    tokens_reserved: 0,
-                    tokens_used: used,
-                },
-            );
+            local.tracker.record_used(admitted_at, used);
         }
         // Freed a learning slot or gave tokens back: let the head re-check.
         if local.learning || matches!(end, End::Cancelled | End::Settled { refunded: 1.., .. }) {
@@ -820,6 +834,9 @@ pub struct Reservation {
     lane: Lane,
     tokens: u64,
     grant: Grant,
+    /// Limiter-clock instant of admission: usage statistics attribute the
+    /// tokens used to it.
+    admitted_at: Duration,
     policy: SettlePolicy,
     done: bool,
 }
@@ -880,6 +897,7 @@ impl Reservation {
         self.done = true;
         self.lane.finish(
             self.tokens,
+            self.admitted_at,
             End::Settled {
                 actual: actual_tokens,
                 extra,
@@ -900,7 +918,8 @@ impl Reservation {
             })
             .await?;
         self.done = true;
-        self.lane.finish(self.tokens, End::Cancelled);
+        self.lane
+            .finish(self.tokens, self.admitted_at, End::Cancelled);
         Ok(())
     }
 }
@@ -908,7 +927,8 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.lane.finish(self.tokens, End::Dropped);
+            self.lane
+                .finish(self.tokens, self.admitted_at, End::Dropped);
         }
     }
 }

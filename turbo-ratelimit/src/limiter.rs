@@ -26,6 +26,8 @@ pub struct RateLimiter {
 struct Shared {
     backend: Arc<dyn StoreBackend>,
     clock: Arc<dyn Clock>,
+    /// The backend is the default in-memory one on `clock`.
+    backend_shares_clock: bool,
     default_config: LaneConfig,
     seed: Option<u64>,
     next_id: AtomicU64,
@@ -179,6 +181,7 @@ impl Shared {
             config,
             store,
             Arc::clone(&self.clock),
+            self.backend_shares_clock,
             self.seed,
             self.closed.load(Ordering::SeqCst),
         );
@@ -258,12 +261,14 @@ impl RateLimiterBuilder {
         let clock = self
             .clock
             .unwrap_or_else(|| Arc::new(TokioClock::new()) as Arc<dyn Clock>);
+        let backend_shares_clock = self.backend.is_none();
         let backend = self
             .backend
             .unwrap_or_else(|| Arc::new(MemoryBackend::new(Arc::clone(&clock))));
         let shared = Shared {
             backend,
             clock,
+            backend_shares_clock,
             default_config: self.default_config,
             seed: self.seed,
             next_id: AtomicU64::new(0),
@@ -295,5 +300,112 @@ impl fmt::Debug for RateLimiterBuilder {
             .field("lanes", &self.lanes)
             .field("seed", &self.seed)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::config::{Limits, SettlePolicy, Window};
+    use crate::error::{AcquireError, StoreError};
+    use crate::feedback::{Feedback, WindowObservation};
+    use crate::store::{AcquireOutcome, BucketStore, Grant, MockBucketStore};
+
+    struct OneStore(Mutex<Option<Arc<dyn BucketStore>>>);
+
+    impl StoreBackend for OneStore {
+        fn open(&self, _lane: &LaneKey, _limits: &Limits) -> Arc<dyn BucketStore> {
+            self.0.lock().take().unwrap()
+        }
+    }
+
+    fn limiter_with(store: MockBucketStore) -> RateLimiter {
+        RateLimiter::builder()
+            .backend(Arc::new(OneStore(Mutex::new(Some(Arc::new(store))))))
+            .default_config(LaneConfig::new(Limits::try_per_minute(10, 1000).unwrap()))
+            .build()
+    }
+
+    fn outage() -> StoreError {
+        StoreError::Unavailable("connection refused".into())
+    }
+
+    const GRANT: Grant = Grant {
+        at: Duration::ZERO,
+        requests_total: 1,
+        tokens_total: 10,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn store_errors_surface_typed_and_release_everything() {
+        let mut store = MockBucketStore::new();
+        let mut calls = 0;
+        store.expect_try_acquire().times(2).returning(move |_| {
+            calls += 1;
+            if calls == 1 {
+                Err(outage())
+            } else {
+                Ok(AcquireOutcome::Reserved(GRANT))
+            }
+        });
+        store.expect_adjust().times(1).returning(|_| Err(outage()));
+        store.expect_correct().times(1).returning(|_, _| {
+            Err(StoreError::InvalidState {
+                reason: "bad".into(),
+            })
+        });
+        let limiter = limiter_with(store);
+        let lane = limiter.lane("p", None);
+
+        let err = lane.acquire(10).await.unwrap_err();
+        assert!(matches!(
+            err,
+            AcquireError::Store(StoreError::Unavailable(_))
+        ));
+        assert!(err.is_transient());
+        assert_eq!((lane.in_flight(), lane.waiters()), (0, 0));
+
+        let r = lane.acquire(10).await.unwrap();
+        assert_eq!(r.policy(), SettlePolicy::KeepReservation);
+        let feedback = Feedback {
+            requests: None,
+            tokens: Some(WindowObservation::new(Window::Minute).remaining(5)),
+        };
+        assert!(matches!(
+            lane.observe(&r, feedback).await,
+            Err(Error::Store(StoreError::InvalidState { .. }))
+        ));
+        // Settling above the reservation needs the store, which fails: the
+        // error is returned and the reservation counts as used.
+        assert!(matches!(r.settle(50).await, Err(Error::Store(_))));
+        assert_eq!(lane.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_follows_the_store_s_wait() {
+        let mut store = MockBucketStore::new();
+        let mut calls = 0;
+        store.expect_try_acquire().times(2).returning(move |_| {
+            calls += 1;
+            if calls == 1 {
+                Ok(AcquireOutcome::Wait {
+                    wait: Duration::from_millis(1234),
+                    paused: None,
+                })
+            } else {
+                Ok(AcquireOutcome::Reserved(GRANT))
+            }
+        });
+        let limiter = limiter_with(store);
+        let lane = limiter.lane("p", None);
+        let start = tokio::time::Instant::now();
+        let r = lane.acquire(10).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(1234));
+        assert_eq!(r.ticket().grant(), GRANT);
+        drop(r);
     }
 }

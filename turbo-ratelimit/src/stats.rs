@@ -20,7 +20,8 @@ pub struct Usage {
     /// Tokens reserved at admission.
     pub tokens_reserved: u64,
     /// Tokens reported used at settlement (a reservation dropped unsettled
-    /// counts its whole reservation).
+    /// counts its whole reservation), attributed to the second and minute
+    /// the request was admitted in.
     pub tokens_used: u64,
 }
 
@@ -179,6 +180,25 @@ impl Tracker {
         }
     }
 
+    /// Adds `tokens` used to the second and minute of `admitted_at`, where
+    /// they are still tracked (no clock read on the settle path).
+    pub(crate) fn record_used(&mut self, admitted_at: Duration, tokens: u64) {
+        let second = admitted_at.as_secs();
+        let slot = &mut self.ring[(second % RING_SECONDS) as usize];
+        if slot.second == second {
+            slot.usage.tokens_used = slot.usage.tokens_used.saturating_add(tokens);
+        }
+        let minute = second / 60;
+        let entry = if self.current_minute.minute == minute {
+            Some(&mut self.current_minute)
+        } else {
+            self.history.iter_mut().rev().find(|m| m.minute == minute)
+        };
+        if let Some(entry) = entry {
+            entry.usage.tokens_used = entry.usage.tokens_used.saturating_add(tokens);
+        }
+    }
+
     /// Usage over the 60 seconds ending at `now` (this second included).
     pub(crate) fn last_minute(&self, now: Duration) -> Usage {
         let second = now.as_secs();
@@ -238,6 +258,26 @@ mod tests {
         assert_eq!(t.last_minute(59 * S), usage(2, 30));
         assert_eq!(t.last_minute(60 * S), usage(1, 20));
         assert_eq!(t.last_minute(90 * S), Usage::default());
+    }
+
+    #[test]
+    fn used_tokens_go_to_the_admission_second_and_minute() {
+        let mut t = Tracker::new();
+        t.record(5 * S, usage(1, 100));
+        t.record(70 * S, usage(1, 100));
+        t.record_used(5 * S, 40);
+        t.record_used(70 * S, 60);
+        assert_eq!(t.last_minute(64 * S).tokens_used, 40);
+        assert_eq!(t.last_minute(70 * S).tokens_used, 60);
+        let used: Vec<u64> = t
+            .history(70 * S)
+            .iter()
+            .map(|m| m.usage.tokens_used)
+            .collect();
+        assert_eq!(used, vec![40, 60]);
+        // Long gone: neither panics nor lands in the wrong slot.
+        t.record_used(Duration::ZERO, 1);
+        assert_eq!(t.last_minute(70 * S).tokens_used, 60);
     }
 
     #[test]
