@@ -303,17 +303,26 @@ enum Step {
     Try(SettlePolicy),
 }
 
+/// What the limiter hands a new lane besides its key and configuration.
+pub(crate) struct LaneEnv {
+    pub(crate) id: u64,
+    pub(crate) store: Arc<dyn BucketStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store_shares_clock: bool,
+    pub(crate) seed: Option<u64>,
+    pub(crate) closed: bool,
+}
+
 impl Lane {
-    pub(crate) fn new(
-        id: u64,
-        key: LaneKey,
-        config: LaneConfig,
-        store: Arc<dyn BucketStore>,
-        clock: Arc<dyn Clock>,
-        store_shares_clock: bool,
-        seed: Option<u64>,
-        closed: bool,
-    ) -> Self {
+    pub(crate) fn new(key: LaneKey, config: LaneConfig, env: LaneEnv) -> Self {
+        let LaneEnv {
+            id,
+            store,
+            clock,
+            store_shares_clock,
+            seed,
+            closed,
+        } = env;
         let limits = config.limits();
         let rng = match seed {
             Some(seed) => SmallRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),

@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use crate::clock::{Clock, TokioClock};
 use crate::config::{LaneConfig, LaneKey};
 use crate::error::Error;
-use crate::lane::Lane;
+use crate::lane::{Lane, LaneEnv};
 use crate::memory::MemoryBackend;
 use crate::stats::LaneStats;
 use crate::store::StoreBackend;
@@ -176,14 +176,16 @@ impl Shared {
         let store = self.backend.open(&key, &config.limits());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let lane = Lane::new(
-            id,
             key,
             config,
-            store,
-            Arc::clone(&self.clock),
-            self.backend_shares_clock,
-            self.seed,
-            self.closed.load(Ordering::SeqCst),
+            LaneEnv {
+                id,
+                store,
+                clock: Arc::clone(&self.clock),
+                store_shares_clock: self.backend_shares_clock,
+                seed: self.seed,
+                closed: self.closed.load(Ordering::SeqCst),
+            },
         );
         // A close racing with this creation must not leave an open lane behind.
         if self.closed.load(Ordering::SeqCst) {
