@@ -57,15 +57,19 @@ fn config(cases: u32) -> ProptestConfig {
 proptest! {
     #![proptest_config(config(256))]
 
-    /// Through the whole lane (try_acquire + settle/cancel/drop, both
-    /// policies), no 60 s window admits more than the limit plus the initial
-    /// full bucket, for tokens and for requests.
+    /// Through the whole lane (try_acquire, header corrections, settle /
+    /// cancel / drop, both policies), no 60 s window admits more than the
+    /// limit plus the initial full bucket, net of refunds, for tokens and for
+    /// requests.
     #[test]
     fn no_minute_admits_more_than_limit_plus_initial_bucket(
         rpm in 1u32..40,
         tpm in 100u64..10_000,
         refund in any::<bool>(),
-        ops in prop::collection::vec((0u64..15_000, 0u64..12_000, end()), 1..150),
+        ops in prop::collection::vec(
+            (0u64..15_000, 0u64..12_000, end(), proptest::option::of((any::<bool>(), 0u64..20_000))),
+            1..150,
+        ),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let clock = ManualClock::new();
@@ -77,13 +81,20 @@ proptest! {
 
         let mut tokens: Vec<(Duration, i128)> = Vec::new();
         let mut requests: Vec<(Duration, i128)> = Vec::new();
-        for (advance_ms, size, end) in ops {
+        for (advance_ms, size, end, feedback) in ops {
             clock.advance(Duration::from_millis(advance_ms));
             let now = clock.now();
             let Ok(r) = runtime.block_on(lane.try_acquire(size)) else { continue };
             prop_assert!(size <= tpm);
             tokens.push((now, i128::from(size)));
             requests.push((now, 1));
+            // Header corrections that confirm (or omit) the limit, with any remaining count.
+            if let Some((with_limit, remaining)) = feedback {
+                let obs = WindowObservation::new(Window::Minute).remaining(remaining);
+                let obs = if with_limit { obs.limit(tpm) } else { obs };
+                let feedback = Feedback { requests: None, tokens: Some(obs) };
+                runtime.block_on(lane.observe(&r, feedback)).unwrap();
+            }
             match end {
                 End::Settle(actual) => {
                     if refund && actual < size {
