@@ -645,7 +645,7 @@ impl Lane {
     }
 
     /// Absorbs what the server said in the response to the request behind
-    /// `ticket` (a [`Reservation`], `&Reservation` or [`Ticket`]).
+    /// `ticket` (a `&Reservation` or its [`Ticket`]).
     ///
     /// Lowers the buckets to the server's view, discounting what this lane
     /// reserved after that request (see [`crate::math`] for the rule); adopts

@@ -96,3 +96,35 @@ pub use store::{
     AcquireOutcome, AcquireRequest, Adjustment, BucketSnapshot, BucketStore, Grant, LaneState,
     StoreBackend,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_handles_are_send_and_sync() {
+        send_sync::<RateLimiter>();
+        send_sync::<Lane>();
+        send_sync::<Reservation>();
+        send_sync::<Ticket>();
+        send_sync::<LaneStats>();
+        send_sync::<Error>();
+        send_sync::<AcquireError>();
+        send_sync::<TryAcquireError>();
+        send_sync::<MemoryStore>();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_futures_can_be_spawned() {
+        fn send<T: Send>(_: &T) {}
+        let lane = RateLimiter::new().lane("p", None);
+        let acquire = lane.acquire(1);
+        send(&acquire);
+        let r = acquire.await.unwrap();
+        let settle = r.settle(1);
+        send(&settle);
+        settle.await.unwrap();
+    }
+}

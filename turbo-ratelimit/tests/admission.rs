@@ -285,3 +285,44 @@ async fn closing_fails_waiters_and_later_acquisitions() {
     assert_eq!(lane.waiters(), 0);
     assert!(log.events().is_empty());
 }
+
+/// Real threads contending on one lane: the learning-mode cap holds, every
+/// waiter is served (no lost wake-up), and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_waiters_on_two_threads_respect_the_in_flight_cap() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let limiter = RateLimiter::new();
+    let lane = limiter.lane("learning", None);
+    let holding = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (lane, holding, most) = (lane.clone(), holding.clone(), most.clone());
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    let r = lane.acquire(1).await.unwrap();
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    holding.fetch_sub(1, Ordering::SeqCst);
+                    r.settle(1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // A guard against a lost wake-up hanging the suite, not a timing assertion.
+    let all = async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .unwrap();
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+    let stats = lane.stats().await.unwrap();
+    assert_eq!(stats.totals.settled, 800);
+    assert_eq!((stats.in_flight, stats.waiters), (0, 0));
+}
