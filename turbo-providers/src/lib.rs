@@ -9,6 +9,7 @@ mod headers;
 pub mod mock_server;
 mod openai;
 mod request;
+mod request_de;
 mod response;
 mod simulated;
 mod synth;

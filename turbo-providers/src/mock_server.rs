@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -681,9 +681,12 @@ fn window_label(window: LimitWindow, resource: Resource) -> &'static str {
 
 async fn chat_completions(
     State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    // Taking the parts by value avoids the header-map clone of the
+    // `HeaderMap` extractor, which showed up in profiles.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let counters = &state.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let _in_flight = InFlight::enter(counters);
@@ -706,6 +709,19 @@ async fn chat_completions(
         }
     }
 
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(error) => {
+            counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {error}"),
+                "invalid_request_error",
+                None,
+                request_id,
+            );
+        }
+    };
     let request = match parse_request(&body) {
         Ok(request) => request,
         Err(message) => {

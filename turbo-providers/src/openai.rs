@@ -255,7 +255,8 @@ pub struct OpenAiCompatClient {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
-    url: String,
+    // Parsed once: parsing per request showed up in profiles.
+    url: reqwest::Url,
     headers: HeaderMap,
 }
 
@@ -281,7 +282,11 @@ impl OpenAiCompatClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let url = config.chat_completions_url();
+        let url = reqwest::Url::parse(&config.chat_completions_url()).map_err(|error| {
+            ProviderError::InvalidConfig {
+                message: format!("invalid base URL {:?}: {error}", config.base_url),
+            }
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -320,7 +325,7 @@ impl ChatClient for OpenAiCompatClient {
         let started = Instant::now();
         let response = inner
             .http
-            .post(&inner.url)
+            .post(inner.url.clone())
             .headers(inner.headers.clone())
             .timeout(timeout)
             .body(body)
@@ -328,13 +333,13 @@ impl ChatClient for OpenAiCompatClient {
             .await
             .map_err(|error| transport_error(&error, timeout))?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        let meta = HeaderFacts::read(response.headers(), inner.config.provider);
         let bytes = response
             .bytes()
             .await
             .map_err(|error| transport_error(&error, timeout))?;
         let latency = started.elapsed();
-        interpret(inner.config.provider, status, &headers, &bytes, latency)
+        interpret(inner.config.provider, status, meta, &bytes, latency)
     }
 
     fn provider(&self) -> ProviderKind {
@@ -342,19 +347,40 @@ impl ChatClient for OpenAiCompatClient {
     }
 }
 
+/// What the engine needs from the response headers, read before the body
+/// consumes the response (so the header map need not be cloned).
+struct HeaderFacts {
+    request_id: Option<String>,
+    retry_after: Option<Duration>,
+    snapshot: RateLimitSnapshot,
+}
+
+impl HeaderFacts {
+    fn read(headers: &HeaderMap, provider: ProviderKind) -> Self {
+        Self {
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+            retry_after: retry_after_from_headers(headers, SystemTime::now()),
+            snapshot: RateLimitSnapshot::from_headers(headers, provider),
+        }
+    }
+}
+
 /// Turns a complete HTTP answer into a response or a typed error.
 fn interpret(
     provider: ProviderKind,
     status: u16,
-    headers: &HeaderMap,
+    meta: HeaderFacts,
     bytes: &[u8],
     latency: Duration,
 ) -> Result<ChatResponse, ProviderError> {
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let retry_after = retry_after_from_headers(headers, SystemTime::now());
+    let HeaderFacts {
+        request_id,
+        retry_after,
+        snapshot,
+    } = meta;
     if (200..300).contains(&status) {
         let body: Value = serde_json::from_slice(bytes).map_err(|error| ProviderError::Decode {
             status,
@@ -367,7 +393,7 @@ fn interpret(
             });
         }
         let mut response = ChatResponse::from_body(status, body)
-            .with_rate_limit(RateLimitSnapshot::from_headers(headers, provider))
+            .with_rate_limit(snapshot)
             .with_retry_after(retry_after)
             .with_latency(latency);
         if let Some(id) = request_id {
@@ -392,7 +418,7 @@ fn interpret(
     Err(match status {
         429 => ProviderError::RateLimited {
             retry_after,
-            snapshot: Box::new(RateLimitSnapshot::from_headers(headers, provider)),
+            snapshot: Box::new(snapshot),
             body,
             request_id,
         },
@@ -463,6 +489,10 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    fn facts(headers: &HeaderMap) -> HeaderFacts {
+        HeaderFacts::read(headers, ProviderKind::OpenAi)
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -546,8 +576,14 @@ mod tests {
             HeaderValue::from_static("0"),
         );
         let body = br#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-        let error =
-            interpret(ProviderKind::OpenAi, 429, &headers, body, Duration::ZERO).unwrap_err();
+        let error = interpret(
+            ProviderKind::OpenAi,
+            429,
+            facts(&headers),
+            body,
+            Duration::ZERO,
+        )
+        .unwrap_err();
         assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
         assert_eq!(error.provider_message(), Some("slow down"));
         assert_eq!(error.request_id(), Some("req_1"));
@@ -569,7 +605,7 @@ mod tests {
             let error = interpret(
                 ProviderKind::Groq,
                 status,
-                &HeaderMap::new(),
+                facts(&HeaderMap::new()),
                 b"oops",
                 Duration::ZERO,
             )
@@ -580,7 +616,7 @@ mod tests {
         let not_json = interpret(
             ProviderKind::Custom,
             200,
-            &headers,
+            facts(&headers),
             b"<html>",
             Duration::ZERO,
         )
@@ -589,8 +625,14 @@ mod tests {
             not_json,
             ProviderError::Decode { status: 200, .. }
         ));
-        let array =
-            interpret(ProviderKind::Custom, 200, &headers, b"[]", Duration::ZERO).unwrap_err();
+        let array = interpret(
+            ProviderKind::Custom,
+            200,
+            facts(&headers),
+            b"[]",
+            Duration::ZERO,
+        )
+        .unwrap_err();
         assert!(matches!(array, ProviderError::Decode { .. }));
     }
 
@@ -600,7 +642,7 @@ mod tests {
         let error = interpret(
             ProviderKind::OpenAi,
             400,
-            &HeaderMap::new(),
+            facts(&HeaderMap::new()),
             text.as_bytes(),
             Duration::ZERO,
         )

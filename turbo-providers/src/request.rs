@@ -25,23 +25,25 @@ use crate::error::ProviderError;
 /// assert_eq!(request.extra["temperature"], 0.2);
 /// assert_eq!(request.messages[0], ChatMessage::user("Hi"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Deserialize is written by hand (request_de.rs): serde's `flatten` buffers
+// every field, which dominated parsing in profiles.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatRequest {
     /// The model name.
     pub model: String,
     /// The conversation.
     pub messages: Vec<ChatMessage>,
     /// The legacy completion limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// The completion limit that supersedes `max_tokens`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
     /// The number of choices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// Streaming; this crate refuses `Some(true)` before sending.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Every other field, kept verbatim.
     #[serde(flatten)]
@@ -178,15 +180,14 @@ impl ChatRequest {
 }
 
 /// One message of the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant`, `tool`, `developer`, …
     pub role: String,
-    /// The content: a string, an array of parts, or null.
-    #[serde(default)]
+    /// The content: a string, an array of parts, or null (also when absent).
     pub content: MessageContent,
     /// The optional participant name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Every other field (`tool_calls`, `tool_call_id`, …), kept verbatim.
     #[serde(flatten)]
@@ -249,7 +250,7 @@ impl ChatMessage {
 }
 
 /// A message's content.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.

@@ -1,5 +1,6 @@
 //! The chat-completions response.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -35,16 +36,47 @@ impl Usage {
 /// A successful (2xx) chat-completions answer.
 ///
 /// The body is kept whole as JSON (batch output writes it verbatim); typed
-/// accessors read from it without parsing the bytes a second time.
-#[derive(Debug, Clone, PartialEq)]
+/// accessors read from it without parsing the bytes a second time. Synthetic
+/// responses (simulations, mocks) build their JSON body only when asked for it.
+#[derive(Debug, Clone)]
 pub struct ChatResponse {
     status: u16,
-    body: Value,
+    content: Content,
     usage: Option<Usage>,
     request_id: Option<String>,
     rate_limit: RateLimitSnapshot,
     retry_after: Option<Duration>,
     latency: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Content {
+    Json(Value),
+    Synthetic(Box<Synthetic>),
+}
+
+/// The parts of a synthetic answer; the JSON body is derived on first use, so a
+/// simulated call that nobody serialises costs no JSON tree.
+#[derive(Debug, Clone)]
+struct Synthetic {
+    id: String,
+    model: String,
+    text: String,
+    finish_reason: &'static str,
+    choices: u32,
+    body: OnceLock<Value>,
+}
+
+impl PartialEq for ChatResponse {
+    fn eq(&self, other: &Self) -> bool {
+        self.status == other.status
+            && self.usage == other.usage
+            && self.request_id == other.request_id
+            && self.rate_limit == other.rate_limit
+            && self.retry_after == other.retry_after
+            && self.latency == other.latency
+            && self.body() == other.body()
+    }
 }
 
 impl ChatResponse {
@@ -56,7 +88,7 @@ impl ChatResponse {
             .and_then(|usage| Usage::deserialize(usage).ok());
         Self {
             status,
-            body,
+            content: Content::Json(body),
             usage,
             request_id: None,
             rate_limit: RateLimitSnapshot::default(),
@@ -74,12 +106,42 @@ impl ChatResponse {
     /// let response = ChatResponse::synthetic("gpt-4o-mini", "hello", Usage::new(10, 1));
     /// assert_eq!(response.text(), Some("hello"));
     /// assert_eq!(response.usage().map(|u| u.total_tokens), Some(11));
+    /// assert_eq!(response.body()["choices"][0]["message"]["content"], "hello");
     /// ```
     pub fn synthetic(model: &str, text: &str, usage: Usage) -> Self {
-        let body = completion_body("chatcmpl-synthetic", model, text, "stop", 1, usage);
+        Self::synthetic_parts(
+            "chatcmpl-synthetic".to_owned(),
+            model.to_owned(),
+            text.to_owned(),
+            "stop",
+            1,
+            usage,
+        )
+    }
+
+    pub(crate) fn synthetic_parts(
+        id: String,
+        model: String,
+        text: String,
+        finish_reason: &'static str,
+        choices: u32,
+        usage: Usage,
+    ) -> Self {
         Self {
+            status: 200,
+            content: Content::Synthetic(Box::new(Synthetic {
+                id,
+                model,
+                text,
+                finish_reason,
+                choices,
+                body: OnceLock::new(),
+            })),
             usage: Some(usage),
-            ..Self::from_body(200, body)
+            request_id: None,
+            rate_limit: RateLimitSnapshot::default(),
+            retry_after: None,
+            latency: Duration::ZERO,
         }
     }
 
@@ -116,29 +178,49 @@ impl ChatResponse {
         self.status
     }
 
-    /// The whole response body, as received.
+    /// The whole response body, as received (built on first call for synthetic responses).
     pub fn body(&self) -> &Value {
-        &self.body
+        match &self.content {
+            Content::Json(body) => body,
+            Content::Synthetic(synthetic) => synthetic
+                .body
+                .get_or_init(|| synthetic.to_body(self.usage.unwrap_or_default())),
+        }
     }
 
     /// Takes the body out, for writing it verbatim.
     pub fn into_body(self) -> Value {
-        self.body
+        match self.content {
+            Content::Json(body) => body,
+            Content::Synthetic(mut synthetic) => match synthetic.body.take() {
+                Some(body) => body,
+                None => synthetic.to_body(self.usage.unwrap_or_default()),
+            },
+        }
     }
 
     /// The completion's `id`.
     pub fn id(&self) -> Option<&str> {
-        self.body.get("id")?.as_str()
+        match &self.content {
+            Content::Json(body) => body.get("id")?.as_str(),
+            Content::Synthetic(synthetic) => Some(&synthetic.id),
+        }
     }
 
     /// The `model` the provider answered with.
     pub fn model(&self) -> Option<&str> {
-        self.body.get("model")?.as_str()
+        match &self.content {
+            Content::Json(body) => body.get("model")?.as_str(),
+            Content::Synthetic(synthetic) => Some(&synthetic.model),
+        }
     }
 
     /// The text of the first choice's message, when it is a string.
     pub fn text(&self) -> Option<&str> {
-        self.choice_texts().next().flatten()
+        match &self.content {
+            Content::Json(_) => self.choice_texts().next().flatten(),
+            Content::Synthetic(synthetic) => (synthetic.choices > 0).then_some(&*synthetic.text),
+        }
     }
 
     /// The message text of every choice, in order (`None` for a choice whose
@@ -151,12 +233,17 @@ impl ChatResponse {
 
     /// The first choice's `finish_reason`.
     pub fn finish_reason(&self) -> Option<&str> {
-        self.choices().first()?.get("finish_reason")?.as_str()
+        match &self.content {
+            Content::Json(_) => self.choices().first()?.get("finish_reason")?.as_str(),
+            Content::Synthetic(synthetic) => {
+                (synthetic.choices > 0).then_some(synthetic.finish_reason)
+            }
+        }
     }
 
     /// The `choices` array (empty if absent).
     pub fn choices(&self) -> &[Value] {
-        self.body
+        self.body()
             .get("choices")
             .and_then(Value::as_array)
             .map_or(&[], Vec::as_slice)
@@ -185,6 +272,19 @@ impl ChatResponse {
     /// Time from sending the request to having the whole body.
     pub fn latency(&self) -> Duration {
         self.latency
+    }
+}
+
+impl Synthetic {
+    fn to_body(&self, usage: Usage) -> Value {
+        completion_body(
+            &self.id,
+            &self.model,
+            &self.text,
+            self.finish_reason,
+            self.choices,
+            usage,
+        )
     }
 }
 
@@ -248,6 +348,29 @@ mod tests {
         assert_eq!(response.usage(), Some(Usage::new(5, 2)));
         assert_eq!(response.request_id(), Some("req_9"));
         assert_eq!(response.into_body(), body);
+    }
+
+    #[test]
+    fn synthetic_bodies_match_the_typed_view() {
+        let response = ChatResponse::synthetic_parts(
+            "chatcmpl-7".into(),
+            "m".into(),
+            "hi".into(),
+            "length",
+            2,
+            Usage::new(3, 4),
+        );
+        assert_eq!(response.id(), Some("chatcmpl-7"));
+        assert_eq!(response.finish_reason(), Some("length"));
+        assert_eq!(
+            response.choice_texts().collect::<Vec<_>>(),
+            vec![Some("hi"), Some("hi")]
+        );
+        let rebuilt = ChatResponse::from_body(200, response.body().clone());
+        assert_eq!(rebuilt, response);
+        assert_eq!(rebuilt.text(), response.text());
+        assert_eq!(rebuilt.model(), Some("m"));
+        assert_eq!(response.clone().into_body()["usage"]["total_tokens"], 7);
     }
 
     #[test]

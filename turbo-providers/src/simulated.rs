@@ -14,7 +14,7 @@ use crate::client::{ChatClient, ProviderKind};
 use crate::error::ProviderError;
 use crate::headers::RateLimitSnapshot;
 use crate::request::ChatRequest;
-use crate::response::{ChatResponse, Usage, completion_body};
+use crate::response::{ChatResponse, Usage};
 use crate::synth::{CompletionLength, LatencyModel, TokenCounting, complete};
 
 /// Settings of a [`SimulatedProvider`].
@@ -210,17 +210,16 @@ impl ChatClient for SimulatedProvider {
             .estimate(request, turbo_tokens::DefaultOutput::Tokens(0));
         let completion = complete(request, wanted_tokens, config.echo_words);
         let usage = Usage::new(estimate.prompt_tokens, completion.completion_tokens());
-        let body = completion_body(
-            &format!("chatcmpl-sim-{call}"),
-            &request.model,
-            &completion.text,
+        let mut response = ChatResponse::synthetic_parts(
+            format!("chatcmpl-sim-{call}"),
+            request.model.clone(),
+            completion.text,
             completion.finish_reason,
             completion.choices,
             usage,
-        );
-        let mut response = ChatResponse::from_body(200, body)
-            .with_request_id(format!("req_sim_{call}"))
-            .with_latency(latency);
+        )
+        .with_request_id(format!("req_sim_{call}"))
+        .with_latency(latency);
         if let Some(snapshot) = &config.rate_limit {
             response = response.with_rate_limit(snapshot.clone());
         }
