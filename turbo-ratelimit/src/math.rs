@@ -391,37 +391,37 @@ impl LaneBuckets {
     /// Reserves `request` on every limited axis, or nothing.
     pub fn try_acquire(&mut self, now: Duration, request: AcquireRequest) -> AcquireOutcome {
         let now = self.advance(now);
+        let mut needs = [0i128; 4];
+        let mut wait = nanos(self.paused_until.saturating_sub(now));
+        let paused = wait > 0;
         for axis in Axis::ALL {
-            if let Some(b) = self.buckets[axis.index()] {
-                let requested = request.amount(axis.unit());
-                if requested > b.limit {
-                    return AcquireOutcome::NeverFits {
-                        axis,
-                        requested,
-                        capacity: b.limit,
-                    };
-                }
+            let Some(b) = &self.buckets[axis.index()] else {
+                continue;
+            };
+            let requested = request.amount(axis.unit());
+            if requested > b.limit {
+                return AcquireOutcome::NeverFits {
+                    axis,
+                    requested,
+                    capacity: b.limit,
+                };
             }
-        }
-        let pause = self.paused_until.saturating_sub(now);
-        let mut wait = nanos(pause);
-        for axis in Axis::ALL {
-            if let Some(b) = self.buckets[axis.index()] {
-                let need = scaled(request.amount(axis.unit()), axis.window());
+            let need = scaled(requested, axis.window());
+            needs[axis.index()] = need;
+            if b.level < need {
                 wait = wait.max(wait_ns(b.level, need, b.rate()));
             }
         }
         if wait > 0 {
             return AcquireOutcome::Wait {
                 wait: Duration::from_nanos(wait),
-                paused: (!pause.is_zero()).then_some(pause),
+                paused: paused.then(|| self.paused_until.saturating_sub(now)),
             };
         }
-        for axis in Axis::ALL {
-            if let Some(b) = &mut self.buckets[axis.index()] {
-                let cap = capacity(b.limit, axis.window());
-                let need = scaled(request.amount(axis.unit()), axis.window());
-                b.level = charge(b.level, need, debt_floor(cap));
+        for (slot, need) in self.buckets.iter_mut().zip(needs) {
+            if let Some(b) = slot {
+                // level ≥ need ≥ 0 here, so this stays within [0, capacity].
+                b.level -= need;
             }
         }
         self.requests_total = self.requests_total.saturating_add(request.requests);
