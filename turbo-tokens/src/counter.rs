@@ -2,8 +2,7 @@
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
-
+use crate::bpe::FastBpe;
 use crate::{Encoding, TokenError, encoding_for_model};
 
 /// One chat message, borrowed from wherever the request lives.
@@ -257,25 +256,24 @@ impl TokenCounter for TiktokenCounter {
     }
 }
 
-type Loaded = Result<CoreBPE, String>;
+type Loaded = Result<FastBpe, String>;
 
-fn bpe(encoding: Encoding) -> Result<&'static CoreBPE, &'static str> {
+pub(crate) fn bpe(encoding: Encoding) -> Result<&'static FastBpe, &'static str> {
     static CL100K: OnceLock<Loaded> = OnceLock::new();
     static O200K: OnceLock<Loaded> = OnceLock::new();
-    let loaded = match encoding {
-        Encoding::Cl100kBase => {
-            CL100K.get_or_init(|| tiktoken_rs::cl100k_base().map_err(|e| e.to_string()))
-        }
-        Encoding::O200kBase => {
-            O200K.get_or_init(|| tiktoken_rs::o200k_base().map_err(|e| e.to_string()))
-        }
+    let cell = match encoding {
+        Encoding::Cl100kBase => &CL100K,
+        Encoding::O200kBase => &O200K,
     };
-    loaded.as_ref().map_err(String::as_str)
+    cell.get_or_init(|| FastBpe::load(encoding))
+        .as_ref()
+        .map_err(String::as_str)
 }
 
-fn count_with(bpe: Result<&CoreBPE, &str>, text: &str) -> usize {
+fn count_with(bpe: Result<&FastBpe, &str>, text: &str) -> usize {
     match bpe {
-        Ok(bpe) => bpe.encode_ordinary(text).len(),
+        Ok(bpe) => bpe.count(text),
+        // Every token is at least one byte: an over-estimate is the safe side for a limiter.
         Err(_) => text.len(),
     }
 }

@@ -31,6 +31,7 @@
 //! as ordinary text.
 #![warn(missing_docs)]
 
+mod bpe;
 mod counter;
 mod encoding;
 mod error;
