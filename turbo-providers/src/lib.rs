@@ -1,5 +1,53 @@
 //! OpenAI-compatible chat clients (OpenAI, Groq, any base URL), a
 //! rate-limited mock server and a simulated provider.
+//!
+//! - [`ChatClient`] is the one trait the engine drives: `chat(&ChatRequest)`
+//!   returns a [`ChatResponse`] or a typed [`ProviderError`] that says whether
+//!   a retry may help ([`ProviderError::is_retryable`]) and how long the
+//!   provider asked to wait ([`ProviderError::retry_after`]).
+//! - [`OpenAiCompatClient`] implements it over an injected `reqwest::Client`
+//!   for OpenAI, Groq and any OpenAI-compatible server ([`ClientConfig`]).
+//! - Every response carries the provider's `x-ratelimit-*` headers as a
+//!   [`RateLimitSnapshot`], Go-style durations parsed exactly
+//!   ([`parse_go_duration`]), with the window each header refers to (Groq's
+//!   request headers are per day).
+//! - [`SimulatedProvider`] answers in-process (engine tests on paused time,
+//!   benchmarks); [`mock_server`] (feature `mock-server`) serves the same
+//!   answers over HTTP under OpenAI-style rate limits, as the referee of the
+//!   workspace's limiter.
+//!
+//! The key never appears in `Debug` output, errors or logs.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use turbo_providers::{
+//!     ChatClient, ChatMessage, ChatRequest, LatencyModel, ProviderError, ProviderKind,
+//!     SimulatedConfig, SimulatedProvider,
+//! };
+//!
+//! let client = SimulatedProvider::new(SimulatedConfig {
+//!     provider: ProviderKind::OpenAi,
+//!     latency: LatencyModel::Fixed(Duration::from_millis(5)),
+//!     ..SimulatedConfig::default()
+//! })?
+//! .with_failure_hook(|_, call| (call == 0).then(|| ProviderError::server(503)));
+//!
+//! let mut request = ChatRequest::new(
+//!     "gpt-4o-mini",
+//!     vec![ChatMessage::system("Be brief."), ChatMessage::user("Summarise {{doc}}")],
+//! )
+//! .with_max_tokens(64);
+//! request.for_each_text_mut(|text| *text = text.replace("{{doc}}", "the report"));
+//!
+//! let first = client.chat(&request).await.unwrap_err();
+//! assert!(first.is_retryable());
+//! let answer = client.chat(&request).await?;
+//! assert_eq!(answer.text(), Some("echo: Summarise the report"));
+//! assert!(answer.usage().is_some_and(|usage| usage.prompt_tokens > 0));
+//! # Ok::<(), ProviderError>(())
+//! # }).unwrap();
+//! ```
 #![warn(missing_docs)]
 
 mod client;

@@ -1112,6 +1112,50 @@ impl Drop for MockServerHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The referee's own invariant: in any interval, admitted tokens never
+        /// exceed a full bucket plus what refills during the interval, and a
+        /// refusal's retry-after is enough for that same request.
+        #[test]
+        fn admits_no_more_than_capacity_plus_refill(
+            limit in 1u64..5_000,
+            arrivals in proptest::collection::vec((0u64..3_000, 0u64..6_000), 1..80),
+        ) {
+            let start = Instant::now();
+            let config = MockServerConfig::default().with_tpm(nz(limit));
+            let mut limiter = Limiter::new(&config, start);
+            let mut now_ms = 0u64;
+            let mut admitted: Vec<(u64, u64)> = Vec::new();
+            for (gap_ms, cost) in arrivals {
+                now_ms += gap_ms;
+                let now = start + Duration::from_millis(now_ms);
+                match limiter.admit(cost, now) {
+                    Admission::Admitted(_) => admitted.push((now_ms, cost)),
+                    Admission::Refused { retry_after: Some(wait), .. } => {
+                        let mut probe = Limiter {
+                            requests: None,
+                            tokens: limiter.tokens.clone(),
+                            started: start,
+                            timeline: Vec::new(),
+                        };
+                        prop_assert!(matches!(probe.admit(cost, now + wait), Admission::Admitted(_)));
+                    }
+                    Admission::Refused { retry_after: None, .. } => prop_assert!(cost > limit),
+                }
+            }
+            for (i, &(from_ms, _)) in admitted.iter().enumerate() {
+                let mut sum = 0u128;
+                for &(to_ms, cost) in &admitted[i..] {
+                    sum += u128::from(cost);
+                    let span_ms = u128::from(to_ms - from_ms);
+                    // sum <= limit + limit * span / 60 s, in integers.
+                    prop_assert!(sum * 60_000 <= u128::from(limit) * (60_000 + span_ms));
+                }
+            }
+        }
+    }
 
     fn nz(value: u64) -> NonZeroU64 {
         NonZeroU64::new(value).unwrap()

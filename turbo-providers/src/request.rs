@@ -343,8 +343,66 @@ impl ContentPart {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
     use turbo_tokens::TiktokenCounter;
+
+    fn extra_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            Just(Value::Null),
+            proptest::collection::vec(any::<u16>(), 0..3).prop_map(|v| json!(v)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_round_trips(
+            model in "[a-z0-9.-]{1,16}",
+            texts in proptest::collection::vec("\\PC{0,24}", 1..4),
+            message_extra in proptest::collection::btree_map("[a-z_]{1,10}", extra_value(), 0..3),
+            extra in proptest::collection::btree_map("[a-z_]{1,10}", extra_value(), 0..5),
+            max_tokens in proptest::option::of(any::<u32>()),
+            n in proptest::option::of(1u32..8),
+        ) {
+            let mut body = serde_json::Map::new();
+            for (key, value) in extra {
+                if !["model", "messages", "max_tokens", "max_completion_tokens", "n", "stream"].contains(&key.as_str()) {
+                    body.insert(key, value);
+                }
+            }
+            let messages: Vec<Value> = texts
+                .iter()
+                .map(|text| {
+                    let mut message = serde_json::Map::new();
+                    for (key, value) in &message_extra {
+                        if !["role", "content", "name"].contains(&key.as_str()) {
+                            message.insert(key.clone(), value.clone());
+                        }
+                    }
+                    message.insert("role".into(), json!("user"));
+                    message.insert("content".into(), json!(text));
+                    Value::Object(message)
+                })
+                .collect();
+            body.insert("model".into(), json!(model));
+            body.insert("messages".into(), Value::Array(messages));
+            if let Some(max_tokens) = max_tokens {
+                body.insert("max_tokens".into(), json!(max_tokens));
+            }
+            if let Some(n) = n {
+                body.insert("n".into(), json!(n));
+            }
+            let body = Value::Object(body);
+            let text = serde_json::to_string(&body).unwrap();
+            let request: ChatRequest = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(request.max_tokens, max_tokens);
+            prop_assert_eq!(&request.messages[0].text(), &texts[0]);
+            prop_assert_eq!(request.to_value(), body);
+        }
+    }
 
     #[test]
     fn unknown_fields_round_trip() {
