@@ -1,0 +1,295 @@
+//! Building an engine.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use turbo_providers::ChatClient;
+use turbo_ratelimit::{LaneConfig, LaneKey, Limits, RateLimiter, RateLimiterBuilder};
+use turbo_retry::RetryConfig;
+use turbo_tokens::{DefaultOutput, TiktokenCounter, TokenCounter};
+
+use crate::context::Clients;
+use crate::engine::{EngineConfig, TurboRun};
+use crate::node::Provider;
+
+/// How many nodes may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// At most this many nodes in flight over all lanes (the original's
+    /// worker pool; default 120).
+    Fixed(NonZeroUsize),
+    /// Each lane sizes its own in-flight bound from its limits and the
+    /// latency it observes (Little's law: in flight = rate × latency), never
+    /// above `ceiling`.
+    Auto {
+        /// The most nodes one lane may have in flight.
+        ceiling: NonZeroUsize,
+    },
+}
+
+impl Concurrency {
+    /// The original's default: 120 workers.
+    pub const DEFAULT_WORKERS: usize = 120;
+    /// Default ceiling of the auto mode, per lane.
+    pub const DEFAULT_AUTO_CEILING: usize = 4096;
+
+    /// `Fixed(n)`, with `n` at least 1.
+    pub fn fixed(workers: usize) -> Self {
+        Concurrency::Fixed(NonZeroUsize::new(workers).unwrap_or(NonZeroUsize::MIN))
+    }
+
+    /// `Auto` with the default ceiling.
+    pub fn auto() -> Self {
+        Concurrency::Auto {
+            ceiling: NonZeroUsize::new(Self::DEFAULT_AUTO_CEILING).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Concurrency::fixed(Self::DEFAULT_WORKERS)
+    }
+}
+
+/// Errors from [`TurboRunBuilder::build`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `build` was called outside a tokio runtime.
+    #[error("TurboRun must be built inside a tokio runtime (no runtime found)")]
+    NoRuntime,
+    /// A rate-limit setting is invalid.
+    #[error("invalid rate limits for {lane}: {source}")]
+    Limits {
+        /// The lane.
+        lane: String,
+        /// What is wrong.
+        source: turbo_ratelimit::InvalidConfig,
+    },
+}
+
+/// The default limits of the original: Groq 1,000 RPM and 340,000 TPM
+/// (400k × 0.85); OpenAI 10,000 RPM and 9,000,000 TPM (10M × 0.9).
+pub fn default_limits(provider: Provider) -> Limits {
+    let (rpm, tpm) = match provider {
+        Provider::Groq => (1_000, 340_000),
+        Provider::OpenAi => (10_000, 9_000_000),
+    };
+    // Both values are non-zero constants.
+    Limits::try_per_minute(rpm, tpm).unwrap_or_else(|_| Limits::unlimited())
+}
+
+/// Builds a [`TurboRun`] engine. Every setting has a default; tests set
+/// clients and limits.
+///
+/// ```
+/// use std::sync::Arc;
+/// use turbo_core::{Concurrency, Provider, TurboRun};
+/// use turbo_providers::{ProviderKind, SimulatedProvider};
+/// use turbo_ratelimit::Limits;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = TurboRun::builder()
+///     .openai(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
+///     .limits(Provider::OpenAi, Limits::try_per_minute(500, 200_000)?)
+///     .concurrency(Concurrency::auto())
+///     .build()?;
+/// # engine.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct TurboRunBuilder {
+    pub(crate) clients: Clients,
+    pub(crate) lanes: Vec<(Provider, Option<String>, LaneConfig)>,
+    pub(crate) concurrency: Concurrency,
+    pub(crate) retry: RetryConfig,
+    pub(crate) counter: Option<Arc<dyn TokenCounter>>,
+    pub(crate) limiter: Option<RateLimiterBuilder>,
+    pub(crate) default_output: HashMap<Provider, DefaultOutput>,
+    pub(crate) retain_results: bool,
+    pub(crate) analytics: Option<bool>,
+}
+
+impl Default for TurboRunBuilder {
+    fn default() -> Self {
+        Self {
+            clients: Clients::default(),
+            lanes: Vec::new(),
+            concurrency: Concurrency::default(),
+            retry: RetryConfig::default(),
+            counter: None,
+            limiter: None,
+            default_output: HashMap::new(),
+            retain_results: true,
+            analytics: None,
+        }
+    }
+}
+
+impl TurboRunBuilder {
+    /// The Groq client.
+    pub fn groq(mut self, client: Arc<dyn ChatClient>) -> Self {
+        self.clients.groq = Some(client);
+        self
+    }
+
+    /// The OpenAI client.
+    pub fn openai(mut self, client: Arc<dyn ChatClient>) -> Self {
+        self.clients.openai = Some(client);
+        self
+    }
+
+    /// The client of `provider`.
+    pub fn client(self, provider: Provider, client: Arc<dyn ChatClient>) -> Self {
+        match provider {
+            Provider::Groq => self.groq(client),
+            Provider::OpenAi => self.openai(client),
+        }
+    }
+
+    /// Limits for a provider's lane (replacing the original's defaults,
+    /// which apply when none are given). Use [`Limits::unlimited`] for none.
+    pub fn limits(self, provider: Provider, limits: Limits) -> Self {
+        self.lane_config(provider, None, LaneConfig::new(limits))
+    }
+
+    /// Limits for one model of a provider; its requests get a lane of their own.
+    pub fn model_limits(
+        self,
+        provider: Provider,
+        model: impl Into<String>,
+        limits: Limits,
+    ) -> Self {
+        self.lane_config(provider, Some(model.into()), LaneConfig::new(limits))
+    }
+
+    /// Learn a provider's limits from its `x-ratelimit-*` headers, starting
+    /// cautiously (one request at a time until the first answer).
+    pub fn learn_limits(self, provider: Provider) -> Self {
+        self.lane_config(provider, None, LaneConfig::learning())
+    }
+
+    /// A full lane configuration (limits, settle policy, learning, pause jitter)
+    /// for a provider, or one of its models.
+    pub fn lane_config(
+        mut self,
+        provider: Provider,
+        model: Option<String>,
+        config: LaneConfig,
+    ) -> Self {
+        self.lanes
+            .retain(|(p, m, _)| !(*p == provider && *m == model));
+        self.lanes.push((provider, model, config));
+        self
+    }
+
+    /// How many nodes may run at once (default: 120 fixed workers).
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Shorthand for `concurrency(Concurrency::fixed(workers))`.
+    pub fn workers(self, workers: usize) -> Self {
+        self.concurrency(Concurrency::fixed(workers))
+    }
+
+    /// The retry configuration of retryable nodes that do not bring their own.
+    pub fn retry_config(mut self, config: RetryConfig) -> Self {
+        self.retry = config;
+        self
+    }
+
+    /// The token counter (default: tiktoken with each model's encoding).
+    pub fn token_counter(mut self, counter: Arc<dyn TokenCounter>) -> Self {
+        self.counter = Some(counter);
+        self
+    }
+
+    /// The rate limiter to build instead of a plain in-memory one, e.g. one
+    /// with a shared store or an injected clock. The lanes configured on this
+    /// builder are added to it.
+    pub fn rate_limiter(mut self, limiter: RateLimiterBuilder) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// What to reserve for the answer of a request that sets no `max_tokens`
+    /// (default: Groq +20 % of the prompt, as the original; OpenAI 1,000 tokens).
+    pub fn default_output(mut self, provider: Provider, output: DefaultOutput) -> Self {
+        self.default_output.insert(provider, output);
+        self
+    }
+
+    /// Whether results stay available to `wait_for` after delivery (default
+    /// true). A batch runner that consumes results from
+    /// [`TurboRun::completions`] turns this off so memory does not grow with
+    /// the number of finished nodes: a result is then released once it has
+    /// been delivered and no unfinished node depends on it.
+    pub fn retain_results(mut self, retain: bool) -> Self {
+        self.retain_results = retain;
+        self
+    }
+
+    /// Log an analytics line every 20 s (default: on under `TURBO_ENV=dev|testing`).
+    pub fn analytics(mut self, on: bool) -> Self {
+        self.analytics = Some(on);
+        self
+    }
+
+    /// Builds the engine. Must run inside a tokio runtime.
+    pub fn build(self) -> Result<TurboRun, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let mut limiter = self.limiter.unwrap_or_else(RateLimiter::builder);
+        let mut configured = Vec::new();
+        for provider in Provider::ALL {
+            if !self
+                .lanes
+                .iter()
+                .any(|(p, m, _)| *p == provider && m.is_none())
+            {
+                configured.push((provider, None, LaneConfig::new(default_limits(provider))));
+            }
+        }
+        configured.extend(self.lanes);
+        for (provider, model, config) in configured {
+            let key = LaneKey::new(provider.name(), model.as_deref()).map_err(|source| {
+                BuildError::Limits {
+                    lane: match &model {
+                        Some(model) => format!("{provider}/{model}"),
+                        None => provider.to_string(),
+                    },
+                    source,
+                }
+            })?;
+            limiter = limiter.lane(key, config);
+        }
+        let limiter = limiter.build();
+        let mut default_output = [
+            DefaultOutput::FractionOfPrompt(0.2),
+            DefaultOutput::Tokens(1_000),
+        ];
+        for (provider, output) in self.default_output {
+            default_output[provider as usize] = output;
+        }
+        let config = EngineConfig {
+            clients: self.clients,
+            concurrency: self.concurrency,
+            retry: self.retry,
+            counter: self
+                .counter
+                .unwrap_or_else(|| Arc::new(TiktokenCounter::default())),
+            limiter,
+            default_output,
+            retain_results: self.retain_results,
+            analytics: self
+                .analytics
+                .unwrap_or_else(|| crate::logging::TurboEnv::from_env().is_verbose()),
+        };
+        Ok(TurboRun::from_config(config, runtime))
+    }
+}

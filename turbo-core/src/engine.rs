@@ -1,0 +1,1369 @@
+//! The engine: graph → lane queues → limiter → worker slots → work → results.
+//!
+//! One mutex guards the graph, the node table and the lane queues; every
+//! step under it is short (no I/O, no token counting). Each lane has one
+//! dispatcher task that pops its queue in rank order, takes a worker slot,
+//! waits for the lane's budget, and spawns the node's run. A lane waiting for
+//! budget therefore never holds up another lane.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, warn};
+use turbo_graph::{AbortKind, Added, DependencyGraph, GraphError};
+use turbo_pq::{Handle as QueueHandle, PriorityQueue};
+use turbo_providers::{ChatClient, ChatRequest};
+use turbo_ratelimit::{Lane, Limits, RateLimiter};
+use turbo_retry::{RetryConfig, Retryable};
+use turbo_tokens::{DefaultOutput, TokenCounter};
+
+use crate::budget::{self, BudgetError, Reserved};
+use crate::builder::{Concurrency, TurboRunBuilder};
+use crate::context::{Clients, Dependency, WorkContext};
+use crate::hash::NodeMap;
+use crate::node::{NodeId, Provider, RetryPolicy, WorkFn, WorkNode};
+use crate::placeholders::fill_placeholders;
+use crate::result::{NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
+use crate::stats::{Counters, EngineStats, LaneStats};
+
+/// Errors from pushing a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// A dependency id the engine has never seen (or has forgotten).
+    #[error("node {node} depends on unknown node {dependency}")]
+    UnknownDependency {
+        /// The node being pushed.
+        node: NodeId,
+        /// The unknown dependency.
+        dependency: NodeId,
+    },
+    /// The node lists itself as a dependency.
+    #[error("node {node} depends on itself")]
+    SelfDependency {
+        /// The node being pushed.
+        node: NodeId,
+    },
+    /// A node with this id was already pushed.
+    #[error("node {node} was already pushed")]
+    Duplicate {
+        /// The node being pushed.
+        node: NodeId,
+    },
+    /// The engine is shutting down and takes no new work.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The graph is full.
+    #[error("the graph cannot hold more nodes")]
+    Capacity,
+}
+
+/// One finished node, as delivered by [`TurboRun::completions`].
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The node.
+    pub id: NodeId,
+    /// Its result.
+    pub result: RunResult,
+}
+
+/// Everything [`TurboRunBuilder::build`] resolved.
+pub(crate) struct EngineConfig {
+    pub(crate) clients: Clients,
+    pub(crate) concurrency: Concurrency,
+    pub(crate) retry: RetryConfig,
+    pub(crate) counter: Arc<dyn TokenCounter>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) default_output: [DefaultOutput; 2],
+    pub(crate) retain_results: bool,
+    pub(crate) analytics: bool,
+}
+
+/// The TurboRun engine. Cheap to clone; all clones drive one engine, which
+/// stops its dispatchers when the last clone is dropped.
+///
+/// ```
+/// use std::sync::Arc;
+/// use turbo_core::{ChatMessage, ChatRequest, TurboRun, WorkNode};
+/// use turbo_providers::{ProviderKind, SimulatedProvider};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = TurboRun::builder()
+///     .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
+///     .build()?;
+/// let request = ChatRequest::new("llama-3.1-8b-instant", vec![ChatMessage::user("Hello")]);
+/// let id = engine.push(WorkNode::retryable_for_groq(request))?;
+/// let output = engine.wait_for(id).await?;
+/// assert!(output.answer().is_some());
+/// engine.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TurboRun {
+    handle: Arc<EngineHandle>,
+}
+
+/// Dropping the last handle tells the dispatchers to stop.
+struct EngineHandle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.shared.stop_dispatchers();
+    }
+}
+
+struct Shared {
+    instance: String,
+    span: tracing::Span,
+    clients: Clients,
+    counter: Arc<dyn TokenCounter>,
+    limiter: RateLimiter,
+    retry: RetryConfig,
+    default_output: [DefaultOutput; 2],
+    concurrency: Concurrency,
+    global_slots: Option<Arc<Semaphore>>,
+    retain_results: bool,
+    runtime: tokio::runtime::Handle,
+    started: Instant,
+    state: Mutex<State>,
+    counters: Counters,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    stop: watch::Sender<bool>,
+    shutting_down: AtomicBool,
+}
+
+/// A node's rank in its lane queue: explicit priority first; then earlier
+/// epochs (5 s of readiness each) so a stream of large requests cannot starve
+/// a small one for ever; then the larger estimate, to fill the budget the way
+/// the original did; ties in push order (the queue's FIFO guarantee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    priority: i32,
+    epoch: Reverse<u32>,
+    estimate: u32,
+}
+
+const EPOCH: Duration = Duration::from_secs(5);
+
+/// Everything the engine keeps about a node until it is released.
+struct NodeEntry {
+    status: Phase,
+    lane: u32,
+    estimate: u32,
+    job: Option<Box<Job>>,
+    key: Option<Arc<str>>,
+    deps: Box<[NodeId]>,
+    queue_handle: Option<QueueHandle>,
+    result: Option<RunResult>,
+    waiters: Vec<oneshot::Sender<RunResult>>,
+    watch: Option<watch::Sender<NodeStatus>>,
+    abort: Option<AbortHandle>,
+    live_dependents: u32,
+    delivered: bool,
+}
+
+/// Internal phases; `Launching` (popped, waiting for budget) shows as `Queued`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Queued,
+    Launching,
+    Running,
+    Done(NodeStatus),
+}
+
+impl Phase {
+    fn public(self) -> NodeStatus {
+        match self {
+            Phase::Pending => NodeStatus::Pending,
+            Phase::Queued | Phase::Launching => NodeStatus::Queued,
+            Phase::Running => NodeStatus::Running,
+            Phase::Done(status) => status,
+        }
+    }
+
+    fn is_done(self) -> bool {
+        matches!(self, Phase::Done(_))
+    }
+}
+
+/// What a node needs to run; taken out of its entry at launch.
+struct Job {
+    provider: Provider,
+    request: ChatRequest,
+    work: Option<WorkFn>,
+    retry: RetryPolicy,
+    priority: i32,
+    fixed_estimate: bool,
+}
+
+struct State {
+    graph: DependencyGraph<NodeId, crate::hash::NodeHashBuilder>,
+    nodes: NodeMap<NodeEntry>,
+    lanes: Vec<Arc<LaneRuntime>>,
+    queues: Vec<PriorityQueue<NodeId, Rank>>,
+    lane_cache: HashMap<(Provider, Arc<str>), u32>,
+    accepting: bool,
+    completions: Option<mpsc::UnboundedSender<Completion>>,
+}
+
+/// A lane's runtime: its limiter lane, dispatcher signals and figures.
+struct LaneRuntime {
+    name: String,
+    budget: Lane,
+    work_ready: Notify,
+    slot_freed: Notify,
+    launch_cancelled: Notify,
+    launching: AtomicU64,
+    in_flight: AtomicUsize,
+    target: AtomicUsize,
+    latency_ewma_us: AtomicU64,
+    estimate_ewma: AtomicU64,
+    tokens_reserved: AtomicU64,
+    tokens_used: AtomicU64,
+}
+
+/// Latency assumed before a lane has seen an answer: generous, because an
+/// oversized in-flight bound costs little (the limiter still gates every
+/// launch) while an undersized one caps throughput.
+const INITIAL_LATENCY: Duration = Duration::from_secs(10);
+
+impl LaneRuntime {
+    fn observe_latency(&self, latency: Duration) {
+        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // EWMA with alpha = 1/8, integer arithmetic.
+        let _ = self
+            .latency_ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(old - old / 8 + sample / 8)
+            });
+    }
+
+    fn observe_estimate(&self, estimate: u32) {
+        let _ = self
+            .estimate_ewma
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    u64::from(estimate)
+                } else {
+                    old - old / 16 + u64::from(estimate) / 16
+                })
+            });
+    }
+
+    /// Little's law: the in-flight requests needed to sustain the lane's
+    /// limit at the observed latency, with 50 % headroom for latency spread.
+    fn auto_target(&self, limits: Limits, ceiling: usize) -> usize {
+        let latency = Duration::from_micros(self.latency_ewma_us.load(Ordering::Relaxed))
+            .max(Duration::from_millis(20))
+            .as_secs_f64();
+        let per_request_tokens = self.estimate_ewma.load(Ordering::Relaxed).max(1) as f64;
+        let mut rate: Option<f64> = None;
+        if let Some(rpm) = limits.rpm {
+            rate = Some(f64::from(rpm.get()) / 60.0);
+        }
+        if let Some(tpm) = limits.tpm {
+            let by_tokens = tpm.get() as f64 / 60.0 / per_request_tokens;
+            rate = Some(rate.map_or(by_tokens, |r| r.min(by_tokens)));
+        }
+        match rate {
+            Some(rate) => {
+                let needed = (rate * latency * 1.5).ceil() as usize + 2;
+                needed.clamp(2, ceiling)
+            }
+            None => ceiling,
+        }
+    }
+}
+
+/// A worker slot, released on drop (including when a running node is aborted).
+enum SlotKind {
+    Global(#[allow(dead_code)] OwnedSemaphorePermit),
+    Lane,
+}
+
+/// A worker slot. It is taken before the next node is popped (so a node is
+/// only committed when it can run) but counts as in flight only once its node
+/// launches.
+struct Slot {
+    kind: SlotKind,
+    lane: Arc<LaneRuntime>,
+    shared: Arc<Shared>,
+    active: bool,
+}
+
+impl Slot {
+    fn activate(&mut self) {
+        self.active = true;
+        self.lane.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        self.lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if matches!(self.kind, SlotKind::Lane) {
+            self.lane.slot_freed.notify_one();
+        }
+        if self.shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+fn instance_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..6]
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+impl TurboRun {
+    /// A builder for an independent engine.
+    pub fn builder() -> TurboRunBuilder {
+        TurboRunBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: EngineConfig, runtime: tokio::runtime::Handle) -> Self {
+        let instance = instance_id();
+        let span = tracing::info_span!("turbo_run", instance = %instance);
+        let global_slots = match config.concurrency {
+            Concurrency::Fixed(n) => Some(Arc::new(Semaphore::new(n.get()))),
+            Concurrency::Auto { .. } => None,
+        };
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            instance,
+            span,
+            clients: config.clients,
+            counter: config.counter,
+            limiter: config.limiter,
+            retry: config.retry,
+            default_output: config.default_output,
+            concurrency: config.concurrency,
+            global_slots,
+            retain_results: config.retain_results,
+            runtime,
+            started: Instant::now(),
+            state: Mutex::new(State {
+                graph: DependencyGraph::with_hasher(crate::hash::NodeHashBuilder),
+                nodes: NodeMap::default(),
+                lanes: Vec::new(),
+                queues: Vec::new(),
+                lane_cache: HashMap::new(),
+                accepting: true,
+                completions: None,
+            }),
+            counters: Counters::default(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            stop,
+            shutting_down: AtomicBool::new(false),
+        });
+        {
+            let _enter = shared.span.enter();
+            info!(concurrency = ?shared.concurrency, "engine started");
+        }
+        if config.analytics {
+            shared.spawn_analytics();
+        }
+        TurboRun {
+            handle: Arc::new(EngineHandle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// The engine's 6-character instance id (on every log line it writes).
+    pub fn instance_id(&self) -> &str {
+        &self.shared().instance
+    }
+
+    /// The rate limiter the engine admits work through.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.shared().limiter
+    }
+
+    /// Pushes a node with no dependencies.
+    pub fn push(&self, node: WorkNode) -> Result<NodeId, PushError> {
+        self.push_with_dependencies(node, &[])
+    }
+
+    /// Pushes a node that runs once every node in `dependencies` has
+    /// completed. A dependency that already completed counts as met; one that
+    /// already failed ends this node at once as skipped. Unknown ids and the
+    /// node itself are refused, never waited for.
+    pub fn push_with_dependencies(
+        &self,
+        node: WorkNode,
+        dependencies: &[NodeId],
+    ) -> Result<NodeId, PushError> {
+        self.shared().push(node, dependencies)
+    }
+
+    /// Waits for node `id` to end and returns its result. Any number of
+    /// callers may wait for one node; waiting after it ended returns at once
+    /// (while the engine keeps the result).
+    pub async fn wait_for(&self, id: NodeId) -> RunResult {
+        let receiver = {
+            let mut state = self.shared().state.lock();
+            let Some(entry) = state.nodes.get_mut(&id) else {
+                return Err(NodeError::UnknownNode(id));
+            };
+            if let Some(result) = &entry.result {
+                return result.clone();
+            }
+            let (sender, receiver) = oneshot::channel();
+            entry.waiters.push(sender);
+            receiver
+        };
+        // Every terminal path sends before dropping the senders; a dropped
+        // sender can only mean the engine itself was torn down.
+        receiver.await.unwrap_or(Err(NodeError::Cancelled))
+    }
+
+    /// Waits for every node in `ids`, in order.
+    pub async fn wait_for_all(&self, ids: &[NodeId]) -> Vec<RunResult> {
+        let mut results = Vec::with_capacity(ids.len());
+        for id in ids {
+            results.push(self.wait_for(*id).await);
+        }
+        results
+    }
+
+    /// The status of node `id`, if the engine knows it.
+    pub fn status(&self, id: NodeId) -> Option<NodeStatus> {
+        self.shared()
+            .state
+            .lock()
+            .nodes
+            .get(&id)
+            .map(|entry| entry.status.public())
+    }
+
+    /// A subscription to node `id`'s status changes; the receiver starts at
+    /// the current status and sees every later change.
+    pub fn subscribe(&self, id: NodeId) -> Option<watch::Receiver<NodeStatus>> {
+        let mut state = self.shared().state.lock();
+        let entry = state.nodes.get_mut(&id)?;
+        let status = entry.status.public();
+        Some(match &entry.watch {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = watch::channel(status);
+                entry.watch = Some(sender);
+                receiver
+            }
+        })
+    }
+
+    /// A stream of every node that ends from now on, in the order they end.
+    /// Only one stream exists per engine: a second call returns `None`.
+    pub fn completions(&self) -> Option<mpsc::UnboundedReceiver<Completion>> {
+        let mut state = self.shared().state.lock();
+        if state.completions.is_some() {
+            return None;
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        state.completions = Some(sender);
+        Some(receiver)
+    }
+
+    /// Cancels node `id`: a pending or queued node ends as cancelled, a
+    /// running one is aborted (its request may already have been charged by
+    /// the provider). Its dependents are skipped. Returns whether the node
+    /// was still unfinished.
+    pub fn cancel(&self, id: NodeId) -> bool {
+        self.shared().cancel(id)
+    }
+
+    /// Drops the engine's record of a finished node and its result. A later
+    /// `wait_for(id)` answers `UnknownNode`. Returns whether it was released.
+    pub fn forget(&self, id: NodeId) -> bool {
+        let mut state = self.shared().state.lock();
+        match state.nodes.get(&id) {
+            Some(entry) if entry.status.is_done() => {
+                state.nodes.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sets a provider's limits at run time (the original's
+    /// `OverrideBudgetsForTests`): every lane of that provider takes them.
+    pub async fn override_budgets(&self, provider: Provider, limits: Limits) {
+        for lane in self.shared().limiter.lanes() {
+            if lane.key().provider() == provider.name() {
+                budget::set_limits(&lane, limits).await;
+            }
+        }
+    }
+
+    /// A snapshot of the engine's figures.
+    pub async fn stats(&self) -> EngineStats {
+        self.shared().stats().await
+    }
+
+    /// Stops taking work, ends every node that has not started as cancelled,
+    /// lets running nodes finish (their results are delivered), then stops
+    /// the dispatchers. Safe to call any number of times, concurrently too.
+    pub async fn shutdown(&self) {
+        self.shared().shutdown().await;
+    }
+
+    /// Whether `shutdown` has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared().shutting_down.load(Ordering::Acquire)
+    }
+}
+
+impl Shared {
+    fn estimate(&self, node: &WorkNode) -> u32 {
+        if let Some(fixed) = node.estimate {
+            return fixed;
+        }
+        node.request
+            .estimate(
+                self.counter.as_ref(),
+                self.default_output[node.provider as usize],
+            )
+            .total()
+    }
+
+    fn push(self: &Arc<Self>, node: WorkNode, deps: &[NodeId]) -> Result<NodeId, PushError> {
+        // Counting tokens is the costly part: done before taking the lock.
+        let estimate = self.estimate(&node);
+        let id = node.id;
+        let mut state = self.state.lock();
+        if !state.accepting {
+            return Err(PushError::ShuttingDown);
+        }
+        let lane = self.lane_for(&mut state, node.provider, &node.request.model);
+        let added = state.graph.add(id, deps).map_err(|error| match error {
+            GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
+                node: id,
+                dependency,
+            },
+            GraphError::SelfDependency { .. } => PushError::SelfDependency { node: id },
+            GraphError::DuplicateId { .. } => PushError::Duplicate { node: id },
+            _ => PushError::Capacity,
+        })?;
+        Counters::bump(&self.counters.pushed);
+        let mut unique_deps: Vec<NodeId> = deps.to_vec();
+        unique_deps.sort_unstable();
+        unique_deps.dedup();
+        for dep in &unique_deps {
+            if let Some(entry) = state.nodes.get_mut(dep) {
+                entry.live_dependents += 1;
+            }
+        }
+        let has_keyed_deps = unique_deps
+            .iter()
+            .any(|dep| state.nodes.get(dep).is_some_and(|e| e.key.is_some()));
+        let job = Job {
+            provider: node.provider,
+            fixed_estimate: node.estimate.is_some() || !has_keyed_deps,
+            request: node.request,
+            work: node.work,
+            retry: node.retry,
+            priority: node.priority,
+        };
+        state.nodes.insert(
+            id,
+            NodeEntry {
+                status: Phase::Pending,
+                lane,
+                estimate,
+                job: Some(Box::new(job)),
+                key: node.key,
+                deps: unique_deps.into_boxed_slice(),
+                queue_handle: None,
+                result: None,
+                waiters: Vec::new(),
+                watch: None,
+                abort: None,
+                live_dependents: 0,
+                delivered: false,
+            },
+        );
+        match added {
+            Added::Ready => self.enqueue(&mut state, id),
+            Added::Waiting { .. } => {}
+            Added::Skipped { cause, kind } => {
+                let error = NodeError::Skipped {
+                    failed_dependency: cause,
+                    cancelled: kind == AbortKind::Cancelled,
+                };
+                self.deliver(&mut state, id, Err(error));
+            }
+        }
+        Ok(id)
+    }
+
+    /// The lane of a provider/model, creating its runtime and dispatcher on
+    /// first use.
+    fn lane_for(self: &Arc<Self>, state: &mut State, provider: Provider, model: &str) -> u32 {
+        if let Some(index) = state.lane_cache.get(&(provider, Arc::from(model))) {
+            return *index;
+        }
+        let budget = self.limiter.lane(provider.name(), Some(model));
+        let name = budget::lane_name(&budget);
+        let index = match state.lanes.iter().position(|lane| lane.name == name) {
+            Some(index) => index as u32,
+            None => {
+                let index = state.lanes.len() as u32;
+                let initial_target = match self.concurrency {
+                    Concurrency::Fixed(n) => n.get(),
+                    Concurrency::Auto { ceiling } => ceiling.get(),
+                };
+                let runtime = Arc::new(LaneRuntime {
+                    name,
+                    budget,
+                    work_ready: Notify::new(),
+                    slot_freed: Notify::new(),
+                    launch_cancelled: Notify::new(),
+                    launching: AtomicU64::new(0),
+                    in_flight: AtomicUsize::new(0),
+                    target: AtomicUsize::new(initial_target),
+                    latency_ewma_us: AtomicU64::new(
+                        u64::try_from(INITIAL_LATENCY.as_micros()).unwrap_or(u64::MAX),
+                    ),
+                    estimate_ewma: AtomicU64::new(0),
+                    tokens_reserved: AtomicU64::new(0),
+                    tokens_used: AtomicU64::new(0),
+                });
+                if let Concurrency::Auto { ceiling } = self.concurrency {
+                    let limits = budget::limits(&runtime.budget);
+                    runtime.target.store(
+                        runtime.auto_target(limits, ceiling.get()),
+                        Ordering::Relaxed,
+                    );
+                }
+                state.lanes.push(runtime.clone());
+                state.queues.push(PriorityQueue::new());
+                let shared = self.clone();
+                let span = self.span.clone();
+                self.runtime
+                    .spawn(async move { shared.dispatch(runtime).await }.instrument(span));
+                index
+            }
+        };
+        state.lane_cache.insert((provider, Arc::from(model)), index);
+        index
+    }
+
+    /// Puts a ready node in its lane's queue.
+    fn enqueue(&self, state: &mut State, id: NodeId) {
+        let epoch = (self.started.elapsed().as_nanos() / EPOCH.as_nanos()) as u32;
+        let Some(entry) = state.nodes.get_mut(&id) else {
+            return;
+        };
+        let priority = entry.job.as_ref().map_or(0, |job| job.priority);
+        let rank = Rank {
+            priority,
+            epoch: Reverse(epoch),
+            estimate: entry.estimate,
+        };
+        let lane = entry.lane as usize;
+        entry.status = Phase::Queued;
+        notify_watch(entry);
+        let handle = state.queues[lane].push(id, rank);
+        if let Some(entry) = state.nodes.get_mut(&id) {
+            entry.queue_handle = Some(handle);
+        }
+        state.lanes[lane].work_ready.notify_one();
+    }
+
+    /// Records a node's terminal result, releases or skips its dependents,
+    /// and wakes everyone waiting for it.
+    fn finish(&self, state: &mut State, id: NodeId, result: RunResult) {
+        let Some(entry) = state.nodes.get(&id) else {
+            return;
+        };
+        if entry.status.is_done() {
+            return;
+        }
+        match &result {
+            Ok(_) => match state.graph.complete(&id) {
+                Ok(ready) => {
+                    // After shutdown began, newly ready nodes never start.
+                    let stopping = !state.accepting;
+                    for dependent in ready {
+                        if stopping {
+                            self.finish(state, dependent, Err(NodeError::Cancelled));
+                        } else {
+                            self.enqueue(state, dependent);
+                        }
+                    }
+                }
+                Err(error) => warn!(node = %id, %error, "graph refused completion"),
+            },
+            Err(error) => {
+                let kind = if matches!(error, NodeError::Cancelled) {
+                    AbortKind::Cancelled
+                } else {
+                    AbortKind::Failed
+                };
+                match state.graph.abort(&id, kind) {
+                    Ok(skipped) => {
+                        for skip in skipped {
+                            let error = NodeError::Skipped {
+                                failed_dependency: skip.cause,
+                                cancelled: skip.kind == AbortKind::Cancelled,
+                            };
+                            self.remove_from_queue(state, skip.id);
+                            self.deliver(state, skip.id, Err(error));
+                        }
+                    }
+                    Err(error) => warn!(node = %id, %error, "graph refused failure"),
+                }
+            }
+        }
+        self.deliver(state, id, result);
+    }
+
+    fn remove_from_queue(&self, state: &mut State, id: NodeId) {
+        if let Some(entry) = state.nodes.get_mut(&id)
+            && let Some(handle) = entry.queue_handle.take()
+        {
+            let lane = entry.lane as usize;
+            state.queues[lane].remove(handle);
+        }
+    }
+
+    /// Stores the result and hands it to waiters, watchers and the
+    /// completion stream. The graph has already been told.
+    fn deliver(&self, state: &mut State, id: NodeId, result: RunResult) {
+        let Some(entry) = state.nodes.get_mut(&id) else {
+            return;
+        };
+        let status = match &result {
+            Ok(_) => NodeStatus::Completed,
+            Err(error) => error.status(),
+        };
+        let counter = match status {
+            NodeStatus::Completed => &self.counters.completed,
+            NodeStatus::Skipped => &self.counters.skipped,
+            NodeStatus::Cancelled => &self.counters.cancelled,
+            _ => &self.counters.failed,
+        };
+        Counters::bump(counter);
+        entry.status = Phase::Done(status);
+        entry.job = None;
+        entry.abort = None;
+        entry.queue_handle = None;
+        notify_watch(entry);
+        for waiter in entry.waiters.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+        let mut delivered = true;
+        if let Some(stream) = &state.completions {
+            delivered = stream
+                .send(Completion {
+                    id,
+                    result: result.clone(),
+                })
+                .is_ok();
+        }
+        let deps = std::mem::take(&mut entry.deps);
+        entry.delivered = delivered;
+        entry.result = Some(result);
+        if !self.retain_results {
+            for dep in deps.iter() {
+                if let Some(dep_entry) = state.nodes.get_mut(dep) {
+                    dep_entry.live_dependents = dep_entry.live_dependents.saturating_sub(1);
+                }
+                self.maybe_release(state, *dep);
+            }
+            self.maybe_release(state, id);
+        } else {
+            for dep in deps.iter() {
+                if let Some(dep_entry) = state.nodes.get_mut(dep) {
+                    dep_entry.live_dependents = dep_entry.live_dependents.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Without result retention, a finished node's entry goes once it has
+    /// been delivered and nothing unfinished depends on it.
+    fn maybe_release(&self, state: &mut State, id: NodeId) {
+        if let Some(entry) = state.nodes.get(&id)
+            && entry.status.is_done()
+            && entry.delivered
+            && entry.live_dependents == 0
+            && entry.waiters.is_empty()
+        {
+            state.nodes.remove(&id);
+        }
+    }
+
+    fn cancel(&self, id: NodeId) -> bool {
+        let mut state = self.state.lock();
+        let Some(entry) = state.nodes.get_mut(&id) else {
+            return false;
+        };
+        let lane_index = entry.lane as usize;
+        match entry.status {
+            Phase::Done(_) => false,
+            Phase::Running => {
+                if let Some(abort) = entry.abort.take() {
+                    abort.abort();
+                }
+                self.finish(&mut state, id, Err(NodeError::Cancelled));
+                true
+            }
+            Phase::Launching => {
+                let lane = state.lanes[lane_index].clone();
+                self.finish(&mut state, id, Err(NodeError::Cancelled));
+                lane.launch_cancelled.notify_one();
+                true
+            }
+            Phase::Pending | Phase::Queued => {
+                self.remove_from_queue(&mut state, id);
+                self.finish(&mut state, id, Err(NodeError::Cancelled));
+                true
+            }
+        }
+    }
+
+    async fn shutdown(self: &Arc<Self>) {
+        let first = !self.shutting_down.swap(true, Ordering::AcqRel);
+        if first {
+            let _enter = self.span.enter();
+            info!("shutting down");
+        }
+        {
+            let mut state = self.state.lock();
+            state.accepting = false;
+            let unstarted: Vec<NodeId> = state
+                .nodes
+                .iter()
+                .filter(|(_, entry)| {
+                    matches!(
+                        entry.status,
+                        Phase::Pending | Phase::Queued | Phase::Launching
+                    )
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in unstarted {
+                let launching = state
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|entry| entry.status == Phase::Launching);
+                let lane = state
+                    .nodes
+                    .get(&id)
+                    .map(|entry| state.lanes[entry.lane as usize].clone());
+                self.remove_from_queue(&mut state, id);
+                self.finish(&mut state, id, Err(NodeError::Cancelled));
+                if let (true, Some(lane)) = (launching, lane) {
+                    lane.launch_cancelled.notify_one();
+                }
+            }
+        }
+        // Drain: wait until nothing runs.
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+        self.stop_dispatchers();
+    }
+
+    fn stop_dispatchers(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// The lane's dispatcher: slot, next node, budget, launch; for ever.
+    async fn dispatch(self: Arc<Self>, lane: Arc<LaneRuntime>) {
+        let mut stop = self.stop.subscribe();
+        let lane_index = {
+            let state = self.state.lock();
+            state
+                .lanes
+                .iter()
+                .position(|l| Arc::ptr_eq(l, &lane))
+                .unwrap_or(0)
+        };
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let slot = tokio::select! {
+                slot = self.take_slot(&lane) => slot,
+                _ = stop.changed() => return,
+            };
+            let Some(slot) = slot else { return };
+            // Next node in rank order.
+            let (id, job, deps, estimate) = loop {
+                let notified = lane.work_ready.notified();
+                if let Some(next) = self.pop(lane_index) {
+                    break next;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = stop.changed() => return,
+                }
+            };
+            let (job, estimate) = self.prepare(job, &deps, estimate);
+            lane.observe_estimate(estimate);
+            lane.launching.store(id.get(), Ordering::Release);
+            let reserved = loop {
+                tokio::select! {
+                    reserved = budget::acquire(&lane.budget, u64::from(estimate)) => break Some(reserved),
+                    _ = lane.launch_cancelled.notified() => {
+                        if self.is_done(id) { break None; }
+                    }
+                    _ = stop.changed() => {
+                        if *stop.borrow() {
+                            // The engine is gone: the popped node must still end.
+                            let mut state = self.state.lock();
+                            self.finish(&mut state, id, Err(NodeError::Cancelled));
+                            return;
+                        }
+                    }
+                }
+            };
+            lane.launching.store(0, Ordering::Release);
+            let Some(reserved) = reserved else {
+                continue;
+            };
+            let reserved = match reserved {
+                Ok(reserved) => reserved,
+                Err(error) => {
+                    let mut state = self.state.lock();
+                    self.finish(
+                        &mut state,
+                        id,
+                        Err(NodeError::Failed {
+                            error: budget_error(&lane, error),
+                            attempts: 0,
+                        }),
+                    );
+                    continue;
+                }
+            };
+            lane.tokens_reserved
+                .fetch_add(u64::from(estimate), Ordering::Relaxed);
+            self.launch(&lane, id, job, deps, estimate, slot, reserved);
+        }
+    }
+
+    /// Takes a worker slot: from the global pool in fixed mode, or under the
+    /// lane's own adaptive bound in auto mode.
+    async fn take_slot(self: &Arc<Self>, lane: &Arc<LaneRuntime>) -> Option<Slot> {
+        let kind = match &self.global_slots {
+            Some(pool) => SlotKind::Global(pool.clone().acquire_owned().await.ok()?),
+            None => {
+                loop {
+                    let freed = lane.slot_freed.notified();
+                    let target = lane.target.load(Ordering::Relaxed);
+                    if lane.in_flight.load(Ordering::Acquire) < target {
+                        break;
+                    }
+                    freed.await;
+                }
+                SlotKind::Lane
+            }
+        };
+        Some(Slot {
+            kind,
+            lane: lane.clone(),
+            shared: self.clone(),
+            active: false,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn pop(&self, lane: usize) -> Option<(NodeId, Box<Job>, Vec<Dependency>, u32)> {
+        let mut state = self.state.lock();
+        loop {
+            let (id, _) = state.queues[lane].pop()?;
+            let Some(entry) = state.nodes.get_mut(&id) else {
+                continue;
+            };
+            entry.queue_handle = None;
+            let Some(job) = entry.job.take() else {
+                continue;
+            };
+            entry.status = Phase::Launching;
+            let estimate = entry.estimate;
+            let dep_ids = entry.deps.clone();
+            let deps = dep_ids
+                .iter()
+                .filter_map(|dep| {
+                    let dep_entry = state.nodes.get(dep)?;
+                    let output = dep_entry.result.as_ref()?.as_ref().ok()?.clone();
+                    Some(Dependency {
+                        id: *dep,
+                        key: dep_entry.key.clone(),
+                        output,
+                    })
+                })
+                .collect();
+            return Some((id, job, deps, estimate));
+        }
+    }
+
+    /// Fills `{{key}}` placeholders from the dependencies' answers and, if
+    /// the text changed, estimates the request again.
+    fn prepare(&self, mut job: Box<Job>, deps: &[Dependency], estimate: u32) -> (Box<Job>, u32) {
+        if job.fixed_estimate || deps.is_empty() {
+            return (job, estimate);
+        }
+        let changed = fill_placeholders(&mut job.request, |key| {
+            deps.iter()
+                .find(|dep| dep.key.as_deref() == Some(key))
+                .and_then(|dep| dep.output.answer())
+        });
+        if !changed {
+            return (job, estimate);
+        }
+        let estimate = job
+            .request
+            .estimate(
+                self.counter.as_ref(),
+                self.default_output[job.provider as usize],
+            )
+            .total();
+        (job, estimate)
+    }
+
+    fn is_done(&self, id: NodeId) -> bool {
+        self.state
+            .lock()
+            .nodes
+            .get(&id)
+            .is_none_or(|entry| entry.status.is_done())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        self: &Arc<Self>,
+        lane: &Arc<LaneRuntime>,
+        id: NodeId,
+        job: Box<Job>,
+        deps: Vec<Dependency>,
+        estimate: u32,
+        mut slot: Slot,
+        reserved: Reserved,
+    ) {
+        let mut state = self.state.lock();
+        match state.nodes.get_mut(&id) {
+            Some(entry) if entry.status == Phase::Launching => {
+                entry.status = Phase::Running;
+                notify_watch(entry);
+                slot.activate();
+            }
+            // Cancelled while waiting for budget: the request is never sent.
+            _ => {
+                drop(state);
+                budget::release_unsent(reserved);
+                return;
+            }
+        }
+        Counters::bump(&self.counters.launched);
+        let shared = self.clone();
+        let lane = lane.clone();
+        let run = async move {
+            let result = shared.run(&lane, id, job, deps, estimate, reserved).await;
+            let mut state = shared.state.lock();
+            shared.finish(&mut state, id, result);
+            drop(state);
+            drop(slot);
+        };
+        let task = self.runtime.spawn(run.instrument(self.span.clone()));
+        if let Some(entry) = state.nodes.get_mut(&id)
+            && entry.status == Phase::Running
+        {
+            entry.abort = Some(task.abort_handle());
+        }
+    }
+
+    /// Runs a node's work with retries; every attempt after the first waits
+    /// for its backoff and reserves budget again.
+    async fn run(
+        &self,
+        lane: &LaneRuntime,
+        id: NodeId,
+        job: Box<Job>,
+        deps: Vec<Dependency>,
+        estimate: u32,
+        reserved: Reserved,
+    ) -> RunResult {
+        let retry = match &job.retry {
+            RetryPolicy::Never => None,
+            RetryPolicy::EngineDefault => Some(self.retry.clone()),
+            RetryPolicy::Custom(config) => Some(config.clone()),
+        };
+        let mut backoff = retry.map(|config| config.backoff());
+        let request = Arc::new(job.request);
+        let deps: Arc<[Dependency]> = deps.into();
+        let client = self.clients.get(job.provider).cloned();
+        let mut reserved = Some(reserved);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            Counters::bump(&self.counters.attempts);
+            let started = Instant::now();
+            let outcome = match &job.work {
+                Some(work) => {
+                    let context = WorkContext {
+                        node: id,
+                        provider: job.provider,
+                        attempt,
+                        request: request.clone(),
+                        clients: self.clients.clone(),
+                        dependencies: deps.clone(),
+                    };
+                    AssertUnwindSafe(work(context)).catch_unwind().await
+                }
+                None => {
+                    AssertUnwindSafe(send(client.as_deref(), job.provider, &request))
+                        .catch_unwind()
+                        .await
+                }
+            };
+            lane.observe_latency(started.elapsed());
+            let reservation = reserved.take();
+            let error = match outcome {
+                Ok(Ok(output)) => {
+                    let used = output.usage.map(|usage| u64::from(usage.total_tokens));
+                    if let Some(used) = used {
+                        lane.tokens_used.fetch_add(used, Ordering::Relaxed);
+                    }
+                    if let Some(reservation) = reservation {
+                        let snapshot = output.response.as_ref().map(|r| r.rate_limit());
+                        budget::settle(&lane.budget, reservation, used, snapshot).await;
+                    }
+                    self.update_target(lane);
+                    return Ok(Arc::new(output));
+                }
+                Ok(Err(error)) => error,
+                Err(panic) => {
+                    Counters::bump(&self.counters.panics);
+                    if let Some(reservation) = reservation {
+                        budget::settle(&lane.budget, reservation, None, None).await;
+                    }
+                    return Err(NodeError::Failed {
+                        error: WorkError::Panicked {
+                            message: panic_message(panic.as_ref()),
+                        },
+                        attempts: attempt,
+                    });
+                }
+            };
+            let provider_error = error.provider_error();
+            if let Some(reservation) = reservation {
+                let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
+                budget::settle(&lane.budget, reservation, None, snapshot).await;
+            }
+            if provider_error.is_some_and(|e| e.status() == Some(429)) {
+                Counters::bump(&self.counters.rate_limited);
+                budget::rate_limited(&lane.budget, error.retry_after()).await;
+            }
+            let delay = match (&mut backoff, error.is_retryable()) {
+                (Some(backoff), true) => backoff.next_delay(error.retry_after()),
+                _ => None,
+            };
+            let Some(delay) = delay else {
+                debug!(node = %id, attempts = attempt, %error, "node failed");
+                return Err(NodeError::Failed {
+                    error,
+                    attempts: attempt,
+                });
+            };
+            Counters::bump(&self.counters.retries);
+            debug!(node = %id, attempt, ?delay, %error, "retrying");
+            tokio::time::sleep(delay).await;
+            match budget::acquire(&lane.budget, u64::from(estimate)).await {
+                Ok(again) => {
+                    lane.tokens_reserved
+                        .fetch_add(u64::from(estimate), Ordering::Relaxed);
+                    reserved = Some(again);
+                }
+                Err(budget_failure) => {
+                    return Err(NodeError::Failed {
+                        error: budget_error(lane, budget_failure),
+                        attempts: attempt,
+                    });
+                }
+            }
+        }
+    }
+
+    fn update_target(&self, lane: &LaneRuntime) {
+        if let Concurrency::Auto { ceiling } = self.concurrency {
+            let target = lane.auto_target(budget::limits(&lane.budget), ceiling.get());
+            let old = lane.target.swap(target, Ordering::Relaxed);
+            if target > old {
+                lane.slot_freed.notify_one();
+            }
+        }
+    }
+
+    async fn stats(&self) -> EngineStats {
+        let (lanes, queued, pending, in_graph) = {
+            let state = self.state.lock();
+            let lanes: Vec<(Arc<LaneRuntime>, u64)> = state
+                .lanes
+                .iter()
+                .zip(&state.queues)
+                .map(|(lane, queue)| (lane.clone(), queue.len() as u64))
+                .collect();
+            let queued = state.queues.iter().map(|q| q.len() as u64).sum();
+            (
+                lanes,
+                queued,
+                state.graph.waiting_count() as u64,
+                state.graph.len() as u64,
+            )
+        };
+        let mut lane_stats = Vec::with_capacity(lanes.len());
+        for (lane, queued) in lanes {
+            lane_stats.push(LaneStats {
+                lane: lane.name.clone(),
+                queued,
+                in_flight: lane.in_flight.load(Ordering::Relaxed) as u64,
+                concurrency_target: match self.concurrency {
+                    Concurrency::Auto { .. } => Some(lane.target.load(Ordering::Relaxed) as u64),
+                    Concurrency::Fixed(_) => None,
+                },
+                latency_ms: lane.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                tokens_reserved: lane.tokens_reserved.load(Ordering::Relaxed),
+                tokens_used: lane.tokens_used.load(Ordering::Relaxed),
+                limiter: budget::stats(&lane.budget).await,
+            });
+        }
+        let in_flight = self.in_flight.load(Ordering::Relaxed) as u64;
+        let c = &self.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        EngineStats {
+            instance: self.instance.clone(),
+            pushed: load(&c.pushed),
+            nodes_in_graph: in_graph,
+            pending,
+            queued,
+            in_flight,
+            workers_busy: in_flight,
+            workers_idle: match self.concurrency {
+                Concurrency::Fixed(n) => Some((n.get() as u64).saturating_sub(in_flight)),
+                Concurrency::Auto { .. } => None,
+            },
+            launched: load(&c.launched),
+            attempts: load(&c.attempts),
+            completed: load(&c.completed),
+            failed: load(&c.failed),
+            skipped: load(&c.skipped),
+            cancelled: load(&c.cancelled),
+            retries: load(&c.retries),
+            rate_limited: load(&c.rate_limited),
+            panics: load(&c.panics),
+            lanes: lane_stats,
+        }
+    }
+
+    /// The analytics line of the original, every 20 s, while the engine lives.
+    fn spawn_analytics(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let mut stop = self.stop.subscribe();
+        let span = self.span.clone();
+        self.runtime.spawn(
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(20));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    let Some(shared) = weak.upgrade() else { return };
+                    let stats = shared.stats().await;
+                    info!(
+                        pushed = stats.pushed,
+                        queued = stats.queued,
+                        in_flight = stats.in_flight,
+                        completed = stats.completed,
+                        failed = stats.failed,
+                        skipped = stats.skipped,
+                        retries = stats.retries,
+                        rate_limited = stats.rate_limited,
+                        "analytics"
+                    );
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn notify_watch(entry: &NodeEntry) {
+    if let Some(watch) = &entry.watch {
+        watch.send_replace(entry.status.public());
+    }
+}
+
+async fn send(
+    client: Option<&dyn ChatClient>,
+    provider: Provider,
+    request: &ChatRequest,
+) -> Result<NodeOutput, WorkError> {
+    let client = client.ok_or(WorkError::NoClient { provider })?;
+    let response = client.chat(request).await?;
+    Ok(NodeOutput::from_response(response))
+}
+
+fn budget_error(lane: &LaneRuntime, error: BudgetError) -> WorkError {
+    match error {
+        BudgetError::NeverFits {
+            requested,
+            capacity,
+            axis,
+        } => WorkError::NeverFits {
+            lane: lane.name.clone(),
+            requested,
+            capacity,
+            axis,
+        },
+        BudgetError::Store(message) => WorkError::Budget { message },
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

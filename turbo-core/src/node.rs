@@ -1,0 +1,310 @@
+//! Work nodes: one LLM request, or a custom async function, with its
+//! provider, priority and retry policy.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use turbo_providers::ChatRequest;
+use turbo_retry::RetryConfig;
+
+use crate::context::WorkContext;
+use crate::result::{NodeOutput, WorkError};
+
+/// The id of a work node, unique within the process.
+///
+/// Ids are handed out when a [`WorkNode`] is created, so `node.id()` is known
+/// before the node is pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(u64);
+
+impl NodeId {
+    /// The next unused id.
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NodeId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The number behind the id.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node-{}", self.0)
+    }
+}
+
+/// The two providers of the original, each with its own budget lane.
+///
+/// Either can point at any OpenAI-compatible server through its client's base
+/// URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Groq (`https://api.groq.com/openai/v1` by default).
+    Groq,
+    /// OpenAI (`https://api.openai.com/v1` by default).
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl Provider {
+    /// Both providers.
+    pub const ALL: [Provider; 2] = [Provider::Groq, Provider::OpenAi];
+
+    /// Lower-case name, used as the rate-limit lane name: `"groq"`, `"openai"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Provider::Groq => "groq",
+            Provider::OpenAi => "openai",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`Provider`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider {0:?}: expected \"openai\" or \"groq\"")]
+pub struct UnknownProvider(pub String);
+
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "groq" => Ok(Provider::Groq),
+            "openai" => Ok(Provider::OpenAi),
+            _ => Err(UnknownProvider(text.to_owned())),
+        }
+    }
+}
+
+/// A boxed future returned by a work function.
+pub type WorkFuture = Pin<Box<dyn Future<Output = Result<NodeOutput, WorkError>> + Send>>;
+
+/// A custom work function: gets the node's context (both clients, the
+/// results of its dependencies) and returns the node's output.
+pub type WorkFn = Arc<dyn Fn(WorkContext) -> WorkFuture + Send + Sync>;
+
+/// How a node retries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum RetryPolicy {
+    /// One attempt only.
+    #[default]
+    Never,
+    /// The engine's default [`RetryConfig`].
+    EngineDefault,
+    /// This configuration.
+    Custom(RetryConfig),
+}
+
+/// One unit of work: an LLM request for a provider, optionally run through a
+/// custom work function.
+///
+/// ```
+/// use turbo_core::{ChatMessage, ChatRequest, WorkNode};
+///
+/// let request = ChatRequest::new("gpt-4o-mini", vec![ChatMessage::user("Say hi")]);
+/// let node = WorkNode::retryable_for_openai(request).with_priority(5);
+/// assert!(node.id().get() > 0);
+/// ```
+#[derive(Clone)]
+pub struct WorkNode {
+    pub(crate) id: NodeId,
+    pub(crate) provider: Provider,
+    pub(crate) request: ChatRequest,
+    pub(crate) priority: i32,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) work: Option<WorkFn>,
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) estimate: Option<u32>,
+}
+
+impl fmt::Debug for WorkNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkNode")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .field("model", &self.request.model)
+            .field("priority", &self.priority)
+            .field("retry", &self.retry)
+            .field("custom_work", &self.work.is_some())
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl WorkNode {
+    /// A node that sends `request` to `provider`, once.
+    pub fn new(provider: Provider, request: ChatRequest) -> Self {
+        Self {
+            id: NodeId::next(),
+            provider,
+            request,
+            priority: 0,
+            retry: RetryPolicy::Never,
+            work: None,
+            key: None,
+            estimate: None,
+        }
+    }
+
+    /// A node that sends `request` to Groq, once (the original's `NewWorkNode` for Groq).
+    pub fn for_groq(request: ChatRequest) -> Self {
+        Self::new(Provider::Groq, request)
+    }
+
+    /// A node that sends `request` to OpenAI, once.
+    pub fn for_openai(request: ChatRequest) -> Self {
+        Self::new(Provider::OpenAi, request)
+    }
+
+    /// A Groq node that retries retryable failures with the engine's default
+    /// [`RetryConfig`] (3 retries, 200 ms doubling to at most 5 s, with jitter).
+    pub fn retryable_for_groq(request: ChatRequest) -> Self {
+        Self::for_groq(request).with_default_retries()
+    }
+
+    /// An OpenAI node that retries retryable failures with the engine's
+    /// default [`RetryConfig`].
+    pub fn retryable_for_openai(request: ChatRequest) -> Self {
+        Self::for_openai(request).with_default_retries()
+    }
+
+    /// Retries retryable failures with the engine's default [`RetryConfig`].
+    pub fn with_default_retries(mut self) -> Self {
+        self.retry = RetryPolicy::EngineDefault;
+        self
+    }
+
+    /// Retries retryable failures with `config`.
+    pub fn with_retry_config(mut self, config: RetryConfig) -> Self {
+        self.retry = RetryPolicy::Custom(config);
+        self
+    }
+
+    /// An explicit priority: higher runs first within its lane, above the
+    /// token-estimate ordering. Default 0.
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// A name for this node's result: a dependent's message text may contain
+    /// `{{key}}`, which is replaced by this node's text answer before the
+    /// dependent is sent.
+    pub fn with_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Replaces the token estimate the engine would compute from the request
+    /// (prompt plus output reservation), e.g. for a custom work function that
+    /// sends several requests.
+    pub fn with_estimated_tokens(mut self, tokens: u32) -> Self {
+        self.estimate = Some(tokens);
+        self
+    }
+
+    /// Runs `work` instead of sending the request. The node's budget is still
+    /// reserved from its request (or [`with_estimated_tokens`](Self::with_estimated_tokens)).
+    /// A panic inside `work` becomes a failed result.
+    pub fn with_work_fn<F, Fut>(mut self, work: F) -> Self
+    where
+        F: Fn(WorkContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<NodeOutput, WorkError>> + Send + 'static,
+    {
+        self.work = Some(Arc::new(move |ctx| Box::pin(work(ctx))));
+        self
+    }
+
+    /// As [`with_work_fn`](Self::with_work_fn), retrying retryable errors with
+    /// the engine's default [`RetryConfig`] (the original's `SetWorkFnWithRetry`).
+    pub fn with_work_fn_with_retry<F, Fut>(self, work: F) -> Self
+    where
+        F: Fn(WorkContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<NodeOutput, WorkError>> + Send + 'static,
+    {
+        let node = self.with_work_fn(work);
+        match node.retry {
+            RetryPolicy::Never => node.with_default_retries(),
+            _ => node,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The provider whose budget and client this node uses.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The request this node sends.
+    pub fn request(&self) -> &ChatRequest {
+        &self.request
+    }
+
+    /// The placeholder key, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The explicit priority.
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turbo_providers::ChatMessage;
+
+    fn request() -> ChatRequest {
+        ChatRequest::new("m", vec![ChatMessage::user("x")])
+    }
+
+    #[test]
+    fn ids_are_unique_and_increasing() {
+        let a = WorkNode::for_groq(request());
+        let b = WorkNode::for_openai(request());
+        assert!(b.id() > a.id());
+    }
+
+    #[test]
+    fn constructors_set_provider_and_retries() {
+        assert_eq!(WorkNode::for_groq(request()).retry, RetryPolicy::Never);
+        let node = WorkNode::retryable_for_openai(request());
+        assert_eq!(node.provider(), Provider::OpenAi);
+        assert_eq!(node.retry, RetryPolicy::EngineDefault);
+        let custom = RetryConfig::default();
+        let node = WorkNode::for_groq(request())
+            .with_retry_config(custom.clone())
+            .with_work_fn_with_retry(|_| async { Ok(NodeOutput::text("x")) });
+        assert_eq!(node.retry, RetryPolicy::Custom(custom));
+    }
+
+    #[test]
+    fn provider_parses_and_prints() {
+        assert_eq!("OpenAI".parse::<Provider>(), Ok(Provider::OpenAi));
+        assert_eq!("groq".parse::<Provider>(), Ok(Provider::Groq));
+        assert!("mistral".parse::<Provider>().is_err());
+        assert_eq!(Provider::OpenAi.to_string(), "openai");
+    }
+}

@@ -1,0 +1,89 @@
+//! Engine statistics: what the original's consumption tracker and worker
+//! pool reported, per lane.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Engine-wide counters, updated lock-free on the hot path.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) pushed: AtomicU64,
+    pub(crate) launched: AtomicU64,
+    pub(crate) attempts: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) panics: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of an engine's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStats {
+    /// The engine's 6-character instance id.
+    pub instance: String,
+    /// Nodes pushed so far.
+    pub pushed: u64,
+    /// Nodes not yet finished (pending, queued or running).
+    pub nodes_in_graph: u64,
+    /// Nodes waiting for dependencies.
+    pub pending: u64,
+    /// Nodes queued for budget and a worker, over all lanes.
+    pub queued: u64,
+    /// Nodes running now (including those waiting out a retry backoff).
+    pub in_flight: u64,
+    /// Worker slots in use (fixed mode: of `workers`; auto mode: over all lanes).
+    pub workers_busy: u64,
+    /// Worker slots free (fixed mode only; `None` in auto mode).
+    pub workers_idle: Option<u64>,
+    /// Nodes launched (budget granted, work started).
+    pub launched: u64,
+    /// Attempts made, retries included.
+    pub attempts: u64,
+    /// Nodes completed.
+    pub completed: u64,
+    /// Nodes failed.
+    pub failed: u64,
+    /// Nodes skipped because a dependency failed.
+    pub skipped: u64,
+    /// Nodes cancelled.
+    pub cancelled: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// HTTP 429 answers seen.
+    pub rate_limited: u64,
+    /// Work functions that panicked.
+    pub panics: u64,
+    /// Per-lane figures.
+    pub lanes: Vec<LaneStats>,
+}
+
+/// One lane's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaneStats {
+    /// The lane: `provider` or `provider/model`.
+    pub lane: String,
+    /// Nodes queued in this lane.
+    pub queued: u64,
+    /// Nodes of this lane running now.
+    pub in_flight: u64,
+    /// The lane's in-flight bound in auto mode.
+    pub concurrency_target: Option<u64>,
+    /// Mean observed latency of this lane's attempts, in milliseconds.
+    pub latency_ms: f64,
+    /// Tokens reserved by this lane's attempts.
+    pub tokens_reserved: u64,
+    /// Tokens really used, from the responses' `usage`.
+    pub tokens_used: u64,
+    /// The rate limiter's view of the lane.
+    pub limiter: Option<turbo_ratelimit::LaneStats>,
+}
