@@ -5,7 +5,7 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
-use crate::graph::{DependencyGraph, LiveNode, MAX_NODES, NONE, Slot, dedup_in_order};
+use crate::graph::{DependencyGraph, Dependents, LiveNode, MAX_NODES, NONE, Slot, dedup_in_order};
 use crate::types::Skipped;
 
 /// One thing wrong with a batch given to
@@ -353,7 +353,7 @@ where
                 let s = self.alloc_live(LiveNode {
                     id,
                     unmet: 0,
-                    dependents: Vec::new(),
+                    dependents: Dependents::new(),
                 });
                 live_of[local] = s;
                 self.claim_index((base + local) as u32, Slot::Live(s));

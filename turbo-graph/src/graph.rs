@@ -1,6 +1,7 @@
 //! The incremental graph: add, complete, fail/cancel, forget.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -37,7 +38,49 @@ pub(crate) struct LiveNode<K> {
     /// lists this node exactly once among its dependents.
     pub(crate) unmet: u32,
     /// Indices of the nodes that depend on this one.
-    pub(crate) dependents: Vec<u32>,
+    pub(crate) dependents: Dependents,
+}
+
+/// A node's dependents. Most nodes have a few, so up to `INLINE` are kept in
+/// place: a million nodes then cost no million allocations.
+#[derive(Debug, Clone)]
+pub(crate) enum Dependents {
+    Inline { len: u8, items: [u32; INLINE] },
+    Spilled(Vec<u32>),
+}
+
+const INLINE: usize = 3;
+
+impl Dependents {
+    pub(crate) const fn new() -> Self {
+        Dependents::Inline {
+            len: 0,
+            items: [0; INLINE],
+        }
+    }
+
+    pub(crate) fn push(&mut self, idx: u32) {
+        match self {
+            Dependents::Inline { len, items } if usize::from(*len) < INLINE => {
+                items[usize::from(*len)] = idx;
+                *len += 1;
+            }
+            Dependents::Inline { items, .. } => {
+                let mut spilled = Vec::with_capacity(2 * INLINE);
+                spilled.extend_from_slice(items);
+                spilled.push(idx);
+                *self = Dependents::Spilled(spilled);
+            }
+            Dependents::Spilled(list) => list.push(idx),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        match self {
+            Dependents::Inline { len, items } => &items[..usize::from(*len)],
+            Dependents::Spilled(list) => list,
+        }
+    }
 }
 
 /// Bookkeeping for a finished index that something still refers to, so it must
@@ -218,9 +261,6 @@ where
         D: IntoIterator<Item = &'a K>,
         K: 'a,
     {
-        if self.index.contains_key(&id) {
-            return Err(GraphError::DuplicateId { id });
-        }
         let mut resolved = std::mem::take(&mut self.scratch);
         resolved.clear();
         let result = self.add_resolved(id, deps, &mut resolved);
@@ -242,31 +282,48 @@ where
         let mut cause = NONE;
         for dep in deps {
             if *dep == id {
-                return Err(GraphError::SelfDependency { node: id });
+                return Err(self.duplicate_or(id, |node| GraphError::SelfDependency { node }));
             }
             let Some(&dep_idx) = self.index.get(dep) else {
-                return Err(GraphError::UnknownDependency {
-                    node: id,
-                    dependency: dep.clone(),
-                });
+                let dependency = dep.clone();
+                return Err(self.duplicate_or(id, |node| GraphError::UnknownDependency {
+                    node,
+                    dependency,
+                }));
             };
             if cause == NONE {
                 cause = self.root_cause_of(dep_idx);
             }
             resolved.push(dep_idx);
         }
-        let idx = self.next_index()?;
+        let idx = match self.next_index() {
+            Ok(idx) => idx,
+            Err(error) => return Err(self.duplicate_or(id, |_| error)),
+        };
+        // Only a live node keeps its id outside the map.
+        let live_id = (cause == NONE).then(|| id.clone());
+        // One probe both checks for a duplicate and inserts: on a big graph
+        // each probe is a cache miss, and `add` is the hot path.
+        match self.index.entry(id) {
+            Entry::Occupied(entry) => {
+                return Err(GraphError::DuplicateId {
+                    id: entry.key().clone(),
+                });
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(idx);
+            }
+        }
 
-        if cause != NONE {
+        let Some(id) = live_id else {
             let (cause_id, kind) = self.add_skip_ref(cause);
             self.claim_index(idx, Slot::Skipped(cause));
-            self.index.insert(id, idx);
             self.finished += 1;
             return Ok(Added::Skipped {
                 cause: cause_id,
                 kind,
             });
-        }
+        };
 
         dedup_in_order(resolved, 0);
         let mut unmet = 0u32;
@@ -279,12 +336,11 @@ where
             }
         }
         let s = self.alloc_live(LiveNode {
-            id: id.clone(),
+            id,
             unmet,
-            dependents: Vec::new(),
+            dependents: Dependents::new(),
         });
         self.claim_index(idx, Slot::Live(s));
-        self.index.insert(id, idx);
         if unmet == 0 {
             self.ready += 1;
             Ok(Added::Ready)
@@ -293,6 +349,17 @@ where
             Ok(Added::Waiting {
                 unmet: unmet as usize,
             })
+        }
+    }
+
+    /// A refused `add` reports a duplicate id before anything else; the check
+    /// is made only on the error path so a successful add probes the map for
+    /// its own id once.
+    fn duplicate_or(&self, id: K, other: impl FnOnce(K) -> GraphError<K>) -> GraphError<K> {
+        if self.index.contains_key(&id) {
+            GraphError::DuplicateId { id }
+        } else {
+            other(id)
         }
     }
 
@@ -364,7 +431,7 @@ where
         self.slots[idx as usize] = Slot::Completed;
         self.ready -= 1;
         self.finished += 1;
-        for d in node.dependents {
+        for &d in node.dependents.as_slice() {
             match self.slots[d as usize] {
                 Slot::Live(ds) => {
                     if let Some(dependent) = &mut self.live[ds as usize] {
@@ -430,7 +497,7 @@ where
         };
 
         let mut skipped = Vec::new();
-        let mut stack = node.dependents;
+        let mut stack = node.dependents.as_slice().to_vec();
         while let Some(d) = stack.pop() {
             let Slot::Live(ds) = self.slots[d as usize] else {
                 self.release_list_ref(d);
@@ -456,7 +523,7 @@ where
                     },
                 );
             }
-            stack.extend(dependent.dependents);
+            stack.extend_from_slice(dependent.dependents.as_slice());
             skipped.push(Skipped {
                 id: dependent.id,
                 cause: id.clone(),

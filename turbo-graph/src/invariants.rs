@@ -38,9 +38,13 @@ fn check<K: Hash + Eq + Clone + Debug>(g: &DependencyGraph<K>) {
                 let node = g.live[s as usize].as_ref().expect("live slot empty");
                 assert_eq!(g.index.get(&node.id), Some(&idx), "live id maps elsewhere");
                 assert!(!g.pins.contains_key(&idx), "live {idx} pinned");
-                let distinct: HashSet<_> = node.dependents.iter().collect();
-                assert_eq!(distinct.len(), node.dependents.len(), "list repeats");
-                for &d in &node.dependents {
+                let distinct: HashSet<_> = node.dependents.as_slice().iter().collect();
+                assert_eq!(
+                    distinct.len(),
+                    node.dependents.as_slice().len(),
+                    "list repeats"
+                );
+                for &d in node.dependents.as_slice() {
                     *list_refs.entry(d).or_default() += 1;
                 }
                 if node.unmet == 0 {
@@ -171,6 +175,15 @@ proptest! {
 }
 
 #[test]
+fn dependents_spill_past_the_inline_capacity_in_order() {
+    let mut list = crate::graph::Dependents::new();
+    for i in 0..10 {
+        list.push(i);
+        assert_eq!(list.as_slice(), (0..=i).collect::<Vec<_>>());
+    }
+}
+
+#[test]
 fn forgotten_cause_stays_named_until_its_skipped_records_go() {
     let mut g: DependencyGraph<&str> = DependencyGraph::new();
     g.add("root", []).unwrap();
@@ -208,4 +221,14 @@ fn cancelled_waiting_node_is_recycled_only_after_its_dependencies_finish() {
     g.complete(&"dep").unwrap();
     check(&g);
     assert_eq!(g.state(&"waiter"), Some(crate::NodeState::Ready));
+}
+
+#[test]
+fn records_stay_compact() {
+    use std::mem::size_of;
+    // A finished node costs its map entry plus this.
+    assert_eq!(size_of::<Slot>(), 8);
+    // Three inline dependents fit around the Vec's niche for free.
+    assert_eq!(size_of::<crate::graph::Dependents>(), size_of::<Vec<u32>>());
+    assert_eq!(size_of::<Option<crate::graph::LiveNode<u64>>>(), 40);
 }

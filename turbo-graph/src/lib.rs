@@ -82,12 +82,14 @@
 mod batch;
 mod error;
 mod graph;
+mod hasher;
 mod path;
 mod types;
 
 pub use batch::{BatchProblem, LoadedBatch};
 pub use error::GraphError;
 pub use graph::DependencyGraph;
+pub use hasher::{BuildIdHasher, IdHasher};
 pub use types::{AbortKind, Added, CriticalPath, NodeState, Outcome, Skipped};
 
 #[cfg(test)]

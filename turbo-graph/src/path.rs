@@ -54,7 +54,7 @@ where
             if end == NONE || best[s] > best[end as usize] {
                 end = s as u32;
             }
-            for &d in &node.dependents {
+            for &d in node.dependents.as_slice() {
                 let Slot::Live(ds) = self.slots[d as usize] else {
                     continue;
                 };
