@@ -3,20 +3,20 @@
 //! - `layered_1m/add_and_drain`: 1,000 layers of 1,000 nodes, each node
 //!   depending on two nodes of the previous layer (1M nodes, ~2M edges), added
 //!   one by one, then drained by completing ready nodes in FIFO order.
-//! - `layered_1m/add_and_drain_fast_hash`: the same with a multiplicative
-//!   hasher instead of SipHash, to show what the hasher parameter buys.
-//! - `layered_1m/from_batch_and_drain` and `layered_1m/from_batch`: the same
-//!   DAG given as one batch (validation and cycle check included).
+//! - `layered_1m/add_and_drain_id_hasher`: the same with [`BuildIdHasher`]
+//!   instead of the default SipHash, as an engine with `u64` ids would run it.
+//! - `layered_1m/from_batch`, `from_batch_id_hasher`, `from_batch_and_drain`:
+//!   the same DAG given as one batch (validation and cycle check included).
 //! - `incremental_100k`: adds interleaved with completions, the way the engine
 //!   pushes nodes while others run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use turbo_graph::DependencyGraph;
+use turbo_graph::{Added, BuildIdHasher, DependencyGraph};
 
 const WIDTH: u64 = 1_000;
 const LAYERS: u64 = 1_000;
@@ -57,48 +57,38 @@ fn add_and_drain<S: BuildHasher + Default>() -> usize {
     let mut ready = Vec::new();
     for id in 0..WIDTH * LAYERS {
         let deps = layered_deps(id);
-        if graph.add(id, &deps).unwrap() == turbo_graph::Added::Ready {
+        if graph.add(id, &deps).unwrap() == Added::Ready {
             ready.push(id);
         }
     }
     drain(&mut graph, ready)
 }
 
-/// A multiplicative hash for integer keys (not DoS-resistant: ids here are
-/// trusted and dense).
-#[derive(Default)]
-struct MulHasher(u64);
-
-impl Hasher for MulHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type MulBuild = BuildHasherDefault<MulHasher>;
-
 fn layered(c: &mut Criterion) {
     let mut group = c.benchmark_group("layered_1m");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
     group.bench_function("add_and_drain", |b| {
-        b.iter(|| assert_eq!(add_and_drain::<std::hash::RandomState>(), 1_000_000));
+        b.iter(|| assert_eq!(add_and_drain::<RandomState>(), 1_000_000));
     });
-    group.bench_function("add_and_drain_fast_hash", |b| {
-        b.iter(|| assert_eq!(add_and_drain::<MulBuild>(), 1_000_000));
+    group.bench_function("add_and_drain_id_hasher", |b| {
+        b.iter(|| assert_eq!(add_and_drain::<BuildIdHasher>(), 1_000_000));
     });
     group.bench_function("from_batch", |b| {
         b.iter_batched(
             layered_batch,
             |batch| DependencyGraph::from_batch(batch).unwrap(),
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("from_batch_id_hasher", |b| {
+        b.iter_batched(
+            layered_batch,
+            |batch| {
+                let mut graph = DependencyGraph::with_hasher(BuildIdHasher::default());
+                graph.add_batch(batch).unwrap();
+                graph
+            },
             BatchSize::PerIteration,
         );
     });
@@ -140,7 +130,7 @@ fn incremental(c: &mut Criterion) {
                     .iter()
                     .filter_map(|back| id.checked_sub(*back))
                     .collect();
-                if graph.add(id, &deps).unwrap() == turbo_graph::Added::Ready {
+                if graph.add(id, &deps).unwrap() == Added::Ready {
                     running.push_back(id);
                 }
                 if running.len() >= IN_FLIGHT {

@@ -77,6 +77,52 @@
 //!     ]
 //! );
 //! ```
+//!
+//! The graph is a plain data structure: it does no I/O, knows no clock and
+//! takes no locks. An engine that shares it between threads wraps it in its
+//! own mutex.
+//!
+//! # Costs
+//!
+//! Ids are interned to dense `u32` indices, so each operation hashes the ids
+//! it is given once and then works on indices: [`add`](DependencyGraph::add)
+//! is O(dependencies), [`complete`](DependencyGraph::complete) is
+//! O(dependents), [`fail`](DependencyGraph::fail) is O(nodes skipped and
+//! their edges), and the batch loaders are O(nodes + edges). A live node
+//! costs its map entry, 8 bytes of state and 40 bytes more (for a `u64` id),
+//! which hold up to three dependents; more go to a heap list. A finished one
+//! costs its map entry and 8 bytes.
+//!
+//! On large graphs most of the time goes to hash-map probes. The default
+//! hasher is SipHash, safe for ids from untrusted input. For ids a program
+//! generates itself, such as an engine's `u64` counter, [`BuildIdHasher`] is
+//! 2-3x faster (see its documentation).
+//!
+//! # Resuming a run
+//!
+//! Record the nodes that finished in an earlier run with
+//! [`DependencyGraph::insert_finished`], then load the others with
+//! [`DependencyGraph::add_batch`]: completed records count as met
+//! dependencies, failed or cancelled ones skip their dependents.
+//!
+//! ```
+//! use turbo_graph::{AbortKind, DependencyGraph, Outcome, Skipped};
+//!
+//! let mut graph = DependencyGraph::new();
+//! graph.insert_finished("chunk-1", Outcome::Completed).unwrap();
+//! graph.insert_finished("chunk-2", Outcome::Failed).unwrap();
+//! let loaded = graph
+//!     .add_batch(vec![
+//!         ("summary-1", vec!["chunk-1"]),
+//!         ("summary-2", vec!["chunk-2"]),
+//!     ])
+//!     .unwrap();
+//! assert_eq!(loaded.ready, vec!["summary-1"]);
+//! assert_eq!(
+//!     loaded.skipped,
+//!     vec![Skipped { id: "summary-2", cause: "chunk-2", kind: AbortKind::Failed }]
+//! );
+//! ```
 #![warn(missing_docs)]
 
 mod batch;
