@@ -66,7 +66,7 @@ use rand::{Rng, SeedableRng};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use turbo_tokens::DefaultOutput;
 
@@ -444,6 +444,9 @@ struct ServerState {
     next_id: AtomicU64,
     id_prefix: u32,
     expected_authorization: Option<SecretString>,
+    /// Set when the server stops for good: requests still sleeping out their
+    /// latency answer 503 at once instead of holding the runtime.
+    cancel: watch::Sender<bool>,
 }
 
 impl ServerState {
@@ -470,6 +473,7 @@ impl ServerState {
             next_id: AtomicU64::new(0),
             id_prefix,
             expected_authorization,
+            cancel: watch::Sender::new(false),
         }
     }
 
@@ -766,7 +770,23 @@ async fn chat_completions(
 
     let (latency, failure, wanted_tokens) = draw(&state, admitted);
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        let mut cancel = state.cancel.subscribe();
+        // `matches!` drops the watch guard at once: it must not outlive this statement.
+        let cancelled = matches!(
+            tokio::time::timeout(latency, cancel.wait_for(|stop| *stop)).await,
+            Ok(Ok(_))
+        );
+        if cancelled {
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The mock server is shutting down.",
+                "server_error",
+                None,
+                request_id,
+            );
+            add_limit_headers(response.headers_mut(), &reports);
+            return response;
+        }
     }
 
     let mut response = if let Some(status) = failure {
@@ -1041,8 +1061,11 @@ pub async fn serve_until(
     MockServer::bind(config).await?.serve_until(shutdown).await
 }
 
-/// A mock server running in the background. Dropping it stops the server at
-/// once; [`shutdown`](Self::shutdown) stops it gracefully.
+/// A mock server running in the background.
+///
+/// [`shutdown`](Self::shutdown) stops it gracefully. Dropping the handle stops
+/// it at once: no new connections, idle connections closed, and requests still
+/// waiting out their latency answered 503.
 pub struct MockServerHandle {
     addr: SocketAddr,
     state: Arc<ServerState>,
@@ -1084,8 +1107,9 @@ impl MockServerHandle {
         self.state.reset();
     }
 
-    /// Stops accepting, waits up to [`MockServerConfig::shutdown_grace`] for
-    /// in-flight requests, then stops; returns the final counters.
+    /// Stops accepting, lets in-flight requests finish for up to
+    /// [`MockServerConfig::shutdown_grace`], then answers the rest 503; returns
+    /// the final counters.
     pub async fn shutdown(mut self) -> MockStats {
         if let Some(sender) = self.shutdown.take() {
             let _ = sender.send(());
@@ -1093,8 +1117,14 @@ impl MockServerHandle {
         if let Some(mut task) = self.task.take() {
             let grace = self.state.config.shutdown_grace;
             if tokio::time::timeout(grace, &mut task).await.is_err() {
-                tracing::debug!("mock server did not drain in time; aborting it");
-                task.abort();
+                tracing::debug!("mock server did not drain in time; cancelling what is left");
+                self.state.cancel.send_replace(true);
+                if tokio::time::timeout(Duration::from_secs(1), &mut task)
+                    .await
+                    .is_err()
+                {
+                    task.abort();
+                }
             }
         }
         self.state.stats()
@@ -1103,9 +1133,11 @@ impl MockServerHandle {
 
 impl Drop for MockServerHandle {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if let Some(sender) = self.shutdown.take() {
+            let _ = sender.send(());
         }
+        // The serve task then ends by itself once the cancelled requests are answered.
+        self.state.cancel.send_replace(true);
     }
 }
 

@@ -260,8 +260,40 @@ async fn slow_answers_time_out() {
         }
     );
     assert!(error.is_retryable());
-    // Dropping the handle aborts the sleeping request.
+}
+
+#[tokio::test]
+async fn dropping_the_server_answers_sleeping_requests_at_once() {
+    let server = start(
+        MockServerConfig::default().with_latency(LatencyModel::Fixed(Duration::from_secs(600))),
+    )
+    .await;
+    let client = client_for(&server.base_url(), ProviderKind::OpenAi);
+    let pending = tokio::spawn(async move { client.chat(&user_request("x")).await });
+    // Wait until the request is inside the server, sleeping.
+    while server.stats().in_flight == 0 {
+        tokio::task::yield_now().await;
+    }
     drop(server);
+    // The client's own timeout is 10 s: an answer means the server cancelled the sleep.
+    let error = pending.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Server { status: 503, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_server_refuses_new_connections() {
+    let server = start(MockServerConfig::default()).await;
+    let base_url = server.base_url();
+    server.shutdown().await;
+    let client = client_for(&base_url, ProviderKind::OpenAi);
+    let error = client.chat(&user_request("x")).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Connection { .. }),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
