@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 
 use crate::client::ProviderKind;
@@ -80,6 +80,16 @@ impl LimitWindow {
     }
 }
 
+/// The six headers a [`RateLimitSnapshot`] reads, in its field order.
+const SNAPSHOT_HEADERS: [&str; 6] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+];
+
 /// What the six `x-ratelimit-*` headers of one response said.
 ///
 /// A field is `None` when its header was absent or unparseable; unparseable
@@ -108,8 +118,19 @@ pub struct RateLimitSnapshot {
 impl RateLimitSnapshot {
     /// Reads the snapshot from a response's headers, with the windows of `provider`.
     pub fn from_headers(headers: &HeaderMap, provider: ProviderKind) -> Self {
-        Self::from_lookup(provider, |name| {
-            headers.get(name).and_then(|value| value.to_str().ok())
+        // Pre-built names: looking up by &str would parse and hash each name every time.
+        const NAMES: [HeaderName; 6] = [
+            HeaderName::from_static(SNAPSHOT_HEADERS[0]),
+            HeaderName::from_static(SNAPSHOT_HEADERS[1]),
+            HeaderName::from_static(SNAPSHOT_HEADERS[2]),
+            HeaderName::from_static(SNAPSHOT_HEADERS[3]),
+            HeaderName::from_static(SNAPSHOT_HEADERS[4]),
+            HeaderName::from_static(SNAPSHOT_HEADERS[5]),
+        ];
+        Self::build(provider, |index| {
+            headers
+                .get(&NAMES[index])
+                .and_then(|value| value.to_str().ok())
         })
     }
 
@@ -119,23 +140,28 @@ impl RateLimitSnapshot {
         provider: ProviderKind,
         lookup: impl Fn(&str) -> Option<&'a str>,
     ) -> Self {
-        let count = |name: &str| lookup(name).and_then(|value| parse_count(name, value));
-        let reset = |name: &str| {
-            lookup(name).and_then(|value| match parse_reset(value) {
+        Self::build(provider, |index| lookup(SNAPSHOT_HEADERS[index]))
+    }
+
+    fn build<'a>(provider: ProviderKind, get: impl Fn(usize) -> Option<&'a str>) -> Self {
+        let count =
+            |index: usize| get(index).and_then(|value| parse_count(SNAPSHOT_HEADERS[index], value));
+        let reset = |index: usize| {
+            get(index).and_then(|value| match parse_reset(value) {
                 Ok(duration) => Some(duration),
                 Err(error) => {
-                    tracing::debug!(header = name, %error, "ignoring unparseable rate-limit header");
+                    tracing::debug!(header = SNAPSHOT_HEADERS[index], %error, "ignoring unparseable rate-limit header");
                     None
                 }
             })
         };
         Self {
-            limit_requests: count("x-ratelimit-limit-requests"),
-            limit_tokens: count("x-ratelimit-limit-tokens"),
-            remaining_requests: count("x-ratelimit-remaining-requests"),
-            remaining_tokens: count("x-ratelimit-remaining-tokens"),
-            reset_requests: reset("x-ratelimit-reset-requests"),
-            reset_tokens: reset("x-ratelimit-reset-tokens"),
+            limit_requests: count(0),
+            limit_tokens: count(1),
+            remaining_requests: count(2),
+            remaining_tokens: count(3),
+            reset_requests: reset(4),
+            reset_tokens: reset(5),
             requests_window: provider.requests_window(),
             tokens_window: provider.tokens_window(),
         }
@@ -651,6 +677,10 @@ mod tests {
         let openai = RateLimitSnapshot::from_headers(&headers, ProviderKind::OpenAi);
         assert_eq!(openai.requests_window, LimitWindow::Minute);
         assert!(!openai.is_empty());
+        let looked_up = RateLimitSnapshot::from_lookup(ProviderKind::Groq, |name| {
+            headers.get(name).and_then(|value| value.to_str().ok())
+        });
+        assert_eq!(looked_up, groq);
     }
 
     #[test]
