@@ -462,3 +462,33 @@ async fn binding_a_taken_port_is_an_io_error() {
     let error = MockServer::start(config).await.unwrap_err();
     assert!(matches!(error, ProviderError::Io { .. }), "{error:?}");
 }
+
+#[tokio::test]
+async fn configured_latency_delays_answers() {
+    let server = start(MockServerConfig {
+        latency: LatencyModel::Uniform {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(30),
+        },
+        seed: Some(9),
+        ..MockServerConfig::default()
+    })
+    .await;
+    let client: std::sync::Arc<dyn ChatClient> =
+        std::sync::Arc::new(client_for(&server.base_url(), ProviderKind::OpenAi));
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let client = std::sync::Arc::clone(&client);
+            tokio::spawn(async move { client.chat(&user_request("wait")).await })
+        })
+        .collect();
+    for call in calls {
+        let response = call.await.unwrap().unwrap();
+        assert!(
+            response.latency() >= Duration::from_millis(20),
+            "{:?}",
+            response.latency()
+        );
+    }
+    assert_eq!(server.stats().ok, 4);
+}
