@@ -205,13 +205,15 @@ pub fn estimate_from_prompt(
     }
 }
 
-/// Counts with tiktoken-rs.
+/// Counts exactly as tiktoken does, with tiktoken-rs's vocabularies and a faster splitter
+/// and merge (see the crate docs).
 ///
 /// The vocabularies are parsed once per process, on first use of each encoding, and shared
 /// by every instance, so `TiktokenCounter` is free to create and copy. Use
-/// [`TiktokenCounter::try_new`] at start-up to pay the loading cost (about 0.1–0.3 s per
-/// encoding) early and to surface a loading failure as an error; should a vocabulary fail to
-/// load anyway, counts fall back to the text's byte length, an upper bound on its tokens.
+/// [`TiktokenCounter::try_new`] at start-up to pay the loading cost (a few hundred
+/// milliseconds per encoding) early and to surface a loading failure as an error; should a
+/// vocabulary fail to load anyway, counts fall back to the text's byte length, an upper
+/// bound on its tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TiktokenCounter;
 
