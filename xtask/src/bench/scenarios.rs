@@ -1,0 +1,1002 @@
+//! The scenarios: what each runs, and how its figures become checks.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::Context;
+use super::math::{self, Axis, IdealSchedule, Latency};
+use super::process::{
+    self, Client, ClientRun, ClientSettings, MockServer, ServerSettings, ServerStats,
+};
+use super::report::{Check, ScenarioReport, Status, Target, trim_float};
+use super::svg::{self, Chart, Panel};
+use super::workload::{self, OutputCap};
+
+/// One scenario of the bench.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Name used by `--scenario`, in the table and for the chart file.
+    pub name: &'static str,
+    /// One line on what it measures.
+    pub about: &'static str,
+    /// Whether it needs the `turbo-run` binary.
+    pub needs_cli: bool,
+    /// Runs it.
+    pub run: fn(&Context, &Scenario) -> Result<ScenarioReport>,
+}
+
+/// The formulas behind the figures, copied into `report.json`.
+pub const FORMULAS: [&str; 7] = [
+    "The mock server charges each request at arrival: 1 request, and prompt tokens (tiktoken, OpenAI's chat formula) + max output (max_completion_tokens, else max_tokens × n, else 16). Its buckets start full (one minute of budget) and refill continuously at limit/60 per second; 429s are not charged, injected 5xx are.",
+    "budget_seconds = max over the limited axes (requests, tokens) of max(0, (charged − limit) / (limit / 60)), with charged = the server's own totals (requests admitted, tokens_charged), retries of injected failures included: the earliest moment the last request can be admitted.",
+    "tail_seconds = E[max_i(admitted_i + latency_i)] − budget_seconds for an ideal client that admits a burst of floor(limit / cost) requests at 0 and then one request per cost/(limit/60) seconds until budget_seconds, latencies i.i.d. log-normal(median, sigma) as the server draws them: E = ∫ (1 − Π_j F(x + j/λ) · F(x + budget)^burst) dx, integrated numerically. It equals the median for a fixed latency (sigma 0) and adds the unavoidable tail of the last requests otherwise.",
+    "theoretical_seconds = budget_seconds + tail_seconds (+ (depth − 1) × median for a pipeline of depth layers); efficiency = theoretical_seconds / actual, actual = the client's wall_seconds from --summary-json (process time when absent). efficiency_median_formula uses budget_seconds + one median latency instead of the tail.",
+    "rate_limited_share = the server's 429 answers / all chat requests it received (429s included).",
+    "Shared key: A (limits = the server's) and B (k chains of dependent requests, which paces it at about a third of the budget) run against one server with identical request shapes, so per-request cost c = tokens_charged / admitted. At A's exit: A charged R_A = its 200 results and C_A = R_A · c; B charged the rest. B's average rate b = B's charge / A's process time; the capacity left to A refills at limit/60 − b, and A's theoretical time is budget_seconds and tail over that rate.",
+    "Sliding window in the charts: at second t, the sum of the server's per-second admissions (requests, tokens charged) over seconds t−59..t. It can reach up to twice the limit in the first minute because the bucket starts full.",
+];
+
+/// The latency shape of the rate-limited scenarios: log-normal, sigma 0.3
+/// (99th percentile about twice the median).
+const SIGMA: f64 = 0.3;
+
+/// Every scenario, in the order they run.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "engine-overhead",
+            about: "turbo-core engine on the in-process simulated provider: nodes/s, independent and layered, peak RSS",
+            needs_cli: false,
+            run: engine_overhead,
+        },
+        Scenario {
+            name: "http-throughput",
+            about: "turbo-run against mock-server on loopback, zero latency, no limits: requests/s",
+            needs_cli: true,
+            run: http_throughput,
+        },
+        Scenario {
+            name: "rl-token-bound",
+            about: "token-bound run, 1 s log-normal latency, client limits = server limits",
+            needs_cli: true,
+            run: rl_token_bound,
+        },
+        Scenario {
+            name: "rl-request-bound",
+            about: "request-bound run, 1 s log-normal latency, client limits = server limits",
+            needs_cli: true,
+            run: rl_request_bound,
+        },
+        Scenario {
+            name: "rl-latency-10s",
+            about: "token-bound run with 10 s median latency (concurrency must not be the ceiling)",
+            needs_cli: true,
+            run: rl_latency_10s,
+        },
+        Scenario {
+            name: "rl-max-completion-tokens",
+            about: "token-bound run whose requests cap output with max_completion_tokens",
+            needs_cli: true,
+            run: rl_max_completion_tokens,
+        },
+        Scenario {
+            name: "rl-errors-2pct",
+            about: "token-bound run with 2 % injected 5xx answers",
+            needs_cli: true,
+            run: rl_errors,
+        },
+        Scenario {
+            name: "rl-learned-limits",
+            about: "token-bound run, the client is given no limits and learns them from headers",
+            needs_cli: true,
+            run: rl_learned_limits,
+        },
+        Scenario {
+            name: "rl-shared-key",
+            about: "two clients on one key: a second client uses about a third of the budget",
+            needs_cli: true,
+            run: rl_shared_key,
+        },
+        Scenario {
+            name: "pipeline-map-reduce",
+            about: "map then reduce (depends_on + {{id}} placeholders) under limits",
+            needs_cli: true,
+            run: pipeline_map_reduce,
+        },
+    ]
+}
+
+/// Seconds of refill beyond the first full minute a rate-limited run needs.
+/// Full runs span several minutes of budget; quick runs only a few seconds,
+/// enough to see the client pace itself after the initial burst.
+fn budget_target_s(quick: bool) -> f64 {
+    if quick { 10.0 } else { 150.0 }
+}
+
+/// Limits and request shape of a rate-limited scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Profile {
+    rpm: u64,
+    tpm: u64,
+    max_tokens: u32,
+}
+
+impl Profile {
+    /// Tokens bind: about 43 requests/s (9 in --quick) of about 116 tokens.
+    fn token_bound(quick: bool) -> Self {
+        Self {
+            rpm: 10_000,
+            tpm: if quick { 60_000 } else { 300_000 },
+            max_tokens: 100,
+        }
+    }
+
+    /// Requests bind: 50 requests/s (10 in --quick); tokens stay far below their limit.
+    fn request_bound(quick: bool) -> Self {
+        Self {
+            rpm: if quick { 600 } else { 3_000 },
+            tpm: if quick { 400_000 } else { 2_000_000 },
+            max_tokens: 50,
+        }
+    }
+
+    fn cost_estimate(self) -> u64 {
+        workload::SIMPLE_PROMPT_TOKENS + u64::from(self.max_tokens)
+    }
+
+    /// Requests so that the run needs `budget_s` of refill on its binding axis.
+    fn requests_for(self, budget_s: f64) -> usize {
+        workload::requests_for_budget(self.tpm, budget_s, self.cost_estimate())
+            .min(workload::requests_for_budget(self.rpm, budget_s, 1))
+    }
+
+    /// Ideal requests per second on the binding axis.
+    fn requests_per_s(self) -> f64 {
+        (self.rpm as f64 / 60.0).min(self.tpm as f64 / 60.0 / self.cost_estimate() as f64)
+    }
+}
+
+/// What a rate-limited scenario varies.
+#[derive(Debug, Clone, PartialEq)]
+struct RateLimited {
+    profile: Profile,
+    latency_ms: u64,
+    error_rate: f64,
+    max_completion_tokens: bool,
+    client_limits: bool,
+    efficiency_target: Option<f64>,
+    /// Target on the number of 429s.
+    max_429: Option<u64>,
+    /// Target on the share of 429s.
+    max_429_share: Option<f64>,
+}
+
+impl RateLimited {
+    fn token_bound(quick: bool) -> Self {
+        Self {
+            profile: Profile::token_bound(quick),
+            latency_ms: 1_000,
+            error_rate: 0.0,
+            max_completion_tokens: false,
+            client_limits: true,
+            efficiency_target: Some(0.99),
+            max_429: Some(1),
+            max_429_share: None,
+        }
+    }
+
+    fn cap(&self) -> OutputCap {
+        if self.max_completion_tokens {
+            OutputCap::MaxCompletionTokens(self.profile.max_tokens)
+        } else {
+            OutputCap::MaxTokens(self.profile.max_tokens)
+        }
+    }
+
+    fn server(&self) -> ServerSettings {
+        ServerSettings {
+            rpm: Some(self.profile.rpm),
+            tpm: Some(self.profile.tpm),
+            latency_ms: self.latency_ms,
+            latency_sigma: SIGMA,
+            error_rate: self.error_rate,
+        }
+    }
+
+    fn latency(&self) -> Latency {
+        Latency {
+            median_s: self.latency_ms as f64 / 1000.0,
+            sigma: SIGMA,
+        }
+    }
+}
+
+fn rl_token_bound(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    run_rate_limited(context, scenario, &RateLimited::token_bound(context.quick))
+}
+
+fn rl_request_bound(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let spec = RateLimited {
+        profile: Profile::request_bound(context.quick),
+        ..RateLimited::token_bound(context.quick)
+    };
+    run_rate_limited(context, scenario, &spec)
+}
+
+fn rl_latency_10s(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let spec = RateLimited {
+        latency_ms: 10_000,
+        efficiency_target: Some(0.97),
+        ..RateLimited::token_bound(context.quick)
+    };
+    run_rate_limited(context, scenario, &spec)
+}
+
+fn rl_max_completion_tokens(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let spec = RateLimited {
+        max_completion_tokens: true,
+        efficiency_target: None,
+        max_429: Some(0),
+        ..RateLimited::token_bound(context.quick)
+    };
+    run_rate_limited(context, scenario, &spec)
+}
+
+fn rl_errors(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let spec = RateLimited {
+        error_rate: 0.02,
+        efficiency_target: Some(0.98),
+        ..RateLimited::token_bound(context.quick)
+    };
+    run_rate_limited(context, scenario, &spec)
+}
+
+fn rl_learned_limits(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let spec = RateLimited {
+        client_limits: false,
+        efficiency_target: Some(0.95),
+        max_429: None,
+        max_429_share: Some(0.01),
+        ..RateLimited::token_bound(context.quick)
+    };
+    run_rate_limited(context, scenario, &spec)
+}
+
+/// A generous limit on a client's run: three times the expected duration plus two minutes.
+fn client_timeout(budget_s: f64, latency: Latency) -> Duration {
+    Duration::from_secs_f64(3.0 * (budget_s + 10.0 * latency.median_s) + 120.0)
+}
+
+fn binary(context: &Context) -> Result<&Path> {
+    match &context.turbo_run {
+        Ok(path) => Ok(path),
+        Err(reason) => bail!("turbo-run is not usable: {reason}"),
+    }
+}
+
+fn client_settings(
+    dir: &Path,
+    name: &str,
+    base_url: &str,
+    limits: Option<(u64, u64)>,
+) -> ClientSettings {
+    ClientSettings {
+        input: dir.join(format!("{name}.input.jsonl")),
+        output: dir.join(format!("{name}.output.jsonl")),
+        summary: dir.join(format!("{name}.summary.json")),
+        log: dir.join(format!("{name}.log")),
+        base_url: base_url.to_owned(),
+        limits,
+        extra: Vec::new(),
+    }
+}
+
+/// The shortest time a run could take, from the server's totals.
+#[derive(Debug, Clone, PartialEq)]
+struct Theory {
+    budget_s: f64,
+    binding: &'static str,
+    tail_s: f64,
+    extra_layers_s: f64,
+    median_s: f64,
+}
+
+impl Theory {
+    /// `axes` are `(name, axis)`; `requests` the admissions the schedule spreads.
+    fn new(axes: &[(&'static str, Axis)], requests: u64, latency: Latency, depth: u32) -> Self {
+        let plain: Vec<Axis> = axes.iter().map(|(_, axis)| *axis).collect();
+        let (budget_s, index) = math::budget_seconds(&plain);
+        let binding = index.and_then(|index| axes.get(index));
+        let schedule = IdealSchedule::new(binding.map(|(_, axis)| axis), requests);
+        Self {
+            budget_s,
+            binding: binding.map_or("none", |(name, _)| *name),
+            tail_s: math::expected_tail(latency, schedule),
+            extra_layers_s: f64::from(depth.saturating_sub(1)) * latency.median_s,
+            median_s: latency.median_s,
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.budget_s + self.tail_s + self.extra_layers_s
+    }
+
+    fn median_formula_seconds(&self) -> f64 {
+        self.budget_s + self.median_s + self.extra_layers_s
+    }
+
+    fn to_json(&self, actual_s: f64) -> Value {
+        json!({
+            "budget_seconds": self.budget_s,
+            "binding_axis": self.binding,
+            "tail_seconds": self.tail_s,
+            "extra_layers_seconds": self.extra_layers_s,
+            "theoretical_seconds": self.seconds(),
+            "actual_seconds": actual_s,
+            "efficiency": self.seconds() / actual_s,
+            "efficiency_median_formula": self.median_formula_seconds() / actual_s,
+        })
+    }
+}
+
+fn server_axes(rpm: u64, tpm: u64, stats: &ServerStats) -> Vec<(&'static str, Axis)> {
+    vec![
+        ("requests", Axis::per_minute(rpm, stats.admitted())),
+        ("tokens", Axis::per_minute(tpm, stats.tokens_charged)),
+    ]
+}
+
+fn server_json(stats: &ServerStats) -> Value {
+    let admitted = stats.admitted();
+    json!({
+        "requests": stats.requests,
+        "admitted": admitted,
+        "ok": stats.ok,
+        "rate_limited": stats.rate_limited,
+        "injected_failures": stats.injected_failures,
+        "tokens_charged": stats.tokens_charged,
+        "tokens_per_admitted_request": if admitted == 0 { 0.0 } else { stats.tokens_charged as f64 / admitted as f64 },
+        "prompt_tokens": stats.raw.get("prompt_tokens"),
+        "completion_tokens": stats.raw.get("completion_tokens"),
+        "max_in_flight": stats.max_in_flight,
+        "timeline": {
+            "admitted_per_second": stats.admitted_per_second,
+            "tokens_per_second": stats.tokens_per_second,
+            "rate_limited_per_second": stats.rate_limited_per_second,
+        },
+    })
+}
+
+fn client_json(run: &ClientRun) -> Value {
+    json!({
+        "exit_code": run.exit_code,
+        "timed_out": run.timed_out,
+        "wall_seconds": run.wall_seconds(),
+        "process_seconds": run.process_seconds,
+        "summary": run.summary,
+    })
+}
+
+fn efficiency_checks(
+    theory: &Theory,
+    actual_s: f64,
+    target: Option<f64>,
+    label: &str,
+) -> Vec<Check> {
+    let efficiency = theory.seconds() / actual_s;
+    let display = trim_float(efficiency, 3);
+    let main = match target {
+        Some(bound) => Check::target(label, efficiency, display, Target::AtLeast(bound)),
+        None => Check::info(label, efficiency, display),
+    };
+    let median = theory.median_formula_seconds() / actual_s;
+    vec![
+        main,
+        Check::info("  with one median latency", median, trim_float(median, 3)),
+        Check::info(
+            "wall vs theoretical",
+            actual_s,
+            format!(
+                "{} s vs {} s",
+                trim_float(actual_s, 1),
+                trim_float(theory.seconds(), 1)
+            ),
+        ),
+    ]
+}
+
+fn results_check(ok: usize, expected: usize) -> Check {
+    Check::target(
+        "results with status 200",
+        ok as f64,
+        format!("{ok} / {expected}"),
+        Target::AtLeast(expected as f64),
+    )
+}
+
+fn rate_limit_checks(
+    stats: &ServerStats,
+    max_count: Option<u64>,
+    max_share: Option<f64>,
+) -> Vec<Check> {
+    vec![
+        Check::count(
+            "429s",
+            stats.rate_limited,
+            max_count.map(|max| Target::AtMost(max as f64)),
+        ),
+        Check::share(
+            "429s / requests",
+            stats.rate_limited_share(),
+            max_share.map(Target::AtMost),
+        ),
+    ]
+}
+
+/// Writes the chart of the server's admissions against its limits.
+fn write_chart(
+    context: &Context,
+    name: &str,
+    subtitle: String,
+    stats: &ServerStats,
+    rpm: u64,
+    tpm: u64,
+) -> Result<String> {
+    let per_minute = |values: &[u64]| -> (Vec<f64>, Vec<f64>) {
+        let window = math::sliding_sums(values, 60)
+            .into_iter()
+            .map(|sum| sum as f64)
+            .collect();
+        let scaled = values.iter().map(|&value| value as f64 * 60.0).collect();
+        (window, scaled)
+    };
+    let (token_window, token_scaled) = per_minute(&stats.tokens_per_second);
+    let (request_window, request_scaled) = per_minute(&stats.admitted_per_second);
+    let chart = Chart {
+        title: format!("{name}: admissions against the limits"),
+        subtitle,
+        panels: vec![
+            Panel {
+                label: "tokens/min (charged)".to_owned(),
+                limit: Some(tpm as f64),
+                window: token_window,
+                per_second_x60: token_scaled,
+            },
+            Panel {
+                label: "requests/min (admitted)".to_owned(),
+                limit: Some(rpm as f64),
+                window: request_window,
+                per_second_x60: request_scaled,
+            },
+        ],
+    };
+    let path = context.out.join(format!("{name}.svg"));
+    std::fs::write(&path, chart.render())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(context.relative(&path))
+}
+
+fn run_rate_limited(
+    context: &Context,
+    scenario: &Scenario,
+    spec: &RateLimited,
+) -> Result<ScenarioReport> {
+    let binary = binary(context)?;
+    let dir = context.work_dir(scenario.name)?;
+    let budget_s = budget_target_s(context.quick);
+    let profile = spec.profile;
+    let count = profile.requests_for(budget_s);
+    let server_settings = spec.server();
+    let server = MockServer::start(binary, &server_settings, &dir.join("server.log"))?;
+    let limits = spec.client_limits.then_some((profile.rpm, profile.tpm));
+    let settings = client_settings(&dir, "client", server.base_url(), limits);
+    std::fs::write(&settings.input, workload::simple("r", count, spec.cap()))?;
+    let output = settings.output.clone();
+    let client = Client::spawn(binary, settings)?;
+    let run = client.wait(client_timeout(budget_s, spec.latency()))?;
+    let stats = server.stats()?;
+    server.stop()?;
+    let (lines, ok) = process::count_results(&output).unwrap_or((0, 0));
+
+    let actual_s = run.wall_seconds();
+    let theory = Theory::new(
+        &server_axes(profile.rpm, profile.tpm, &stats),
+        stats.admitted(),
+        spec.latency(),
+        1,
+    );
+    let mut report = ScenarioReport::new(scenario.name, scenario.about);
+    report.params = json!({
+        "server": {
+            "rpm": profile.rpm, "tpm": profile.tpm, "latency_median_ms": spec.latency_ms,
+            "latency_sigma": SIGMA, "error_rate": spec.error_rate,
+        },
+        "client_limits": limits.map(|(rpm, tpm)| json!({"rpm": rpm, "tpm": tpm})),
+        "requests": count,
+        "output_cap": if spec.max_completion_tokens { "max_completion_tokens" } else { "max_tokens" },
+        "max_output_tokens": profile.max_tokens,
+        "budget_target_seconds": budget_s,
+    });
+    report.figures = json!({
+        "client": client_json(&run),
+        "results": {"lines": lines, "ok": ok},
+        "server": server_json(&stats),
+        "theory": theory.to_json(actual_s),
+        "rate_limited_share": stats.rate_limited_share(),
+    });
+    report.checks = efficiency_checks(&theory, actual_s, spec.efficiency_target, "efficiency");
+    report
+        .checks
+        .extend(rate_limit_checks(&stats, spec.max_429, spec.max_429_share));
+    report.checks.push(results_check(ok, count));
+    if run.timed_out {
+        report.status = Status::Error;
+        report.message = Some("the client did not finish in time and was stopped".to_owned());
+    }
+    report.chart = Some(write_chart(
+        context,
+        scenario.name,
+        format!(
+            "server limits {} RPM, {} TPM; latency median {} ms, sigma {SIGMA}; {} requests{}",
+            profile.rpm,
+            profile.tpm,
+            spec.latency_ms,
+            count,
+            if spec.client_limits {
+                ""
+            } else {
+                "; client given no limits"
+            }
+        ),
+        &stats,
+        profile.rpm,
+        profile.tpm,
+    )?);
+    Ok(report)
+}
+
+/// Two clients on one key. A is given the key's limits and has a workload
+/// sized to the two thirds of the budget B leaves; B is given the same
+/// limits but runs `k` chains of dependent requests, which paces it by
+/// latency at about a third of the budget, and it outlasts A (it is
+/// interrupted when A is done). Both use the same request shape, so the
+/// server's totals split between them exactly.
+fn rl_shared_key(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let binary = binary(context)?;
+    let dir = context.work_dir(scenario.name)?;
+    let budget_s = budget_target_s(context.quick);
+    let spec = RateLimited {
+        efficiency_target: Some(0.95),
+        max_429: None,
+        max_429_share: Some(0.01),
+        ..RateLimited::token_bound(context.quick)
+    };
+    let profile = spec.profile;
+    let latency = spec.latency();
+    let cost = profile.cost_estimate() as f64;
+    let left_per_s = profile.tpm as f64 / 60.0 * 2.0 / 3.0;
+    let count_a = ((profile.tpm as f64 + left_per_s * budget_s) / cost).ceil() as usize;
+    let chains = ((profile.requests_per_s() / 3.0) * latency.mean_s())
+        .round()
+        .max(1.0) as usize;
+    let chain_length =
+        ((budget_s + 10.0 * latency.median_s) * 1.5 / latency.mean_s()).ceil() as usize;
+
+    let server = MockServer::start(binary, &spec.server(), &dir.join("server.log"))?;
+    let limits = Some((profile.rpm, profile.tpm));
+    let settings_b = client_settings(&dir, "client-b", server.base_url(), limits);
+    let settings_a = client_settings(&dir, "client-a", server.base_url(), limits);
+    std::fs::write(
+        &settings_b.input,
+        workload::chains("b", chains, chain_length, spec.cap()),
+    )?;
+    std::fs::write(
+        &settings_a.input,
+        workload::simple("a", count_a, spec.cap()),
+    )?;
+    let output_a = settings_a.output.clone();
+    let mut client_b = Client::spawn(binary, settings_b)?;
+    let client_a = Client::spawn(binary, settings_a)?;
+    let run_a = client_a.wait(client_timeout(budget_s * 1.5, latency))?;
+    let at_a_exit = server.stats()?;
+    let b_still_running = !client_b.finished()?;
+    client_b.interrupt()?;
+    let run_b = client_b.wait(Duration::from_secs(60))?;
+    let final_stats = server.stats()?;
+    server.stop()?;
+    let (lines_a, ok_a) = process::count_results(&output_a).unwrap_or((0, 0));
+
+    let actual_s = run_a.wall_seconds();
+    let window_s = run_a.process_seconds.max(actual_s);
+    let admitted = at_a_exit.admitted();
+    let tokens = at_a_exit.tokens_charged;
+    let per_request = if admitted == 0 {
+        0.0
+    } else {
+        tokens as f64 / admitted as f64
+    };
+    let requests_a = ok_a as f64;
+    let tokens_a = requests_a * per_request;
+    let requests_b = admitted as f64 - requests_a;
+    let tokens_b = tokens as f64 - tokens_a;
+    let b_requests_per_s = requests_b / window_s;
+    let b_tokens_per_s = tokens_b / window_s;
+    let axes = [
+        (
+            "requests",
+            Axis {
+                capacity: profile.rpm as f64,
+                rate_per_s: profile.rpm as f64 / 60.0 - b_requests_per_s,
+                charged: requests_a,
+            },
+        ),
+        (
+            "tokens",
+            Axis {
+                capacity: profile.tpm as f64,
+                rate_per_s: profile.tpm as f64 / 60.0 - b_tokens_per_s,
+                charged: tokens_a,
+            },
+        ),
+    ];
+    let theory = Theory::new(&axes, ok_a as u64, latency, 1);
+    let b_share = b_tokens_per_s / (profile.tpm as f64 / 60.0);
+
+    let mut report = ScenarioReport::new(scenario.name, scenario.about);
+    report.params = json!({
+        "server": {"rpm": profile.rpm, "tpm": profile.tpm, "latency_median_ms": spec.latency_ms, "latency_sigma": SIGMA},
+        "client_a": {"limits": {"rpm": profile.rpm, "tpm": profile.tpm}, "requests": count_a},
+        "client_b": {"limits": {"rpm": profile.rpm, "tpm": profile.tpm}, "chains": chains, "chain_length": chain_length},
+        "max_output_tokens": profile.max_tokens,
+        "budget_target_seconds": budget_s,
+    });
+    report.figures = json!({
+        "client_a": client_json(&run_a),
+        "client_b": client_json(&run_b),
+        "b_still_running_at_a_exit": b_still_running,
+        "results_a": {"lines": lines_a, "ok": ok_a},
+        "server_at_a_exit": server_json(&at_a_exit),
+        "server_final": server_json(&final_stats),
+        "split_at_a_exit": {
+            "tokens_per_request": per_request,
+            "a": {"requests": requests_a, "tokens": tokens_a},
+            "b": {"requests": requests_b, "tokens": tokens_b,
+                  "requests_per_s": b_requests_per_s, "tokens_per_s": b_tokens_per_s,
+                  "share_of_token_budget": b_share},
+        },
+        "theory": theory.to_json(actual_s),
+        "rate_limited_share": at_a_exit.rate_limited_share(),
+    });
+    report.checks = efficiency_checks(
+        &theory,
+        actual_s,
+        spec.efficiency_target,
+        "efficiency (capacity left)",
+    );
+    report.checks.insert(
+        0,
+        Check::share("B's share of the token budget", b_share, None),
+    );
+    report
+        .checks
+        .extend(rate_limit_checks(&at_a_exit, None, spec.max_429_share));
+    report.checks.push(results_check(ok_a, count_a));
+    if !b_still_running {
+        report.message = Some(
+            "client B finished before client A: B's share fell off at the end and the capacity-left figure is approximate"
+                .to_owned(),
+        );
+    }
+    if run_a.timed_out {
+        report.status = Status::Error;
+        report.message = Some("client A did not finish in time and was stopped".to_owned());
+    }
+    report.chart = Some(write_chart(
+        context,
+        scenario.name,
+        format!(
+            "server limits {} RPM, {} TPM; A: {} requests; B: {} chains of {} (about a third); both given the key's limits",
+            profile.rpm, profile.tpm, count_a, chains, chain_length
+        ),
+        &final_stats,
+        profile.rpm,
+        profile.tpm,
+    )?);
+    Ok(report)
+}
+
+fn pipeline_map_reduce(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let binary = binary(context)?;
+    let dir = context.work_dir(scenario.name)?;
+    let (rpm, tpm, maps) = if context.quick {
+        (600, 30_000, 280)
+    } else {
+        (3_000, 200_000, 5_000)
+    };
+    let group = 10;
+    let cap = OutputCap::MaxTokens(60);
+    let latency = Latency {
+        median_s: 1.0,
+        sigma: SIGMA,
+    };
+    let pipeline = workload::map_reduce(maps, group, cap);
+    let server_settings = ServerSettings {
+        rpm: Some(rpm),
+        tpm: Some(tpm),
+        latency_ms: 1_000,
+        latency_sigma: SIGMA,
+        error_rate: 0.0,
+    };
+    let server = MockServer::start(binary, &server_settings, &dir.join("server.log"))?;
+    let settings = client_settings(&dir, "client", server.base_url(), Some((rpm, tpm)));
+    std::fs::write(&settings.input, &pipeline.text)?;
+    let output = settings.output.clone();
+    let client = Client::spawn(binary, settings)?;
+    let run = client.wait(client_timeout(
+        budget_target_s(context.quick) * 2.0,
+        latency,
+    ))?;
+    let stats = server.stats()?;
+    server.stop()?;
+    let (lines, ok) = process::count_results(&output).unwrap_or((0, 0));
+
+    let actual_s = run.wall_seconds();
+    let theory = Theory::new(
+        &server_axes(rpm, tpm, &stats),
+        stats.admitted(),
+        latency,
+        pipeline.depth,
+    );
+    let mut report = ScenarioReport::new(scenario.name, scenario.about);
+    report.params = json!({
+        "server": {"rpm": rpm, "tpm": tpm, "latency_median_ms": 1000, "latency_sigma": SIGMA},
+        "client_limits": {"rpm": rpm, "tpm": tpm},
+        "maps": maps, "group": group, "reduces": maps.div_ceil(group), "final": 1,
+        "requests": pipeline.requests, "depth": pipeline.depth, "max_tokens": cap.tokens(),
+    });
+    report.figures = json!({
+        "client": client_json(&run),
+        "results": {"lines": lines, "ok": ok},
+        "server": server_json(&stats),
+        "theory": theory.to_json(actual_s),
+        "rate_limited_share": stats.rate_limited_share(),
+    });
+    report.checks = efficiency_checks(&theory, actual_s, None, "efficiency");
+    report.checks.extend(rate_limit_checks(&stats, None, None));
+    report.checks.push(results_check(ok, pipeline.requests));
+    if run.timed_out {
+        report.status = Status::Error;
+        report.message = Some("the client did not finish in time and was stopped".to_owned());
+    }
+    report.chart = Some(write_chart(
+        context,
+        scenario.name,
+        format!(
+            "server limits {rpm} RPM, {tpm} TPM; latency median 1 s, sigma {SIGMA}; {maps} maps → {} reduces → 1 final",
+            maps.div_ceil(group)
+        ),
+        &stats,
+        rpm,
+        tpm,
+    )?);
+    Ok(report)
+}
+
+fn http_throughput(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let binary = binary(context)?;
+    let dir = context.work_dir(scenario.name)?;
+    let count = if context.quick { 15_000 } else { 60_000 };
+    let server = MockServer::start(binary, &ServerSettings::default(), &dir.join("server.log"))?;
+    let settings = client_settings(&dir, "client", server.base_url(), None);
+    std::fs::write(
+        &settings.input,
+        workload::simple("t", count, OutputCap::MaxTokens(16)),
+    )?;
+    let output = settings.output.clone();
+    let client = Client::spawn(binary, settings)?;
+    let run = client.wait(Duration::from_secs(600))?;
+    let stats = server.stats()?;
+    server.stop()?;
+    let (lines, ok) = process::count_results(&output).unwrap_or((0, 0));
+
+    let wall = run.wall_seconds();
+    let per_s = count as f64 / wall;
+    let per_s_process = count as f64 / run.process_seconds;
+    let mut report = ScenarioReport::new(scenario.name, scenario.about);
+    report.params = json!({"requests": count, "latency_ms": 0, "limits": null, "max_tokens": 16});
+    report.figures = json!({
+        "client": client_json(&run),
+        "results": {"lines": lines, "ok": ok},
+        "server": server_json(&stats),
+        "requests_per_s": per_s,
+        "requests_per_s_process": per_s_process,
+    });
+    report.checks = vec![
+        Check::target(
+            "requests/s",
+            per_s,
+            trim_float(per_s, 0),
+            Target::AtLeast(15_000.0),
+        ),
+        Check::info(
+            "  incl. process start-up",
+            per_s_process,
+            trim_float(per_s_process, 0),
+        ),
+        Check::count("server max in flight", stats.max_in_flight, None),
+        results_check(ok, count),
+    ];
+    if run.timed_out {
+        report.status = Status::Error;
+        report.message = Some("the client did not finish in time and was stopped".to_owned());
+    }
+    Ok(report)
+}
+
+/// Builds the engine example if it exists: `Err(reason)` when it is missing
+/// or does not build (the scenario then reports "missing").
+pub fn prepare_engine_example(root: &Path, build: bool) -> std::result::Result<(), String> {
+    let examples = root.join("turbo-core").join("examples");
+    let exists = examples.join("engine_overhead.rs").is_file()
+        || examples.join("engine_overhead").join("main.rs").is_file();
+    if !exists {
+        return Err(
+            "turbo-core has no `engine_overhead` example yet (turbo-core/examples/engine_overhead.rs)"
+                .to_owned(),
+        );
+    }
+    if build {
+        eprintln!("xtask: cargo build --release -p turbo-core --example engine_overhead");
+        process::cargo_build(
+            root,
+            &[
+                "build",
+                "--release",
+                "-p",
+                "turbo-core",
+                "--example",
+                "engine_overhead",
+            ],
+        )
+        .map_err(|error| format!("{error:#}"))?;
+    }
+    Ok(())
+}
+
+fn engine_overhead(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    if let Err(reason) = &context.engine_example {
+        return Ok(ScenarioReport::not_run(
+            scenario.name,
+            scenario.about,
+            Status::Missing,
+            reason.clone(),
+        ));
+    }
+    let dir = context.work_dir(scenario.name)?;
+    let mut command = Command::new(process::cargo());
+    command
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "turbo-core",
+            "--example",
+            "engine_overhead",
+            "--",
+            "--json",
+        ])
+        .current_dir(&context.root);
+    let stdout = dir.join("stdout.txt");
+    let started = Instant::now();
+    let status = process::run_logged(
+        command,
+        &stdout,
+        &dir.join("stderr.txt"),
+        Duration::from_secs(900),
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+    match status {
+        Some(status) if status.success() => {}
+        Some(status) => bail!(
+            "the engine example failed ({status}); see {}",
+            context.relative(&dir.join("stderr.txt"))
+        ),
+        None => bail!("the engine example ran for more than 15 minutes and was killed"),
+    }
+    let figures = text
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .find(Value::is_object)
+        .with_context(|| format!("the engine example printed no JSON object: {text:?}"))?;
+    let mut report = ScenarioReport::new(scenario.name, scenario.about);
+    report.params =
+        json!({"command": "cargo run --release -p turbo-core --example engine_overhead -- --json"});
+    if let Value::Object(fields) = &figures {
+        for (name, value) in fields {
+            if let Some(number) = value.as_f64() {
+                report
+                    .checks
+                    .push(Check::info(name, number, svg::si(number)));
+            }
+        }
+    }
+    report.figures = json!({"output": figures, "seconds": seconds});
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_bind_on_the_intended_axis() {
+        for quick in [false, true] {
+            let tokens = Profile::token_bound(quick);
+            let token_rate = tokens.tpm as f64 / 60.0 / tokens.cost_estimate() as f64;
+            assert!(token_rate < tokens.rpm as f64 / 60.0 / 2.0, "{tokens:?}");
+            let requests = Profile::request_bound(quick);
+            let request_token_rate = requests.rpm as f64 * requests.cost_estimate() as f64;
+            assert!(
+                request_token_rate < requests.tpm as f64 / 2.0,
+                "{requests:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn workloads_need_the_intended_budget() {
+        for quick in [false, true] {
+            let budget = budget_target_s(quick);
+            for profile in [Profile::token_bound(quick), Profile::request_bound(quick)] {
+                let count = profile.requests_for(budget);
+                let axes = [
+                    Axis::per_minute(profile.rpm, count as u64),
+                    Axis::per_minute(profile.tpm, count as u64 * profile.cost_estimate()),
+                ];
+                let (seconds, _) = math::budget_seconds(&axes);
+                assert!((seconds - budget).abs() < 1.0, "{profile:?}: {seconds}");
+            }
+        }
+    }
+
+    #[test]
+    fn theory_adds_tail_and_layers() {
+        let latency = Latency {
+            median_s: 1.0,
+            sigma: 0.0,
+        };
+        let axes = [
+            ("requests", Axis::per_minute(600, 1_200)),
+            ("tokens", Axis::per_minute(100_000, 1_200 * 50)),
+        ];
+        let theory = Theory::new(&axes, 1_200, latency, 3);
+        assert_eq!(theory.binding, "requests");
+        assert!((theory.budget_s - 60.0).abs() < 1e-9);
+        assert!((theory.seconds() - 63.0).abs() < 1e-9);
+        let json = theory.to_json(70.0);
+        assert!((json["efficiency"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn efficiency_rows_hold_the_target() {
+        let theory = Theory {
+            budget_s: 150.0,
+            binding: "tokens",
+            tail_s: 1.6,
+            extra_layers_s: 0.0,
+            median_s: 1.0,
+        };
+        let checks = efficiency_checks(&theory, 152.0, Some(0.99), "efficiency");
+        assert_eq!(checks[0].pass(), Some(true));
+        let checks = efficiency_checks(&theory, 160.0, Some(0.99), "efficiency");
+        assert_eq!(checks[0].pass(), Some(false));
+        assert_eq!(checks[1].pass(), None);
+    }
+}
