@@ -210,7 +210,7 @@ impl Builder {
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let failed = match joined {
+            let failed_task = match joined {
                 Ok((index, Ok((failed, result)))) => {
                     let status = if failed {
                         TaskStatus::Failed
@@ -218,18 +218,22 @@ impl Builder {
                         TaskStatus::Succeeded
                     };
                     results.record(index, status, result);
-                    failed
+                    failed.then_some(index)
                 }
                 Ok((index, Err(payload))) => {
                     let result = panicked[index](panic_message(&*payload));
                     results.record(index, TaskStatus::Panicked, result);
-                    true
+                    Some(index)
                 }
                 // Aborted by fail-fast: the task keeps its initial Cancelled status.
-                Err(_) => false,
+                Err(_) => None,
             };
-            if failed && self.fail_fast && !stop_spawning {
+            if let Some(index) = failed_task
+                && self.fail_fast
+                && !stop_spawning
+            {
                 stop_spawning = true;
+                results.cancelled_by = Some(index);
                 running.abort_all();
             }
         }

@@ -17,7 +17,7 @@ pub enum TaskError<E> {
         message: Option<String>,
     },
     /// The task did not finish: another task failed first under fail-fast, so it was
-    /// aborted or never started.
+    /// aborted or never started (or the runtime shut down under it).
     #[error("task cancelled because another task failed")]
     Cancelled,
     /// [`Builder::run`](crate::Builder::run) was polled outside a tokio runtime, so no task
@@ -79,7 +79,8 @@ pub enum TaskStatus {
     Failed,
     /// The task panicked.
     Panicked,
-    /// The task was aborted or never started because another task failed (fail-fast).
+    /// The task was aborted or never started because another task failed (fail-fast), or
+    /// the runtime shut down under it.
     Cancelled,
     /// There was no tokio runtime to run the task on.
     NoRuntime,

@@ -16,6 +16,7 @@ pub struct Results {
     /// `Result<T, TaskError<E>>` per finished task; `None` for cancelled ones (and after
     /// `take`).
     values: Vec<Option<ErasedResult>>,
+    pub(crate) cancelled_by: Option<usize>,
 }
 
 impl Results {
@@ -24,6 +25,7 @@ impl Results {
             builder,
             statuses: vec![TaskStatus::Cancelled; tasks],
             values: (0..tasks).map(|_| None).collect(),
+            cancelled_by: None,
         }
     }
 
@@ -120,6 +122,14 @@ impl Results {
         self.statuses.iter().position(|status| status.is_failure())
     }
 
+    /// Under fail-fast, the index of the task whose failure cancelled the others: the first
+    /// to fail in time, which need not be [`Results::first_failure`]. `None` if nothing was
+    /// cancelled that way.
+    #[must_use]
+    pub fn cancelled_by(&self) -> Option<usize> {
+        self.cancelled_by
+    }
+
     /// The number of tasks.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -138,6 +148,7 @@ impl fmt::Debug for Results {
         f.debug_struct("Results")
             .field("builder", &self.builder)
             .field("statuses", &self.statuses)
+            .field("cancelled_by", &self.cancelled_by)
             .finish_non_exhaustive()
     }
 }

@@ -100,6 +100,13 @@ proptest! {
         if planned_failure {
             prop_assert!(results.first_failure().is_some());
         }
+        match results.cancelled_by() {
+            Some(trigger) => {
+                prop_assert!(fail_fast);
+                prop_assert!(results.statuses()[trigger].is_failure());
+            }
+            None => prop_assert!(!fail_fast || !planned_failure),
+        }
         for (index, handle) in handles.into_iter().enumerate() {
             let (plan, _) = tasks[index];
             let ran_to_the_end = finished[index].load(Ordering::SeqCst);

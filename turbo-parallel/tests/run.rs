@@ -66,6 +66,7 @@ async fn collect_all_runs_every_task_despite_failures() {
     assert_eq!(results.count(TaskStatus::Succeeded), 3);
     assert_eq!(results.count(TaskStatus::Failed), 3);
     assert_eq!(results.first_failure(), Some(1));
+    assert_eq!(results.cancelled_by(), None, "collect-all cancels nothing");
     for (i, handle) in (0_u32..).zip(&handles) {
         if i % 2 == 1 {
             assert_eq!(results.get(handle), Err(&TaskError::Failed(Boom(i))));
@@ -150,6 +151,7 @@ async fn fail_fast_cancels_running_and_unstarted_tasks() {
         assert_eq!(results.get(handle), Err(&TaskError::Cancelled));
     }
     assert_eq!(results.count(TaskStatus::Cancelled), 9);
+    assert_eq!(results.cancelled_by(), Some(failing.index()));
     // Three slow tasks shared the first wave with the failing one; the other six never ran.
     assert_eq!(counters.started(), 3);
     assert_eq!(
@@ -181,6 +183,7 @@ async fn fail_fast_treats_a_panic_as_a_failure() {
         })
     );
     assert_eq!(results.get(&other), Err(&TaskError::Cancelled));
+    assert_eq!(results.cancelled_by(), Some(0));
     assert_eq!(counters.completed(), 0);
 }
 
