@@ -349,3 +349,22 @@ fn errors_describe_themselves() {
         Some(TaskStatus::Failed)
     );
 }
+
+#[test]
+fn builders_runs_and_results_can_cross_threads() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let mut builder = Parallel::builder();
+    let handle = builder.add(async { Ok::<u8, Boom>(1) });
+    assert_send(&builder);
+    assert_send_sync(&handle);
+    let run = builder.run();
+    assert_send(&run);
+    let results = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async { tokio::spawn(run).await })
+        .unwrap();
+    assert_send(&results);
+    assert_eq!(results.get(&handle), Ok(&1));
+}
