@@ -791,7 +791,10 @@ fn http_throughput(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
     let dir = context.work_dir(scenario.name)?;
     let count = if context.quick { 15_000 } else { 60_000 };
     let server = MockServer::start(binary, &ServerSettings::default(), &dir.join("server.log"))?;
-    let settings = client_settings(&dir, "client", server.base_url(), None);
+    let mut settings = client_settings(&dir, "client", server.base_url(), None);
+    // The server enforces no limits and sends no x-ratelimit headers: without
+    // this the client would keep probing cautiously for limits it never learns.
+    settings.extra.push("--no-limits".to_owned());
     std::fs::write(
         &settings.input,
         workload::simple("t", count, OutputCap::MaxTokens(16)),
@@ -807,7 +810,7 @@ fn http_throughput(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
     let per_s = count as f64 / wall;
     let per_s_process = count as f64 / run.process_seconds;
     let mut report = ScenarioReport::new(scenario.name, scenario.about);
-    report.params = json!({"requests": count, "latency_ms": 0, "limits": null, "max_tokens": 16});
+    report.params = json!({"requests": count, "latency_ms": 0, "limits": null, "client_flags": ["--no-limits"], "max_tokens": 16});
     report.figures = json!({
         "client": client_json(&run),
         "results": {"lines": lines, "ok": ok},
@@ -867,6 +870,28 @@ pub fn prepare_engine_example(root: &Path, build: bool) -> std::result::Result<(
     Ok(())
 }
 
+/// The engine's own targets (turbo-core's `engine_overhead` example states them).
+const ENGINE_TARGETS: [(&str, Target); 3] = [
+    ("independent_nodes_per_s", Target::AtLeast(200_000.0)),
+    ("layered_nodes_per_s", Target::AtLeast(100_000.0)),
+    ("peak_rss_mb_1m_queued", Target::AtMost(1_500.0)),
+];
+
+/// The last line of `text` that is a JSON object; a bare `NaN` (what Rust
+/// prints for a figure it could not measure) is read as `null`.
+fn last_json_object(text: &str) -> Option<Value> {
+    text.lines().rev().find_map(|line| {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            return None;
+        }
+        serde_json::from_str::<Value>(line)
+            .or_else(|_| serde_json::from_str::<Value>(&line.replace("NaN", "null")))
+            .ok()
+            .filter(Value::is_object)
+    })
+}
+
 fn engine_overhead(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
     if let Err(reason) = &context.engine_example {
         return Ok(ScenarioReport::not_run(
@@ -909,21 +934,37 @@ fn engine_overhead(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
         ),
         None => bail!("the engine example ran for more than 15 minutes and was killed"),
     }
-    let figures = text
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
-        .find(Value::is_object)
+    let figures = last_json_object(&text)
         .with_context(|| format!("the engine example printed no JSON object: {text:?}"))?;
     let mut report = ScenarioReport::new(scenario.name, scenario.about);
     report.params =
         json!({"command": "cargo run --release -p turbo-core --example engine_overhead -- --json"});
     if let Value::Object(fields) = &figures {
         for (name, value) in fields {
-            if let Some(number) = value.as_f64() {
-                report
-                    .checks
-                    .push(Check::info(name, number, svg::si(number)));
+            let target = ENGINE_TARGETS
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, target)| *target);
+            match (value.as_f64(), target) {
+                (Some(number), Some(target)) => {
+                    report
+                        .checks
+                        .push(Check::target(name, number, svg::si(number), target))
+                }
+                (Some(number), None) => {
+                    report
+                        .checks
+                        .push(Check::info(name, number, svg::si(number)))
+                }
+                // A figure the example could not measure (printed as NaN).
+                (None, Some(target)) => report.checks.push(Check {
+                    metric: name.clone(),
+                    value: None,
+                    display: "not measured".to_owned(),
+                    target: Some(target),
+                    percent: false,
+                }),
+                (None, None) => {}
             }
         }
     }
@@ -964,6 +1005,15 @@ mod tests {
                 assert!((seconds - budget).abs() < 1.0, "{profile:?}: {seconds}");
             }
         }
+    }
+
+    #[test]
+    fn engine_output_is_read_from_its_last_json_line() {
+        let text = "warming up\n{\"nodes\":10,\"peak_rss_mb_1m_queued\":NaN}\n";
+        let value = last_json_object(text).unwrap();
+        assert_eq!(value["nodes"], 10);
+        assert!(value["peak_rss_mb_1m_queued"].is_null());
+        assert!(last_json_object("no json here\n[1,2]\n").is_none());
     }
 
     #[test]
