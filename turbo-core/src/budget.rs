@@ -66,10 +66,10 @@ pub(crate) async fn settle(
     used: Option<u64>,
     snapshot: Option<&RateLimitSnapshot>,
 ) {
-    if let Some(feedback) = snapshot.and_then(feedback_from) {
-        if let Err(error) = lane.observe(&reservation, feedback).await {
-            warn!(lane = %lane.key(), %error, "could not absorb rate-limit headers");
-        }
+    if let Some(feedback) = snapshot.and_then(feedback_from)
+        && let Err(error) = lane.observe(&reservation, feedback).await
+    {
+        warn!(lane = %lane.key(), %error, "could not absorb rate-limit headers");
     }
     let used = used.unwrap_or_else(|| reservation.tokens());
     if let Err(error) = reservation.settle(used).await {

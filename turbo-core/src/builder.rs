@@ -280,9 +280,7 @@ impl TurboRunBuilder {
             clients: self.clients,
             concurrency: self.concurrency,
             retry: self.retry,
-            counter: self
-                .counter
-                .unwrap_or_else(|| Arc::new(TiktokenCounter::default())),
+            counter: self.counter.unwrap_or_else(|| Arc::new(TiktokenCounter)),
             limiter,
             default_output,
             retain_results: self.retain_results,

@@ -201,6 +201,26 @@ impl Phase {
     }
 }
 
+/// Nodes a dispatcher handles per lock.
+const DISPATCH_BATCH: usize = 64;
+
+/// A node taken from its lane queue.
+struct Popped {
+    id: NodeId,
+    job: Box<Job>,
+    deps: Vec<Dependency>,
+    estimate: u32,
+}
+
+/// A node whose budget is granted, waiting for its batch to start.
+struct Launch {
+    id: NodeId,
+    job: Box<Job>,
+    deps: Vec<Dependency>,
+    estimate: u32,
+    reserved: Reserved,
+}
+
 /// What a node needs to run; taken out of its entry at launch.
 struct Job {
     provider: Provider,
@@ -903,7 +923,11 @@ impl Shared {
         self.stop.send_replace(true);
     }
 
-    /// The lane's dispatcher: slot, next node, budget, launch; for ever.
+    /// The lane's dispatcher, for ever: worker slots, the next nodes in rank
+    /// order, their budget, launch. It works in batches (up to
+    /// [`DISPATCH_BATCH`] nodes per lock) so that at zero latency the engine's
+    /// own bookkeeping is not the bottleneck; a node that must wait for budget
+    /// first lets the ones before it launch.
     async fn dispatch(self: Arc<Self>, lane: Arc<LaneRuntime>) {
         let mut stop = self.stop.subscribe();
         let lane_index = {
@@ -914,68 +938,130 @@ impl Shared {
                 .position(|l| Arc::ptr_eq(l, &lane))
                 .unwrap_or(0)
         };
+        let mut slots: Vec<Slot> = Vec::with_capacity(DISPATCH_BATCH);
+        let mut launches: Vec<Launch> = Vec::with_capacity(DISPATCH_BATCH);
         loop {
             if *stop.borrow() {
                 return;
             }
-            let slot = tokio::select! {
-                slot = self.take_slot(&lane) => slot,
-                _ = stop.changed() => return,
-            };
-            let Some(slot) = slot else { return };
-            // Next node in rank order.
-            let (id, job, deps, estimate) = loop {
+            if slots.is_empty() {
+                let slot = tokio::select! {
+                    slot = self.take_slot(&lane) => slot,
+                    _ = stop.changed() => return,
+                };
+                let Some(slot) = slot else { return };
+                slots.push(slot);
+            }
+            while slots.len() < DISPATCH_BATCH {
+                match self.try_take_slot(&lane, slots.len()) {
+                    Some(slot) => slots.push(slot),
+                    None => break,
+                }
+            }
+            let batch = loop {
                 let notified = lane.work_ready.notified();
-                if let Some(next) = self.pop(lane_index) {
-                    break next;
+                let batch = self.pop_many(lane_index, slots.len());
+                if !batch.is_empty() {
+                    break batch;
                 }
                 tokio::select! {
                     _ = notified => {}
                     _ = stop.changed() => return,
                 }
             };
-            let (job, estimate) = self.prepare(job, &deps, estimate);
-            lane.observe_estimate(estimate);
-            lane.launching.store(id.get(), Ordering::Release);
-            let reserved = loop {
-                tokio::select! {
-                    reserved = budget::acquire(&lane.budget, u64::from(estimate)) => break Some(reserved),
-                    _ = lane.launch_cancelled.notified() => {
-                        if self.is_done(id) { break None; }
+            let mut batch = batch.into_iter();
+            while let Some(popped) = batch.next() {
+                let (job, estimate) = self.prepare(popped.job, &popped.deps, popped.estimate);
+                let id = popped.id;
+                lane.observe_estimate(estimate);
+                let tokens = u64::from(estimate);
+                let reserved = match lane.budget.try_acquire(tokens).await {
+                    Ok(reserved) => Some(Ok(reserved)),
+                    Err(turbo_ratelimit::TryAcquireError::NeverFits {
+                        requested,
+                        capacity,
+                        axis,
+                    }) => Some(Err(BudgetError::NeverFits {
+                        requested,
+                        capacity,
+                        axis: axis.to_string(),
+                    })),
+                    Err(_) => {
+                        // Let the nodes already granted go before waiting.
+                        self.launch_many(&lane, &mut launches, &mut slots);
+                        lane.launching.store(id.get(), Ordering::Release);
+                        let waited = loop {
+                            tokio::select! {
+                                reserved = budget::acquire(&lane.budget, tokens) => break Some(reserved),
+                                _ = lane.launch_cancelled.notified() => {
+                                    if self.is_done(id) { break None; }
+                                }
+                                _ = stop.changed() => {
+                                    if *stop.borrow() {
+                                        // The engine is gone: popped nodes must still end.
+                                        let mut state = self.state.lock();
+                                        self.finish(&mut state, id, Err(NodeError::Cancelled));
+                                        for rest in batch.by_ref() {
+                                            self.finish(&mut state, rest.id, Err(NodeError::Cancelled));
+                                        }
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        lane.launching.store(0, Ordering::Release);
+                        waited
                     }
-                    _ = stop.changed() => {
-                        if *stop.borrow() {
-                            // The engine is gone: the popped node must still end.
-                            let mut state = self.state.lock();
-                            self.finish(&mut state, id, Err(NodeError::Cancelled));
-                            return;
-                        }
+                };
+                match reserved {
+                    // Cancelled while waiting for budget.
+                    None => {}
+                    Some(Ok(reserved)) => {
+                        lane.tokens_reserved.fetch_add(tokens, Ordering::Relaxed);
+                        launches.push(Launch {
+                            id,
+                            job,
+                            deps: popped.deps,
+                            estimate,
+                            reserved,
+                        });
+                    }
+                    Some(Err(error)) => {
+                        let mut state = self.state.lock();
+                        self.finish(
+                            &mut state,
+                            id,
+                            Err(NodeError::Failed {
+                                error: budget_error(&lane, error),
+                                attempts: 0,
+                            }),
+                        );
                     }
                 }
-            };
-            lane.launching.store(0, Ordering::Release);
-            let Some(reserved) = reserved else {
-                continue;
-            };
-            let reserved = match reserved {
-                Ok(reserved) => reserved,
-                Err(error) => {
-                    let mut state = self.state.lock();
-                    self.finish(
-                        &mut state,
-                        id,
-                        Err(NodeError::Failed {
-                            error: budget_error(&lane, error),
-                            attempts: 0,
-                        }),
-                    );
-                    continue;
-                }
-            };
-            lane.tokens_reserved
-                .fetch_add(u64::from(estimate), Ordering::Relaxed);
-            self.launch(&lane, id, job, deps, estimate, slot, reserved);
+            }
+            self.launch_many(&lane, &mut launches, &mut slots);
         }
+    }
+
+    /// A slot without waiting, or `None` when the bound is reached. `held` is
+    /// how many the dispatcher already holds but has not used.
+    fn try_take_slot(self: &Arc<Self>, lane: &Arc<LaneRuntime>, held: usize) -> Option<Slot> {
+        let kind = match &self.global_slots {
+            Some(pool) => SlotKind::Global(pool.clone().try_acquire_owned().ok()?),
+            None => {
+                let target = lane.target.load(Ordering::Relaxed);
+                if lane.in_flight.load(Ordering::Acquire) + held >= target {
+                    return None;
+                }
+                SlotKind::Lane
+            }
+        };
+        Some(Slot {
+            kind,
+            lane: lane.clone(),
+            shared: self.clone(),
+            active: false,
+        })
     }
 
     /// Takes a worker slot: from the global pool in fixed mode, or under the
@@ -1003,11 +1089,14 @@ impl Shared {
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn pop(&self, lane: usize) -> Option<(NodeId, Box<Job>, Vec<Dependency>, u32)> {
+    /// Pops up to `max` nodes of a lane in rank order, marking them launching.
+    fn pop_many(&self, lane: usize, max: usize) -> Vec<Popped> {
         let mut state = self.state.lock();
-        loop {
-            let (id, _) = state.queues[lane].pop()?;
+        let mut popped = Vec::new();
+        while popped.len() < max {
+            let Some((id, _)) = state.queues[lane].pop() else {
+                break;
+            };
             let Some(entry) = state.nodes.get_mut(&id) else {
                 continue;
             };
@@ -1030,8 +1119,14 @@ impl Shared {
                     })
                 })
                 .collect();
-            return Some((id, job, deps, estimate));
+            popped.push(Popped {
+                id,
+                job,
+                deps,
+                estimate,
+            });
         }
+        popped
     }
 
     /// Fills `{{key}}` placeholders from the dependencies' answers and, if
@@ -1066,46 +1161,69 @@ impl Shared {
             .is_none_or(|entry| entry.status.is_done())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn launch(
+    /// Starts every granted node (one lock for the batch), each on a slot.
+    fn launch_many(
         self: &Arc<Self>,
         lane: &Arc<LaneRuntime>,
-        id: NodeId,
-        job: Box<Job>,
-        deps: Vec<Dependency>,
-        estimate: u32,
-        mut slot: Slot,
-        reserved: Reserved,
+        launches: &mut Vec<Launch>,
+        slots: &mut Vec<Slot>,
     ) {
-        let mut state = self.state.lock();
-        match state.nodes.get_mut(&id) {
-            Some(entry) if entry.status == Phase::Launching => {
-                entry.status = Phase::Running;
-                notify_watch(entry);
+        if launches.is_empty() {
+            return;
+        }
+        let mut unsent = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for launch in launches.drain(..) {
+                let id = launch.id;
+                let runnable = matches!(
+                    state.nodes.get(&id),
+                    Some(entry) if entry.status == Phase::Launching
+                );
+                let slot = if runnable { slots.pop() } else { None };
+                let Some(mut slot) = slot else {
+                    // Cancelled while waiting for budget: the request is never sent.
+                    unsent.push(launch.reserved);
+                    continue;
+                };
+                if let Some(entry) = state.nodes.get_mut(&id) {
+                    entry.status = Phase::Running;
+                    notify_watch(entry);
+                }
                 slot.activate();
-            }
-            // Cancelled while waiting for budget: the request is never sent.
-            _ => {
-                drop(state);
-                budget::release_unsent(reserved);
-                return;
+                Counters::bump(&self.counters.launched);
+                let shared = self.clone();
+                let lane = lane.clone();
+                let run = async move {
+                    let Launch {
+                        id,
+                        job,
+                        deps,
+                        estimate,
+                        reserved,
+                    } = launch;
+                    let result = shared.run(&lane, id, job, deps, estimate, reserved).await;
+                    let mut state = shared.state.lock();
+                    shared.finish(&mut state, id, result);
+                    drop(state);
+                    drop(slot);
+                };
+                // Entering a span on every poll costs more than a zero-latency
+                // run itself: only pay for it when a subscriber listens.
+                let task = if self.span.is_disabled() {
+                    self.runtime.spawn(run)
+                } else {
+                    self.runtime.spawn(run.instrument(self.span.clone()))
+                };
+                if let Some(entry) = state.nodes.get_mut(&id)
+                    && entry.status == Phase::Running
+                {
+                    entry.abort = Some(task.abort_handle());
+                }
             }
         }
-        Counters::bump(&self.counters.launched);
-        let shared = self.clone();
-        let lane = lane.clone();
-        let run = async move {
-            let result = shared.run(&lane, id, job, deps, estimate, reserved).await;
-            let mut state = shared.state.lock();
-            shared.finish(&mut state, id, result);
-            drop(state);
-            drop(slot);
-        };
-        let task = self.runtime.spawn(run.instrument(self.span.clone()));
-        if let Some(entry) = state.nodes.get_mut(&id)
-            && entry.status == Phase::Running
-        {
-            entry.abort = Some(task.abort_handle());
+        for reserved in unsent {
+            budget::release_unsent(reserved);
         }
     }
 
@@ -1122,8 +1240,8 @@ impl Shared {
     ) -> RunResult {
         let retry = match &job.retry {
             RetryPolicy::Never => None,
-            RetryPolicy::EngineDefault => Some(self.retry.clone()),
-            RetryPolicy::Custom(config) => Some(config.clone()),
+            RetryPolicy::EngineDefault => Some(self.retry),
+            RetryPolicy::Custom(config) => Some(*config),
         };
         let mut backoff = retry.map(|config| config.backoff());
         let request = Arc::new(job.request);

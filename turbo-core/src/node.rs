@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(node.retry, RetryPolicy::EngineDefault);
         let custom = RetryConfig::default();
         let node = WorkNode::for_groq(request())
-            .with_retry_config(custom.clone())
+            .with_retry_config(custom)
             .with_work_fn_with_retry(|_| async { Ok(NodeOutput::text("x")) });
         assert_eq!(node.retry, RetryPolicy::Custom(custom));
     }

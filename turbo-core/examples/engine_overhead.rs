@@ -1,0 +1,156 @@
+//! Engine overhead: how many nodes per second the engine moves from push to
+//! result when the provider costs nothing (the in-process simulated provider
+//! at zero latency, no limits), and how much memory a million queued nodes
+//! take. `cargo xtask bench` runs it; run it alone with
+//!
+//! ```text
+//! cargo run --release -p turbo-core --example engine_overhead -- [--json] [--nodes N]
+//! ```
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use turbo_core::{
+    ChatMessage, ChatRequest, Concurrency, Limits, NodeId, Provider, TurboRun, WorkNode,
+};
+use turbo_providers::{ProviderKind, SimulatedProvider};
+
+fn engine(limits: Limits) -> TurboRun {
+    TurboRun::builder()
+        .openai(Arc::new(SimulatedProvider::instant(ProviderKind::OpenAi)))
+        .limits(Provider::OpenAi, limits)
+        .concurrency(Concurrency::fixed(256))
+        .retain_results(false)
+        .build()
+        .unwrap()
+}
+
+fn request(i: usize) -> ChatRequest {
+    ChatRequest::new(
+        "gpt-4o-mini",
+        vec![ChatMessage::user(format!(
+            "Summarise item {i} in one line."
+        ))],
+    )
+    .with_max_tokens(32)
+}
+
+/// Nodes per second, push of the first node to the last result.
+async fn run(nodes: usize, layered: bool) -> f64 {
+    let engine = engine(Limits::unlimited());
+    let mut done = engine.completions().unwrap();
+    let started = Instant::now();
+    let mut ids: Vec<NodeId> = Vec::with_capacity(nodes);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for i in 0..nodes {
+        let node = WorkNode::for_openai(request(i));
+        let id = if layered && i >= 1000 {
+            // Layers of 1000; each node depends on 1–4 nodes of the layer before.
+            let layer_start = (i / 1000 - 1) * 1000;
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let fan_in = 1 + (seed % 4) as usize;
+            let deps: Vec<NodeId> = (0..fan_in)
+                .map(|k| ids[layer_start + ((seed >> (8 * k)) as usize % 1000)])
+                .collect();
+            engine.push_with_dependencies(node, &deps).unwrap()
+        } else {
+            engine.push(node).unwrap()
+        };
+        ids.push(id);
+    }
+    let mut received = 0;
+    let mut batch = Vec::with_capacity(1024);
+    while received < nodes {
+        batch.clear();
+        received += done.recv_many(&mut batch, 1024).await;
+        assert!(batch.iter().all(|completion| completion.result.is_ok()));
+    }
+    let rate = nodes as f64 / started.elapsed().as_secs_f64();
+    engine.shutdown().await;
+    rate
+}
+
+/// Peak resident memory, in MiB, after queueing `nodes` nodes that cannot
+/// start (a budget of one request a minute).
+async fn queued_memory(nodes: usize) -> f64 {
+    let engine = engine(Limits::try_per_minute(1, 1_000_000).unwrap());
+    for i in 0..nodes {
+        engine.push(WorkNode::for_openai(request(i))).unwrap();
+    }
+    let stats = engine.stats().await;
+    assert!(stats.queued + stats.in_flight + stats.completed >= nodes as u64 - 1);
+    peak_rss_mib()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--json");
+    let nodes = args
+        .iter()
+        .position(|a| a == "--nodes")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000usize);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::env::var("WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(2),
+        )
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--memory-only") {
+        let count: usize = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        println!("{}", runtime.block_on(queued_memory(count)));
+        return;
+    }
+    // Warm the token encoders so their one-off load is not counted.
+    runtime.block_on(run(1_000, false));
+    let independent = runtime.block_on(run(nodes, false));
+    let layered = runtime.block_on(run(nodes, true));
+    // Memory in a fresh process, so the throughput runs do not count.
+    let skip_memory = args.iter().any(|a| a == "--no-memory");
+    let memory = if skip_memory {
+        None
+    } else {
+        std::process::Command::new(&args[0])
+            .args(["--memory-only", "1000000"])
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse::<f64>().ok())
+    }
+    .unwrap_or(f64::NAN);
+    if json {
+        println!(
+            "{{\"nodes\":{nodes},\"independent_nodes_per_s\":{independent:.0},\"layered_nodes_per_s\":{layered:.0},\"peak_rss_mb_1m_queued\":{memory:.1}}}"
+        );
+    } else {
+        println!("{nodes} independent nodes: {independent:.0} nodes/s (target >= 200,000)");
+        println!("{nodes}-node layered DAG:  {layered:.0} nodes/s (target >= 100,000)");
+        println!("1,000,000 queued nodes: peak RSS {memory:.1} MiB (target <= 1,500 MB)");
+    }
+}
