@@ -110,6 +110,8 @@ fn selected<'a>(
 pub struct Context {
     /// Workspace root.
     pub root: PathBuf,
+    /// Cargo's target directory.
+    pub target: PathBuf,
     /// `target/bench`.
     pub out: PathBuf,
     /// `--quick`.
@@ -228,6 +230,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     }
     let context = Context {
         root,
+        target,
         out: out.clone(),
         quick: options.quick,
         turbo_run,

@@ -870,6 +870,14 @@ pub fn prepare_engine_example(root: &Path, build: bool) -> std::result::Result<(
     Ok(())
 }
 
+fn engine_example_path(context: &Context) -> std::path::PathBuf {
+    context
+        .target
+        .join("release")
+        .join("examples")
+        .join("engine_overhead")
+}
+
 /// The engine's own targets (turbo-core's `engine_overhead` example states them).
 const ENGINE_TARGETS: [(&str, Target); 3] = [
     ("independent_nodes_per_s", Target::AtLeast(200_000.0)),
@@ -902,20 +910,19 @@ fn engine_overhead(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
         ));
     }
     let dir = context.work_dir(scenario.name)?;
-    let mut command = Command::new(process::cargo());
-    command
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "turbo-core",
-            "--example",
-            "engine_overhead",
-            "--",
-            "--json",
-        ])
-        .current_dir(&context.root);
+    // The binary built before the scenarios ran, not `cargo run`: other
+    // people's edits to turbo-core must not trigger a rebuild mid-bench.
+    let example = engine_example_path(context);
+    if !example.is_file() {
+        return Ok(ScenarioReport::not_run(
+            scenario.name,
+            scenario.about,
+            Status::Missing,
+            format!("{} is not built", context.relative(&example)),
+        ));
+    }
+    let mut command = Command::new(&example);
+    command.arg("--json").current_dir(&context.root);
     let stdout = dir.join("stdout.txt");
     let started = Instant::now();
     let status = process::run_logged(
