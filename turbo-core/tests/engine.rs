@@ -647,3 +647,77 @@ async fn completions_stream_every_result_and_release_them_without_retention() {
     assert_eq!(engine.wait_for(a).await, Err(NodeError::UnknownNode(a)));
     engine.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn budgets_can_be_overridden_at_run_time() {
+    let engine = builder()
+        .limits(
+            Provider::Groq,
+            Limits::try_per_minute(1, 1_000_000).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let rec = Recorder::new();
+    let ids: Vec<_> = (0..4)
+        .map(|i| push(&engine, timed_node(&rec, &format!("n{i}"), MS, false), &[]))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(engine.stats().await.completed, 1, "one request a minute");
+    engine
+        .override_budgets(
+            Provider::Groq,
+            Limits::try_per_minute(1_000, 1_000_000).unwrap(),
+        )
+        .await;
+    let started = tokio::time::Instant::now();
+    engine.wait_for_all(&ids).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = engine.stats().await;
+    let limits = stats.lanes[0].limiter.as_ref().unwrap().limits;
+    assert_eq!(limits.rpm.map(|r| r.get()), Some(1_000));
+    engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_with_its_own_limits_gets_its_own_lane() {
+    let engine = builder()
+        .model_limits(
+            Provider::Groq,
+            "slow-model",
+            Limits::try_per_minute(1, 1_000_000).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let slow = |text: &str| {
+        WorkNode::for_groq(turbo_core::ChatRequest::new(
+            "slow-model",
+            vec![turbo_core::ChatMessage::user(text)],
+        ))
+    };
+    let a = push(&engine, slow("a"), &[]);
+    let b = push(&engine, slow("b"), &[]);
+    let other = push(&engine, WorkNode::for_groq(request("other model")), &[]);
+    let started = tokio::time::Instant::now();
+    engine.wait_for(other).await.unwrap();
+    engine.wait_for(a).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    engine.wait_for(b).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(59),
+        "the model lane holds 1 RPM"
+    );
+    let lanes: Vec<String> = engine
+        .stats()
+        .await
+        .lanes
+        .into_iter()
+        .map(|l| l.lane)
+        .collect();
+    assert!(lanes.contains(&"groq/slow-model".to_owned()), "{lanes:?}");
+    assert!(lanes.contains(&"groq".to_owned()), "{lanes:?}");
+    engine.shutdown().await;
+}
