@@ -1,0 +1,287 @@
+//! The chat clients a run needs: keys and base URLs from the environment
+//! (never from arguments), or the built-in simulated provider.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use turbo_core::{ChatClient, ChatRequest, ChatResponse, Provider, ProviderError};
+use turbo_providers::{
+    ClientConfig, LatencyModel, OpenAiCompatClient, ProviderKind, SimulatedConfig,
+    SimulatedProvider, default_http_client,
+};
+
+use crate::progress::Console;
+
+/// Where the clients come from.
+#[derive(Debug, Clone)]
+pub enum ClientSource {
+    /// The simulated provider, for both providers.
+    Mock {
+        /// Median latency (log-normal, sigma 0.5).
+        latency: Duration,
+        /// Share of requests failing with 500/503.
+        error_rate: f64,
+    },
+    /// OpenAI-compatible HTTP APIs.
+    Http {
+        /// The provider `base_url` applies to.
+        default_provider: Provider,
+        /// `--base-url`, for the default provider.
+        base_url: Option<String>,
+    },
+}
+
+/// Why the clients could not be built.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No key and no base URL for a provider the input needs.
+    MissingKey {
+        /// The provider.
+        provider: Provider,
+        /// Lines that need it.
+        lines: usize,
+        /// The variable to set.
+        key_env: &'static str,
+        /// The variable for a keyless server.
+        base_url_env: &'static str,
+        /// Whether `--base-url` would apply to this provider.
+        is_default: bool,
+    },
+    /// A bad base URL or configuration.
+    Config(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::MissingKey {
+                provider,
+                lines,
+                key_env,
+                base_url_env,
+                is_default,
+            } => {
+                let line_word = if *lines == 1 { "line" } else { "lines" };
+                write!(
+                    f,
+                    "no API key for {provider} ({lines} {line_word} of the input need it): \
+                     set {key_env} in the environment"
+                )?;
+                if *is_default {
+                    write!(
+                        f,
+                        ", or give --base-url (or {base_url_env}) for an OpenAI-compatible server that needs no key"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        ", or set {base_url_env} for an OpenAI-compatible server that needs no key"
+                    )?;
+                }
+                write!(
+                    f,
+                    "; to try without a key or network, run with --provider mock"
+                )
+            }
+            ClientError::Config(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// One client per provider the run needs (by index: OpenAI, Groq).
+pub struct Clients {
+    /// OpenAI's client.
+    pub openai: Option<Arc<dyn ChatClient>>,
+    /// Groq's client.
+    pub groq: Option<Arc<dyn ChatClient>>,
+}
+
+/// Builds the clients for the providers with a non-zero count in `needed`
+/// (OpenAI, Groq), checking keys before anything is sent. `learned` says which
+/// providers learn their limits from headers (their clients warn once when
+/// the server sends none).
+pub fn build(
+    source: &ClientSource,
+    needed: [usize; 2],
+    learned: [bool; 2],
+    console: Arc<Console>,
+) -> Result<Clients, ClientError> {
+    let mut clients = Clients {
+        openai: None,
+        groq: None,
+    };
+    let providers = [Provider::OpenAi, Provider::Groq];
+    match source {
+        ClientSource::Mock {
+            latency,
+            error_rate,
+        } => {
+            for (i, provider) in providers.into_iter().enumerate() {
+                if needed[i] == 0 {
+                    continue;
+                }
+                let config = SimulatedConfig {
+                    provider: kind(provider),
+                    latency: if latency.is_zero() {
+                        LatencyModel::Zero
+                    } else {
+                        LatencyModel::LogNormal {
+                            median: *latency,
+                            sigma: 0.5,
+                        }
+                    },
+                    failure_rate: *error_rate,
+                    ..SimulatedConfig::default()
+                };
+                let client = SimulatedProvider::new(config)
+                    .map_err(|error| ClientError::Config(error.to_string()))?;
+                set(&mut clients, provider, Arc::new(client));
+            }
+        }
+        ClientSource::Http {
+            default_provider,
+            base_url,
+        } => {
+            let mut configs = Vec::new();
+            for (i, provider) in providers.into_iter().enumerate() {
+                if needed[i] == 0 {
+                    continue;
+                }
+                let is_default = provider == *default_provider;
+                let flag_url = base_url.as_deref().filter(|_| is_default);
+                let (key_env, base_url_env) = env_names(provider);
+                let lookup = |name: &str| {
+                    if name == base_url_env
+                        && let Some(url) = flag_url
+                    {
+                        return Some(url.to_owned());
+                    }
+                    std::env::var(name).ok()
+                };
+                let config = ClientConfig::from_env_with(kind(provider), lookup).map_err(
+                    |error| match error {
+                        ProviderError::MissingApiKey { .. } => ClientError::MissingKey {
+                            provider,
+                            lines: needed[i],
+                            key_env,
+                            base_url_env,
+                            is_default,
+                        },
+                        other => ClientError::Config(format!("{provider}: {other}")),
+                    },
+                )?;
+                configs.push((i, provider, config));
+            }
+            if configs.is_empty() {
+                return Ok(clients);
+            }
+            let http =
+                default_http_client().map_err(|error| ClientError::Config(error.to_string()))?;
+            for (i, provider, config) in configs {
+                let base = config.base_url().to_owned();
+                let client = OpenAiCompatClient::new(http.clone(), config)
+                    .map_err(|error| ClientError::Config(format!("{provider}: {error}")))?;
+                let client: Arc<dyn ChatClient> = if learned[i] {
+                    Arc::new(HeaderWatch {
+                        inner: client,
+                        provider,
+                        base_url: base,
+                        warned: AtomicBool::new(false),
+                        console: console.clone(),
+                    })
+                } else {
+                    Arc::new(client)
+                };
+                set(&mut clients, provider, client);
+            }
+        }
+    }
+    Ok(clients)
+}
+
+fn set(clients: &mut Clients, provider: Provider, client: Arc<dyn ChatClient>) {
+    match provider {
+        Provider::OpenAi => clients.openai = Some(client),
+        Provider::Groq => clients.groq = Some(client),
+    }
+}
+
+fn kind(provider: Provider) -> ProviderKind {
+    match provider {
+        Provider::OpenAi => ProviderKind::OpenAi,
+        Provider::Groq => ProviderKind::Groq,
+    }
+}
+
+fn env_names(provider: Provider) -> (&'static str, &'static str) {
+    match provider {
+        Provider::OpenAi => ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+        Provider::Groq => ("GROQ_API_KEY", "GROQ_BASE_URL"),
+    }
+}
+
+/// A client whose lane learns its limits from the x-ratelimit headers: a
+/// server that sends none leaves the lane at one request in flight for ever,
+/// which looks like a hang. Says so, once.
+struct HeaderWatch {
+    inner: OpenAiCompatClient,
+    provider: Provider,
+    base_url: String,
+    warned: AtomicBool,
+    console: Arc<Console>,
+}
+
+#[async_trait]
+impl ChatClient for HeaderWatch {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let response = self.inner.chat(request).await?;
+        if response.rate_limit().is_empty() && !self.warned.swap(true, Ordering::Relaxed) {
+            self.console.warn(&format!(
+                "{} at {} sends no x-ratelimit-* headers, so its limits cannot be learned and \
+                 requests go one at a time; give --rpm/--tpm, --limits FILE, or --no-limits",
+                self.provider, self.base_url
+            ));
+        }
+        Ok(response)
+    }
+
+    fn provider(&self) -> ProviderKind {
+        self.inner.provider()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_key_says_what_to_do() {
+        let error = ClientError::MissingKey {
+            provider: Provider::Groq,
+            lines: 3,
+            key_env: "GROQ_API_KEY",
+            base_url_env: "GROQ_BASE_URL",
+            is_default: false,
+        }
+        .to_string();
+        assert!(error.contains("GROQ_API_KEY"), "{error}");
+        assert!(error.contains("GROQ_BASE_URL"), "{error}");
+        assert!(error.contains("--provider mock"), "{error}");
+        assert!(error.contains("3 lines"), "{error}");
+    }
+
+    #[test]
+    fn mock_clients_need_nothing() {
+        let source = ClientSource::Mock {
+            latency: Duration::ZERO,
+            error_rate: 0.0,
+        };
+        let clients = build(&source, [2, 0], [false, false], Arc::new(Console::new())).unwrap();
+        assert!(clients.openai.is_some());
+        assert!(clients.groq.is_none());
+    }
+}

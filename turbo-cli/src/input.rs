@@ -1,0 +1,797 @@
+//! Reading and validating a batch file.
+//!
+//! The file is read twice: once here, streaming, to validate every line and
+//! keep a compact record per line (its place in the file, provider,
+//! dependencies); once more while running, to build each request just before
+//! it is handed to the engine. Nothing is sent unless the whole file is valid.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use turbo_core::{ChatRequest, Provider, placeholder_keys};
+use turbo_graph::{BatchProblem, BuildIdHasher, DependencyGraph};
+
+/// The only endpoint a batch line may target.
+pub const CHAT_COMPLETIONS_URL: &str = "/v1/chat/completions";
+
+/// At most this many problems are printed; the rest are counted.
+const MAX_PRINTED_PROBLEMS: usize = 1000;
+
+/// One problem with the input, at a 1-based line number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line number.
+    pub line: u32,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why a batch could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read.
+    Io(io::Error),
+    /// The file has problems, sorted by line.
+    Invalid(Vec<Problem>),
+}
+
+impl LoadError {
+    /// Prints the error as `INPUT:LINE: message` lines on stderr.
+    pub fn report(&self, input: &Path) {
+        match self {
+            LoadError::Io(error) => eprintln!("{}: cannot read: {error}", input.display()),
+            LoadError::Invalid(problems) => report_problems(input, problems),
+        }
+    }
+}
+
+/// Prints problems as `FILE:LINE: message`, at most [`MAX_PRINTED_PROBLEMS`].
+pub fn report_problems(file: &Path, problems: &[Problem]) {
+    for problem in problems.iter().take(MAX_PRINTED_PROBLEMS) {
+        eprintln!("{}:{}: {}", file.display(), problem.line, problem.message);
+    }
+    if problems.len() > MAX_PRINTED_PROBLEMS {
+        eprintln!(
+            "{}: … and {} more problems",
+            file.display(),
+            problems.len() - MAX_PRINTED_PROBLEMS
+        );
+    }
+    let noun = if problems.len() == 1 {
+        "problem"
+    } else {
+        "problems"
+    };
+    eprintln!(
+        "turbo-run: {} {noun} in {}; nothing was sent",
+        problems.len(),
+        file.display()
+    );
+}
+
+/// One batch line, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its `custom_id`.
+    pub custom_id: String,
+    /// Its `provider`, if it names one.
+    pub provider: Option<Provider>,
+    /// Its `depends_on`, as written.
+    pub depends_on: Vec<String>,
+    /// Its `priority` (default 0).
+    pub priority: i32,
+    /// Its `body`.
+    pub request: ChatRequest,
+}
+
+/// Parses one line. Every problem of the line is returned, not just the first.
+pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
+    let value: Value = serde_json::from_str(text).map_err(|error| vec![json_error(&error)])?;
+    let Value::Object(mut object) = value else {
+        return Err(vec!["not a JSON object".to_owned()]);
+    };
+    let mut problems = Vec::new();
+
+    let custom_id = match object.remove("custom_id") {
+        None => {
+            problems.push("missing \"custom_id\"".to_owned());
+            None
+        }
+        Some(Value::String(id)) if !id.is_empty() => Some(id),
+        Some(_) => {
+            problems.push("\"custom_id\" must be a non-empty string".to_owned());
+            None
+        }
+    };
+    match object.get("method") {
+        None => problems.push("missing \"method\" (must be \"POST\")".to_owned()),
+        Some(Value::String(method)) if method == "POST" => {}
+        Some(other) => problems.push(format!(
+            "\"method\" is {}; only \"POST\" is supported",
+            short(other)
+        )),
+    }
+    match object.get("url") {
+        None => problems.push(format!(
+            "missing \"url\" (must be \"{CHAT_COMPLETIONS_URL}\")"
+        )),
+        Some(Value::String(url)) if url == CHAT_COMPLETIONS_URL => {}
+        Some(other) => problems.push(format!(
+            "\"url\" is {}; only \"{CHAT_COMPLETIONS_URL}\" is supported",
+            short(other)
+        )),
+    }
+    let provider = match object.get("provider") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => match name.parse::<Provider>() {
+            Ok(provider) => Some(provider),
+            Err(_) => {
+                problems.push(format!(
+                    "unknown provider {name:?}: expected \"openai\" or \"groq\""
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            problems.push(format!(
+                "\"provider\" is {}; expected \"openai\" or \"groq\"",
+                short(other)
+            ));
+            None
+        }
+    };
+    let depends_on = match object.remove("depends_on") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut ids = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(id) if !id.is_empty() => ids.push(id),
+                    other => problems.push(format!(
+                        "\"depends_on\" must list custom_id strings, found {}",
+                        short(&other)
+                    )),
+                }
+            }
+            ids
+        }
+        Some(other) => {
+            problems.push(format!(
+                "\"depends_on\" must be an array of custom_id strings, found {}",
+                short(&other)
+            ));
+            Vec::new()
+        }
+    };
+    let priority = match object.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(value) => match value.as_i64().and_then(|p| i32::try_from(p).ok()) {
+            Some(priority) => priority,
+            None => {
+                problems.push(format!(
+                    "\"priority\" must be an integer between {} and {}, found {}",
+                    i32::MIN,
+                    i32::MAX,
+                    short(value)
+                ));
+                0
+            }
+        },
+    };
+    let request = match object.remove("body") {
+        None => {
+            problems.push("missing \"body\"".to_owned());
+            None
+        }
+        Some(body @ Value::Object(_)) => check_body(body, &depends_on, &mut problems),
+        Some(other) => {
+            problems.push(format!(
+                "\"body\" must be an object, found {}",
+                short(&other)
+            ));
+            None
+        }
+    };
+    match (custom_id, request) {
+        (Some(custom_id), Some(request)) if problems.is_empty() => Ok(Entry {
+            custom_id,
+            provider,
+            depends_on,
+            priority,
+            request,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn check_body(
+    body: Value,
+    depends_on: &[String],
+    problems: &mut Vec<String>,
+) -> Option<ChatRequest> {
+    if let Value::Object(object) = &body {
+        check_body_types(object, problems);
+    }
+    let mut request = match ChatRequest::deserialize(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            problems.push(format!("body: {error}"));
+            return None;
+        }
+    };
+    let before = problems.len();
+    if request.model.trim().is_empty() {
+        problems.push("body.model is empty".to_owned());
+    }
+    if request.messages.is_empty() {
+        problems.push("body.messages is empty".to_owned());
+    }
+    if request.stream == Some(true) {
+        problems.push(
+            "body.stream is true: batch requests cannot stream; remove \"stream\"".to_owned(),
+        );
+    }
+    let mut unknown: Vec<String> = Vec::new();
+    request.for_each_text_mut(|text| {
+        for key in placeholder_keys(text) {
+            if !depends_on.iter().any(|dep| dep == key) && !unknown.iter().any(|k| k == key) {
+                unknown.push(key.to_owned());
+            }
+        }
+    });
+    for key in unknown {
+        problems.push(format!(
+            "placeholder {{{{{key}}}}} names {key:?}, which is not in \"depends_on\""
+        ));
+    }
+    (problems.len() == before).then_some(request)
+}
+
+/// Catches wrong types serde would report less clearly.
+fn check_body_types(object: &Map<String, Value>, problems: &mut Vec<String>) {
+    match object.get("messages") {
+        Some(Value::Array(_)) | None => {}
+        Some(other) => problems.push(format!(
+            "body.messages must be an array, found {}",
+            short(other)
+        )),
+    }
+}
+
+/// A serde error without its misleading "line 1" (the line is ours to give).
+fn json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    };
+    format!("not valid JSON: {text} (at column {})", error.column())
+}
+
+/// A value for an error message, cut short.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 40 {
+        let cut: String = text.chars().take(37).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+/// Custom ids, by entry index, with a compact lookup: a map from a 64-bit hash
+/// to the first entry with that id, and a small map for the (astronomically
+/// rare) ids whose hashes collide.
+#[derive(Debug, Default)]
+pub struct IdTable {
+    names: Vec<Box<str>>,
+    hasher: RandomState,
+    by_hash: HashMap<u64, u32, BuildIdHasher>,
+    collisions: HashMap<Box<str>, u32>,
+}
+
+impl IdTable {
+    /// Appends the id of the next entry; returns the first entry with the same
+    /// id if there is one (the new entry is then a duplicate).
+    fn push(&mut self, name: &str) -> Option<u32> {
+        let index = self.names.len() as u32;
+        self.names.push(name.into());
+        let hash = self.hasher.hash_one(name);
+        match self.by_hash.get(&hash) {
+            None => {
+                self.by_hash.insert(hash, index);
+                None
+            }
+            Some(&first) if *self.names[first as usize] == *name => Some(first),
+            Some(_) => match self.collisions.get(name) {
+                Some(&first) => Some(first),
+                None => {
+                    self.collisions.insert(name.into(), index);
+                    None
+                }
+            },
+        }
+    }
+
+    /// The first entry with this custom id.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        match self.by_hash.get(&hash) {
+            Some(&first) if *self.names[first as usize] == *name => Some(first),
+            Some(_) => self.collisions.get(name).copied(),
+            None => None,
+        }
+    }
+
+    /// The custom id of entry `index`.
+    pub fn name(&self, index: u32) -> &str {
+        self.names.get(index as usize).map_or("", |name| name)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// Compressed adjacency lists: the list of entry `i` is
+/// `items[starts[i]..starts[i + 1]]`.
+#[derive(Debug, Clone, Default)]
+pub struct Adjacency {
+    starts: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Adjacency {
+    fn with_entries(entries: usize) -> Self {
+        let mut starts = Vec::with_capacity(entries + 1);
+        starts.push(0);
+        Self {
+            starts,
+            items: Vec::new(),
+        }
+    }
+
+    fn push_list(&mut self, list: impl IntoIterator<Item = u32>) {
+        self.items.extend(list);
+        self.starts.push(self.items.len() as u32);
+    }
+
+    /// The list of entry `index`.
+    pub fn of(&self, index: u32) -> &[u32] {
+        let i = index as usize;
+        match (self.starts.get(i), self.starts.get(i + 1)) {
+            (Some(&start), Some(&end)) => &self.items[start as usize..end as usize],
+            _ => &[],
+        }
+    }
+
+    /// The reverse lists: for each entry, the entries whose list holds it.
+    pub fn reversed(&self) -> Adjacency {
+        let entries = self.starts.len().saturating_sub(1);
+        let mut counts = vec![0u32; entries + 1];
+        for &item in &self.items {
+            counts[item as usize + 1] += 1;
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let starts = counts.clone();
+        let mut fill = counts;
+        let mut items = vec![0u32; self.items.len()];
+        for entry in 0..entries as u32 {
+            for &item in self.of(entry) {
+                let slot = &mut fill[item as usize];
+                items[*slot as usize] = entry;
+                *slot += 1;
+            }
+        }
+        Adjacency { starts, items }
+    }
+}
+
+/// Where an entry's line is and what it needs, kept for every line.
+#[derive(Debug, Clone, Copy)]
+pub struct LineMeta {
+    /// Byte offset of the line in the file.
+    pub offset: u64,
+    /// Length in bytes, without the line break.
+    pub len: u32,
+    /// 1-based line number.
+    pub line: u32,
+    /// The provider, with the default applied.
+    pub provider: Provider,
+}
+
+/// A valid batch, compactly.
+#[derive(Debug)]
+pub struct Batch {
+    /// The file.
+    pub path: PathBuf,
+    /// Custom ids, by entry.
+    pub ids: IdTable,
+    /// Per entry: where its line is, its provider.
+    pub lines: Vec<LineMeta>,
+    /// Per entry: its dependencies (entry indices, no repeats).
+    pub deps: Adjacency,
+    /// The dependency graph over entry indices, for planning.
+    pub graph: Option<DependencyGraph<u32, BuildIdHasher>>,
+}
+
+impl Batch {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Entries in an order where every dependency comes before its
+    /// dependents and otherwise the file's order is kept (a file already in
+    /// that order comes out unchanged).
+    pub fn push_order(&self) -> Vec<u32> {
+        let n = self.len() as u32;
+        if (0..n).all(|i| self.deps.of(i).iter().all(|&d| d < i)) {
+            return (0..n).collect();
+        }
+        let dependents = self.deps.reversed();
+        let mut unmet: Vec<u32> = (0..n).map(|i| self.deps.of(i).len() as u32).collect();
+        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<u32>> = (0..n)
+            .filter(|&i| unmet[i as usize] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
+        let mut order = Vec::with_capacity(n as usize);
+        while let Some(std::cmp::Reverse(i)) = ready.pop() {
+            order.push(i);
+            for &d in dependents.of(i) {
+                unmet[d as usize] -= 1;
+                if unmet[d as usize] == 0 {
+                    ready.push(std::cmp::Reverse(d));
+                }
+            }
+        }
+        order
+    }
+}
+
+/// Reads lines of a batch file by their recorded place, sequentially when
+/// they come in file order.
+pub struct LineReader {
+    reader: BufReader<File>,
+    position: u64,
+    buffer: Vec<u8>,
+}
+
+impl LineReader {
+    /// Opens the file.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            reader: BufReader::with_capacity(256 * 1024, File::open(path)?),
+            position: 0,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The text of the line at `meta`.
+    pub fn read(&mut self, meta: &LineMeta) -> io::Result<&str> {
+        if meta.offset != self.position {
+            self.reader.seek(SeekFrom::Start(meta.offset))?;
+        }
+        self.buffer.resize(meta.len as usize, 0);
+        self.reader.read_exact(&mut self.buffer)?;
+        self.position = meta.offset + u64::from(meta.len);
+        std::str::from_utf8(&self.buffer).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {} is not UTF-8 any more", meta.line),
+            )
+        })
+    }
+}
+
+/// Streams `path`, checks every line and the dependency graph, and returns
+/// the compact batch; `on_entry` sees every valid entry once (`plan` counts
+/// tokens there).
+pub fn load(
+    path: &Path,
+    default_provider: Provider,
+    mut on_entry: impl FnMut(u32, &Entry),
+) -> Result<Batch, LoadError> {
+    let file = File::open(path).map_err(LoadError::Io)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut ids = IdTable::default();
+    let mut lines: Vec<LineMeta> = Vec::new();
+    // Dependency names until every id is known (a line may depend on a later one).
+    let mut dep_names: Vec<Box<str>> = Vec::new();
+    let mut dep_ends: Vec<usize> = Vec::new();
+    let mut raw = Vec::new();
+    let mut offset = 0u64;
+    let mut line_no = 0u32;
+    loop {
+        raw.clear();
+        let read = reader.read_until(b'\n', &mut raw).map_err(LoadError::Io)?;
+        if read == 0 {
+            break;
+        }
+        line_no = line_no.saturating_add(1);
+        let line_offset = offset;
+        offset += read as u64;
+        let mut content: &[u8] = &raw;
+        while let [rest @ .., b'\n' | b'\r'] = content {
+            content = rest;
+        }
+        let Ok(text) = std::str::from_utf8(content) else {
+            problems.push(Problem {
+                line: line_no,
+                message: "not valid UTF-8".to_owned(),
+            });
+            continue;
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        let Ok(len) = u32::try_from(content.len()) else {
+            problems.push(Problem {
+                line: line_no,
+                message: "line longer than 4 GiB".to_owned(),
+            });
+            continue;
+        };
+        let entry = match parse_entry(text) {
+            Ok(entry) => entry,
+            Err(messages) => {
+                problems.extend(messages.into_iter().map(|message| Problem {
+                    line: line_no,
+                    message,
+                }));
+                continue;
+            }
+        };
+        let index = lines.len() as u32;
+        if let Some(first) = ids.push(&entry.custom_id) {
+            problems.push(Problem {
+                line: line_no,
+                message: format!(
+                    "duplicate custom_id {:?} (first used on line {})",
+                    entry.custom_id, lines[first as usize].line
+                ),
+            });
+        }
+        lines.push(LineMeta {
+            offset: line_offset,
+            len,
+            line: line_no,
+            provider: entry.provider.unwrap_or(default_provider),
+        });
+        dep_names.extend(
+            entry
+                .depends_on
+                .iter()
+                .map(|dep| Box::<str>::from(dep.as_str())),
+        );
+        dep_ends.push(dep_names.len());
+        on_entry(index, &entry);
+    }
+
+    let mut deps = Adjacency::with_entries(lines.len());
+    let mut start = 0;
+    let mut resolved = Vec::new();
+    for (index, &end) in dep_ends.iter().enumerate() {
+        resolved.clear();
+        for name in &dep_names[start..end] {
+            let line = lines[index].line;
+            match ids.get(name) {
+                None => problems.push(Problem {
+                    line,
+                    message: format!(
+                        "\"depends_on\" names {name:?}, which is not a custom_id in this file"
+                    ),
+                }),
+                Some(dep) if dep as usize == index => problems.push(Problem {
+                    line,
+                    message: format!("{name:?} depends on itself"),
+                }),
+                Some(dep) => {
+                    if !resolved.contains(&dep) {
+                        resolved.push(dep);
+                    }
+                }
+            }
+        }
+        deps.push_list(resolved.iter().copied());
+        start = end;
+    }
+    drop(dep_names);
+
+    let mut graph: DependencyGraph<u32, BuildIdHasher> =
+        DependencyGraph::with_capacity_and_hasher(lines.len(), BuildIdHasher::default());
+    let entries = (0..lines.len() as u32).map(|i| (i, deps.of(i).iter().copied()));
+    if let Err(batch_problems) = graph.add_batch(entries) {
+        for problem in batch_problems {
+            if let BatchProblem::Cycle { ids: cycle, .. } = &problem {
+                let names: Vec<&str> = cycle.iter().map(|&i| ids.name(i)).collect();
+                let line_numbers: Vec<String> = cycle
+                    .iter()
+                    .map(|&i| lines[i as usize].line.to_string())
+                    .collect();
+                let first = names.first().copied().unwrap_or("");
+                problems.push(Problem {
+                    line: cycle.first().map_or(0, |&i| lines[i as usize].line),
+                    message: format!(
+                        "dependency cycle: {} -> {first} (lines {})",
+                        names.join(" -> "),
+                        line_numbers.join(", ")
+                    ),
+                });
+            } else {
+                // Ids are entry indices, unique and resolved above: nothing
+                // else can come back, but never hide a problem.
+                let line = lines.get(problem.index()).map_or(0, |meta| meta.line);
+                problems.push(Problem {
+                    line,
+                    message: format!("invalid dependency graph: {problem}"),
+                });
+            }
+        }
+    }
+
+    if !problems.is_empty() {
+        problems.sort_by_key(|problem| problem.line);
+        return Err(LoadError::Invalid(problems));
+    }
+    Ok(Batch {
+        path: path.to_path_buf(),
+        ids,
+        lines,
+        deps,
+        graph: Some(graph),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn line(id: &str, deps: &[&str], content: &str) -> String {
+        serde_json::json!({
+            "custom_id": id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]},
+            "depends_on": deps,
+        })
+        .to_string()
+    }
+
+    fn write_temp(name: &str, lines: &[String]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("turbo-cli-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let mut file = File::create(&path).unwrap();
+        for line in lines {
+            writeln!(file, "{line}").unwrap();
+        }
+        path
+    }
+
+    fn problems(name: &str, lines: &[String]) -> Vec<Problem> {
+        match load(&write_temp(name, lines), Provider::OpenAi, |_, _| {}) {
+            Err(LoadError::Invalid(problems)) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_line_parses() {
+        let entry = parse_entry(&line("b", &["a"], "use {{a}}")).unwrap();
+        assert_eq!(entry.custom_id, "b");
+        assert_eq!(entry.depends_on, vec!["a"]);
+        assert_eq!(entry.request.model, "gpt-4o-mini");
+        assert_eq!(entry.priority, 0);
+        assert_eq!(entry.provider, None);
+    }
+
+    #[test]
+    fn every_problem_of_a_line_is_reported() {
+        let text = r#"{"method":"GET","url":"/v1/embeddings","body":{"model":"m","messages":[],"stream":true},"provider":"mistral","priority":1.5}"#;
+        let problems = parse_entry(text).unwrap_err();
+        let all = problems.join("\n");
+        for expected in [
+            "missing \"custom_id\"",
+            "\"method\" is \"GET\"",
+            "\"url\" is \"/v1/embeddings\"",
+            "unknown provider \"mistral\"",
+            "\"priority\" must be an integer",
+            "body.messages is empty",
+            "body.stream is true",
+        ] {
+            assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn bad_json_and_bad_bodies() {
+        let error = parse_entry("{\"custom_id\": ").unwrap_err();
+        assert!(error[0].starts_with("not valid JSON"), "{error:?}");
+        assert!(!error[0].contains("line 1"), "{error:?}");
+        assert_eq!(parse_entry("[1]").unwrap_err(), vec!["not a JSON object"]);
+        let no_model = r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"x"}]}}"#;
+        let error = parse_entry(no_model).unwrap_err();
+        assert!(error[0].contains("model"), "{error:?}");
+        let placeholder = line("b", &[], "use {{a}}");
+        let error = parse_entry(&placeholder).unwrap_err();
+        assert!(error[0].contains("placeholder {{a}}"), "{error:?}");
+    }
+
+    #[test]
+    fn graph_problems_carry_line_numbers() {
+        let lines = vec![
+            line("a", &["c"], "x"),
+            line("b", &["a"], "x"),
+            line("c", &["b"], "x"),
+            line("d", &["nowhere"], "x"),
+            line("d", &[], "x"),
+            line("e", &["e"], "x"),
+        ];
+        let found = problems("graph.jsonl", &lines);
+        let text: Vec<String> = found
+            .iter()
+            .map(|p| format!("{}: {}", p.line, p.message))
+            .collect();
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("1: dependency cycle: a -> c -> b -> a")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("4: \"depends_on\" names \"nowhere\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("5: duplicate custom_id \"d\" (first used on line 4)")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t == "6: \"e\" depends on itself"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_valid_batch_loads_with_places_and_order() {
+        let lines = vec![
+            line("sum", &["b", "a"], "{{a}} {{b}}"),
+            String::new(),
+            line("a", &[], "x"),
+            line("b", &["a"], "{{a}}"),
+        ];
+        let path = write_temp("valid.jsonl", &lines);
+        let mut seen = Vec::new();
+        let batch = load(&path, Provider::Groq, |i, entry| {
+            seen.push((i, entry.custom_id.clone()))
+        })
+        .unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(seen[2], (2, "b".to_owned()));
+        assert_eq!(batch.lines[1].line, 3);
+        assert_eq!(batch.lines[0].provider, Provider::Groq);
+        assert_eq!(batch.ids.get("b"), Some(2));
+        assert_eq!(batch.ids.get("zz"), None);
+        assert_eq!(batch.deps.of(0), &[2, 1]);
+        assert_eq!(batch.push_order(), vec![1, 2, 0]);
+        assert_eq!(batch.deps.reversed().of(1), &[0, 2]);
+        let mut reader = LineReader::open(&path).unwrap();
+        for &i in &[2u32, 0, 1] {
+            let text = reader.read(&batch.lines[i as usize]).unwrap().to_owned();
+            assert_eq!(parse_entry(&text).unwrap().custom_id, batch.ids.name(i));
+        }
+    }
+}

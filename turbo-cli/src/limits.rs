@@ -1,0 +1,345 @@
+//! Rate limits from the command line and a TOML file, per provider and model.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use serde::Deserialize;
+use turbo_core::{Limits, Provider, TurboRunBuilder, default_limits};
+
+use crate::cli::LimitArgs;
+
+/// The limits of one axis set, as written in the file.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AxisLimits {
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    rpd: Option<u64>,
+    tpd: Option<u64>,
+}
+
+/// One provider's table: its own limits and its models' tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderTable {
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    rpd: Option<u64>,
+    tpd: Option<u64>,
+    #[serde(default)]
+    models: BTreeMap<String, AxisLimits>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    openai: Option<ProviderTable>,
+    groq: Option<ProviderTable>,
+}
+
+/// What a provider's own lane does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneLimits {
+    /// These limits, given by the user.
+    Configured(Limits),
+    /// Learned from the x-ratelimit headers, cautiously at first.
+    Learned,
+    /// The engine's defaults (simulated provider without given limits).
+    Default(Limits),
+    /// No client-side limit (`--no-limits`).
+    Unlimited,
+}
+
+impl LaneLimits {
+    /// The limits known before running, if any.
+    pub fn known(&self) -> Option<Limits> {
+        match self {
+            LaneLimits::Configured(limits) | LaneLimits::Default(limits) => Some(*limits),
+            LaneLimits::Unlimited => Some(Limits::unlimited()),
+            LaneLimits::Learned => None,
+        }
+    }
+
+    /// A word for people.
+    pub fn describe(&self) -> String {
+        match self {
+            LaneLimits::Configured(limits) => format!("{} (configured)", describe(limits)),
+            LaneLimits::Default(limits) => format!("{} (default)", describe(limits)),
+            LaneLimits::Unlimited => "no limit (--no-limits)".to_owned(),
+            LaneLimits::Learned => "learned from x-ratelimit headers at run time".to_owned(),
+        }
+    }
+}
+
+/// `500 RPM, 200,000 TPM`.
+pub fn describe(limits: &Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(rpm) = limits.rpm {
+        parts.push(format!("{} RPM", thousands(u64::from(rpm.get()))));
+    }
+    if let Some(tpm) = limits.tpm {
+        parts.push(format!("{} TPM", thousands(tpm.get())));
+    }
+    if let Some(rpd) = limits.rpd {
+        parts.push(format!("{} RPD", thousands(u64::from(rpd.get()))));
+    }
+    if let Some(tpd) = limits.tpd {
+        parts.push(format!("{} TPD", thousands(tpd.get())));
+    }
+    if parts.is_empty() {
+        "no limit".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every provider's and model's limits.
+#[derive(Debug, Clone)]
+pub struct LimitPlan {
+    lanes: [LaneLimits; 2],
+    models: [Vec<(String, Limits)>; 2],
+}
+
+impl LimitPlan {
+    /// Merges the file (if any) and the flags; the flags win for the default
+    /// provider. Invalid values are usage errors.
+    pub fn from_args(args: &LimitArgs) -> anyhow::Result<Self> {
+        let file = match &args.limits {
+            Some(path) => read_file(path)?,
+            None => LimitsFile::default(),
+        };
+        let default = args.provider.default_provider();
+        let mut plan = LimitPlan {
+            lanes: [LaneLimits::Learned, LaneLimits::Learned],
+            models: [Vec::new(), Vec::new()],
+        };
+        for provider in Provider::ALL {
+            let table = match provider {
+                Provider::OpenAi => file.openai.clone(),
+                Provider::Groq => file.groq.clone(),
+            }
+            .unwrap_or_default();
+            let name = provider.name();
+            let mut limits = to_limits(
+                AxisLimits {
+                    rpm: table.rpm,
+                    tpm: table.tpm,
+                    rpd: table.rpd,
+                    tpd: table.tpd,
+                },
+                &format!("[{name}]"),
+            )?;
+            if provider == default {
+                if let Some(rpm) = args.rpm {
+                    limits.rpm = Some(rpm);
+                }
+                if let Some(tpm) = args.tpm {
+                    limits.tpm = Some(tpm);
+                }
+            }
+            plan.lanes[slot(provider)] = if !limits.is_unlimited() {
+                LaneLimits::Configured(limits)
+            } else if args.no_limits {
+                LaneLimits::Unlimited
+            } else if args.provider.is_mock() {
+                LaneLimits::Default(default_limits(provider))
+            } else {
+                LaneLimits::Learned
+            };
+            for (model, axes) in table.models {
+                let limits = to_limits(axes, &format!("[{name}.models.{model:?}]"))?;
+                if limits.is_unlimited() {
+                    return Err(anyhow!(
+                        "[{name}.models.{model:?}] sets no limit; give rpm, tpm, rpd or tpd"
+                    ));
+                }
+                plan.models[slot(provider)].push((model, limits));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The provider lane's limits.
+    pub fn lane(&self, provider: Provider) -> LaneLimits {
+        self.lanes[slot(provider)]
+    }
+
+    /// Per-model lanes of a provider.
+    pub fn models(&self, provider: Provider) -> &[(String, Limits)] {
+        &self.models[slot(provider)]
+    }
+
+    /// The lane a request for `model` goes to, and its limits if known.
+    pub fn lane_for(&self, provider: Provider, model: &str) -> (String, Option<Limits>) {
+        match self.models(provider).iter().find(|(m, _)| m == model) {
+            Some((m, limits)) => (format!("{}/{m}", provider.name()), Some(*limits)),
+            None => (provider.name().to_owned(), self.lane(provider).known()),
+        }
+    }
+
+    /// Configures the engine's lanes.
+    pub fn apply(&self, mut builder: TurboRunBuilder) -> TurboRunBuilder {
+        for provider in Provider::ALL {
+            builder = match self.lane(provider) {
+                LaneLimits::Configured(limits) | LaneLimits::Default(limits) => {
+                    builder.limits(provider, limits)
+                }
+                LaneLimits::Unlimited => builder.limits(provider, Limits::unlimited()),
+                LaneLimits::Learned => builder.learn_limits(provider),
+            };
+            for (model, limits) in self.models(provider) {
+                builder = builder.model_limits(provider, model.clone(), *limits);
+            }
+        }
+        builder
+    }
+}
+
+fn slot(provider: Provider) -> usize {
+    match provider {
+        Provider::OpenAi => 0,
+        Provider::Groq => 1,
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<LimitsFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the limits file {}", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        anyhow!(
+            "{}: invalid limits file: {}",
+            path.display(),
+            error.to_string().trim_end()
+        )
+    })
+}
+
+fn to_limits(axes: AxisLimits, table: &str) -> anyhow::Result<Limits> {
+    let requests = |value: Option<u64>, key: &str| -> anyhow::Result<Option<NonZeroU32>> {
+        value
+            .map(|v| {
+                u32::try_from(v)
+                    .ok()
+                    .and_then(NonZeroU32::new)
+                    .ok_or_else(|| {
+                        anyhow!("{table} {key} = {v}: must be between 1 and {}", u32::MAX)
+                    })
+            })
+            .transpose()
+    };
+    let tokens = |value: Option<u64>, key: &str| -> anyhow::Result<Option<NonZeroU64>> {
+        value
+            .map(|v| {
+                NonZeroU64::new(v).ok_or_else(|| anyhow!("{table} {key} = 0: must be at least 1"))
+            })
+            .transpose()
+    };
+    Ok(Limits {
+        rpm: requests(axes.rpm, "rpm")?,
+        tpm: tokens(axes.tpm, "tpm")?,
+        rpd: requests(axes.rpd, "rpd")?,
+        tpd: tokens(axes.tpd, "tpd")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::ProviderArg;
+    use std::path::PathBuf;
+
+    fn args(provider: ProviderArg, rpm: Option<u32>, file: Option<PathBuf>) -> LimitArgs {
+        LimitArgs {
+            provider,
+            rpm: rpm.and_then(NonZeroU32::new),
+            tpm: None,
+            limits: file,
+            no_limits: false,
+        }
+    }
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("turbo-cli-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn file_and_flags_merge() {
+        let path = write(
+            "limits.toml",
+            "[openai]\nrpm = 500\ntpm = 200000\n[openai.models.\"gpt-4o\"]\nrpm = 50\n[groq]\ntpd = 1000000\n",
+        );
+        let plan = LimitPlan::from_args(&args(ProviderArg::Openai, Some(300), Some(path))).unwrap();
+        let LaneLimits::Configured(openai) = plan.lane(Provider::OpenAi) else {
+            panic!("configured expected")
+        };
+        assert_eq!(openai.rpm.map(NonZeroU32::get), Some(300));
+        assert_eq!(openai.tpm.map(NonZeroU64::get), Some(200_000));
+        let LaneLimits::Configured(groq) = plan.lane(Provider::Groq) else {
+            panic!("configured expected")
+        };
+        assert_eq!(groq.tpd.map(NonZeroU64::get), Some(1_000_000));
+        assert_eq!(plan.lane_for(Provider::OpenAi, "gpt-4o").0, "openai/gpt-4o");
+        assert_eq!(plan.lane_for(Provider::OpenAi, "gpt-4o-mini").0, "openai");
+    }
+
+    #[test]
+    fn no_limits_means_learning_or_defaults() {
+        let plan = LimitPlan::from_args(&args(ProviderArg::Openai, None, None)).unwrap();
+        assert_eq!(plan.lane(Provider::OpenAi), LaneLimits::Learned);
+        let mock = LimitPlan::from_args(&args(ProviderArg::Mock, None, None)).unwrap();
+        assert_eq!(
+            mock.lane(Provider::Groq),
+            LaneLimits::Default(default_limits(Provider::Groq))
+        );
+        let mut unlimited = args(ProviderArg::Groq, None, None);
+        unlimited.no_limits = true;
+        let plan = LimitPlan::from_args(&unlimited).unwrap();
+        assert_eq!(plan.lane(Provider::Groq), LaneLimits::Unlimited);
+    }
+
+    #[test]
+    fn bad_files_are_explained() {
+        for (text, expected) in [
+            ("[openai]\nrpm = 0\n", "rpm = 0"),
+            ("[openai]\nrqm = 5\n", "rqm"),
+            ("[mistral]\nrpm = 5\n", "mistral"),
+            ("[groq.models.\"x\"]\n", "sets no limit"),
+            ("[openai\n", "invalid limits file"),
+        ] {
+            let path = write("bad.toml", text);
+            let error = LimitPlan::from_args(&args(ProviderArg::Openai, None, Some(path)))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{expected:?} not in {error:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(
+            describe(&Limits::try_per_minute(500, 200_000).unwrap()),
+            "500 RPM, 200,000 TPM"
+        );
+    }
+}

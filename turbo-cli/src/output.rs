@@ -1,0 +1,240 @@
+//! Result lines in the OpenAI Batch output format, written one `write` per
+//! line so that a killed run leaves at most one torn line, always the last.
+
+use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+use turbo_core::{ChatResponse, WorkError};
+
+/// `error.code` of a line whose dependency failed.
+pub const DEPENDENCY_FAILED: &str = "dependency_failed";
+
+#[derive(Serialize)]
+struct Line<'a> {
+    id: &'a str,
+    custom_id: &'a str,
+    response: Option<ResponsePart<'a>>,
+    error: Option<ErrorPart<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResponsePart<'a> {
+    status_code: u16,
+    request_id: Option<&'a str>,
+    body: &'a Value,
+}
+
+#[derive(Serialize)]
+struct ErrorPart<'a> {
+    code: &'a str,
+    message: &'a str,
+    /// Our extension for skipped lines: the failed ancestor's custom_id, so a
+    /// resumed run names the same root cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_dependency: Option<&'a str>,
+}
+
+/// Appends result lines to the output file.
+pub struct ResultWriter {
+    file: File,
+    id_prefix: String,
+    sequence: u64,
+    line: Vec<u8>,
+}
+
+impl ResultWriter {
+    /// Opens `path` for appending (creating it), first completing a last line
+    /// that lacks its line break.
+    pub fn open(path: &Path, needs_newline: bool) -> io::Result<Self> {
+        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        if needs_newline {
+            file.write_all(b"\n")?;
+        }
+        // A per-process prefix keeps line ids apart across resumed runs.
+        let seed = std::collections::hash_map::RandomState::new()
+            .hash_one((std::process::id(), std::time::SystemTime::now()));
+        Ok(Self {
+            file,
+            id_prefix: format!("batch_req_{:012x}", seed & 0xffff_ffff_ffff),
+            sequence: 0,
+            line: Vec::with_capacity(4096),
+        })
+    }
+
+    /// A completed request.
+    pub fn completed(&mut self, custom_id: &str, response: &ChatResponse) -> io::Result<()> {
+        let id = self.next_id();
+        self.write(&Line {
+            id: &id,
+            custom_id,
+            response: Some(ResponsePart {
+                status_code: response.status(),
+                request_id: response.request_id(),
+                body: response.body(),
+            }),
+            error: None,
+        })
+    }
+
+    /// A request that failed after `attempts` attempts. A provider answer with
+    /// an HTTP status goes into `response` (as OpenAI's batch output does),
+    /// and `error` says what happened either way.
+    pub fn failed(&mut self, custom_id: &str, error: &WorkError, attempts: u32) -> io::Result<()> {
+        let id = self.next_id();
+        let message = if attempts > 1 {
+            format!("{error} (after {attempts} attempts)")
+        } else {
+            error.to_string()
+        };
+        let provider = error.provider_error();
+        let synthetic_body;
+        let response = match provider.and_then(|e| e.status().map(|status| (e, status))) {
+            Some((provider_error, status)) => {
+                let body = match provider_error.error_body() {
+                    Some(body) => body,
+                    None => {
+                        synthetic_body = serde_json::json!({
+                            "error": {"message": message, "type": "turbo_run", "code": error.code()}
+                        });
+                        &synthetic_body
+                    }
+                };
+                Some(ResponsePart {
+                    status_code: status,
+                    request_id: provider_error.request_id(),
+                    body,
+                })
+            }
+            None => None,
+        };
+        self.write(&Line {
+            id: &id,
+            custom_id,
+            response,
+            error: Some(ErrorPart {
+                code: error.code(),
+                message: &message,
+                failed_dependency: None,
+            }),
+        })
+    }
+
+    /// A line that never ran because `failed_dependency` failed.
+    pub fn skipped(&mut self, custom_id: &str, failed_dependency: &str) -> io::Result<()> {
+        let id = self.next_id();
+        let message = format!("not run: dependency {failed_dependency:?} failed");
+        self.write(&Line {
+            id: &id,
+            custom_id,
+            response: None,
+            error: Some(ErrorPart {
+                code: DEPENDENCY_FAILED,
+                message: &message,
+                failed_dependency: Some(failed_dependency),
+            }),
+        })
+    }
+
+    fn next_id(&mut self) -> String {
+        self.sequence += 1;
+        format!("{}{:012x}", self.id_prefix, self.sequence)
+    }
+
+    fn write(&mut self, line: &Line<'_>) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, line).map_err(io::Error::other)?;
+        self.line.push(b'\n');
+        // One write of the whole line: with O_APPEND a reader (or a kill)
+        // sees the line whole or, at worst, torn at the very end of the file.
+        self.file.write_all(&self.line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turbo_core::{ProviderError, Usage};
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("turbo-cli-output-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lines_have_the_batch_output_shape() {
+        let path = temp("shape.jsonl");
+        let mut writer = ResultWriter::open(&path, false).unwrap();
+        let response =
+            ChatResponse::synthetic("m", "hello", Usage::new(3, 1)).with_request_id("req-1");
+        writer.completed("a", &response).unwrap();
+        let server = ProviderError::Server {
+            status: 503,
+            retry_after: None,
+            body: Some(serde_json::json!({"error": {"message": "busy"}})),
+            request_id: Some("req-2".into()),
+        };
+        writer.failed("b", &WorkError::Provider(server), 4).unwrap();
+        let timeout = ProviderError::Timeout {
+            timeout: Some(std::time::Duration::from_secs(1)),
+        };
+        writer
+            .failed("c", &WorkError::Provider(timeout), 1)
+            .unwrap();
+        writer.skipped("d", "b").unwrap();
+        let out = lines(&path);
+        assert_eq!(out.len(), 4);
+        assert!(out[0]["id"].as_str().unwrap().starts_with("batch_req_"));
+        assert_ne!(out[0]["id"], out[1]["id"]);
+        assert_eq!(out[0]["custom_id"], "a");
+        assert_eq!(out[0]["response"]["status_code"], 200);
+        assert_eq!(out[0]["response"]["request_id"], "req-1");
+        assert_eq!(
+            out[0]["response"]["body"]["choices"][0]["message"]["content"],
+            "hello"
+        );
+        assert!(out[0]["error"].is_null());
+        assert_eq!(out[1]["response"]["status_code"], 503);
+        assert_eq!(out[1]["response"]["body"]["error"]["message"], "busy");
+        assert_eq!(out[1]["error"]["code"], "server_error");
+        assert!(
+            out[1]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("4 attempts")
+        );
+        assert!(out[2]["response"].is_null());
+        assert_eq!(out[2]["error"]["code"], "timeout");
+        assert_eq!(out[3]["error"]["code"], DEPENDENCY_FAILED);
+        assert_eq!(out[3]["error"]["failed_dependency"], "b");
+        assert!(
+            out[3]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("\"b\"")
+        );
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_completed_first() {
+        let path = temp("newline.jsonl");
+        std::fs::write(&path, "{\"custom_id\":\"x\"}").unwrap();
+        let mut writer = ResultWriter::open(&path, true).unwrap();
+        writer.skipped("y", "x").unwrap();
+        assert_eq!(lines(&path).len(), 2);
+    }
+}

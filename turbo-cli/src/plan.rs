@@ -1,0 +1,346 @@
+//! `turbo-run plan`: what a batch will cost and how fast it can possibly go.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use serde::Serialize;
+use turbo_core::{Limits, Provider};
+use turbo_providers::turbo_tokens::{DefaultOutput, TiktokenCounter};
+
+use crate::cli::PlanArgs;
+use crate::input::{self, LoadError};
+use crate::limits::{LimitPlan, describe, thousands};
+use crate::progress::duration;
+use crate::{Outcome, UsageError};
+
+/// What the engine reserves for an answer when a request sets no maximum
+/// (the engine's defaults: Groq +20 % of the prompt, OpenAI 1,000 tokens).
+pub fn default_output(provider: Provider) -> DefaultOutput {
+    match provider {
+        Provider::Groq => DefaultOutput::GROQ,
+        Provider::OpenAi => DefaultOutput::openai(1_000),
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct ModelFigures {
+    provider: String,
+    model: String,
+    requests: u64,
+    prompt_tokens: u64,
+    output_tokens: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct LaneFigures {
+    lane: String,
+    requests: u64,
+    tokens: u64,
+    limits: Option<Limits>,
+    limits_source: String,
+    /// `None` when the limits are learned at run time.
+    shortest_seconds: Option<f64>,
+    bound_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct CriticalPathFigures {
+    length: usize,
+    ids: Vec<String>,
+    latency_ms: u64,
+    seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PlanReport {
+    input: String,
+    requests: u64,
+    prompt_tokens: u64,
+    output_tokens: u64,
+    models: Vec<ModelFigures>,
+    lanes: Vec<LaneFigures>,
+    critical_path: CriticalPathFigures,
+    shortest_seconds: f64,
+    bound_by: String,
+    limits_known: bool,
+    warnings: Vec<String>,
+}
+
+/// The least time `tokens` and `requests` take under `limits`, when every
+/// bucket starts full: per axis (total − capacity) / rate, the largest wins.
+pub fn lane_seconds(requests: u64, tokens: u64, limits: &Limits) -> (f64, Option<&'static str>) {
+    let axes = [
+        (
+            limits.rpm.map(|v| u64::from(v.get())),
+            requests,
+            60.0,
+            "requests/minute",
+        ),
+        (limits.tpm.map(|v| v.get()), tokens, 60.0, "tokens/minute"),
+        (
+            limits.rpd.map(|v| u64::from(v.get())),
+            requests,
+            86_400.0,
+            "requests/day",
+        ),
+        (limits.tpd.map(|v| v.get()), tokens, 86_400.0, "tokens/day"),
+    ];
+    let mut best = (0.0, None);
+    for (limit, total, window, name) in axes {
+        let Some(limit) = limit else { continue };
+        let seconds = total.saturating_sub(limit) as f64 / limit as f64 * window;
+        if seconds > best.0 || (best.1.is_none() && total > 0) {
+            best = (seconds.max(best.0), Some(name));
+        }
+    }
+    best
+}
+
+/// Validates the batch and prints the plan on stdout.
+pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
+    let limits = LimitPlan::from_args(&args.limits).map_err(UsageError::from)?;
+    let default_provider = args.limits.provider.default_provider();
+    let counter = TiktokenCounter::new();
+    let mut models: BTreeMap<(Provider, String), ModelFigures> = BTreeMap::new();
+    let mut lanes: BTreeMap<String, (u64, u64, Option<Limits>, String)> = BTreeMap::new();
+    let mut estimates: Vec<(u32, String, u64)> = Vec::new();
+    let loaded = input::load(&args.input, default_provider, |index, entry| {
+        let provider = entry.provider.unwrap_or(default_provider);
+        let estimate = entry.request.estimate(&counter, default_output(provider));
+        let figures = models
+            .entry((provider, entry.request.model.clone()))
+            .or_insert_with(|| ModelFigures {
+                provider: provider.name().to_owned(),
+                model: entry.request.model.clone(),
+                ..ModelFigures::default()
+            });
+        figures.requests += 1;
+        figures.prompt_tokens += u64::from(estimate.prompt_tokens);
+        figures.output_tokens += u64::from(estimate.output_reservation);
+        let (lane, lane_limits) = limits.lane_for(provider, &entry.request.model);
+        let source = match limits
+            .models(provider)
+            .iter()
+            .any(|(m, _)| *m == entry.request.model)
+        {
+            true => "configured per model".to_owned(),
+            false => limits.lane(provider).describe(),
+        };
+        let slot = lanes
+            .entry(lane.clone())
+            .or_insert((0, 0, lane_limits, source));
+        slot.0 += 1;
+        slot.1 += u64::from(estimate.total());
+        if let Some(tpm) = lane_limits.and_then(|l| l.tpm)
+            && u64::from(estimate.total()) > tpm.get()
+        {
+            estimates.push((index, lane, u64::from(estimate.total())));
+        }
+    });
+    let batch = match loaded {
+        Ok(batch) => batch,
+        Err(error) => {
+            error.report(&args.input);
+            return Ok(match error {
+                LoadError::Io(_) | LoadError::Invalid(_) => Outcome::BadInput,
+            });
+        }
+    };
+
+    let mut warnings = Vec::new();
+    for (index, lane, tokens) in estimates {
+        warnings.push(format!(
+            "line {}: {:?} needs about {} tokens, more than the {lane} tokens/minute limit: it can never be sent",
+            batch.lines[index as usize].line,
+            batch.ids.name(index),
+            thousands(tokens)
+        ));
+    }
+
+    let mut lane_figures = Vec::new();
+    let mut shortest = 0.0f64;
+    let mut bound_by = "nothing (empty batch)".to_owned();
+    let mut limits_known = true;
+    for (lane, (requests, tokens, lane_limits, source)) in lanes {
+        let (seconds, axis) = match lane_limits {
+            Some(l) => {
+                let (seconds, axis) = lane_seconds(requests, tokens, &l);
+                (Some(seconds), axis)
+            }
+            None => {
+                limits_known = false;
+                (None, None)
+            }
+        };
+        if let Some(seconds) = seconds
+            && seconds > shortest
+        {
+            shortest = seconds;
+            bound_by = format!("{lane} {}", axis.unwrap_or("limits"));
+        }
+        lane_figures.push(LaneFigures {
+            lane,
+            requests,
+            tokens,
+            limits: lane_limits,
+            limits_source: source,
+            shortest_seconds: seconds,
+            bound_by: axis.map(str::to_owned),
+        });
+    }
+
+    let chain = batch
+        .graph
+        .as_ref()
+        .map(|graph| graph.longest_chain().ids)
+        .unwrap_or_default();
+    let latency = Duration::from_millis(args.latency_ms);
+    let path_seconds = chain.len() as f64 * latency.as_secs_f64();
+    if path_seconds >= shortest && !chain.is_empty() {
+        shortest = path_seconds;
+        bound_by = format!(
+            "the critical path ({} requests × {} ms)",
+            chain.len(),
+            args.latency_ms
+        );
+    }
+    let report = PlanReport {
+        input: args.input.display().to_string(),
+        requests: batch.len() as u64,
+        prompt_tokens: models.values().map(|m| m.prompt_tokens).sum(),
+        output_tokens: models.values().map(|m| m.output_tokens).sum(),
+        models: models.into_values().collect(),
+        lanes: lane_figures,
+        critical_path: CriticalPathFigures {
+            length: chain.len(),
+            ids: chain
+                .iter()
+                .map(|&i| batch.ids.name(i).to_owned())
+                .collect(),
+            latency_ms: args.latency_ms,
+            seconds: path_seconds,
+        },
+        shortest_seconds: shortest,
+        bound_by,
+        limits_known,
+        warnings,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write_text(&mut out, &report)?;
+    }
+    Ok(Outcome::Success)
+}
+
+fn write_text(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}: {} requests, valid (nothing was sent)",
+        report.input,
+        thousands(report.requests)
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "requests by provider and model (estimated tokens: prompt + output reservation):"
+    )?;
+    for model in &report.models {
+        writeln!(
+            out,
+            "  {:<7} {:<28} {:>9} requests  {:>12} + {:>12} = {:>12} tokens",
+            model.provider,
+            model.model,
+            thousands(model.requests),
+            thousands(model.prompt_tokens),
+            thousands(model.output_tokens),
+            thousands(model.prompt_tokens + model.output_tokens)
+        )?;
+    }
+    writeln!(
+        out,
+        "  total: {} tokens ({{{{id}}}} placeholders counted as written; answers filled in add more)",
+        thousands(report.prompt_tokens + report.output_tokens)
+    )?;
+    writeln!(out)?;
+    writeln!(out, "lanes:")?;
+    for lane in &report.lanes {
+        let time = match (lane.shortest_seconds, &lane.bound_by) {
+            (Some(seconds), Some(axis)) if seconds > 0.0 => {
+                format!(
+                    "at least {} ({axis})",
+                    duration(Duration::from_secs_f64(seconds))
+                )
+            }
+            (Some(_), _) => "fits in the initial budget".to_owned(),
+            (None, _) => "unknown until the first answers".to_owned(),
+        };
+        let limits = match (&lane.limits, lane.limits_source.as_str()) {
+            (Some(limits), "configured per model") => {
+                format!("{} (configured per model)", describe(limits))
+            }
+            (_, source) => source.to_owned(),
+        };
+        writeln!(
+            out,
+            "  {:<36} {:>9} requests {:>12} tokens  limits: {limits}; {time}",
+            lane.lane,
+            thousands(lane.requests),
+            thousands(lane.tokens)
+        )?;
+    }
+    writeln!(out)?;
+    let path = &report.critical_path;
+    let shown: Vec<&str> = path.ids.iter().take(8).map(String::as_str).collect();
+    let more = if path.ids.len() > shown.len() {
+        " -> …"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "critical path: {} requests ({}{more}); at {} ms each: {}",
+        path.length,
+        shown.join(" -> "),
+        path.latency_ms,
+        duration(Duration::from_secs_f64(path.seconds))
+    )?;
+    writeln!(
+        out,
+        "shortest possible duration: {} (bound by {}){}",
+        duration(Duration::from_secs_f64(report.shortest_seconds)),
+        report.bound_by,
+        if report.limits_known {
+            ""
+        } else {
+            "; lanes whose limits are learned at run time are not counted"
+        }
+    )?;
+    for warning in &report.warnings {
+        writeln!(out, "warning: {warning}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_time_is_the_slowest_axis_after_the_full_bucket() {
+        let limits = Limits::try_per_minute(5, 1_000).unwrap();
+        // 10 requests at 5 RPM: 5 pass at once, 5 more need a minute.
+        let (seconds, axis) = lane_seconds(10, 100, &limits);
+        assert!((seconds - 60.0).abs() < 1e-9);
+        assert_eq!(axis, Some("requests/minute"));
+        // 4,000 tokens at 1,000 TPM: 3 minutes after the first 1,000.
+        let (seconds, axis) = lane_seconds(2, 4_000, &limits);
+        assert!((seconds - 180.0).abs() < 1e-9);
+        assert_eq!(axis, Some("tokens/minute"));
+        assert_eq!(lane_seconds(1, 10, &limits).0, 0.0);
+        assert_eq!(lane_seconds(1, 10, &Limits::unlimited()), (0.0, None));
+    }
+}

@@ -1,0 +1,778 @@
+//! `turbo-run run`: the batch, through the engine, into the output file.
+//!
+//! Three tasks share a small ledger (one byte of outcome per line, the engine
+//! node of lines in flight):
+//!
+//! - the **feeder** walks the lines in dependency order, reads each line
+//!   again just before it is needed, and pushes it to the engine, holding at
+//!   most `--max-pending` unfinished lines there (memory stays flat on huge
+//!   inputs); a line whose dependency already failed is written as skipped
+//!   without being pushed;
+//! - the **recorder** (this task) writes every result the engine delivers,
+//!   one whole line per `write`, and tells the engine to forget a result once
+//!   no line still to run depends on it;
+//! - the **monitor** samples the engine's statistics for the progress display
+//!   and the timeline.
+//!
+//! The engine keeps results (`retain_results(true)`) and the recorder
+//! releases them with `forget`: with `retain_results(false)` the engine drops
+//! a dependency's answer as soon as no *pushed* node depends on it, and a
+//! dependent pushed later (streaming, with a bounded window) would lose its
+//! `{{id}}` text.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, watch};
+use turbo_core::{
+    Completion, NodeError, NodeId, Provider, PushError, RetryConfig, TurboRun, WorkNode,
+    fill_placeholders,
+};
+use turbo_graph::BuildIdHasher;
+use turbo_providers::turbo_tokens::{Encoding, TiktokenCounter, TokenCounter, encoding_for_model};
+
+use crate::cli::{ProgressMode, ProviderArg, RunArgs};
+use crate::clients::{self, ClientError, ClientSource};
+use crate::input::{self, Batch, LineReader, parse_entry, report_problems};
+use crate::limits::{LaneLimits, LimitPlan, thousands};
+use crate::output::ResultWriter;
+use crate::progress::{self, Console, MonitorConfig, Outcomes, Timeline};
+use crate::resume::{self, Existing, Prior, ScanError};
+use crate::summary::{Summary, SummaryInput};
+use crate::{Outcome, UsageError, signals};
+
+/// A line's state in this run.
+mod state {
+    pub const TODO: u8 = 0;
+    pub const PUSHED: u8 = 1;
+    pub const COMPLETED: u8 = 2;
+    pub const FAILED: u8 = 3;
+    pub const SKIPPED: u8 = 4;
+    pub const CANCELLED: u8 = 5;
+
+    pub fn is_finished(state: u8) -> bool {
+        state >= COMPLETED
+    }
+}
+
+/// `in.jsonl` → `in.results.jsonl` (other names get `.results.jsonl` appended).
+pub fn default_output_path(input: &Path) -> PathBuf {
+    let name = input.file_name().unwrap_or_default().to_string_lossy();
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    input.with_file_name(format!("{stem}.results.jsonl"))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Everything the engine is built from; the one place to add a shared
+/// limiter store (issue 6: `--redis-url`).
+struct EngineOptions<'a> {
+    clients: clients::Clients,
+    limits: &'a LimitPlan,
+    workers: turbo_core::Concurrency,
+    max_retries: u32,
+}
+
+fn build_engine(options: EngineOptions<'_>) -> anyhow::Result<TurboRun> {
+    let mut builder = TurboRun::builder()
+        .retry_config(RetryConfig::default().with_max_retries(options.max_retries))
+        .concurrency(options.workers)
+        // Released by the recorder with `forget`; see the module docs.
+        .retain_results(true)
+        .analytics(false);
+    if let Some(client) = options.clients.openai {
+        builder = builder.openai(client);
+    }
+    if let Some(client) = options.clients.groq {
+        builder = builder.groq(client);
+    }
+    builder = options.limits.apply(builder);
+    builder.build().context("cannot start the engine")
+}
+
+struct Ledger {
+    state: Vec<u8>,
+    node_of: Vec<Option<NodeId>>,
+    line_of: HashMap<NodeId, u32, BuildIdHasher>,
+    /// Nodes that failed, for naming the root cause of later skips.
+    failed_nodes: HashMap<NodeId, u32, BuildIdHasher>,
+    /// Lines still to run that depend on each line.
+    pending_dependents: Vec<u32>,
+    /// For skipped lines: the failed ancestor.
+    root_of: HashMap<u32, u32>,
+}
+
+struct RunContext {
+    batch: Batch,
+    ledger: Mutex<Ledger>,
+    writer: Mutex<ResultWriter>,
+    outcomes: Arc<Outcomes>,
+    engine: TurboRun,
+    window: Semaphore,
+    pushed: AtomicU64,
+    answers: HashMap<u32, String>,
+}
+
+impl RunContext {
+    /// Decrements the pending dependents of `index`'s dependencies; returns
+    /// the engine nodes nothing will need any more.
+    fn release_dependencies(&self, ledger: &mut Ledger, index: u32, forget: &mut Vec<NodeId>) {
+        for &dep in self.batch.deps.of(index) {
+            let d = dep as usize;
+            ledger.pending_dependents[d] = ledger.pending_dependents[d].saturating_sub(1);
+            if ledger.pending_dependents[d] == 0
+                && state::is_finished(ledger.state[d])
+                && let Some(node) = ledger.node_of[d]
+            {
+                forget.push(node);
+            }
+        }
+    }
+
+    fn forget(&self, nodes: &[NodeId]) {
+        for node in nodes {
+            self.engine.forget(*node);
+        }
+    }
+
+    /// Writes the skipped line of `index` (its dependency `root` failed)
+    /// without involving the engine.
+    fn skip_directly(&self, index: u32, root: u32) -> anyhow::Result<()> {
+        let mut forget = Vec::new();
+        {
+            let mut ledger = self.ledger.lock();
+            ledger.state[index as usize] = state::SKIPPED;
+            ledger.root_of.insert(index, root);
+            self.release_dependencies(&mut ledger, index, &mut forget);
+        }
+        self.writer
+            .lock()
+            .skipped(self.batch.ids.name(index), self.batch.ids.name(root))
+            .context("cannot write a result line")?;
+        self.outcomes.skipped.fetch_add(1, Ordering::Relaxed);
+        self.forget(&forget);
+        Ok(())
+    }
+
+    /// Records and writes one result from the engine.
+    fn record(&self, completion: Completion) -> anyhow::Result<()> {
+        let Completion { id, result } = completion;
+        let mut forget = Vec::new();
+        let (index, root) = {
+            let mut ledger = self.ledger.lock();
+            let Some(index) = ledger.line_of.remove(&id) else {
+                return Ok(());
+            };
+            let mut root = None;
+            ledger.state[index as usize] = match &result {
+                Ok(_) => state::COMPLETED,
+                Err(NodeError::Failed { .. }) => {
+                    ledger.failed_nodes.insert(id, index);
+                    state::FAILED
+                }
+                Err(NodeError::Skipped {
+                    failed_dependency,
+                    cancelled: false,
+                }) => {
+                    let cause = ledger
+                        .line_of
+                        .get(failed_dependency)
+                        .or_else(|| ledger.failed_nodes.get(failed_dependency))
+                        .copied();
+                    if let Some(cause) = cause {
+                        ledger.root_of.insert(index, cause);
+                    }
+                    root = Some(cause);
+                    state::SKIPPED
+                }
+                // Cancelled (or skipped because an ancestor was cancelled):
+                // no line, so a resumed run sends it.
+                Err(_) => state::CANCELLED,
+            };
+            self.release_dependencies(&mut ledger, index, &mut forget);
+            if ledger.pending_dependents[index as usize] == 0 {
+                forget.push(id);
+            }
+            (index, root)
+        };
+        let custom_id = self.batch.ids.name(index);
+        let written = match (&result, root) {
+            (Ok(output), _) => match &output.response {
+                Some(response) => {
+                    self.outcomes.completed.fetch_add(1, Ordering::Relaxed);
+                    self.writer.lock().completed(custom_id, response)
+                }
+                None => Err(std::io::Error::other("a completed request has no response")),
+            },
+            (Err(NodeError::Failed { error, attempts }), _) => {
+                self.outcomes.failed.fetch_add(1, Ordering::Relaxed);
+                self.writer.lock().failed(custom_id, error, *attempts)
+            }
+            (Err(NodeError::Skipped { .. }), Some(cause)) => {
+                self.outcomes.skipped.fetch_add(1, Ordering::Relaxed);
+                let name = cause.map_or("(unknown)", |c| self.batch.ids.name(c));
+                self.writer.lock().skipped(custom_id, name)
+            }
+            _ => {
+                self.outcomes.cancelled.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        };
+        self.forget(&forget);
+        self.window.add_permits(1);
+        written.context("cannot write a result line")
+    }
+}
+
+/// What the feeder decided for one line.
+enum Next {
+    Done,
+    Skip(u32),
+    Push {
+        engine_deps: Vec<NodeId>,
+        from_file: Vec<u32>,
+        keyed: bool,
+    },
+    Stop,
+}
+
+async fn feed(
+    ctx: Arc<RunContext>,
+    order: Vec<u32>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut reader = LineReader::open(&ctx.batch.path)
+        .with_context(|| format!("cannot read {}", ctx.batch.path.display()))?;
+    for index in order {
+        if *stop.borrow() {
+            break;
+        }
+        let next = {
+            let ledger = ctx.ledger.lock();
+            decide(&ctx, &ledger, index)?
+        };
+        let (engine_deps, from_file, keyed) = match next {
+            Next::Done => continue,
+            Next::Stop => break,
+            Next::Skip(root) => {
+                ctx.skip_directly(index, root)?;
+                continue;
+            }
+            Next::Push {
+                engine_deps,
+                from_file,
+                keyed,
+            } => (engine_deps, from_file, keyed),
+        };
+        let permit = tokio::select! {
+            permit = ctx.window.acquire() => permit.context("the engine window closed")?,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        permit.forget();
+        let meta = ctx.batch.lines[index as usize];
+        let text = reader.read(&meta).with_context(|| {
+            format!(
+                "cannot read line {} of {}",
+                meta.line,
+                ctx.batch.path.display()
+            )
+        })?;
+        let entry = parse_entry(text).map_err(|problems| {
+            anyhow!(
+                "{}:{}: the input changed while running: {}",
+                ctx.batch.path.display(),
+                meta.line,
+                problems.join("; ")
+            )
+        })?;
+        let mut request = entry.request;
+        if !from_file.is_empty() {
+            fill_placeholders(&mut request, |key| {
+                from_file
+                    .iter()
+                    .find(|&&dep| ctx.batch.ids.name(dep) == key)
+                    .and_then(|dep| ctx.answers.get(dep))
+                    .map(String::as_str)
+            });
+        }
+        let mut node = match meta.provider {
+            Provider::OpenAi => WorkNode::retryable_for_openai(request),
+            Provider::Groq => WorkNode::retryable_for_groq(request),
+        }
+        .with_priority(entry.priority);
+        if keyed {
+            node = node.with_key(ctx.batch.ids.name(index));
+        }
+        let node_id = node.id();
+        {
+            let mut ledger = ctx.ledger.lock();
+            ledger.line_of.insert(node_id, index);
+            ledger.node_of[index as usize] = Some(node_id);
+            ledger.state[index as usize] = state::PUSHED;
+        }
+        match ctx.engine.push_with_dependencies(node, &engine_deps) {
+            Ok(_) => {
+                ctx.pushed.fetch_add(1, Ordering::Release);
+            }
+            Err(error) => {
+                {
+                    let mut ledger = ctx.ledger.lock();
+                    ledger.line_of.remove(&node_id);
+                    ledger.node_of[index as usize] = None;
+                    ledger.state[index as usize] = state::TODO;
+                }
+                ctx.window.add_permits(1);
+                if error == PushError::ShuttingDown {
+                    break;
+                }
+                return Err(anyhow!(
+                    "internal error: the engine refused line {}: {error}",
+                    meta.line
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decide(ctx: &RunContext, ledger: &Ledger, index: u32) -> anyhow::Result<Next> {
+    if ledger.state[index as usize] != state::TODO {
+        return Ok(Next::Done);
+    }
+    let mut engine_deps = Vec::new();
+    let mut from_file = Vec::new();
+    for &dep in ctx.batch.deps.of(index) {
+        let d = dep as usize;
+        match ledger.state[d] {
+            state::COMPLETED => match ledger.node_of[d] {
+                Some(node) => engine_deps.push(node),
+                None => from_file.push(dep),
+            },
+            state::PUSHED => match ledger.node_of[d] {
+                Some(node) => engine_deps.push(node),
+                None => return Err(anyhow!("internal error: a pushed line has no node")),
+            },
+            state::FAILED => return Ok(Next::Skip(dep)),
+            state::SKIPPED => {
+                return Ok(Next::Skip(ledger.root_of.get(&dep).copied().unwrap_or(dep)));
+            }
+            state::CANCELLED => return Ok(Next::Stop),
+            _ => {
+                return Err(anyhow!(
+                    "internal error: line {} comes before its dependency",
+                    ctx.batch.lines[index as usize].line
+                ));
+            }
+        }
+    }
+    Ok(Next::Push {
+        engine_deps,
+        from_file,
+        keyed: ledger.pending_dependents[index as usize] > 0,
+    })
+}
+
+/// Runs the batch; returns the exit outcome.
+pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let startup = Instant::now();
+    if let Some(path) = &args.log_file {
+        turbo_core::logging::init_file_logging(path)
+            .with_context(|| format!("cannot log to {}", path.display()))?;
+    }
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output_path(&args.input));
+    if same_file(&args.input, &output) {
+        return Err(UsageError(format!(
+            "the output {} is the input file; choose another with -o",
+            output.display()
+        ))
+        .into());
+    }
+    let limits = LimitPlan::from_args(&args.limits).map_err(UsageError::from)?;
+    if !(0.0..=1.0).contains(&args.mock_error_rate) {
+        return Err(UsageError("--mock-error-rate must be between 0 and 1".to_owned()).into());
+    }
+    let console = Arc::new(Console::new());
+    let mode = progress::resolve(args.progress);
+    let is_mock = args.limits.provider == ProviderArg::Mock;
+    if is_mock && args.base_url.is_some() {
+        console.warn("--base-url is ignored with --provider mock");
+    }
+    let default_provider = args.limits.provider.default_provider();
+
+    let mut encodings = [false; 2];
+    let loaded = input::load(&args.input, default_provider, |_, entry| {
+        encodings[encoding_slot(encoding_for_model(&entry.request.model))] = true;
+    });
+    let mut batch = match loaded {
+        Ok(batch) => batch,
+        Err(error) => {
+            error.report(&args.input);
+            return Ok(Outcome::BadInput);
+        }
+    };
+    batch.graph = None;
+    let entries = batch.len();
+
+    let resume = args.resume || args.retry_failed;
+    let existing = if resume {
+        match resume::scan(&output, &batch.ids, args.retry_failed) {
+            Ok(existing) => existing,
+            Err(ScanError::Invalid(problems)) => {
+                report_problems(&output, &problems);
+                return Ok(Outcome::BadInput);
+            }
+            Err(ScanError::Io(error)) => {
+                return Err(anyhow!(error).context(format!("cannot resume {}", output.display())));
+            }
+        }
+    } else {
+        let has_results = std::fs::metadata(&output).is_ok_and(|meta| meta.len() > 0);
+        if has_results && !args.overwrite {
+            return Err(UsageError(format!(
+                "{} already holds results: continue it with --resume (add --retry-failed to rerun failures), \
+                 or replace it with --overwrite",
+                output.display()
+            ))
+            .into());
+        }
+        if has_results {
+            std::fs::File::create(&output)
+                .with_context(|| format!("cannot truncate {}", output.display()))?;
+        }
+        Existing::empty(entries)
+    };
+    if resume {
+        describe_resume(&console, &output, &existing);
+    }
+
+    let mut ledger = Ledger {
+        state: existing
+            .prior
+            .iter()
+            .map(|prior| match prior {
+                Prior::Missing => state::TODO,
+                Prior::Completed => state::COMPLETED,
+                Prior::Failed => state::FAILED,
+                Prior::Skipped => state::SKIPPED,
+            })
+            .collect(),
+        node_of: vec![None; entries],
+        line_of: HashMap::default(),
+        failed_nodes: HashMap::default(),
+        pending_dependents: vec![0; entries],
+        root_of: existing.skipped_root.clone(),
+    };
+    let mut needed = [0usize; 2];
+    let mut answers_needed = vec![false; entries];
+    for index in 0..entries as u32 {
+        if ledger.state[index as usize] != state::TODO {
+            continue;
+        }
+        needed[slot(batch.lines[index as usize].provider)] += 1;
+        for &dep in batch.deps.of(index) {
+            ledger.pending_dependents[dep as usize] += 1;
+            if ledger.state[dep as usize] == state::COMPLETED {
+                answers_needed[dep as usize] = true;
+            }
+        }
+    }
+    let todo = needed.iter().sum::<usize>() as u64;
+    let already_done = (entries as u64) - todo;
+    let answers = resume::load_answers(&output, &batch.ids, &answers_needed)
+        .with_context(|| format!("cannot read answers from {}", output.display()))?;
+    drop(answers_needed);
+
+    let source = if is_mock {
+        ClientSource::Mock {
+            latency: Duration::from_millis(args.mock_latency_ms),
+            error_rate: args.mock_error_rate,
+        }
+    } else {
+        ClientSource::Http {
+            default_provider,
+            base_url: args.base_url.clone(),
+        }
+    };
+    let learned = [
+        limits.lane(Provider::OpenAi) == LaneLimits::Learned,
+        limits.lane(Provider::Groq) == LaneLimits::Learned,
+    ];
+    let clients = match clients::build(&source, needed, learned, console.clone()) {
+        Ok(clients) => clients,
+        Err(error @ ClientError::MissingKey { .. }) => {
+            eprintln!("turbo-run: {error}");
+            return Ok(Outcome::BadInput);
+        }
+        Err(ClientError::Config(message)) => return Err(UsageError(message).into()),
+    };
+
+    if todo > 0 {
+        warm_up(encodings);
+    }
+    let engine = build_engine(EngineOptions {
+        clients,
+        limits: &limits,
+        workers: args.workers.0,
+        max_retries: args.max_retries,
+    })?;
+    let mut completions = engine
+        .completions()
+        .ok_or_else(|| anyhow!("internal error: the engine's result stream is taken"))?;
+    let writer = ResultWriter::open(&output, existing.needs_newline)
+        .with_context(|| format!("cannot open {} for writing", output.display()))?;
+
+    if mode != ProgressMode::None {
+        let target = if is_mock {
+            " on the simulated provider (--provider mock)".to_owned()
+        } else {
+            String::new()
+        };
+        console.line(&format!(
+            "turbo-run: {} lines, {} to run{target} → {}",
+            thousands(entries as u64),
+            thousands(todo),
+            output.display()
+        ));
+    }
+
+    let order = batch.push_order();
+    let outcomes = Arc::new(Outcomes::default());
+    let ctx = Arc::new(RunContext {
+        batch,
+        ledger: Mutex::new(ledger),
+        writer: Mutex::new(writer),
+        outcomes: outcomes.clone(),
+        engine: engine.clone(),
+        window: Semaphore::new(args.max_pending.get().min(Semaphore::MAX_PERMITS)),
+        pushed: AtomicU64::new(0),
+        answers,
+    });
+
+    let (stop_sender, stop) = watch::channel(false);
+    let stop_sender = Arc::new(stop_sender);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let first_signal = signals::listen().context("cannot listen for Ctrl-C")?;
+        let stop_sender = stop_sender.clone();
+        let interrupted = interrupted.clone();
+        let engine = engine.clone();
+        let console = console.clone();
+        tokio::spawn(async move {
+            first_signal.await;
+            interrupted.store(true, Ordering::Release);
+            stop_sender.send_replace(true);
+            let in_flight = engine.stats().await.in_flight;
+            console.line(&format!(
+                "turbo-run: interrupted: no new requests; waiting for {in_flight} in flight \
+                 and writing their results (Ctrl-C again to exit at once)"
+            ));
+            engine.shutdown().await;
+        });
+    }
+    let (monitor_stop_sender, monitor_stop) = watch::channel(false);
+    let monitor = tokio::spawn(progress::monitor(
+        engine.clone(),
+        outcomes.clone(),
+        MonitorConfig {
+            mode,
+            todo,
+            timeline: args.timeline_json.is_some(),
+        },
+        console.clone(),
+        monitor_stop,
+    ));
+
+    let sending = Instant::now();
+    let mut feeder = tokio::spawn(feed(ctx.clone(), order, stop.clone()));
+    let mut feeder_done = false;
+    let mut fatal: Option<anyhow::Error> = None;
+    let mut processed = 0u64;
+    loop {
+        if feeder_done && processed >= ctx.pushed.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::select! {
+            completion = completions.recv() => {
+                let Some(completion) = completion else { break };
+                processed += 1;
+                if let Err(error) = ctx.record(completion)
+                    && fatal.is_none()
+                {
+                    fatal = Some(error);
+                    stop_sender.send_replace(true);
+                    let engine = engine.clone();
+                    tokio::spawn(async move { engine.shutdown().await });
+                }
+            }
+            joined = &mut feeder, if !feeder_done => {
+                feeder_done = true;
+                let failure = match joined {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error),
+                    Err(panic) => Some(anyhow!("internal error: the feeder stopped: {panic}")),
+                };
+                if let Some(error) = failure && fatal.is_none() {
+                    fatal = Some(error);
+                    stop_sender.send_replace(true);
+                    let engine = engine.clone();
+                    tokio::spawn(async move { engine.shutdown().await });
+                }
+            }
+        }
+    }
+    let wall = sending.elapsed();
+    monitor_stop_sender.send_replace(true);
+    let timeline = monitor.await.unwrap_or(Timeline {
+        interval_seconds: 1.0,
+        samples: Vec::new(),
+    });
+    let stats = engine.stats().await;
+    engine.shutdown().await;
+
+    let interrupted = interrupted.load(Ordering::Acquire);
+    let (final_completed, final_failed, final_skipped, not_run) = {
+        let ledger = ctx.ledger.lock();
+        let mut counts = (0u64, 0u64, 0u64, 0u64);
+        for &s in &ledger.state {
+            match s {
+                state::COMPLETED => counts.0 += 1,
+                state::FAILED => counts.1 += 1,
+                state::SKIPPED => counts.2 += 1,
+                _ => counts.3 += 1,
+            }
+        }
+        counts
+    };
+    let outcome = if interrupted {
+        Outcome::Interrupted
+    } else if fatal.is_some() || final_completed < entries as u64 {
+        Outcome::Failures
+    } else {
+        Outcome::Success
+    };
+    let summary = Summary::new(SummaryInput {
+        input: &args.input,
+        output: &output,
+        lines: entries as u64,
+        already_done,
+        existing: &existing,
+        outcomes: &outcomes,
+        final_counts: (final_completed, final_failed, final_skipped, not_run),
+        interrupted,
+        exit_code: outcome.code(),
+        stats: &stats,
+        lane_limits: &limits,
+        startup: sending.duration_since(startup),
+        wall,
+    });
+    if let Some(error) = &fatal {
+        eprintln!("turbo-run: error: {error:#}");
+    }
+    summary.print();
+    if let Some(path) = &args.summary_json {
+        write_json(path, &summary)?;
+    }
+    if let Some(path) = &args.timeline_json {
+        write_json(path, &timeline)?;
+    }
+    if interrupted && not_run > 0 {
+        eprintln!(
+            "turbo-run: {} lines not run; continue with: turbo-run run {} -o {} --resume",
+            thousands(not_run),
+            args.input.display(),
+            output.display()
+        );
+    }
+    Ok(outcome)
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn describe_resume(console: &Console, output: &Path, existing: &Existing) {
+    let mut parts = vec![format!("{} results kept", thousands(existing.kept as u64))];
+    if existing.torn {
+        parts.push("a torn last line dropped".to_owned());
+    }
+    if existing.removed > 0 {
+        parts.push(format!(
+            "{} failed or skipped lines removed to run again",
+            thousands(existing.removed as u64)
+        ));
+    }
+    if existing.duplicates > 0 {
+        parts.push(format!(
+            "{} duplicate lines removed",
+            thousands(existing.duplicates as u64)
+        ));
+    }
+    if existing.unknown > 0 {
+        parts.push(format!(
+            "{} lines for custom_ids not in the input left as they are",
+            thousands(existing.unknown as u64)
+        ));
+    }
+    console.line(&format!(
+        "turbo-run: resuming {}: {}",
+        output.display(),
+        parts.join(", ")
+    ));
+}
+
+fn encoding_slot(encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Cl100kBase => 0,
+        Encoding::O200kBase => 1,
+    }
+}
+
+/// Loads the vocabularies the batch's models use (a few hundred ms each),
+/// in parallel and before the clock starts, instead of on the first push.
+fn warm_up(used: [bool; 2]) {
+    std::thread::scope(|scope| {
+        for encoding in Encoding::ALL {
+            if used[encoding_slot(encoding)] {
+                scope.spawn(move || TiktokenCounter::new().count_text(encoding, "warm up"));
+            }
+        }
+    });
+}
+
+fn slot(provider: Provider) -> usize {
+    match provider {
+        Provider::OpenAi => 0,
+        Provider::Groq => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names() {
+        assert_eq!(
+            default_output_path(Path::new("dir/in.jsonl")),
+            Path::new("dir/in.results.jsonl")
+        );
+        assert_eq!(
+            default_output_path(Path::new("batch.txt")),
+            Path::new("batch.txt.results.jsonl")
+        );
+    }
+}

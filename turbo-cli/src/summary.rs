@@ -1,0 +1,316 @@
+//! The final summary of a run: on stderr, and as JSON with `--summary-json`.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use turbo_core::{EngineStats, Limits, Provider};
+
+use crate::limits::{LaneLimits, LimitPlan, thousands};
+use crate::progress::{Outcomes, charged, compact, duration};
+use crate::resume::{Existing, Prior};
+
+/// One lane's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaneSummary {
+    /// `provider` or `provider/model`.
+    pub lane: String,
+    /// The limits in force at the end (configured, default or learned).
+    pub limits: Limits,
+    /// `configured`, `configured per model`, `learned`, `default` or `unlimited`.
+    pub limits_source: &'static str,
+    /// Requests admitted, retries included.
+    pub requests: u64,
+    /// Tokens the provider reported used.
+    pub tokens_used: u64,
+    /// Tokens charged to the budget (reservations, corrected at settlement).
+    pub tokens_charged: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Mean latency of the lane's attempts, in milliseconds.
+    pub latency_ms: f64,
+    /// Requests per minute over the run's wall time.
+    pub achieved_rpm: f64,
+    /// Charged tokens per minute over the run's wall time.
+    pub achieved_tpm: f64,
+    /// `achieved_rpm` / the RPM limit.
+    pub rpm_share: Option<f64>,
+    /// `achieved_tpm` / the TPM limit.
+    pub tpm_share: Option<f64>,
+}
+
+/// Results already in the output before this run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Earlier {
+    /// Completed.
+    pub completed: u64,
+    /// Failed (kept without `--retry-failed`).
+    pub failed: u64,
+    /// Skipped (kept without `--retry-failed`).
+    pub skipped: u64,
+}
+
+/// The summary (the `--summary-json` schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The input file.
+    pub input: String,
+    /// The output file.
+    pub output: String,
+    /// Lines (requests) in the input.
+    pub lines: u64,
+    /// Lines that already had a result and were not run.
+    pub already_done: u64,
+    /// Their breakdown.
+    pub earlier: Earlier,
+    /// Lines completed by this run.
+    pub completed: u64,
+    /// Lines failed in this run.
+    pub failed: u64,
+    /// Lines skipped in this run (a dependency failed).
+    pub skipped: u64,
+    /// Lines without a result at the end (interrupted): a resume runs them.
+    pub not_run: u64,
+    /// Completed lines in the output at the end.
+    pub total_completed: u64,
+    /// Whether Ctrl-C / SIGTERM stopped the run.
+    pub interrupted: bool,
+    /// The exit status.
+    pub exit_code: u8,
+    /// Requests admitted by the rate limiter (retries included).
+    pub requests: u64,
+    /// Attempts the engine made (retries included).
+    pub attempts: u64,
+    /// Retries.
+    pub retries: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Tokens the providers reported used.
+    pub tokens_used: u64,
+    /// Tokens charged to the budgets.
+    pub tokens_charged: u64,
+    /// Seconds spent validating and preparing before the first request.
+    pub startup_seconds: f64,
+    /// Seconds from the first request handed to the engine to the last result written.
+    pub wall_seconds: f64,
+    /// Requests per minute over `wall_seconds`.
+    pub achieved_rpm: f64,
+    /// Charged tokens per minute over `wall_seconds`.
+    pub achieved_tpm: f64,
+    /// Sum of the RPM limits of the lanes used, if all have one.
+    pub rpm_limit: Option<u64>,
+    /// Sum of the TPM limits of the lanes used, if all have one.
+    pub tpm_limit: Option<u64>,
+    /// `achieved_rpm / rpm_limit`.
+    pub rpm_share: Option<f64>,
+    /// `achieved_tpm / tpm_limit`.
+    pub tpm_share: Option<f64>,
+    /// Per lane.
+    pub lanes: Vec<LaneSummary>,
+}
+
+/// What [`Summary::new`] is computed from.
+pub struct SummaryInput<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    pub lines: u64,
+    pub already_done: u64,
+    pub existing: &'a Existing,
+    pub outcomes: &'a Outcomes,
+    /// Completed, failed, skipped, not run: the output file at the end.
+    pub final_counts: (u64, u64, u64, u64),
+    pub interrupted: bool,
+    pub exit_code: u8,
+    pub stats: &'a EngineStats,
+    pub lane_limits: &'a LimitPlan,
+    pub startup: Duration,
+    pub wall: Duration,
+}
+
+fn per_minute(count: u64, wall: Duration) -> f64 {
+    let seconds = wall.as_secs_f64();
+    if seconds <= 0.0 {
+        0.0
+    } else {
+        count as f64 * 60.0 / seconds
+    }
+}
+
+fn share(rate: f64, limit: Option<u64>) -> Option<f64> {
+    limit.filter(|&l| l > 0).map(|l| rate / l as f64)
+}
+
+fn source(plan: &LimitPlan, lane: &str) -> &'static str {
+    let (provider, model) = match lane.split_once('/') {
+        Some((provider, model)) => (provider, Some(model)),
+        None => (lane, None),
+    };
+    let Ok(provider) = provider.parse::<Provider>() else {
+        return "configured";
+    };
+    if model.is_some() {
+        return "configured per model";
+    }
+    match plan.lane(provider) {
+        LaneLimits::Configured(_) => "configured",
+        LaneLimits::Learned => "learned",
+        LaneLimits::Default(_) => "default",
+        LaneLimits::Unlimited => "unlimited",
+    }
+}
+
+impl Summary {
+    /// Computes the summary.
+    pub fn new(input: SummaryInput<'_>) -> Self {
+        let mut earlier = Earlier::default();
+        for prior in &input.existing.prior {
+            match prior {
+                Prior::Completed => earlier.completed += 1,
+                Prior::Failed => earlier.failed += 1,
+                Prior::Skipped => earlier.skipped += 1,
+                Prior::Missing => {}
+            }
+        }
+        let wall = input.wall;
+        let mut lanes = Vec::new();
+        let (mut rpm_limit, mut tpm_limit) = (Some(0u64), Some(0u64));
+        let (mut requests, mut tokens_charged) = (0, 0);
+        for lane in &input.stats.lanes {
+            let Some(limiter) = &lane.limiter else {
+                continue;
+            };
+            let t = &limiter.totals;
+            let lane_charged =
+                charged(t.tokens_reserved, t.tokens_refunded, t.tokens_charged_extra);
+            requests += t.requests;
+            tokens_charged += lane_charged;
+            let rpm = limiter.limits.rpm.map(|v| u64::from(v.get()));
+            let tpm = limiter.limits.tpm.map(|v| v.get());
+            rpm_limit = rpm_limit.zip(rpm).map(|(a, b)| a + b);
+            tpm_limit = tpm_limit.zip(tpm).map(|(a, b)| a + b);
+            let achieved_rpm = per_minute(t.requests, wall);
+            let achieved_tpm = per_minute(lane_charged, wall);
+            lanes.push(LaneSummary {
+                lane: lane.lane.clone(),
+                limits: limiter.limits,
+                limits_source: source(input.lane_limits, &lane.lane),
+                requests: t.requests,
+                tokens_used: lane.tokens_used,
+                tokens_charged: lane_charged,
+                rate_limited: t.rate_limited,
+                latency_ms: (lane.latency_ms * 10.0).round() / 10.0,
+                achieved_rpm,
+                achieved_tpm,
+                rpm_share: share(achieved_rpm, rpm),
+                tpm_share: share(achieved_tpm, tpm),
+            });
+        }
+        if lanes.is_empty() {
+            rpm_limit = None;
+            tpm_limit = None;
+        }
+        let achieved_rpm = per_minute(requests, wall);
+        let achieved_tpm = per_minute(tokens_charged, wall);
+        let (total_completed, _, _, not_run) = input.final_counts;
+        Summary {
+            input: input.input.display().to_string(),
+            output: input.output.display().to_string(),
+            lines: input.lines,
+            already_done: input.already_done,
+            earlier,
+            completed: input.outcomes.completed.load(Ordering::Relaxed),
+            failed: input.outcomes.failed.load(Ordering::Relaxed),
+            skipped: input.outcomes.skipped.load(Ordering::Relaxed),
+            not_run,
+            total_completed,
+            interrupted: input.interrupted,
+            exit_code: input.exit_code,
+            requests,
+            attempts: input.stats.attempts,
+            retries: input.stats.retries,
+            rate_limited: input.stats.rate_limited,
+            tokens_used: input.stats.lanes.iter().map(|lane| lane.tokens_used).sum(),
+            tokens_charged,
+            startup_seconds: input.startup.as_secs_f64(),
+            wall_seconds: wall.as_secs_f64(),
+            achieved_rpm,
+            achieved_tpm,
+            rpm_limit,
+            tpm_limit,
+            rpm_share: share(achieved_rpm, rpm_limit),
+            tpm_share: share(achieved_tpm, tpm_limit),
+            lanes,
+        }
+    }
+
+    /// Prints the summary on stderr.
+    pub fn print(&self) {
+        let how = if self.interrupted {
+            "interrupted"
+        } else {
+            "done"
+        };
+        let earlier = if self.already_done > 0 {
+            format!("; {} already in the output", thousands(self.already_done))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "turbo-run: {how} in {}: {} completed, {} failed, {} skipped{} (of {} lines{earlier})",
+            duration(Duration::from_secs_f64(self.wall_seconds)),
+            thousands(self.completed),
+            thousands(self.failed),
+            thousands(self.skipped),
+            if self.not_run > 0 {
+                format!(", {} not run", thousands(self.not_run))
+            } else {
+                String::new()
+            },
+            thousands(self.lines),
+        );
+        eprintln!(
+            "  requests {} (attempts {}, retries {}, 429s {}) · tokens {} used, {} charged to the limits",
+            thousands(self.requests),
+            thousands(self.attempts),
+            thousands(self.retries),
+            thousands(self.rate_limited),
+            thousands(self.tokens_used),
+            thousands(self.tokens_charged),
+        );
+        for lane in &self.lanes {
+            eprintln!(
+                "  {}: {} RPM{} · {} TPM{} · limits {}",
+                lane.lane,
+                compact(lane.achieved_rpm),
+                of_limit(lane.rpm_share, lane.limits.rpm.map(|v| u64::from(v.get()))),
+                compact(lane.achieved_tpm),
+                of_limit(lane.tpm_share, lane.limits.tpm.map(|v| v.get())),
+                lane.limits_source,
+            );
+        }
+    }
+}
+
+fn of_limit(share: Option<f64>, limit: Option<u64>) -> String {
+    match (share, limit) {
+        (Some(share), Some(limit)) => {
+            format!(" ({:.0}% of {})", share * 100.0, thousands(limit))
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_shares() {
+        assert_eq!(per_minute(30, Duration::from_secs(30)), 60.0);
+        assert_eq!(per_minute(30, Duration::ZERO), 0.0);
+        assert_eq!(share(50.0, Some(100)), Some(0.5));
+        assert_eq!(share(50.0, None), None);
+        assert_eq!(of_limit(Some(0.5), Some(1000)), " (50% of 1,000)");
+    }
+}
