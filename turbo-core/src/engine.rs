@@ -923,11 +923,13 @@ impl Shared {
         self.stop.send_replace(true);
     }
 
-    /// The lane's dispatcher, for ever: worker slots, the next nodes in rank
-    /// order, their budget, launch. It works in batches (up to
+    /// The lane's dispatcher, for ever: the next nodes in rank order, their
+    /// budget, worker slots, launch. It works in batches (up to
     /// [`DISPATCH_BATCH`] nodes per lock) so that at zero latency the engine's
-    /// own bookkeeping is not the bottleneck; a node that must wait for budget
-    /// first lets the ones before it launch.
+    /// own bookkeeping is not the bottleneck. It never holds a worker slot
+    /// while it waits for work or for budget, so a lane that waits never
+    /// takes capacity from another; a node that must wait for budget first
+    /// lets the ones granted before it launch.
     async fn dispatch(self: Arc<Self>, lane: Arc<LaneRuntime>) {
         let mut stop = self.stop.subscribe();
         let lane_index = {
@@ -938,29 +940,14 @@ impl Shared {
                 .position(|l| Arc::ptr_eq(l, &lane))
                 .unwrap_or(0)
         };
-        let mut slots: Vec<Slot> = Vec::with_capacity(DISPATCH_BATCH);
         let mut launches: Vec<Launch> = Vec::with_capacity(DISPATCH_BATCH);
         loop {
             if *stop.borrow() {
                 return;
             }
-            if slots.is_empty() {
-                let slot = tokio::select! {
-                    slot = self.take_slot(&lane) => slot,
-                    _ = stop.changed() => return,
-                };
-                let Some(slot) = slot else { return };
-                slots.push(slot);
-            }
-            while slots.len() < DISPATCH_BATCH {
-                match self.try_take_slot(&lane, slots.len()) {
-                    Some(slot) => slots.push(slot),
-                    None => break,
-                }
-            }
             let batch = loop {
                 let notified = lane.work_ready.notified();
-                let batch = self.pop_many(lane_index, slots.len());
+                let batch = self.pop_many(lane_index, DISPATCH_BATCH);
                 if !batch.is_empty() {
                     break batch;
                 }
@@ -988,7 +975,10 @@ impl Shared {
                     })),
                     Err(_) => {
                         // Let the nodes already granted go before waiting.
-                        self.launch_many(&lane, &mut launches, &mut slots);
+                        if !self.start_all(&lane, &mut launches, &mut stop).await {
+                            self.cancel_popped(id, batch);
+                            return;
+                        }
                         lane.launching.store(id.get(), Ordering::Release);
                         let waited = loop {
                             tokio::select! {
@@ -998,12 +988,7 @@ impl Shared {
                                 }
                                 _ = stop.changed() => {
                                     if *stop.borrow() {
-                                        // The engine is gone: popped nodes must still end.
-                                        let mut state = self.state.lock();
-                                        self.finish(&mut state, id, Err(NodeError::Cancelled));
-                                        for rest in batch.by_ref() {
-                                            self.finish(&mut state, rest.id, Err(NodeError::Cancelled));
-                                        }
+                                        self.cancel_popped(id, batch);
                                         return;
                                     }
                                 }
@@ -1039,8 +1024,58 @@ impl Shared {
                     }
                 }
             }
-            self.launch_many(&lane, &mut launches, &mut slots);
+            if !self.start_all(&lane, &mut launches, &mut stop).await {
+                return;
+            }
         }
+    }
+
+    /// Ends popped nodes that will never launch because the engine is gone.
+    fn cancel_popped(&self, current: NodeId, rest: impl Iterator<Item = Popped>) {
+        let mut state = self.state.lock();
+        self.finish(&mut state, current, Err(NodeError::Cancelled));
+        for popped in rest {
+            self.finish(&mut state, popped.id, Err(NodeError::Cancelled));
+        }
+    }
+
+    /// Launches every granted node, each on a worker slot: as many as have a
+    /// free slot at once (one lock), the rest as slots free up. Returns false
+    /// when the engine stopped meanwhile (the unlaunched nodes are cancelled).
+    async fn start_all(
+        self: &Arc<Self>,
+        lane: &Arc<LaneRuntime>,
+        launches: &mut Vec<Launch>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        while !launches.is_empty() {
+            let mut slots = Vec::with_capacity(launches.len());
+            while slots.len() < launches.len() {
+                match self.try_take_slot(lane, slots.len()) {
+                    Some(slot) => slots.push(slot),
+                    None => break,
+                }
+            }
+            if slots.is_empty() {
+                let slot = tokio::select! {
+                    slot = self.take_slot(lane) => slot,
+                    _ = stop.changed() => None,
+                };
+                match slot {
+                    Some(slot) => slots.push(slot),
+                    None => {
+                        let mut state = self.state.lock();
+                        for launch in launches.drain(..) {
+                            self.finish(&mut state, launch.id, Err(NodeError::Cancelled));
+                        }
+                        return false;
+                    }
+                }
+            }
+            let ready: Vec<Launch> = launches.drain(..slots.len()).collect();
+            self.launch_many(lane, ready, slots);
+        }
+        true
     }
 
     /// A slot without waiting, or `None` when the bound is reached. `held` is
@@ -1165,16 +1200,13 @@ impl Shared {
     fn launch_many(
         self: &Arc<Self>,
         lane: &Arc<LaneRuntime>,
-        launches: &mut Vec<Launch>,
-        slots: &mut Vec<Slot>,
+        launches: Vec<Launch>,
+        mut slots: Vec<Slot>,
     ) {
-        if launches.is_empty() {
-            return;
-        }
         let mut unsent = Vec::new();
         {
             let mut state = self.state.lock();
-            for launch in launches.drain(..) {
+            for launch in launches {
                 let id = launch.id;
                 let runnable = matches!(
                     state.nodes.get(&id),

@@ -410,7 +410,9 @@ async fn ten_tokens_and_five_requests_admit_one_node_per_window() {
 
 #[tokio::test(start_paused = true)]
 async fn one_lane_waiting_for_budget_does_not_block_another() {
+    // A single worker: the waiting lane must not sit on it.
     let engine = builder()
+        .workers(1)
         .limits(
             Provider::Groq,
             Limits::try_per_minute(1, 1_000_000).unwrap(),
