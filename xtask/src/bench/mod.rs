@@ -181,6 +181,36 @@ fn probe_turbo_run(binary: &Path) -> std::result::Result<PathBuf, String> {
     Ok(binary.to_path_buf())
 }
 
+/// Runs `scenario`; if it fails to run at all (a server that would not
+/// start or died, a missing file: not a missed target), tries once more,
+/// because on a shared machine such failures are usually someone else's.
+fn run_with_one_retry(context: &Context, scenario: &scenarios::Scenario) -> ScenarioReport {
+    let first = match (scenario.run)(context, scenario) {
+        Ok(report) => return report,
+        Err(error) => format!("{error:#}"),
+    };
+    eprintln!(
+        "xtask: scenario {} failed to run: {first}; trying once more",
+        scenario.name
+    );
+    match (scenario.run)(context, scenario) {
+        Ok(mut report) => {
+            let note = format!("first attempt failed to run: {first}");
+            report.message = Some(match report.message.take() {
+                Some(message) => format!("{message}; {note}"),
+                None => note,
+            });
+            report
+        }
+        Err(error) => ScenarioReport::not_run(
+            scenario.name,
+            scenario.about,
+            Status::Error,
+            format!("{error:#} (first attempt: {first})"),
+        ),
+    }
+}
+
 /// Entry point of `cargo xtask bench`.
 pub fn main(args: &[String]) -> Result<ExitCode> {
     let options = parse_options(args)?;
@@ -249,14 +279,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
                 format!("turbo-run is not usable: {reason}"),
             )
         } else {
-            (scenario.run)(&context, scenario).unwrap_or_else(|error| {
-                ScenarioReport::not_run(
-                    scenario.name,
-                    scenario.about,
-                    Status::Error,
-                    format!("{error:#}"),
-                )
-            })
+            run_with_one_retry(&context, scenario)
         };
         eprintln!(
             "xtask: scenario {} done in {:.1} s ({})",

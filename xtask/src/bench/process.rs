@@ -164,6 +164,7 @@ pub struct MockServer {
     child: Child,
     addr: SocketAddr,
     base_url: String,
+    listening_since: Instant,
 }
 
 /// What the server prints first once it listens.
@@ -220,7 +221,16 @@ impl MockServer {
             child,
             addr,
             base_url,
+            listening_since: Instant::now(),
         })
+    }
+
+    /// Seconds from the server's start (its timeline's origin, to within
+    /// the time it takes to print one line) to `instant`.
+    pub fn seconds_at(&self, instant: Instant) -> f64 {
+        instant
+            .saturating_duration_since(self.listening_since)
+            .as_secs_f64()
     }
 
     /// The base URL to give clients (`http://127.0.0.1:PORT/v1`).
@@ -233,6 +243,16 @@ impl MockServer {
         let body = http_get(self.addr, "/stats")?;
         let value: Value = serde_json::from_slice(&body).context("/stats is not JSON")?;
         ServerStats::from_json(&value)
+    }
+
+    /// An error if the server has exited (it should run until we stop it).
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!(
+                "mock-server exited during the run ({status}); was it signalled by another process? See its log"
+            ),
+        }
     }
 
     /// Interrupts the server and waits for it to exit.
@@ -463,6 +483,10 @@ pub struct ClientRun {
     pub summary: Option<Value>,
     /// Whether the timeout expired and the client was stopped.
     pub timed_out: bool,
+    /// When it was spawned.
+    pub spawned: Instant,
+    /// When it was seen to exit.
+    pub ended: Instant,
 }
 
 impl ClientRun {
@@ -512,13 +536,26 @@ impl Client {
         Ok(())
     }
 
-    /// Waits up to `timeout` (then interrupts, then kills) and reads the summary.
-    pub fn wait(mut self, timeout: Duration) -> Result<ClientRun> {
-        let (status, timed_out) = match wait_timeout(&mut self.child, timeout)? {
-            Some(status) => (Some(status), false),
-            None => (interrupt(&mut self.child, Duration::from_secs(20))?, true),
+    /// Waits up to `timeout` (then interrupts, then kills) and reads the
+    /// summary. Fails at once if `server` dies meanwhile, rather than
+    /// waiting for the client to give up on a vanished server.
+    pub fn wait(mut self, timeout: Duration, server: &mut MockServer) -> Result<ClientRun> {
+        let deadline = Instant::now() + timeout;
+        let (status, timed_out) = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break (Some(status), false);
+            }
+            if let Err(error) = server.check_running() {
+                let _ = interrupt(&mut self.child, Duration::from_secs(5));
+                return Err(error);
+            }
+            if Instant::now() >= deadline {
+                break (interrupt(&mut self.child, Duration::from_secs(20))?, true);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         };
-        let process_seconds = self.started.elapsed().as_secs_f64();
+        let ended = Instant::now();
+        let process_seconds = ended.duration_since(self.started).as_secs_f64();
         let summary = std::fs::read(&self.settings.summary)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -527,6 +564,8 @@ impl Client {
             process_seconds,
             summary,
             timed_out,
+            spawned: self.started,
+            ended,
         })
     }
 }
@@ -666,6 +705,112 @@ mod tests {
             "run in.jsonl -o out.jsonl --provider openai --base-url http://127.0.0.1:1/v1 \
              --progress none --summary-json s.json --rpm 600 --tpm 9000 --max-retries 5"
         );
+    }
+
+    /// An executable shell script standing in for `turbo-run`.
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn settings(dir: &Path, base_url: &str) -> ClientSettings {
+        ClientSettings {
+            input: dir.join("in.jsonl"),
+            output: dir.join("out.jsonl"),
+            summary: dir.join("summary.json"),
+            log: dir.join("client.log"),
+            base_url: base_url.to_owned(),
+            limits: None,
+            extra: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_client_reports_its_summary_and_the_server_stops() {
+        let dir = temp_dir("processes");
+        // A server that listens (in name) until interrupted, and a client
+        // that writes the summary named after --summary-json and exits.
+        let server_bin = script(
+            &dir,
+            "server",
+            "echo \"listening on http://127.0.0.1:9/v1\"\ntrap 'exit 0' INT\nwhile :; do sleep 1; done",
+        );
+        let client_bin = script(
+            &dir,
+            "client",
+            "while [ \"$1\" != --summary-json ]; do shift; done\n\
+             echo '{\"wall_seconds\": 1.5, \"completed\": 3}' > \"$2\"",
+        );
+        let mut server = MockServer::start(
+            &server_bin,
+            &ServerSettings::default(),
+            &dir.join("server.log"),
+        )
+        .unwrap();
+        assert_eq!(server.base_url(), "http://127.0.0.1:9/v1");
+        let client = Client::spawn(&client_bin, settings(&dir, server.base_url())).unwrap();
+        let run = client.wait(Duration::from_secs(60), &mut server).unwrap();
+        assert_eq!(run.exit_code, Some(0));
+        assert!(!run.timed_out);
+        assert_eq!(run.wall_seconds(), 1.5);
+        assert_eq!(run.summary.as_ref().unwrap()["completed"], 3);
+        assert!(server.seconds_at(run.ended) >= server.seconds_at(run.spawned));
+        server.stop().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_dead_server_ends_the_wait_at_once() {
+        let dir = temp_dir("dead-server");
+        // The server exits right after announcing itself; the client would run for a minute.
+        let server_bin = script(
+            &dir,
+            "server",
+            "echo \"listening on http://127.0.0.1:9/v1\"",
+        );
+        let client_bin = script(&dir, "client", "exec sleep 60");
+        let mut server = MockServer::start(
+            &server_bin,
+            &ServerSettings::default(),
+            &dir.join("server.log"),
+        )
+        .unwrap();
+        let client = Client::spawn(&client_bin, settings(&dir, server.base_url())).unwrap();
+        let started = Instant::now();
+        let error = client
+            .wait(Duration::from_secs(120), &mut server)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("exited during the run"),
+            "{error}"
+        );
+        // Far less than the client's minute: the wait did not sit it out.
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_server_that_does_not_announce_itself_is_an_error() {
+        let dir = temp_dir("bad-server");
+        let server_bin = script(&dir, "server", "echo 'starting'\necho oops >&2");
+        let error = MockServer::start(
+            &server_bin,
+            &ServerSettings::default(),
+            &dir.join("server.log"),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("first line"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -225,13 +225,7 @@ pub fn table(reports: &[ScenarioReport]) -> String {
                 report.status.as_str().to_owned(),
                 "—".to_owned(),
                 "—".to_owned(),
-                report
-                    .message
-                    .clone()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(90)
-                    .collect(),
+                "see notes".to_owned(),
             ]);
             continue;
         }
@@ -281,6 +275,16 @@ pub fn table(reports: &[ScenarioReport]) -> String {
             let rule: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
             let _ = writeln!(text, "|-{}-|", rule.join("-|-"));
         }
+    }
+    let notes: Vec<String> = reports
+        .iter()
+        .filter_map(|report| {
+            let message = report.message.as_ref()?;
+            Some(format!("- {}: {message}", report.name))
+        })
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(text, "\nNotes:\n{}", notes.join("\n"));
     }
     text
 }
@@ -356,12 +360,13 @@ mod tests {
         );
         let text = table(&[report.clone(), missing]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.len(), 8);
+        assert_eq!(lines[7], "- engine-overhead: no example");
         assert!(lines[2].starts_with("| rl-token-bound"));
         assert!(lines[2].contains("| pass "));
         assert!(lines[3].contains("FAIL"));
-        assert!(lines[4].contains("missing") && lines[4].contains("no example"));
-        let widths: Vec<usize> = lines.iter().map(|line| line.chars().count()).collect();
+        assert!(lines[4].contains("missing") && lines[4].contains("see notes"));
+        let widths: Vec<usize> = lines[..5].iter().map(|line| line.chars().count()).collect();
         assert!(widths.windows(2).all(|pair| pair[0] == pair[1]), "{text}");
         assert!(report.failed());
         assert_eq!(report.to_json()["checks"][1]["pass"], false);

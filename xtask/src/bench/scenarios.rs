@@ -437,6 +437,16 @@ fn rate_limit_checks(
     ]
 }
 
+/// Where the clients started and ended on the server's time axis.
+fn client_markers(server: &MockServer, runs: &[(&str, &ClientRun)]) -> Vec<(f64, String)> {
+    let mut markers = Vec::new();
+    for (name, run) in runs {
+        markers.push((server.seconds_at(run.spawned), format!("{name}start")));
+        markers.push((server.seconds_at(run.ended), format!("{name}end")));
+    }
+    markers
+}
+
 /// Writes the chart of the server's admissions against its limits.
 fn write_chart(
     context: &Context,
@@ -445,6 +455,7 @@ fn write_chart(
     stats: &ServerStats,
     rpm: u64,
     tpm: u64,
+    markers: Vec<(f64, String)>,
 ) -> Result<String> {
     let per_minute = |values: &[u64]| -> (Vec<f64>, Vec<f64>) {
         let window = math::sliding_sums(values, 60)
@@ -459,6 +470,7 @@ fn write_chart(
     let chart = Chart {
         title: format!("{name}: admissions against the limits"),
         subtitle,
+        markers,
         panels: vec![
             Panel {
                 label: "tokens/min (charged)".to_owned(),
@@ -491,14 +503,15 @@ fn run_rate_limited(
     let profile = spec.profile;
     let count = profile.requests_for(budget_s);
     let server_settings = spec.server();
-    let server = MockServer::start(binary, &server_settings, &dir.join("server.log"))?;
+    let mut server = MockServer::start(binary, &server_settings, &dir.join("server.log"))?;
     let limits = spec.client_limits.then_some((profile.rpm, profile.tpm));
     let settings = client_settings(&dir, "client", server.base_url(), limits);
     std::fs::write(&settings.input, workload::simple("r", count, spec.cap()))?;
     let output = settings.output.clone();
     let client = Client::spawn(binary, settings)?;
-    let run = client.wait(client_timeout(budget_s, spec.latency()))?;
+    let run = client.wait(client_timeout(budget_s, spec.latency()), &mut server)?;
     let stats = server.stats()?;
+    let markers = client_markers(&server, &[("", &run)]);
     server.stop()?;
     let (lines, ok) = process::count_results(&output).unwrap_or((0, 0));
 
@@ -555,6 +568,7 @@ fn run_rate_limited(
         &stats,
         profile.rpm,
         profile.tpm,
+        markers,
     )?);
     Ok(report)
 }
@@ -586,7 +600,7 @@ fn rl_shared_key(context: &Context, scenario: &Scenario) -> Result<ScenarioRepor
     let chain_length =
         ((budget_s + 10.0 * latency.median_s) * 1.5 / latency.mean_s()).ceil() as usize;
 
-    let server = MockServer::start(binary, &spec.server(), &dir.join("server.log"))?;
+    let mut server = MockServer::start(binary, &spec.server(), &dir.join("server.log"))?;
     let limits = Some((profile.rpm, profile.tpm));
     let settings_b = client_settings(&dir, "client-b", server.base_url(), limits);
     let settings_a = client_settings(&dir, "client-a", server.base_url(), limits);
@@ -601,12 +615,13 @@ fn rl_shared_key(context: &Context, scenario: &Scenario) -> Result<ScenarioRepor
     let output_a = settings_a.output.clone();
     let mut client_b = Client::spawn(binary, settings_b)?;
     let client_a = Client::spawn(binary, settings_a)?;
-    let run_a = client_a.wait(client_timeout(budget_s * 1.5, latency))?;
+    let run_a = client_a.wait(client_timeout(budget_s * 1.5, latency), &mut server)?;
     let at_a_exit = server.stats()?;
     let b_still_running = !client_b.finished()?;
     client_b.interrupt()?;
-    let run_b = client_b.wait(Duration::from_secs(60))?;
+    let run_b = client_b.wait(Duration::from_secs(60), &mut server)?;
     let final_stats = server.stats()?;
+    let markers = client_markers(&server, &[("A ", &run_a), ("B ", &run_b)]);
     server.stop()?;
     let (lines_a, ok_a) = process::count_results(&output_a).unwrap_or((0, 0));
 
@@ -705,6 +720,7 @@ fn rl_shared_key(context: &Context, scenario: &Scenario) -> Result<ScenarioRepor
         &final_stats,
         profile.rpm,
         profile.tpm,
+        markers,
     )?);
     Ok(report)
 }
@@ -731,16 +747,17 @@ fn pipeline_map_reduce(context: &Context, scenario: &Scenario) -> Result<Scenari
         latency_sigma: SIGMA,
         error_rate: 0.0,
     };
-    let server = MockServer::start(binary, &server_settings, &dir.join("server.log"))?;
+    let mut server = MockServer::start(binary, &server_settings, &dir.join("server.log"))?;
     let settings = client_settings(&dir, "client", server.base_url(), Some((rpm, tpm)));
     std::fs::write(&settings.input, &pipeline.text)?;
     let output = settings.output.clone();
     let client = Client::spawn(binary, settings)?;
-    let run = client.wait(client_timeout(
-        budget_target_s(context.quick) * 2.0,
-        latency,
-    ))?;
+    let run = client.wait(
+        client_timeout(budget_target_s(context.quick) * 2.0, latency),
+        &mut server,
+    )?;
     let stats = server.stats()?;
+    let markers = client_markers(&server, &[("", &run)]);
     server.stop()?;
     let (lines, ok) = process::count_results(&output).unwrap_or((0, 0));
 
@@ -782,6 +799,7 @@ fn pipeline_map_reduce(context: &Context, scenario: &Scenario) -> Result<Scenari
         &stats,
         rpm,
         tpm,
+        markers,
     )?);
     Ok(report)
 }
@@ -790,7 +808,8 @@ fn http_throughput(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
     let binary = binary(context)?;
     let dir = context.work_dir(scenario.name)?;
     let count = if context.quick { 15_000 } else { 60_000 };
-    let server = MockServer::start(binary, &ServerSettings::default(), &dir.join("server.log"))?;
+    let mut server =
+        MockServer::start(binary, &ServerSettings::default(), &dir.join("server.log"))?;
     let mut settings = client_settings(&dir, "client", server.base_url(), None);
     // The server enforces no limits and sends no x-ratelimit headers: without
     // this the client would keep probing cautiously for limits it never learns.
@@ -801,7 +820,7 @@ fn http_throughput(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
     )?;
     let output = settings.output.clone();
     let client = Client::spawn(binary, settings)?;
-    let run = client.wait(Duration::from_secs(600))?;
+    let run = client.wait(Duration::from_secs(600), &mut server)?;
     let stats = server.stats()?;
     server.stop()?;
     let (lines, ok) = process::count_results(&output).unwrap_or((0, 0));

@@ -26,12 +26,14 @@ pub struct Chart {
     pub subtitle: String,
     /// Panels, top to bottom.
     pub panels: Vec<Panel>,
+    /// Vertical markers across all panels: (second, label).
+    pub markers: Vec<(f64, String)>,
 }
 
 const WIDTH: f64 = 900.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 30.0;
-const TOP: f64 = 70.0;
+const TOP: f64 = 90.0;
 const PANEL_HEIGHT: f64 = 210.0;
 const PANEL_GAP: f64 = 70.0;
 const BOTTOM: f64 = 60.0;
@@ -70,20 +72,22 @@ impl Chart {
         );
         for (index, panel) in self.panels.iter().enumerate() {
             let top = TOP + index as f64 * (PANEL_HEIGHT + PANEL_GAP);
-            render_panel(&mut svg, panel, top, x_max);
+            render_panel(&mut svg, panel, top, x_max, &self.markers);
         }
         svg.push_str("</svg>\n");
         svg
     }
 }
 
-fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64) {
+fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: &[(f64, String)]) {
     let plot_width = WIDTH - LEFT - RIGHT;
     let bottom = top + PANEL_HEIGHT;
+    // The scale follows the window and the limit; the per-second line is
+    // spiky (the initial burst is a whole minute of budget in one second)
+    // and is clipped at the top rather than flattening everything else.
     let peak = panel
         .window
         .iter()
-        .chain(&panel.per_second_x60)
         .copied()
         .chain(panel.limit)
         .filter(|value| value.is_finite())
@@ -138,6 +142,19 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64) {
         escape(&panel.label)
     );
 
+    for (second, label) in markers {
+        if !second.is_finite() {
+            continue;
+        }
+        let at = x(second.clamp(0.0, x_max));
+        let _ = write!(
+            svg,
+            r##"<line x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{bottom}" stroke="#2e8b57" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}" fill="#2e8b57" font-size="10">{}</text>"##,
+            at + 3.0,
+            top + 12.0,
+            escape(label)
+        );
+    }
     polyline(svg, &panel.per_second_x60, "#bbb", 1.0, &x, &y);
     polyline(svg, &panel.window, "#1f5fbf", 2.0, &x, &y);
     if let Some(limit) = panel.limit.filter(|limit| limit.is_finite()) {
@@ -335,6 +352,10 @@ mod tests {
         Chart {
             title: "rl-token-bound <quick> & \"friends\"".to_owned(),
             subtitle: "300k TPM, 10k RPM".to_owned(),
+            markers: vec![
+                (1.5, "client start".to_owned()),
+                (f64::NAN, "never".to_owned()),
+            ],
             panels: vec![
                 Panel {
                     label: "tokens/min".to_owned(),
@@ -373,8 +394,11 @@ mod tests {
             .and_then(|rest| rest.split('"').next())
             .unwrap();
         assert_eq!(first_points.split(' ').count(), 120);
-        // Only the panel that has a limit gets a limit line.
-        assert_eq!(svg.matches("stroke-dasharray").count(), 1);
+        // Only the panel that has a limit gets a limit line; the finite
+        // marker crosses both panels.
+        assert_eq!(svg.matches("stroke-dasharray=\"6 4\"").count(), 1);
+        assert_eq!(svg.matches("client start").count(), 2);
+        assert!(!svg.contains("never"));
         assert!(svg.contains("limit 300k"));
     }
 
@@ -383,6 +407,7 @@ mod tests {
         let svg = Chart {
             title: String::new(),
             subtitle: String::new(),
+            markers: Vec::new(),
             panels: vec![Panel {
                 label: "requests/min".to_owned(),
                 limit: Some(f64::NAN),
