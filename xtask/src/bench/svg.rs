@@ -49,7 +49,13 @@ impl Chart {
             .map(|panel| panel.window.len().max(panel.per_second_x60.len()))
             .max()
             .unwrap_or(0);
-        let x_max = (seconds.saturating_sub(1) as f64).max(1.0);
+        let last_marker = self
+            .markers
+            .iter()
+            .map(|(second, _)| *second)
+            .filter(|second| second.is_finite())
+            .fold(0.0_f64, f64::max);
+        let x_max = (seconds.saturating_sub(1) as f64).max(last_marker).max(1.0);
         let mut svg = String::new();
         // `write!` into a String cannot fail; the results are ignored on purpose.
         let _ = write!(
@@ -147,10 +153,15 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
             continue;
         }
         let at = x(second.clamp(0.0, x_max));
+        // Labels near the right edge go to the left of their line.
+        let (label_x, anchor) = if at > LEFT + plot_width * 0.9 {
+            (at - 3.0, "end")
+        } else {
+            (at + 3.0, "start")
+        };
         let _ = write!(
             svg,
-            r##"<line x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{bottom}" stroke="#2e8b57" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}" fill="#2e8b57" font-size="10">{}</text>"##,
-            at + 3.0,
+            r##"<line x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{bottom}" stroke="#2e8b57" stroke-dasharray="2 3"/><text x="{label_x:.1}" y="{:.1}" fill="#2e8b57" font-size="10" text-anchor="{anchor}">{}</text>"##,
             top + 12.0,
             escape(label)
         );
