@@ -43,23 +43,29 @@ async fn run(nodes: usize, layered: bool) -> f64 {
     let started = Instant::now();
     let mut ids: Vec<NodeId> = Vec::with_capacity(nodes);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut batch: Vec<(WorkNode, Vec<NodeId>)> = Vec::with_capacity(1024);
     for i in 0..nodes {
         let node = WorkNode::for_openai(request(i));
-        let id = if layered && i >= 1000 {
+        let deps = if layered && i >= 1000 {
             // Layers of 1000; each node depends on 1–4 nodes of the layer before.
             let layer_start = (i / 1000 - 1) * 1000;
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let fan_in = 1 + (seed % 4) as usize;
-            let deps: Vec<NodeId> = (0..fan_in)
+            (0..fan_in)
                 .map(|k| ids[layer_start + ((seed >> (8 * k)) as usize % 1000)])
-                .collect();
-            engine.push_with_dependencies(node, &deps).unwrap()
+                .collect()
         } else {
-            engine.push(node).unwrap()
+            Vec::new()
         };
-        ids.push(id);
+        ids.push(node.id());
+        batch.push((node, deps));
+        if batch.len() == 1024 || i + 1 == nodes {
+            for result in engine.push_batch(std::mem::take(&mut batch)) {
+                result.unwrap();
+            }
+        }
     }
     let mut received = 0;
     let mut batch = Vec::with_capacity(1024);

@@ -443,6 +443,18 @@ impl TurboRun {
         self.shared().push(node, dependencies)
     }
 
+    /// Pushes many nodes under one lock: the way to feed the engine
+    /// millions of nodes. Each entry is a node and its dependencies (which
+    /// may be nodes earlier in the same batch); each gets its own result, in
+    /// order, exactly as [`push_with_dependencies`](Self::push_with_dependencies)
+    /// would give it.
+    pub fn push_batch<D: AsRef<[NodeId]>>(
+        &self,
+        nodes: Vec<(WorkNode, D)>,
+    ) -> Vec<Result<NodeId, PushError>> {
+        self.shared().push_batch(nodes)
+    }
+
     /// Waits for node `id` to end and returns its result. Any number of
     /// callers may wait for one node; waiting after it ended returns at once
     /// (while the engine keeps the result).
@@ -576,12 +588,37 @@ impl Shared {
     fn push(self: &Arc<Self>, node: WorkNode, deps: &[NodeId]) -> Result<NodeId, PushError> {
         // Counting tokens is the costly part: done before taking the lock.
         let estimate = self.estimate(&node);
-        let id = node.id;
         let mut state = self.state.lock();
+        self.push_locked(&mut state, node, deps, estimate)
+    }
+
+    fn push_batch<D: AsRef<[NodeId]>>(
+        self: &Arc<Self>,
+        nodes: Vec<(WorkNode, D)>,
+    ) -> Vec<Result<NodeId, PushError>> {
+        let estimates: Vec<u32> = nodes.iter().map(|(node, _)| self.estimate(node)).collect();
+        let mut state = self.state.lock();
+        nodes
+            .into_iter()
+            .zip(estimates)
+            .map(|((node, deps), estimate)| {
+                self.push_locked(&mut state, node, deps.as_ref(), estimate)
+            })
+            .collect()
+    }
+
+    fn push_locked(
+        self: &Arc<Self>,
+        state: &mut State,
+        node: WorkNode,
+        deps: &[NodeId],
+        estimate: u32,
+    ) -> Result<NodeId, PushError> {
+        let id = node.id;
         if !state.accepting {
             return Err(PushError::ShuttingDown);
         }
-        let lane = self.lane_for(&mut state, node.provider, &node.request.model);
+        let lane = self.lane_for(state, node.provider, &node.request.model);
         let added = state.graph.add(id, deps).map_err(|error| match error {
             GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
                 node: id,
@@ -630,14 +667,14 @@ impl Shared {
             },
         );
         match added {
-            Added::Ready => self.enqueue(&mut state, id),
+            Added::Ready => self.enqueue(state, id),
             Added::Waiting { .. } => {}
             Added::Skipped { cause, kind } => {
                 let error = NodeError::Skipped {
                     failed_dependency: cause,
                     cancelled: kind == AbortKind::Cancelled,
                 };
-                self.deliver(&mut state, id, Err(error));
+                self.deliver(state, id, Err(error));
             }
         }
         Ok(id)

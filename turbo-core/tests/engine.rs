@@ -723,3 +723,32 @@ async fn a_model_with_its_own_limits_gets_its_own_lane() {
     assert!(lanes.contains(&"groq".to_owned()), "{lanes:?}");
     engine.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn push_batch_takes_dependencies_within_the_batch_and_reports_each_error() {
+    let engine = builder().build().unwrap();
+    let rec = Recorder::new();
+    let first = timed_node(&rec, "first", MS, false);
+    let second = timed_node(&rec, "second", MS, false);
+    let unknown = WorkNode::for_groq(request("never pushed"));
+    let orphan = timed_node(&rec, "orphan", MS, false);
+    let (first_id, second_id, orphan_id) = (first.id(), second.id(), orphan.id());
+    let results = engine.push_batch(vec![
+        (first, vec![]),
+        (second, vec![first_id]),
+        (orphan, vec![unknown.id()]),
+    ]);
+    assert_eq!(results[0], Ok(first_id));
+    assert_eq!(results[1], Ok(second_id));
+    assert_eq!(
+        results[2],
+        Err(PushError::UnknownDependency {
+            node: orphan_id,
+            dependency: unknown.id()
+        })
+    );
+    engine.wait_for(second_id).await.unwrap();
+    assert!(rec.first_start("second") >= rec.end_of("first"));
+    assert_eq!(engine.status(orphan_id), None);
+    engine.shutdown().await;
+}
