@@ -648,9 +648,10 @@ impl Lane {
     /// `ticket` (a `&Reservation` or its [`Ticket`]).
     ///
     /// Lowers the buckets to the server's view, discounting what this lane
-    /// reserved after that request (see [`crate::math`] for the rule); adopts
-    /// the server's limits when they differ from the configuration. A lane in
-    /// learning mode switches to the learned limits.
+    /// reserved after that request, or after the newest request already
+    /// answered (responses may come back in any order; see [`crate::math`]
+    /// for the rule); adopts the server's limits when they differ from the
+    /// configuration. A lane in learning mode switches to the learned limits.
     pub async fn observe(
         &self,
         ticket: impl Into<Ticket>,

@@ -34,41 +34,65 @@
 //! | [`refill`] | `min(C, S + L·dt)` (a level above `C` is clamped to `C`) |
 //! | [`wait_ns`] for `need` | `0` if `S ≥ need`, else `⌈(need − S) / L⌉` |
 //!
-//! (`L` as the refill rate becomes `L − foreign` once feedback shows others
-//! sharing the limit; see "Sharing a key" below.)
 //! | [`charge`] `a` | `max(S − a, −C)`: debt is allowed down to one full window |
 //! | [`credit`] `a` | `min(S + a, C)` |
+//!
+//! (`L` as the refill rate becomes `L − foreign` once feedback shows others
+//! sharing the limit; see "Sharing a key" below.)
 //!
 //! A lane's buckets share one "last updated" instant; every step first
 //! refills all axes to now ([`LaneBuckets`]). Waits are the maximum over the
 //! axes of [`wait_ns`] and the remaining pause. A request asking more than an
 //! axis's capacity never fits and is refused at once.
 //!
-//! # Correcting from server feedback, with staleness
+//! # Correcting from server feedback
 //!
 //! The server reports `remaining` as of the moment it handled request *R*.
-//! Since then this lane may have reserved more, and time has refilled the
-//! bucket. Each reservation carries a [`Grant`]: the lane's cumulative
-//! reserved counters *including R* and the instant `t_R` of R's reservation.
-//! For an observed axis with limit `L` (the server's, else the configured one):
+//! Each reservation carries a [`Grant`]: the lane's cumulative reserved
+//! counters *including R* and the instant `t_R` of R's reservation. The lane
+//! remembers `H`, the newest reservation any feedback has been about (the
+//! largest counters). For an observed axis with limit `L` (the server's, else
+//! the configured one), `C = L × W_ns`, one unit `U = W_ns`:
 //!
 //! 1. `remaining` is the server's, or, when only `reset` (time until full)
 //!    is given, `L − ⌈L·reset / W⌉` ([`remaining_from_reset`]).
-//! 2. The estimate of the true level now ([`estimate_level`]) is
+//! 2. *In order* means R is newer than `H` (or no feedback came before); R
+//!    then becomes `H`. The estimate of the true level now
+//!    ([`estimate_level_at_rate`]) is
 //!
-//!    `est = max(−C, min(C, remaining + refill(now − t_R)) − later)`
+//!    `est = max(−C, min(C, remaining + rate·(now − t_R)) − later)`
 //!
-//!    where `later = total_now − total_at_R` counts units reserved after R.
-//!    Applying the cap before subtracting `later` makes this a lower bound of
-//!    the true level (refill that the cap would have cut is not counted twice),
-//!    and counting everything reserved after R as unseen by the server errs on
-//!    the same safe side. Cancelled reservations stay in the counters.
-//! 3. The new level ([`corrected_level`]):
+//!    with `rate` the bucket's refill rate (`L − foreign`, below; others keep
+//!    spending while the response travels) and `later` the units reserved
+//!    after R if R is in order, or after `H` if it is not.
+//!
+//!    Why `H`: with many requests in flight the server handles them in a
+//!    different order than they were reserved. R's count then already
+//!    includes requests reserved after R that overtook it, and subtracting
+//!    them again makes `est` too low (every overtaking would look like
+//!    someone else's use). A response about `H` proves the server has
+//!    handled `H`; a late response about an older R is assumed to reflect
+//!    everything up to `H` as well, so `est` errs high, never low, whenever
+//!    responses come back in the order the server handled the requests. What
+//!    remains is response-path reordering (a request reserved after every
+//!    answered one, handled before R, answered after R), bounded by what is
+//!    in flight and rare outside opening bursts. Cancelled reservations stay
+//!    in the counters.
+//! 3. The claim ([`own_share`]): at an in-order correction that teaches the
+//!    foreign rate (below), `claim = est × rate' / L` for `est > 0`, where
+//!    `rate' = L − min(foreign before, foreign after this correction)`
+//!    (floored at [`min_rate`]): others sharing the limit take their part of
+//!    what the server has free, at the rate two corrections in a row agree
+//!    on, so a one-response spike never cuts the level. Otherwise (and for
+//!    debt) `claim = est`.
+//! 4. The new level ([`corrected_level`]):
 //!    * the axis had no limit (learning, or the configuration had none): `est`,
 //!      or full when the server sent no remaining count;
 //!    * the server raised the limit: `est` (it may raise the level);
-//!    * otherwise (same or lower limit): `min(local level clamped to the new
-//!      capacity, est)`. A stale value never raises the level.
+//!    * otherwise (same or lower limit), with `local` clamped to the new
+//!      capacity: `claim` if `local − claim ≥ U`, else `local`. The server
+//!      rounds its count down, so less than a unit is agreement, and a stale
+//!      value never raises the level.
 //!
 //! A server limit of 0 is ignored (a lane never has a zero limit); an axis
 //! with no limit from either side is left alone.
@@ -78,38 +102,57 @@
 //! Lowering the level fixes the past, not the future: when another process
 //! spends from the same server-side limit, a bucket that refills at the full
 //! `L` keeps promising what the other process takes, and under saturation
-//! every process keeps hitting 429s (in the `shared_key` integration test,
-//! two processes with step 3 alone get about one request in two rejected). So each bucket also estimates `foreign`, the rate
-//! (units per window) at which the server's level falls without this lane
-//! spending, and refills locally at `rate = max(L − foreign, min_rate(L))`
-//! with `min_rate(L) = max(1, L/16)` (a lane always keeps sending and so keeps
-//! measuring). All refill and wait formulas above use this `rate`; the
-//! capacity stays `L`.
+//! every process keeps hitting 429s. So each bucket also estimates `foreign`,
+//! the rate (units per window) at which the server's level falls without
+//! this lane spending, and refills locally at
+//! `rate = max(L − foreign, min_rate(L))` with `min_rate(L) = max(1, L/16)`
+//! (a lane always keeps sending and so keeps measuring). All refill and wait
+//! formulas above use this `rate`; the capacity stays `L`.
 //!
-//! At each correction that keeps the limit (step 3's last case) with an estimate:
+//! A bucket keeps a [`SyncPoint`] `(t_prev, residual)`: the reservation
+//! instant of the last in-order correction and the divergence (`local − est`,
+//! scaled, `≤ 0`) that counts as "nothing new" since. A correction teaches
+//! `foreign` only when R is in order, a sync point exists, and the server's
+//! bucket is contested: `est + later < C − C/16` (a nearly full server bucket
+//! wastes refill that our level does not, and others' use hardly shows in
+//! it). Then, with `d = local − est` before the correction
+//! ([`learn_foreign`]):
 //!
-//! * `divergence = local − est` (scaled): what the server lacks compared with
-//!   the local view;
-//! * if an earlier correction left a [`SyncPoint`] `(t_prev, residual)` and this
-//!   request was reserved after it (`t_R > t_prev`), the divergence that
-//!   appeared since is `divergence − residual` over `Δ = t_R − t_prev` ns, and
+//! * `seen = d` if `d ≥ U` (the server has less than we think), else
+//!   `min(d, 0)` (less than a unit above is rounding);
+//! * `evidence = clamp(seen − residual, −M, M)` with
+//!   `M = L × max(Δ, τ/10)`, `Δ = t_R − t_prev`: a rate of at most `L` cannot
+//!   move the divergence further (give or take single requests over short
+//!   intervals); more is a one-off, such as another process spending its full
+//!   bucket at once, which the level correction removes but the rate must not
+//!   learn;
+//! * `foreign ← clamp(foreign + evidence / max(Δ, τ), 0, L − min_rate(L))`
+//!   ([`update_foreign_rate`], `τ = W/6`, [`foreign_time_constant_ns`]): an
+//!   integral controller that closes `Δ/τ` of its error per feedback, i.e.
+//!   converges with time constant `τ` however often feedback arrives;
+//! * the new residual, before the correction moves the level: `seen` when
+//!   `evidence ≥ 0`; when the surplus grew (`evidence < 0`),
+//!   `max(seen, residual + absorbed)` with `absorbed = Δforeign × max(Δ, τ)`
+//!   the part of the evidence the rate actually took. A shrinking surplus can
+//!   therefore only give back what a growing one took away: at a rate of 0,
+//!   noise in the surplus (requests still on their way to the server) teaches
+//!   nothing. (Without this, noise ratchets `foreign` up, because a rate
+//!   cannot fall below 0 but can always rise.)
 //!
-//!   `foreign ← clamp(foreign + (divergence − residual) / max(Δ, τ), 0, L − min_rate(L))`
+//! Every sync point's residual then moves with the level (`+ level − local`,
+//! kept `≤ 0`): after a lowering to `est` it is 0, after a lowering to the
+//! claim it is `claim − est` (what we left to others), and a lowering by a
+//! late response is counted as evidence at the next in-order one. A late
+//! response keeps the sync point's instant. The first sync point, and one set
+//! while the server's bucket is uncontested, starts with residual 0.
 //!
-//!   with `τ = W/6` ([`foreign_time_constant_ns`]). This is an integral
-//!   controller: between two feedbacks the divergence grows by
-//!   `(true_foreign − foreign)·Δ`, so the estimate closes `Δ/τ` of its error
-//!   per feedback, i.e. converges with time constant `τ` however often
-//!   feedback arrives, and averages bursty foreign use over `τ`. When the
-//!   other process stops, the divergence turns negative and the estimate decays;
-//! * the new sync point is `(t_R, min(0, divergence))`. Responses arriving out
-//!   of order (`t_R ≤ t_prev`) only apply the level rule.
-//!
-//! Learning an axis or a raised limit resets `foreign` to 0; feedback without
-//! a usable remaining count leaves it as it is. With a shared store (every process spending
-//! from the same buckets) the divergence stays near 0 and so does `foreign`;
-//! it then only absorbs systematic differences between what the lane charges
-//! and what the server counts, which is the safe direction.
+//! When another process stops, our surplus grows (the server refills faster
+//! than we model) and `foreign` decays with time constant `τ`; it does so
+//! while the server's bucket refills from empty to nearly full, which
+//! takes at least `W·15/16 · L/foreign ≥ 5.6 τ`. Learning an axis or a raised
+//! limit resets `foreign` to 0; feedback without a usable remaining count
+//! leaves it as it is. With a shared store (every process spending from the
+//! same buckets) the divergence stays near 0 and so does `foreign`.
 //!
 //! # Porting to a double-only script language
 //!
@@ -117,7 +160,8 @@
 //! whole units as doubles and time in microseconds: refill `L·dt/W`, clamp,
 //! compare. The relative error stays below 10⁻¹⁵ per step; what matters is to
 //! mirror the clamps (cap, debt floor), the rounding direction (waits up,
-//! levels down) and the correction rule above.
+//! levels down) and the correction rule above, including the lane's newest
+//! answered grant `H` and each bucket's sync point.
 
 use std::time::Duration;
 
@@ -207,11 +251,13 @@ pub fn remaining_from_reset(limit: u64, reset: Duration, window: Window) -> u64 
     limit - deficit
 }
 
-/// The staleness-adjusted estimate of the true level now (module docs, step 2).
+/// The staleness-adjusted estimate of the true level now (module docs, step
+/// 2), refilling at the full `limit`.
 ///
 /// `remaining`: the server's count when it handled the request; `later`:
-/// units reserved on the lane after that request; `elapsed_ns`: time since
-/// the request was reserved.
+/// units reserved on the lane since (after the request, or after the newest
+/// one answered if that is newer); `elapsed_ns`: time since the request was
+/// reserved.
 pub fn estimate_level(
     remaining: u64,
     later: u64,
@@ -219,16 +265,30 @@ pub fn estimate_level(
     window: Window,
     elapsed_ns: u64,
 ) -> i128 {
+    estimate_level_at_rate(remaining, later, limit, limit, window, elapsed_ns)
+}
+
+/// [`estimate_level`] with the refill since the request at `rate` (the
+/// bucket's [`Bucket::rate`]: others keep spending while the response travels).
+pub fn estimate_level_at_rate(
+    remaining: u64,
+    later: u64,
+    limit: u64,
+    rate: u64,
+    window: Window,
+    elapsed_ns: u64,
+) -> i128 {
     let cap = capacity(limit, window);
     let base = scaled(remaining, window).min(cap);
-    let refilled = refill(base, cap, limit, elapsed_ns);
+    let refilled = refill(base, cap, rate, elapsed_ns);
     refilled
         .saturating_sub(scaled(later, window))
         .max(debt_floor(cap))
 }
 
-/// The corrected level of one axis (module docs, step 3). `local` is the
-/// axis's current level and limit, if it had one.
+/// The corrected level of one axis (module docs, step 4). `local` is the
+/// axis's current level and limit, if it had one; `estimate` is the claim
+/// when the limit is kept, the estimate when it is learned or raised.
 pub fn corrected_level(
     local: Option<(i128, u64)>,
     new_limit: u64,
@@ -243,12 +303,18 @@ pub fn corrected_level(
             let local = level.clamp(debt_floor(cap), cap);
             match estimate {
                 Some(est) if new_limit > old_limit => est,
-                Some(est) => local.min(est),
-                None => local,
+                // The server's count is rounded down: only a gap of a whole
+                // unit or more shows that the server has less than we think.
+                Some(est) if local.saturating_sub(est) >= scaled(1, window) => est,
+                Some(_) | None => local,
             }
         }
     }
 }
+
+/// A server bucket fuller than `1 − 1/UNCONTESTED_FRACTION` of its capacity
+/// teaches nothing about others (module docs, "Sharing a key").
+pub const UNCONTESTED_FRACTION: i128 = 16;
 
 /// The lowest refill rate the foreign-consumption estimate may leave a
 /// bucket: 1/16 of its limit (at least 1 unit per window), so a lane keeps
@@ -287,13 +353,78 @@ fn clamp_foreign(foreign: u64, limit: u64) -> u64 {
     foreign.min(limit.saturating_sub(min_rate(limit)))
 }
 
+/// One step of the foreign-rate estimate at an in-order correction (module
+/// docs, "Sharing a key"): returns the new rate and the new residual.
+///
+/// `divergence` is `local − estimate` before the correction, `residual` the
+/// previous sync point's, `interval_ns` the time between the two requests'
+/// reservations.
+pub fn learn_foreign(
+    foreign: u64,
+    limit: u64,
+    window: Window,
+    divergence: i128,
+    residual: i128,
+    interval_ns: u64,
+) -> (u64, i128) {
+    let unit = scaled(1, window);
+    // Less than a unit above the server's (rounded-down) count is agreement.
+    let seen = if divergence >= unit {
+        divergence
+    } else {
+        divergence.min(0)
+    };
+    // A rate (at most the limit) moves the divergence by at most
+    // `limit × interval`, give or take single requests: over intervals
+    // shorter than τ/10 those are allowed for. Beyond that it is a one-off
+    // (another process spending a full bucket at once), which the level
+    // correction removes and the rate must not learn.
+    let span = interval_ns.max(foreign_time_constant_ns(window) / 10);
+    let most = i128::from(limit).saturating_mul(i128::from(span));
+    let evidence = seen.saturating_sub(residual).clamp(-most, most);
+    let updated = update_foreign_rate(foreign, limit, window, evidence, interval_ns);
+    if evidence >= 0 {
+        // Counted: the divergence seen now is the new reference (before the
+        // correction moves the level, which the caller adds).
+        (updated, seen)
+    } else {
+        // The surplus grew: the reference follows only as far as the rate
+        // absorbed it, so the surplus shrinking back can only give back what
+        // it took (at a rate of 0, noise in the surplus teaches nothing).
+        let over = i128::from(interval_ns.max(foreign_time_constant_ns(window)).max(1));
+        let absorbed = (i128::from(updated) - i128::from(foreign)) * over;
+        (updated, residual.saturating_add(absorbed).max(seen))
+    }
+}
+
+/// The part of a positive `estimate` this bucket may claim when it refills
+/// at `rate` of the server's `limit`: `estimate × rate / limit` (rounded
+/// down). Debt is not shared.
+pub fn own_share(estimate: i128, rate: u64, limit: u64) -> i128 {
+    if estimate <= 0 || rate >= limit || limit == 0 {
+        return estimate;
+    }
+    let limit_wide = i128::from(limit);
+    let whole = (estimate / limit_wide).saturating_mul(i128::from(rate));
+    let part = (estimate % limit_wide).unsigned_abs() * u128::from(rate) / u128::from(limit);
+    // part < rate ≤ u64::MAX.
+    whole.saturating_add(i128::try_from(part).unwrap_or(0))
+}
+
+/// Whether reservation `a` was made after reservation `b` on the same lane
+/// (the lane's cumulative counters only grow).
+fn is_newer(a: &Grant, b: &Grant) -> bool {
+    (a.requests_total, a.tokens_total, a.at) > (b.requests_total, b.tokens_total, b.at)
+}
+
 /// Where local and server views were last aligned, for the foreign-rate estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncPoint {
-    /// Reservation instant of the request whose feedback aligned them.
+    /// Reservation instant of the last in-order request whose feedback
+    /// taught (or re-anchored) the foreign rate.
     pub at: Duration,
-    /// `min(0, local − estimate)` after that correction, scaled: how far the
-    /// local level stayed below the server's view.
+    /// Scaled, `≤ 0`: the divergence `local − estimate` that counts as
+    /// nothing new since then (module docs, "Sharing a key").
     pub residual: i128,
 }
 
@@ -343,6 +474,9 @@ pub struct LaneBuckets {
     paused_until: Duration,
     requests_total: u64,
     tokens_total: u64,
+    /// The newest reservation that any feedback has been about: the server
+    /// has handled it (module docs, step 2).
+    newest_observed: Option<Grant>,
 }
 
 impl LaneBuckets {
@@ -360,6 +494,7 @@ impl LaneBuckets {
             paused_until: Duration::ZERO,
             requests_total: 0,
             tokens_total: 0,
+            newest_observed: None,
         }
     }
 
@@ -461,15 +596,26 @@ impl LaneBuckets {
     pub fn correct(&mut self, now: Duration, grant: &Grant, feedback: &Feedback) {
         let now = self.advance(now);
         let elapsed = nanos(now.saturating_sub(grant.at));
+        let newest = match self.newest_observed {
+            Some(seen) if !is_newer(grant, &seen) => Some(seen),
+            _ => None,
+        };
+        // Reserved after every request answered so far: its count is the
+        // server's latest word, and the only one that may teach `foreign`.
+        let in_order = newest.is_none();
+        let reference = newest.unwrap_or(*grant);
         let observations = [
             (Unit::Requests, feedback.requests),
             (Unit::Tokens, feedback.tokens),
         ];
         for (unit, observation) in observations {
             if let Some(observation) = observation {
-                let later = self.total(unit).saturating_sub(grant.total(unit));
-                self.correct_axis(unit, &observation, grant.at, later, elapsed);
+                let later = self.total(unit).saturating_sub(reference.total(unit));
+                self.correct_axis(unit, &observation, grant.at, later, elapsed, in_order);
             }
+        }
+        if in_order {
+            self.newest_observed = Some(*grant);
         }
     }
 
@@ -480,6 +626,7 @@ impl LaneBuckets {
         reserved_at: Duration,
         later: u64,
         elapsed: u64,
+        in_order: bool,
     ) {
         let axis = Axis::new(unit, obs.window);
         let slot = &mut self.buckets[axis.index()];
@@ -491,46 +638,95 @@ impl LaneBuckets {
             obs.reset
                 .map(|r| remaining_from_reset(limit, r, obs.window))
         });
-        let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
-        let level = corrected_level(
-            current.map(|b| (b.level, b.limit)),
-            limit,
-            obs.window,
-            estimate,
-        );
-        let (foreign, sync) = match (current, estimate) {
-            (Some(b), Some(est)) if limit <= b.limit => {
-                let cap = capacity(limit, obs.window);
-                let divergence = b.level.clamp(debt_floor(cap), cap) - est;
-                let aligned = SyncPoint {
-                    at: reserved_at,
-                    residual: divergence.min(0),
-                };
-                match b.sync {
-                    Some(prev) if reserved_at > prev.at => (
-                        update_foreign_rate(
-                            b.foreign,
-                            limit,
-                            obs.window,
-                            divergence.saturating_sub(prev.residual),
-                            nanos(reserved_at - prev.at),
-                        ),
-                        Some(aligned),
-                    ),
-                    // An older request's response arriving late: level rule only.
-                    Some(prev) => (clamp_foreign(b.foreign, limit), Some(prev)),
-                    None => (clamp_foreign(b.foreign, limit), Some(aligned)),
-                }
-            }
-            (Some(b), None) if limit <= b.limit => (clamp_foreign(b.foreign, limit), b.sync),
-            // Learned or raised: start the estimate afresh.
-            _ => (
-                0,
-                estimate.map(|_| SyncPoint {
+        // A learned axis or a raised limit starts afresh (step 4).
+        let kept = current.filter(|b| limit <= b.limit);
+        let Some(b) = kept else {
+            let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
+            *slot = Some(Bucket {
+                limit,
+                level: corrected_level(
+                    current.map(|b| (b.level, b.limit)),
+                    limit,
+                    obs.window,
+                    estimate,
+                ),
+                foreign: 0,
+                sync: estimate.map(|_| SyncPoint {
                     at: reserved_at,
                     residual: 0,
                 }),
-            ),
+            });
+            return;
+        };
+        let cap = capacity(limit, obs.window);
+        let b = Bucket {
+            limit,
+            level: b.level.clamp(debt_floor(cap), cap),
+            foreign: clamp_foreign(b.foreign, limit),
+            sync: b.sync,
+        };
+        let Some(estimate) = remaining
+            .map(|r| estimate_level_at_rate(r, later, limit, b.rate(), obs.window, elapsed))
+        else {
+            *slot = Some(b);
+            return;
+        };
+        let local = b.level;
+        let divergence = local - estimate;
+        // The server's bucket by now, before what we reserved since: nearly
+        // full? Then nobody contests it, others' use hardly shows in it, and
+        // it keeps wasting refill that our level does not.
+        let uncontested =
+            estimate.saturating_add(scaled(later, obs.window)) >= cap - cap / UNCONTESTED_FRACTION;
+        // Only a response to the newest request answered so far teaches the
+        // foreign rate, only after a first sync point, and only while the
+        // server's bucket is not full (a full bucket wastes its refill, so
+        // what we refill meanwhile says nothing about others).
+        let learned = match b.sync {
+            Some(prev) if in_order && reserved_at >= prev.at && !uncontested => {
+                Some(learn_foreign(
+                    b.foreign,
+                    limit,
+                    obs.window,
+                    divergence,
+                    prev.residual,
+                    nanos(reserved_at - prev.at),
+                ))
+            }
+            _ => None,
+        };
+        let foreign = learned.map_or(b.foreign, |(f, _)| f);
+        // Others sharing the limit take their part of what the server has
+        // free: claim ours, at the rate confirmed by two in-order corrections
+        // in a row (a one-response spike never cuts the level).
+        let claim = if learned.is_some() {
+            let confirmed = Bucket {
+                foreign: foreign.min(b.foreign),
+                ..b
+            };
+            own_share(estimate, confirmed.rate(), limit)
+        } else {
+            estimate
+        };
+        let level = corrected_level(Some((b.level, limit)), limit, obs.window, Some(claim));
+        // The correction moved the level: later divergences move with it.
+        let moved = level - local;
+        let sync = match (learned, b.sync) {
+            (Some((_, reference)), _) => Some(SyncPoint {
+                at: reserved_at,
+                residual: reference.saturating_add(moved).min(0),
+            }),
+            // A late response: the sync point stays, shifted with the level.
+            (None, Some(prev)) if !in_order || reserved_at < prev.at => Some(SyncPoint {
+                residual: prev.residual.saturating_add(moved).min(0),
+                ..prev
+            }),
+            // The first sync point, or an uncontested bucket: start afresh.
+            // A surplus seen now may be noise and is no evidence yet.
+            (None, _) => Some(SyncPoint {
+                at: reserved_at,
+                residual: 0,
+            }),
         };
         *slot = Some(Bucket {
             limit,
@@ -871,5 +1067,202 @@ mod tests {
                 paused: None
             }
         );
+    }
+
+    fn tokens_fb(limit: u64, remaining: u64) -> Feedback {
+        Feedback {
+            requests: None,
+            tokens: Some(
+                WindowObservation::new(Window::Minute)
+                    .limit(limit)
+                    .remaining(remaining),
+            ),
+        }
+    }
+
+    fn reserve(lane: &mut LaneBuckets, now: Duration, tokens: u64) -> Grant {
+        match lane.try_acquire(now, AcquireRequest::one(tokens)) {
+            AcquireOutcome::Reserved(g) => g,
+            other => panic!("not reserved: {other:?}"),
+        }
+    }
+
+    fn foreign(lane: &LaneBuckets) -> u64 {
+        lane.bucket(Axis::TokensPerMinute).unwrap().foreign
+    }
+
+    #[test]
+    fn requests_overtaking_each_other_are_not_someone_elses_use() {
+        // 6000 tpm; a, b, c reserved together; the server handles c, a, b in
+        // that order and each response reports what was left after it.
+        let mut lane = LaneBuckets::new(&tpm(6000), Duration::ZERO);
+        let a = reserve(&mut lane, Duration::ZERO, 100);
+        let b = reserve(&mut lane, Duration::ZERO, 200);
+        let c = reserve(&mut lane, Duration::ZERO, 300);
+        let t = Duration::ZERO;
+        lane.correct(t, &c, &tokens_fb(6000, 5700));
+        // The old rule subtracted b and c from a's count (5600 − 500 = 5100)
+        // although the server had already counted c: 300 lost.
+        lane.correct(t, &a, &tokens_fb(6000, 5600));
+        lane.correct(t, &b, &tokens_fb(6000, 5400));
+        assert_eq!(level(&mut lane, t, Axis::TokensPerMinute), 5400);
+        assert_eq!(foreign(&lane), 0);
+    }
+
+    #[test]
+    fn a_late_response_discounts_what_came_after_the_newest_answered() {
+        let mut lane = LaneBuckets::new(&tpm(6000), Duration::ZERO);
+        let a = reserve(&mut lane, Duration::ZERO, 100);
+        let b = reserve(&mut lane, Duration::ZERO, 200);
+        let _c = reserve(&mut lane, Duration::ZERO, 300);
+        // b answered first: someone else took 1000 before b.
+        lane.correct(Duration::ZERO, &b, &tokens_fb(6000, 4700));
+        assert_eq!(
+            level(&mut lane, Duration::ZERO, Axis::TokensPerMinute),
+            4400
+        );
+        // a's late response knows nothing newer, but 2000 more disappeared
+        // before it: only c (reserved after b) is discounted.
+        lane.correct(Duration::ZERO, &a, &tokens_fb(6000, 2700));
+        assert_eq!(
+            level(&mut lane, Duration::ZERO, Axis::TokensPerMinute),
+            2400
+        );
+    }
+
+    #[test]
+    fn less_than_a_unit_above_the_rounded_count_is_agreement() {
+        // 60 tpm = 1 token/s: after 0.5 s the server has 59.5 and says 59.
+        let mut lane = LaneBuckets::new(&tpm(60), Duration::ZERO);
+        let a = reserve(&mut lane, Duration::ZERO, 1);
+        let half = Duration::from_millis(500);
+        lane.correct(half, &a, &tokens_fb(60, 59));
+        let b = lane.bucket(Axis::TokensPerMinute).unwrap();
+        assert_eq!(
+            b.level,
+            capacity(60, Window::Minute) - scaled(1, Window::Minute) / 2
+        );
+        // A whole unit below lowers.
+        lane.correct(half, &a, &tokens_fb(60, 58));
+        assert_eq!(level(&mut lane, half, Axis::TokensPerMinute), 58);
+    }
+
+    #[test]
+    fn noise_in_the_surplus_does_not_ratchet_the_foreign_rate() {
+        let w = Window::Minute;
+        let u = scaled(1, w);
+        // At a rate of 0, a surplus that shrinks (our own requests reaching
+        // the server) teaches nothing.
+        let (f, r) = learn_foreign(0, 6000, w, -500 * u, 0, 1_000_000_000);
+        assert_eq!((f, r), (0, 0));
+        let (f, r) = learn_foreign(f, 6000, w, -100 * u, r, 1_000_000_000);
+        assert_eq!((f, r), (0, 0));
+        // A surplus that grows takes from a positive rate, and shrinking back
+        // gives exactly that back.
+        let (f1, r1) = learn_foreign(1200, 6000, w, -100 * u, 0, 1_000_000_000);
+        assert_eq!(f1, 1200 - 600);
+        assert_eq!(r1, -100 * u);
+        let (f2, r2) = learn_foreign(f1, 6000, w, 0, r1, 1_000_000_000);
+        assert_eq!((f2, r2), (1200, 0));
+        // Growth beyond what the rate could absorb is not given back later.
+        let (f3, r3) = learn_foreign(100, 6000, w, -100 * u, 0, 1_000_000_000);
+        assert_eq!(f3, 0);
+        assert_eq!(r3, -(100 * u) / 6);
+        let (f4, _) = learn_foreign(f3, 6000, w, 0, r3, 1_000_000_000);
+        assert_eq!(f4, 100);
+    }
+
+    #[test]
+    fn a_deficit_raises_the_foreign_rate_but_a_one_off_only_so_far() {
+        let w = Window::Minute;
+        let u = scaled(1, w);
+        // 100 tokens missing over 1 s: 100 × 60 s / 10 s = 600 per minute.
+        let (f, r) = learn_foreign(0, 6000, w, 100 * u, 0, 1_000_000_000);
+        assert_eq!((f, r), (600, 100 * u));
+        // 5000 missing within 10 ms cannot be a rate (at most 6000/min, i.e.
+        // 100 over the τ/10 = 1 s floor): it moves the rate by 600 only.
+        let (f, _) = learn_foreign(0, 6000, w, 5000 * u, 0, 10_000_000);
+        assert_eq!(f, 600);
+        // Rounding is no evidence.
+        let (f, r) = learn_foreign(0, 6000, w, u - 1, 0, 1_000_000_000);
+        assert_eq!((f, r), (0, 0));
+    }
+
+    #[test]
+    fn own_share_is_exact_and_leaves_debt_alone() {
+        let w = Window::Minute;
+        assert_eq!(own_share(scaled(900, w), 2000, 6000), scaled(300, w));
+        assert_eq!(own_share(7, 1, 3), 2);
+        assert_eq!(own_share(-scaled(10, w), 1, 6000), -scaled(10, w));
+        assert_eq!(own_share(scaled(10, w), 6000, 6000), scaled(10, w));
+        let big = capacity(u64::MAX, Window::Day);
+        assert!(own_share(big, u64::MAX - 1, u64::MAX) < big);
+    }
+
+    /// Runs a lane against a server bucket another client drains at
+    /// `other_per_s` tokens/s, 100-token requests every 200 ms, each answered
+    /// at once; returns the lane.
+    fn shared(other_per_s: u64, seconds: u64) -> (LaneBuckets, LaneBuckets, Duration) {
+        let limits = tpm(6000);
+        let mut server = LaneBuckets::new(&limits, Duration::ZERO);
+        let mut lane = LaneBuckets::new(&limits, Duration::ZERO);
+        let mut now = Duration::ZERO;
+        let step = Duration::from_millis(200);
+        while now < Duration::from_secs(seconds) {
+            now += step;
+            let _ = server.try_acquire(now, AcquireRequest::one(other_per_s / 5));
+            if let AcquireOutcome::Reserved(g) = lane.try_acquire(now, AcquireRequest::one(100)) {
+                let _ = server.try_acquire(now, AcquireRequest::one(100));
+                let left = server
+                    .state(now)
+                    .bucket(Axis::TokensPerMinute)
+                    .unwrap()
+                    .level;
+                lane.correct(
+                    now,
+                    &g,
+                    &tokens_fb(6000, u64::try_from(left.max(0)).unwrap()),
+                );
+            }
+        }
+        (lane, server, now)
+    }
+
+    #[test]
+    fn the_lane_claims_only_its_share_of_what_the_server_has_free() {
+        // The other client takes 40 of the 100 tokens/s.
+        let (mut lane, mut server, now) = shared(40, 120);
+        let f = foreign(&lane);
+        assert!((2000..=2800).contains(&f), "{f}");
+        // A minute of quiet fills both buckets; then the other client takes
+        // 3000 at once and our next request finds 2999 left.
+        let later = now + Duration::from_secs(60);
+        let _ = server.try_acquire(later, AcquireRequest::one(3000));
+        let g = reserve(&mut lane, later, 1);
+        let _ = server.try_acquire(later, AcquireRequest::one(1));
+        lane.correct(later, &g, &tokens_fb(6000, 2999));
+        // Of those 2999 we claim our part, (6000 − foreign)/6000 (the rate
+        // the previous correction and this one agree on).
+        let expected = 2999 * i64::try_from(6000 - f).unwrap() / 6000;
+        let ours = level(&mut lane, later, Axis::TokensPerMinute);
+        assert!((ours - expected).abs() <= 1, "{ours} vs {expected}");
+        assert!(foreign(&lane) > f, "the deficit teaches too");
+    }
+
+    #[test]
+    fn a_nearly_full_server_bucket_teaches_nothing() {
+        // A lane with a foreign estimate, then a server bucket that stays full.
+        let (mut lane, _, now) = shared(40, 120);
+        let f = foreign(&lane);
+        let mut server = LaneBuckets::new(&tpm(6000), now);
+        let mut t = now;
+        for _ in 0..50 {
+            t += Duration::from_secs(1);
+            let g = reserve(&mut lane, t, 1);
+            let _ = server.try_acquire(t, AcquireRequest::one(1));
+            let left = server.state(t).bucket(Axis::TokensPerMinute).unwrap().level;
+            lane.correct(t, &g, &tokens_fb(6000, u64::try_from(left).unwrap()));
+        }
+        assert_eq!(foreign(&lane), f);
     }
 }
