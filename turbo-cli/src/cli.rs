@@ -164,7 +164,7 @@ pub struct RunArgs {
     pub timeline_json: Option<PathBuf>,
     /// Most lines handed to the engine and not yet finished; bounds memory on
     /// huge inputs.
-    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(50_000).unwrap_or(NonZeroUsize::MIN))]
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(20_000).unwrap_or(NonZeroUsize::MIN))]
     pub max_pending: NonZeroUsize,
     /// Median latency of the simulated provider (--provider mock), log-normal.
     #[arg(long, value_name = "MS", default_value_t = 150)]

@@ -84,8 +84,6 @@ pub struct Entry {
     pub provider: Option<Provider>,
     /// Its `depends_on`, as written.
     pub depends_on: Vec<String>,
-    /// Its `priority` (default 0).
-    pub priority: i32,
     /// Its `body`.
     pub request: ChatRequest,
 }
@@ -169,21 +167,18 @@ pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
             Vec::new()
         }
     };
-    let priority = match object.get("priority") {
-        None | Some(Value::Null) => 0,
-        Some(value) => match value.as_i64().and_then(|p| i32::try_from(p).ok()) {
-            Some(priority) => priority,
-            None => {
-                problems.push(format!(
-                    "\"priority\" must be an integer between {} and {}, found {}",
-                    i32::MIN,
-                    i32::MAX,
-                    short(value)
-                ));
-                0
-            }
-        },
-    };
+    // The run reads it again with the body; here it is only checked.
+    if let Some(value) = object.get("priority")
+        && !value.is_null()
+        && value.as_i64().and_then(|p| i32::try_from(p).ok()).is_none()
+    {
+        problems.push(format!(
+            "\"priority\" must be an integer between {} and {}, found {}",
+            i32::MIN,
+            i32::MAX,
+            short(value)
+        ));
+    }
     let request = match object.remove("body") {
         None => {
             problems.push("missing \"body\"".to_owned());
@@ -203,7 +198,6 @@ pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
             custom_id,
             provider,
             depends_on,
-            priority,
             request,
         }),
         _ => Err(problems),
@@ -479,7 +473,17 @@ impl LineReader {
     /// The text of the line at `meta`.
     pub fn read(&mut self, meta: &LineMeta) -> io::Result<&str> {
         if meta.offset != self.position {
-            self.reader.seek(SeekFrom::Start(meta.offset))?;
+            // Usually a line break ahead: seek_relative keeps the buffer
+            // when the target is inside it.
+            match i64::try_from(meta.offset)
+                .ok()
+                .zip(i64::try_from(self.position).ok())
+            {
+                Some((target, here)) => self.reader.seek_relative(target - here)?,
+                None => {
+                    self.reader.seek(SeekFrom::Start(meta.offset))?;
+                }
+            }
         }
         self.buffer.resize(meta.len as usize, 0);
         self.reader.read_exact(&mut self.buffer)?;
@@ -693,7 +697,6 @@ mod tests {
         assert_eq!(entry.custom_id, "b");
         assert_eq!(entry.depends_on, vec!["a"]);
         assert_eq!(entry.request.model, "gpt-4o-mini");
-        assert_eq!(entry.priority, 0);
         assert_eq!(entry.provider, None);
     }
 

@@ -195,7 +195,7 @@ pub async fn monitor(
     let bar = (config.mode == ProgressMode::Bar).then(|| {
         let bar = ProgressBar::with_draw_target(Some(config.todo), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} · {msg} · ETA {eta}",
+            "{spinner} {elapsed_precise} [{bar:25}] {pos}/{len} ETA {eta} · {wide_msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");

@@ -1,7 +1,7 @@
 //! Reading the results an earlier run left in the output file.
 //!
 //! A run writes each result with one `write`, so a kill leaves at most one
-//! torn line, the last: it is cut off here and its request runs again.
+//! torn line, the last: it is cut off and its request runs again.
 //! Every other line is a result that must not be paid for twice.
 
 use std::collections::HashMap;
@@ -44,8 +44,8 @@ pub struct Existing {
     pub duplicates: usize,
     /// Failed or skipped lines removed for `--retry-failed`.
     pub removed: usize,
-    /// Whether a torn last line was cut off.
-    pub torn: bool,
+    /// Where a torn last line starts (cut off by [`Existing::apply`]).
+    pub torn_at: Option<u64>,
     /// Whether the last line lacks its line break (complete, but written by
     /// something else): the writer adds one before appending.
     pub needs_newline: bool,
@@ -61,7 +61,7 @@ impl Existing {
             unknown: 0,
             duplicates: 0,
             removed: 0,
-            torn: false,
+            torn_at: None,
             needs_newline: false,
         }
     }
@@ -160,17 +160,16 @@ fn is_blank(content: &[u8]) -> bool {
     content.iter().all(u8::is_ascii_whitespace)
 }
 
-/// Reads the output file of an earlier run: cuts off a torn last line,
-/// records what each entry already has and, with `retry_failed`, removes the
-/// failed and skipped lines (through a temporary file and an atomic rename)
-/// so that every custom_id ends up in the file exactly once.
+/// Reads the output file of an earlier run without changing it: records
+/// what each entry already has, where a torn last line starts and, with
+/// `retry_failed`, which failed and skipped lines are to go.
+/// [`Existing::apply`] then makes the file match.
 pub fn scan(path: &Path, ids: &IdTable, retry_failed: bool) -> Result<Existing, ScanError> {
     let mut existing = Existing::empty(ids.len());
     if !path.exists() {
         return Ok(existing);
     }
     let mut problems = Vec::new();
-    let mut torn_at = None;
     for_each_line(path, |line, content| {
         if is_blank(content) {
             return Ok(true);
@@ -178,7 +177,7 @@ pub fn scan(path: &Path, ids: &IdTable, retry_failed: bool) -> Result<Existing, 
         let header = match serde_json::from_slice::<Header>(content) {
             Ok(header) => header,
             Err(_) if !line.terminated => {
-                torn_at = Some(line.offset);
+                existing.torn_at = Some(line.offset);
                 return Ok(false);
             }
             Err(error) => {
@@ -222,10 +221,6 @@ pub fn scan(path: &Path, ids: &IdTable, retry_failed: bool) -> Result<Existing, 
     if !problems.is_empty() {
         return Err(ScanError::Invalid(problems));
     }
-    if let Some(offset) = torn_at {
-        OpenOptions::new().write(true).open(path)?.set_len(offset)?;
-        existing.torn = true;
-    }
     if retry_failed {
         for (index, prior) in existing.prior.iter_mut().enumerate() {
             if matches!(prior, Prior::Failed | Prior::Skipped) {
@@ -240,11 +235,25 @@ pub fn scan(path: &Path, ids: &IdTable, retry_failed: bool) -> Result<Existing, 
         .iter()
         .filter(|prior| **prior != Prior::Missing)
         .count();
-    if existing.removed > 0 || existing.duplicates > 0 {
-        rewrite(path, ids, &existing.prior)?;
-        existing.needs_newline = false;
-    }
     Ok(existing)
+}
+
+impl Existing {
+    /// Makes the file match the scan: cuts off a torn last line and, when
+    /// lines are to go (failed ones for `--retry-failed`, duplicates),
+    /// rewrites it through a temporary file and an atomic rename, so that
+    /// every custom_id ends up in the file exactly once. Done only once
+    /// nothing else can stop the run.
+    pub fn apply(&mut self, path: &Path, ids: &IdTable) -> io::Result<()> {
+        if let Some(offset) = self.torn_at {
+            OpenOptions::new().write(true).open(path)?.set_len(offset)?;
+        }
+        if self.removed > 0 || self.duplicates > 0 {
+            rewrite(path, ids, &self.prior)?;
+            self.needs_newline = false;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps, for each entry, its first line of the recorded class, and every
@@ -419,8 +428,11 @@ mod tests {
         let whole = ok("a", "A");
         let torn = &ok("b", "B")[..20];
         std::fs::write(&out, format!("{whole}{torn}")).unwrap();
-        let existing = scan(&out, &ids, false).unwrap();
-        assert!(existing.torn);
+        let mut existing = scan(&out, &ids, false).unwrap();
+        assert_eq!(existing.torn_at, Some(whole.len() as u64));
+        let answers = load_answers(&out, &ids, &[true, true, false]).unwrap();
+        assert_eq!(answers.len(), 1);
+        existing.apply(&out, &ids).unwrap();
         assert_eq!(
             existing.prior,
             vec![Prior::Completed, Prior::Missing, Prior::Missing]
@@ -438,7 +450,7 @@ mod tests {
         let out = fixture.dir.join("out.jsonl");
         std::fs::write(&out, ok("a", "A").trim_end()).unwrap();
         let existing = scan(&out, &ids, false).unwrap();
-        assert!(!existing.torn);
+        assert_eq!(existing.torn_at, None);
         assert!(existing.needs_newline);
         assert_eq!(existing.prior, vec![Prior::Completed]);
     }
@@ -458,7 +470,13 @@ mod tests {
         .concat();
         std::fs::write(&out, &text).unwrap();
 
-        let kept = scan(&out, &ids, false).unwrap();
+        let mut kept = scan(&out, &ids, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            text,
+            "scan changes nothing"
+        );
+        kept.apply(&out, &ids).unwrap();
         assert_eq!(
             kept.prior,
             vec![
@@ -474,8 +492,9 @@ mod tests {
         let after_dedup = std::fs::read_to_string(&out).unwrap();
         assert_eq!(after_dedup.lines().count(), 4);
 
-        let existing = scan(&out, &ids, true).unwrap();
+        let mut existing = scan(&out, &ids, true).unwrap();
         assert_eq!(existing.removed, 2);
+        existing.apply(&out, &ids).unwrap();
         assert_eq!(
             existing.prior,
             vec![

@@ -30,8 +30,8 @@ use anyhow::{Context, anyhow};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
 use turbo_core::{
-    Completion, NodeError, NodeId, Provider, PushError, RetryConfig, TurboRun, WorkNode,
-    fill_placeholders,
+    ChatRequest, Completion, NodeError, NodeId, Provider, PushError, RetryConfig, TurboRun,
+    WorkNode, fill_placeholders,
 };
 use turbo_graph::BuildIdHasher;
 use turbo_providers::turbo_tokens::{Encoding, TiktokenCounter, TokenCounter, encoding_for_model};
@@ -234,6 +234,14 @@ impl RunContext {
     }
 }
 
+/// The parts of a validated line that are sent.
+#[derive(serde::Deserialize)]
+struct Runnable {
+    #[serde(default)]
+    priority: Option<i32>,
+    body: ChatRequest,
+}
+
 /// What the feeder decided for one line.
 enum Next {
     Done,
@@ -287,15 +295,21 @@ async fn feed(
                 ctx.batch.path.display()
             )
         })?;
-        let entry = parse_entry(text).map_err(|problems| {
-            anyhow!(
-                "{}:{}: the input changed while running: {}",
-                ctx.batch.path.display(),
-                meta.line,
-                problems.join("; ")
-            )
-        })?;
-        let mut request = entry.request;
+        // The line was validated: read just what is sent, without building
+        // a JSON tree first.
+        let entry = match serde_json::from_str::<Runnable>(text) {
+            Ok(entry) => entry,
+            Err(_) => {
+                let problems = parse_entry(text).err().unwrap_or_default();
+                return Err(anyhow!(
+                    "{}:{}: the input changed while running: {}",
+                    ctx.batch.path.display(),
+                    meta.line,
+                    problems.join("; ")
+                ));
+            }
+        };
+        let mut request = entry.body;
         if !from_file.is_empty() {
             fill_placeholders(&mut request, |key| {
                 from_file
@@ -309,7 +323,7 @@ async fn feed(
             Provider::OpenAi => WorkNode::retryable_for_openai(request),
             Provider::Groq => WorkNode::retryable_for_groq(request),
         }
-        .with_priority(entry.priority);
+        .with_priority(entry.priority.unwrap_or(0));
         if keyed {
             node = node.with_key(ctx.batch.ids.name(index));
         }
@@ -427,7 +441,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let entries = batch.len();
 
     let resume = args.resume || args.retry_failed;
-    let existing = if resume {
+    let mut existing = if resume {
         match resume::scan(&output, &batch.ids, args.retry_failed) {
             Ok(existing) => existing,
             Err(ScanError::Invalid(problems)) => {
@@ -447,10 +461,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 output.display()
             ))
             .into());
-        }
-        if has_results {
-            std::fs::File::create(&output)
-                .with_context(|| format!("cannot truncate {}", output.display()))?;
         }
         Existing::empty(entries)
     };
@@ -522,6 +532,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if todo > 0 {
         warm_up(encodings);
     }
+    // Every check passed: only now is the output changed.
+    if args.overwrite {
+        std::fs::File::create(&output)
+            .map_err(|error| UsageError(format!("cannot write {}: {error}", output.display())))?;
+    }
+    existing
+        .apply(&output, &batch.ids)
+        .with_context(|| format!("cannot prepare {} for resuming", output.display()))?;
+    let writer = ResultWriter::open(&output, existing.needs_newline)
+        .map_err(|error| UsageError(format!("cannot write {}: {error}", output.display())))?;
+
     let engine = build_engine(EngineOptions {
         clients,
         limits: &limits,
@@ -531,8 +552,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let mut completions = engine
         .completions()
         .ok_or_else(|| anyhow!("internal error: the engine's result stream is taken"))?;
-    let writer = ResultWriter::open(&output, existing.needs_newline)
-        .with_context(|| format!("cannot open {} for writing", output.display()))?;
 
     if mode != ProgressMode::None {
         let target = if is_mock {
@@ -706,7 +725,7 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> 
 
 fn describe_resume(console: &Console, output: &Path, existing: &Existing) {
     let mut parts = vec![format!("{} results kept", thousands(existing.kept as u64))];
-    if existing.torn {
+    if existing.torn_at.is_some() {
         parts.push("a torn last line dropped".to_owned());
     }
     if existing.removed > 0 {

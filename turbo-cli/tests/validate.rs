@@ -174,18 +174,25 @@ async fn a_missing_key_stops_before_anything_is_sent() {
     assert_eq!(server.requests(), 0);
     assert!(std::fs::read(&output).unwrap_or_default().is_empty());
 
-    // The default provider without key or --base-url.
+    // The default provider without key or --base-url; earlier results are
+    // not touched, even with --overwrite.
     write_lines(&input, &[line("o", "o: hi", &[])]);
+    std::fs::write(&output, "{\"custom_id\":\"o\"}\n").unwrap();
     let run = finish(turbo_run([
         "run".as_ref(),
         input.as_os_str(),
         "-o".as_ref(),
         output.as_os_str(),
+        "--overwrite".as_ref(),
     ]))
     .await;
     assert_eq!(run.code(), Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("OPENAI_API_KEY"), "{}", run.stderr);
     assert!(run.stderr.contains("--base-url"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "{\"custom_id\":\"o\"}\n"
+    );
     assert_eq!(server.requests(), 0);
 }
 
