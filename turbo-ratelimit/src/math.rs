@@ -79,12 +79,19 @@
 //!    in flight and rare outside opening bursts. Cancelled reservations stay
 //!    in the counters.
 //! 3. The claim ([`own_share`]): at an in-order correction that teaches the
-//!    foreign rate (below), `claim = est × rate' / L` for `est > 0`, where
-//!    `rate' = L − min(foreign before, foreign after this correction)`
-//!    (floored at [`min_rate`]): others sharing the limit take their part of
-//!    what the server has free, at the rate two corrections in a row agree
-//!    on, so a one-response spike never cuts the level. Otherwise (and for
-//!    debt) `claim = est`.
+//!    foreign rate (below), `claim = (est − between) × rate' / L` for a
+//!    positive base, where `rate' = L − f'` with
+//!    `f' = min(foreign before, foreign after this correction)` (floored at
+//!    [`min_rate`]): others sharing the limit take their part of what the
+//!    server has free, at the rate two corrections in a row agree on, so a
+//!    one-response spike never cuts the level. `between` is 0 when `f' = 0`;
+//!    otherwise it is what was reserved strictly between the previous `H`
+//!    and R (requests: their count `n`; tokens: `n ×` the average size of the
+//!    reservations from `H` through R, rounded down). R overtook those if the
+//!    server has not counted them yet, which makes `est` too high by them:
+//!    harmless alone, but with others on the key every unit too high is a
+//!    unit someone else may spend first, so the claim leaves them out.
+//!    Otherwise (and for debt) `claim = est`.
 //! 4. The new level ([`corrected_level`]):
 //!    * the axis had no limit (learning, or the configuration had none): `est`,
 //!      or full when the server sent no remaining count;
@@ -462,6 +469,20 @@ impl Bucket {
     }
 }
 
+/// What one correction knows about the answered request, per unit.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    reserved_at: Duration,
+    /// Units reserved after it, or after the newest answered one if newer.
+    later: u64,
+    /// Units reserved between the previous newest answered one and it.
+    between: u64,
+    /// Time since it was reserved.
+    elapsed: u64,
+    /// Newer than every request answered before.
+    in_order: bool,
+}
+
 /// The whole state of one lane, as a pure state machine over explicit time.
 ///
 /// [`crate::MemoryStore`] is this behind a mutex; each method is one of the
@@ -604,14 +625,38 @@ impl LaneBuckets {
         // server's latest word, and the only one that may teach `foreign`.
         let in_order = newest.is_none();
         let reference = newest.unwrap_or(*grant);
+        // Reserved between the previous newest answered request and this one:
+        // the server may not have counted them yet (module docs, step 3).
+        let previous = self.newest_observed;
+        let between = |unit: Unit| match (in_order, previous) {
+            (true, Some(prev)) => {
+                let span = grant.requests_total.saturating_sub(prev.requests_total);
+                let count = span.saturating_sub(1);
+                match unit {
+                    Unit::Requests => count,
+                    Unit::Tokens => {
+                        let tokens = grant.tokens_total.saturating_sub(prev.tokens_total);
+                        let per = u128::from(tokens) * u128::from(count) / u128::from(span.max(1));
+                        u64::try_from(per).unwrap_or(u64::MAX)
+                    }
+                }
+            }
+            _ => 0,
+        };
         let observations = [
             (Unit::Requests, feedback.requests),
             (Unit::Tokens, feedback.tokens),
         ];
         for (unit, observation) in observations {
             if let Some(observation) = observation {
-                let later = self.total(unit).saturating_sub(reference.total(unit));
-                self.correct_axis(unit, &observation, grant.at, later, elapsed, in_order);
+                let seen = Answered {
+                    reserved_at: grant.at,
+                    later: self.total(unit).saturating_sub(reference.total(unit)),
+                    between: between(unit),
+                    elapsed,
+                    in_order,
+                };
+                self.correct_axis(unit, &observation, seen);
             }
         }
         if in_order {
@@ -619,15 +664,14 @@ impl LaneBuckets {
         }
     }
 
-    fn correct_axis(
-        &mut self,
-        unit: Unit,
-        obs: &WindowObservation,
-        reserved_at: Duration,
-        later: u64,
-        elapsed: u64,
-        in_order: bool,
-    ) {
+    fn correct_axis(&mut self, unit: Unit, obs: &WindowObservation, seen: Answered) {
+        let Answered {
+            reserved_at,
+            later,
+            between,
+            elapsed,
+            in_order,
+        } = seen;
         let axis = Axis::new(unit, obs.window);
         let slot = &mut self.buckets[axis.index()];
         let current = *slot;
@@ -704,7 +748,12 @@ impl LaneBuckets {
                 foreign: foreign.min(b.foreign),
                 ..b
             };
-            own_share(estimate, confirmed.rate(), limit)
+            let unsure = if confirmed.foreign > 0 {
+                scaled(between, obs.window)
+            } else {
+                0
+            };
+            own_share(estimate.saturating_sub(unsure), confirmed.rate(), limit)
         } else {
             estimate
         };
@@ -1247,6 +1296,35 @@ mod tests {
         let ours = level(&mut lane, later, Axis::TokensPerMinute);
         assert!((ours - expected).abs() <= 1, "{ours} vs {expected}");
         assert!(foreign(&lane) > f, "the deficit teaches too");
+    }
+
+    #[test]
+    fn with_others_on_the_key_requests_we_overtook_are_not_claimed() {
+        let (mut lane, mut server, now) = shared(40, 120);
+        let f = foreign(&lane);
+        // a and b are still on their way when c, reserved after them, is
+        // handled: c's count does not include them yet.
+        let mut t = now;
+        for _ in 0..50 {
+            t += Duration::from_millis(200);
+            // The other client now takes all of the refill.
+            let _ = server.try_acquire(t, AcquireRequest::one(20));
+        }
+        let _a = reserve(&mut lane, t, 100);
+        let _b = reserve(&mut lane, t, 100);
+        let c = reserve(&mut lane, t, 100);
+        let _ = server.try_acquire(t, AcquireRequest::one(100));
+        let left = server.state(t).bucket(Axis::TokensPerMinute).unwrap().level;
+        let left = u64::try_from(left.max(0)).unwrap();
+        let before = level(&mut lane, t, Axis::TokensPerMinute);
+        lane.correct(t, &c, &tokens_fb(6000, left));
+        let after = level(&mut lane, t, Axis::TokensPerMinute);
+        // Without leaving a and b out, our share of `left` would be claimed
+        // as if a and b were already paid for.
+        let rate = i64::try_from(6000 - f.min(foreign(&lane))).unwrap();
+        let expected = (i64::try_from(left).unwrap() - 200) * rate / 6000;
+        assert!(after < before, "{after} vs {before}");
+        assert!((after - expected).abs() <= 1, "{after} vs {expected}");
     }
 
     #[test]
