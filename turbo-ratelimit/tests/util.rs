@@ -97,3 +97,447 @@ pub fn spawn_acquire(
         Ok(())
     })
 }
+
+/// A discrete-event simulation of clients (each a [`LaneBuckets`] of its own,
+/// as separate processes) sharing one server-side limit, with explicit time.
+///
+/// The server charges a request when it arrives (or rejects it with a 429
+/// without charging) and answers with the `remaining` counts left after it,
+/// rounded down, like OpenAI. Each request travels to the server for a random
+/// uplink time and back for a random downlink time, so requests reach the
+/// server, and responses the client, in a different order than they were
+/// reserved.
+pub mod sim {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    use std::time::Duration;
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use turbo_ratelimit::math::{LaneBuckets, window_ns};
+    use turbo_ratelimit::{
+        AcquireOutcome, AcquireRequest, Adjustment, Axis, Feedback, Grant, Limits, Window,
+        WindowObservation,
+    };
+
+    /// A uniformly distributed delay.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Delay {
+        pub min: Duration,
+        pub max: Duration,
+    }
+
+    impl Delay {
+        pub const ZERO: Delay = Delay::fixed(Duration::ZERO);
+
+        pub const fn fixed(d: Duration) -> Self {
+            Self { min: d, max: d }
+        }
+
+        pub const fn ms(min: u64, max: u64) -> Self {
+            Self {
+                min: Duration::from_millis(min),
+                max: Duration::from_millis(max),
+            }
+        }
+
+        fn draw(&self, rng: &mut SmallRng) -> Duration {
+            let (lo, hi) = (self.min.as_nanos() as u64, self.max.as_nanos() as u64);
+            Duration::from_nanos(rng.random_range(lo..=hi))
+        }
+    }
+
+    /// One client process.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Client {
+        /// Requests it may have in flight (its worker count).
+        pub workers: usize,
+        /// Request size in tokens, drawn uniformly from this range.
+        pub tokens: (u64, u64),
+        /// Work arriving, in tokens per minute; `None`: always has work.
+        pub demand_tpm: Option<u64>,
+        /// Reservation to server handling.
+        pub uplink: Delay,
+        /// Server handling to feedback.
+        pub downlink: Delay,
+        /// Whether it feeds the server's numbers back (`observe`).
+        pub observe: bool,
+        /// Its own configured (requests, tokens) per minute; `None`: the server's.
+        pub limits: Option<(u32, u64)>,
+        /// When it starts.
+        pub start: Duration,
+    }
+
+    impl Client {
+        /// Always busy, `workers` in flight, given latencies.
+        pub const fn busy(
+            workers: usize,
+            tokens: (u64, u64),
+            uplink: Delay,
+            downlink: Delay,
+        ) -> Self {
+            Self {
+                workers,
+                tokens,
+                demand_tpm: None,
+                uplink,
+                downlink,
+                observe: true,
+                limits: None,
+                start: Duration::ZERO,
+            }
+        }
+
+        /// Starts at `at`.
+        pub const fn starting(mut self, at: Duration) -> Self {
+            self.start = at;
+            self
+        }
+
+        /// Keeps to its own `limits` and ignores the server's numbers.
+        pub const fn polite(mut self, rpm: u32, tpm: u64) -> Self {
+            self.observe = false;
+            self.limits = Some((rpm, tpm));
+            self
+        }
+
+        /// Has work for `tpm` tokens per minute only.
+        pub const fn demand(mut self, tpm: u64) -> Self {
+            self.demand_tpm = Some(tpm);
+            self
+        }
+    }
+
+    /// What one client achieved.
+    #[derive(Debug, Clone, Default)]
+    pub struct ClientReport {
+        /// (server handling instant, tokens) of each admitted request.
+        pub admitted: Vec<(Duration, u64)>,
+        /// Requests the server rejected (429).
+        pub rejected: u64,
+        /// When the server rejected them.
+        pub rejections: Vec<Duration>,
+        /// Requests that reached the server.
+        pub sent: u64,
+        /// Sum of all downward corrections of the token bucket, in tokens.
+        pub lowered_tokens: f64,
+        /// Largest single downward correction of the token bucket, in tokens.
+        pub largest_lowering: f64,
+        /// Largest foreign-rate estimate of the token bucket seen after `warmup`.
+        pub foreign_max: u64,
+        /// Foreign-rate estimate of the token bucket at the end.
+        pub foreign_end: u64,
+        /// Largest foreign-rate estimate of the request bucket seen after `warmup`.
+        pub foreign_requests_max: u64,
+    }
+
+    impl ClientReport {
+        /// Tokens the server admitted for this client with handling in `[from, to)`.
+        pub fn tokens_between(&self, from: Duration, to: Duration) -> u64 {
+            self.admitted
+                .iter()
+                .filter(|(t, _)| *t >= from && *t < to)
+                .map(|(_, n)| n)
+                .sum()
+        }
+
+        /// Tokens per minute admitted in `[from, to)`.
+        pub fn tpm_between(&self, from: Duration, to: Duration) -> f64 {
+            self.tokens_between(from, to) as f64 * 60.0 / (to - from).as_secs_f64()
+        }
+
+        /// Requests rejected with handling in `[from, to)`.
+        pub fn rejected_between(&self, from: Duration, to: Duration) -> usize {
+            self.rejections
+                .iter()
+                .filter(|t| **t >= from && **t < to)
+                .count()
+        }
+
+        /// Share of requests rejected.
+        pub fn rejected_share(&self) -> f64 {
+            self.rejected as f64 / self.sent.max(1) as f64
+        }
+    }
+
+    /// The whole setting.
+    #[derive(Debug, Clone)]
+    pub struct Scenario {
+        pub rpm: u32,
+        pub tpm: u64,
+        pub clients: Vec<Client>,
+        pub duration: Duration,
+        /// Foreign estimates before this instant are not reported in `foreign_max`.
+        pub warmup: Duration,
+        pub seed: u64,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Event {
+        WorkArrives(usize),
+        TryHead(usize),
+        Arrive {
+            client: usize,
+            grant: GrantKey,
+            tokens: u64,
+        },
+        Respond {
+            client: usize,
+            grant: GrantKey,
+            tokens: u64,
+            ok: bool,
+            remaining: (u64, u64),
+            retry_ns: u64,
+        },
+    }
+
+    /// `Grant` is not `Ord`; the event queue only needs a total order.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    struct GrantKey(u128, u64, u64);
+
+    impl From<Grant> for GrantKey {
+        fn from(g: Grant) -> Self {
+            Self(g.at.as_nanos(), g.requests_total, g.tokens_total)
+        }
+    }
+
+    impl From<GrantKey> for Grant {
+        fn from(k: GrantKey) -> Self {
+            Grant {
+                at: Duration::from_nanos(k.0 as u64),
+                requests_total: k.1,
+                tokens_total: k.2,
+            }
+        }
+    }
+
+    struct ClientState {
+        spec: Client,
+        lane: LaneBuckets,
+        idle: usize,
+        ready: usize,
+        backlog: u64,
+        next_work: u64,
+        pending_try: Option<Duration>,
+        report: ClientReport,
+    }
+
+    struct Queue {
+        heap: BinaryHeap<Reverse<(Duration, u64, Event)>>,
+        seq: u64,
+    }
+
+    impl Queue {
+        fn push(&mut self, at: Duration, event: Event) {
+            self.seq += 1;
+            self.heap.push(Reverse((at, self.seq, event)));
+        }
+    }
+
+    fn schedule_try(q: &mut Queue, c: &mut ClientState, i: usize, at: Duration) {
+        if c.pending_try.is_some_and(|p| p <= at) {
+            return;
+        }
+        c.pending_try = Some(at);
+        q.push(at, Event::TryHead(i));
+    }
+
+    fn work_interval(c: &Client) -> Option<Duration> {
+        c.demand_tpm.map(|tpm| {
+            let mean = (c.tokens.0 + c.tokens.1) as f64 / 2.0;
+            Duration::from_secs_f64(mean * 60.0 / tpm as f64)
+        })
+    }
+
+    /// Runs the scenario; one report per client.
+    pub fn run(s: &Scenario) -> Vec<ClientReport> {
+        let limits = Limits::try_per_minute(s.rpm, s.tpm).unwrap();
+        let mut server = LaneBuckets::new(&limits, Duration::ZERO);
+        let mut rng = SmallRng::seed_from_u64(s.seed);
+        let mut q = Queue {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        };
+        let mut clients: Vec<ClientState> = s
+            .clients
+            .iter()
+            .map(|spec| ClientState {
+                spec: *spec,
+                lane: LaneBuckets::new(
+                    &spec
+                        .limits
+                        .map_or(limits, |(r, t)| Limits::try_per_minute(r, t).unwrap()),
+                    Duration::ZERO,
+                ),
+                idle: spec.workers,
+                ready: 0,
+                backlog: 0,
+                next_work: 0,
+                pending_try: None,
+                report: ClientReport::default(),
+            })
+            .collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let start = c.spec.start;
+            c.lane = LaneBuckets::new(
+                &c.spec
+                    .limits
+                    .map_or(limits, |(r, t)| Limits::try_per_minute(r, t).unwrap()),
+                start,
+            );
+            if c.spec.demand_tpm.is_some() {
+                q.push(start, Event::WorkArrives(i));
+            } else {
+                c.ready = c.idle;
+                c.idle = 0;
+                schedule_try(&mut q, c, i, start);
+            }
+        }
+        let w = window_ns(Window::Minute) as f64;
+        while let Some(Reverse((now, _, event))) = q.heap.pop() {
+            if now >= s.duration {
+                break;
+            }
+            match event {
+                Event::WorkArrives(i) => {
+                    let c = &mut clients[i];
+                    if c.idle > 0 {
+                        c.idle -= 1;
+                        c.ready += 1;
+                        schedule_try(&mut q, c, i, now);
+                    } else {
+                        c.backlog += 1;
+                    }
+                    c.next_work += 1;
+                    let next = c.spec.start + work_interval(&c.spec).unwrap() * c.next_work as u32;
+                    q.push(next, Event::WorkArrives(i));
+                }
+                Event::TryHead(i) => {
+                    let c = &mut clients[i];
+                    if c.pending_try != Some(now) {
+                        continue;
+                    }
+                    c.pending_try = None;
+                    while c.ready > 0 {
+                        let tokens = rng.random_range(c.spec.tokens.0..=c.spec.tokens.1);
+                        match c.lane.try_acquire(now, AcquireRequest::one(tokens)) {
+                            AcquireOutcome::Reserved(grant) => {
+                                c.ready -= 1;
+                                let at = now + c.spec.uplink.draw(&mut rng);
+                                q.push(
+                                    at,
+                                    Event::Arrive {
+                                        client: i,
+                                        grant: grant.into(),
+                                        tokens,
+                                    },
+                                );
+                            }
+                            AcquireOutcome::Wait { wait, .. } => {
+                                schedule_try(&mut q, c, i, now + wait);
+                                break;
+                            }
+                            AcquireOutcome::NeverFits { .. } => panic!("never fits"),
+                        }
+                    }
+                }
+                Event::Arrive {
+                    client,
+                    grant,
+                    tokens,
+                } => {
+                    let outcome = server.try_acquire(now, AcquireRequest::one(tokens));
+                    let state = server.state(now);
+                    let left = |axis| state.bucket(axis).map_or(0, |b| b.level.max(0) as u64);
+                    let remaining = (left(Axis::RequestsPerMinute), left(Axis::TokensPerMinute));
+                    let (ok, retry_ns) = match outcome {
+                        AcquireOutcome::Reserved(_) => (true, 0),
+                        AcquireOutcome::Wait { wait, .. } => (false, wait.as_nanos() as u64),
+                        AcquireOutcome::NeverFits { .. } => panic!("never fits"),
+                    };
+                    let c = &mut clients[client];
+                    c.report.sent += 1;
+                    if ok {
+                        c.report.admitted.push((now, tokens));
+                    } else {
+                        c.report.rejected += 1;
+                        c.report.rejections.push(now);
+                    }
+                    let at = now + c.spec.downlink.draw(&mut rng);
+                    q.push(
+                        at,
+                        Event::Respond {
+                            client,
+                            grant,
+                            tokens,
+                            ok,
+                            remaining,
+                            retry_ns,
+                        },
+                    );
+                }
+                Event::Respond {
+                    client,
+                    grant,
+                    tokens,
+                    ok,
+                    remaining,
+                    retry_ns,
+                } => {
+                    let c = &mut clients[client];
+                    if !ok {
+                        // The server does not count rejected requests: give it all back.
+                        c.lane.adjust(
+                            now,
+                            Adjustment::Refund {
+                                requests: 1,
+                                tokens,
+                            },
+                        );
+                    }
+                    if c.spec.observe {
+                        c.lane.state(now);
+                        let level_before = c.lane.bucket(Axis::TokensPerMinute).unwrap().level;
+                        let feedback = Feedback {
+                            requests: Some(
+                                WindowObservation::new(Window::Minute)
+                                    .limit(u64::from(s.rpm))
+                                    .remaining(remaining.0),
+                            ),
+                            tokens: Some(
+                                WindowObservation::new(Window::Minute)
+                                    .limit(s.tpm)
+                                    .remaining(remaining.1),
+                            ),
+                        };
+                        c.lane.correct(now, &grant.into(), &feedback);
+                        let after = c.lane.bucket(Axis::TokensPerMinute).unwrap();
+                        let lowered = (level_before - after.level).max(0) as f64 / w;
+                        c.report.lowered_tokens += lowered;
+                        c.report.largest_lowering = c.report.largest_lowering.max(lowered);
+                        if now >= s.warmup {
+                            c.report.foreign_max = c.report.foreign_max.max(after.foreign);
+                        }
+                        c.report.foreign_end = after.foreign;
+                        if now >= s.warmup {
+                            let requests = c.lane.bucket(Axis::RequestsPerMinute).unwrap().foreign;
+                            c.report.foreign_requests_max =
+                                c.report.foreign_requests_max.max(requests);
+                        }
+                    }
+                    if !ok {
+                        c.lane.pause(now, Duration::from_nanos(retry_ns));
+                    }
+                    if c.backlog > 0 || c.spec.demand_tpm.is_none() {
+                        c.backlog = c.backlog.saturating_sub(1);
+                        c.ready += 1;
+                    } else {
+                        c.idle += 1;
+                    }
+                    schedule_try(&mut q, c, client, now);
+                }
+            }
+        }
+        clients.into_iter().map(|c| c.report).collect()
+    }
+}
