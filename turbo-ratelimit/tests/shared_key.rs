@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use turbo_ratelimit::math::LaneBuckets;
 use turbo_ratelimit::{
     AcquireOutcome, AcquireRequest, Axis, Clock, Feedback, LaneConfig, RateLimiter, TokioClock,
@@ -56,6 +58,8 @@ impl Server {
 
 struct Run {
     rejected: u64,
+    /// Each process's foreign-use estimate of its token bucket at the end.
+    foreign: Vec<u64>,
     /// Successful requests (at least `jobs`: requests in flight at the end complete too).
     succeeded: u64,
     took: Duration,
@@ -70,9 +74,35 @@ impl Run {
     }
 }
 
+/// Network delays of one request: to the server, and back, drawn uniformly.
+#[derive(Clone, Copy)]
+struct Latency {
+    uplink: (u64, u64),
+    downlink: (u64, u64),
+}
+
+/// The original simulation's fixed delays: every request of a process stays
+/// in order.
+const FIXED: Latency = Latency {
+    uplink: (20, 20),
+    downlink: (700, 700),
+};
+
+/// Delays that let a process's requests overtake each other on the way to
+/// the server and back.
+const JITTERY: Latency = Latency {
+    uplink: (5, 200),
+    downlink: (200, 1500),
+};
+
 /// Runs one process per entry of `workers` (with that many concurrent
 /// workers) until `jobs` requests succeeded.
 async fn run(workers: &[usize], observe: bool, jobs: u64) -> Run {
+    run_with(workers, FIXED, observe, jobs).await
+}
+
+/// [`run`] with the network delays of `latency`.
+async fn run_with(workers: &[usize], latency: Latency, observe: bool, jobs: u64) -> Run {
     let clock = TokioClock::new();
     let server = Arc::new(Server {
         clock,
@@ -81,22 +111,27 @@ async fn run(workers: &[usize], observe: bool, jobs: u64) -> Run {
     let done = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let mut lanes = Vec::new();
     for (process, &count) in workers.iter().enumerate() {
         let limiter = RateLimiter::builder().jitter_seed(process as u64).build();
         let lane = limiter
             .configure("openai", None, LaneConfig::new(per_minute(RPM, TPM)))
             .await
             .unwrap();
-        for _ in 0..count {
+        lanes.push(lane.clone());
+        for worker in 0..count {
             let (lane, server, done, rejected) =
                 (lane.clone(), server.clone(), done.clone(), rejected.clone());
+            let mut rng = SmallRng::seed_from_u64((process * 1000 + worker) as u64);
+            let mut delay =
+                move |(lo, hi): (u64, u64)| Duration::from_millis(rng.random_range(lo..=hi));
             tasks.push(tokio::spawn(async move {
                 while done.load(Ordering::SeqCst) < jobs {
                     let r = lane.acquire(TOKENS).await.unwrap();
                     // Request travels to the server, is handled, response comes back.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(delay(latency.uplink)).await;
                     let (ok, feedback, retry_after) = server.handle();
-                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    tokio::time::sleep(delay(latency.downlink)).await;
                     if observe {
                         lane.observe(&r, feedback).await.unwrap();
                     }
@@ -117,8 +152,18 @@ async fn run(workers: &[usize], observe: bool, jobs: u64) -> Run {
     for t in tasks {
         t.await.unwrap();
     }
+    let mut foreign = Vec::new();
+    for lane in &lanes {
+        let stats = lane.stats().await.unwrap();
+        let tokens = stats
+            .buckets
+            .iter()
+            .find(|b| b.axis == Axis::TokensPerMinute);
+        foreign.push(tokens.map_or(0, |b| b.foreign));
+    }
     Run {
         rejected: rejected.load(Ordering::SeqCst),
+        foreign,
         succeeded: done.load(Ordering::SeqCst),
         took: clock.now(),
     }
@@ -247,4 +292,109 @@ fn the_foreign_rate_is_learned_and_forgotten() {
     assert!(foreign_after <= 300, "{foreign_after}");
     // Full speed again: 60 requests of 100 tokens per minute.
     assert!(admitted_last_minute >= 57, "{admitted_last_minute}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_process_whose_requests_overtake_each_other_runs_at_full_speed() {
+    let run = run_with(&[16], JITTERY, true, 1200).await;
+    eprintln!(
+        "one process, overtaking: slowdown {:.3}, foreign {:?}",
+        run.slowdown(),
+        run.foreign
+    );
+    assert_eq!(run.rejected, 0);
+    assert!(run.slowdown() < 1.01, "{}", run.slowdown());
+    assert!(
+        run.foreign[0] <= 60,
+        "1 % of the limit at most: {:?}",
+        run.foreign
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn processes_whose_requests_overtake_each_other_share_a_key_nearly_free_of_429s() {
+    for workers in [&[4, 4][..], &[1, 3, 6], &[16, 16]] {
+        let run = run_with(workers, JITTERY, true, 1200).await;
+        let sent = run.succeeded + run.rejected;
+        eprintln!(
+            "{workers:?}, overtaking: 429s {} of {sent} (slowdown {:.3}), foreign {:?}",
+            run.rejected,
+            run.slowdown(),
+            run.foreign
+        );
+        assert!(run.rejected * 100 <= sent, "at most 1 %: {}", run.rejected);
+        // The key is used at 95 % or more.
+        assert!(run.slowdown() < 1.05, "{}", run.slowdown());
+    }
+}
+
+/// Another client takes 30 tokens/s for 90 s, then stops. The estimate of
+/// its use must vanish within a few time constants (not ratchet or linger),
+/// and the lane return to full speed.
+#[test]
+fn a_foreign_estimate_decays_quickly_once_the_other_client_stops() {
+    let limits = per_minute(RPM, TPM);
+    let mut server = LaneBuckets::new(&limits, Duration::ZERO);
+    let mut local = LaneBuckets::new(&limits, Duration::ZERO);
+    let step = Duration::from_millis(100);
+    let stop = Duration::from_secs(90);
+    let mut now = Duration::ZERO;
+    let mut at_stop = 0;
+    let mut gone_after = None;
+    let mut admitted_later = 0;
+    while now < Duration::from_secs(240) {
+        now += step;
+        if now <= stop {
+            let _ = server.try_acquire(now, AcquireRequest::one(3));
+        }
+        if let AcquireOutcome::Reserved(grant) = local.try_acquire(now, AcquireRequest::one(TOKENS))
+        {
+            if !matches!(
+                server.try_acquire(now, AcquireRequest::one(TOKENS)),
+                AcquireOutcome::Reserved(_)
+            ) {
+                local.adjust(
+                    now,
+                    turbo_ratelimit::Adjustment::Refund {
+                        requests: 1,
+                        tokens: TOKENS,
+                    },
+                );
+            } else if now >= Duration::from_secs(180) {
+                admitted_later += 1;
+            }
+            let left = server
+                .state(now)
+                .bucket(Axis::TokensPerMinute)
+                .unwrap()
+                .level;
+            let feedback = Feedback {
+                requests: None,
+                tokens: Some(
+                    WindowObservation::new(Window::Minute)
+                        .limit(TPM)
+                        .remaining(left.max(0) as u64),
+                ),
+            };
+            local.correct(now, &grant, &feedback);
+        }
+        let foreign = local.bucket(Axis::TokensPerMinute).unwrap().foreign;
+        if now == stop {
+            at_stop = foreign;
+        } else if now > stop && gone_after.is_none() && foreign * 10 <= at_stop {
+            gone_after = Some(now - stop);
+        }
+    }
+    eprintln!(
+        "foreign {at_stop} when the other stopped, a tenth of it after {gone_after:?}, {admitted_later} admitted in the last minute"
+    );
+    assert!(
+        (1_500..=2_100).contains(&at_stop),
+        "the other client takes 1800 tokens/min: {at_stop}"
+    );
+    let gone_after = gone_after.expect("the estimate never went away");
+    // Time constant τ = 10 s: a tenth is left after about 2.3 τ.
+    assert!(gone_after <= Duration::from_secs(30), "{gone_after:?}");
+    // Full speed again: 60 requests of 100 tokens per minute.
+    assert!(admitted_later >= 59, "{admitted_later}");
 }
