@@ -168,12 +168,20 @@ struct NodeEntry {
     key: Option<Arc<str>>,
     deps: Box<[NodeId]>,
     queue_handle: Option<QueueHandle>,
-    result: Option<RunResult>,
-    waiters: Vec<oneshot::Sender<RunResult>>,
-    watch: Option<watch::Sender<NodeStatus>>,
+    // Boxed: most nodes never have waiters or watchers, and a result is only
+    // held once the node ends; a million queued nodes must stay small.
+    result: Option<Box<RunResult>>,
+    listeners: Option<Box<Listeners>>,
     abort: Option<AbortHandle>,
     live_dependents: u32,
     delivered: bool,
+}
+
+/// Who waits for a node: `wait_for` callers and a status watch.
+#[derive(Default)]
+struct Listeners {
+    waiters: Vec<oneshot::Sender<RunResult>>,
+    watch: Option<watch::Sender<NodeStatus>>,
 }
 
 /// Internal phases; `Launching` (popped, waiting for budget) shows as `Queued`.
@@ -236,6 +244,8 @@ struct State {
     nodes: NodeMap<NodeEntry>,
     lanes: Vec<Arc<LaneRuntime>>,
     queues: Vec<PriorityQueue<NodeId, Rank>>,
+    /// Per lane: nodes popped by the dispatcher, not yet running.
+    launching: Vec<u64>,
     lane_cache: HashMap<(Provider, Arc<str>), u32>,
     accepting: bool,
     completions: Option<mpsc::UnboundedSender<Completion>>,
@@ -390,6 +400,7 @@ impl TurboRun {
                 nodes: NodeMap::default(),
                 lanes: Vec::new(),
                 queues: Vec::new(),
+                launching: Vec::new(),
                 lane_cache: HashMap::new(),
                 accepting: true,
                 completions: None,
@@ -465,10 +476,14 @@ impl TurboRun {
                 return Err(NodeError::UnknownNode(id));
             };
             if let Some(result) = &entry.result {
-                return result.clone();
+                return result.as_ref().clone();
             }
             let (sender, receiver) = oneshot::channel();
-            entry.waiters.push(sender);
+            entry
+                .listeners
+                .get_or_insert_with(Box::default)
+                .waiters
+                .push(sender);
             receiver
         };
         // Every terminal path sends before dropping the senders; a dropped
@@ -501,11 +516,12 @@ impl TurboRun {
         let mut state = self.shared().state.lock();
         let entry = state.nodes.get_mut(&id)?;
         let status = entry.status.public();
-        Some(match &entry.watch {
+        let listeners = entry.listeners.get_or_insert_with(Box::default);
+        Some(match &listeners.watch {
             Some(sender) => sender.subscribe(),
             None => {
                 let (sender, receiver) = watch::channel(status);
-                entry.watch = Some(sender);
+                listeners.watch = Some(sender);
                 receiver
             }
         })
@@ -659,8 +675,7 @@ impl Shared {
                 deps: unique_deps.into_boxed_slice(),
                 queue_handle: None,
                 result: None,
-                waiters: Vec::new(),
-                watch: None,
+                listeners: None,
                 abort: None,
                 live_dependents: 0,
                 delivered: false,
@@ -721,6 +736,7 @@ impl Shared {
                 }
                 state.lanes.push(runtime.clone());
                 state.queues.push(PriorityQueue::new());
+                state.launching.push(0);
                 let shared = self.clone();
                 let span = self.span.clone();
                 self.runtime
@@ -814,6 +830,12 @@ impl Shared {
     /// Stores the result and hands it to waiters, watchers and the
     /// completion stream. The graph has already been told.
     fn deliver(&self, state: &mut State, id: NodeId, result: RunResult) {
+        if let Some(entry) = state.nodes.get(&id)
+            && entry.status == Phase::Launching
+        {
+            let lane = entry.lane as usize;
+            state.launching[lane] = state.launching[lane].saturating_sub(1);
+        }
         let Some(entry) = state.nodes.get_mut(&id) else {
             return;
         };
@@ -833,7 +855,12 @@ impl Shared {
         entry.abort = None;
         entry.queue_handle = None;
         notify_watch(entry);
-        for waiter in entry.waiters.drain(..) {
+        let waiters = entry
+            .listeners
+            .as_mut()
+            .map(|listeners| std::mem::take(&mut listeners.waiters))
+            .unwrap_or_default();
+        for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
         let mut delivered = true;
@@ -847,7 +874,7 @@ impl Shared {
         }
         let deps = std::mem::take(&mut entry.deps);
         entry.delivered = delivered;
-        entry.result = Some(result);
+        entry.result = Some(Box::new(result));
         if !self.retain_results {
             for dep in deps.iter() {
                 if let Some(dep_entry) = state.nodes.get_mut(dep) {
@@ -872,7 +899,10 @@ impl Shared {
             && entry.status.is_done()
             && entry.delivered
             && entry.live_dependents == 0
-            && entry.waiters.is_empty()
+            && entry
+                .listeners
+                .as_ref()
+                .is_none_or(|listeners| listeners.waiters.is_empty())
         {
             state.nodes.remove(&id);
         }
@@ -1183,7 +1213,7 @@ impl Shared {
                 .iter()
                 .filter_map(|dep| {
                     let dep_entry = state.nodes.get(dep)?;
-                    let output = dep_entry.result.as_ref()?.as_ref().ok()?.clone();
+                    let output = dep_entry.result.as_deref()?.as_ref().ok()?.clone();
                     Some(Dependency {
                         id: *dep,
                         key: dep_entry.key.clone(),
@@ -1191,6 +1221,7 @@ impl Shared {
                     })
                 })
                 .collect();
+            state.launching[lane] += 1;
             popped.push(Popped {
                 id,
                 job,
@@ -1258,6 +1289,8 @@ impl Shared {
                 if let Some(entry) = state.nodes.get_mut(&id) {
                     entry.status = Phase::Running;
                     notify_watch(entry);
+                    let lane_index = entry.lane as usize;
+                    state.launching[lane_index] = state.launching[lane_index].saturating_sub(1);
                 }
                 slot.activate();
                 Counters::bump(&self.counters.launched);
@@ -1425,9 +1458,10 @@ impl Shared {
                 .lanes
                 .iter()
                 .zip(&state.queues)
-                .map(|(lane, queue)| (lane.clone(), queue.len() as u64))
+                .zip(&state.launching)
+                .map(|((lane, queue), launching)| (lane.clone(), queue.len() as u64 + launching))
                 .collect();
-            let queued = state.queues.iter().map(|q| q.len() as u64).sum();
+            let queued = lanes.iter().map(|(_, queued)| queued).sum();
             (
                 lanes,
                 queued,
@@ -1514,7 +1548,7 @@ impl Shared {
 }
 
 fn notify_watch(entry: &NodeEntry) {
-    if let Some(watch) = &entry.watch {
+    if let Some(watch) = entry.listeners.as_ref().and_then(|l| l.watch.as_ref()) {
         watch.send_replace(entry.status.public());
     }
 }

@@ -437,6 +437,10 @@ async fn one_lane_waiting_for_budget_does_not_block_another() {
     engine.wait_for(openai).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(engine.status(groq[2]), Some(NodeStatus::Queued));
+    // One waits for budget at the head of the lane, one behind it: both count as queued.
+    let stats = engine.stats().await;
+    let groq_lane = stats.lanes.iter().find(|lane| lane.lane == "groq").unwrap();
+    assert_eq!((groq_lane.queued, stats.queued, stats.completed), (2, 2, 2));
     engine.wait_for_all(&groq).await;
     assert!(started.elapsed() >= Duration::from_secs(119));
     engine.shutdown().await;
