@@ -523,11 +523,18 @@ pub fn load(
             break;
         }
         line_no = line_no.saturating_add(1);
-        let line_offset = offset;
+        let mut line_offset = offset;
         offset += read as u64;
         let mut content: &[u8] = &raw;
         while let [rest @ .., b'\n' | b'\r'] = content {
             content = rest;
+        }
+        // Editors on some systems start the file with a byte-order mark.
+        if line_no == 1
+            && let Some(rest) = content.strip_prefix(b"\xef\xbb\xbf")
+        {
+            content = rest;
+            line_offset += 3;
         }
         let Ok(text) = std::str::from_utf8(content) else {
             problems.push(Problem {
@@ -660,6 +667,7 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use std::io::Write;
 
     fn line(id: &str, deps: &[&str], content: &str) -> String {
@@ -766,6 +774,74 @@ mod tests {
             text.iter().any(|t| t == "6: \"e\" depends on itself"),
             "{text:?}"
         );
+    }
+
+    proptest::proptest! {
+        /// Any DAG, in any file order: the push order is a permutation with
+        /// every dependency before its dependents, and a file already in
+        /// such an order is kept as it is.
+        #[test]
+        fn push_order_puts_dependencies_first(
+            (n, edges) in (1usize..40).prop_flat_map(|n| {
+                (proptest::strategy::Just(n), proptest::collection::vec((0..n, 0..n), 0..80))
+            }),
+            shuffle in proptest::collection::vec(proptest::num::usize::ANY, 0..40),
+        ) {
+            // Rank r depends only on lower ranks: acyclic by construction.
+            let mut position: Vec<usize> = (0..n).collect();
+            for (i, s) in shuffle.iter().enumerate() {
+                let j = s % n;
+                position.swap(i % n, j);
+            }
+            let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+            for (a, b) in edges {
+                if a != b {
+                    let (low, high) = (a.min(b), a.max(b));
+                    if !deps[high].contains(&low) {
+                        deps[high].push(low);
+                    }
+                }
+            }
+            // Entry `position[r]` of the file holds rank r.
+            let mut file_deps = vec![Vec::new(); n];
+            for rank in 0..n {
+                file_deps[position[rank]] = deps[rank].iter().map(|&d| position[d] as u32).collect();
+            }
+            let mut adjacency = Adjacency::with_entries(n);
+            for list in &file_deps {
+                adjacency.push_list(list.iter().copied());
+            }
+            let batch = Batch {
+                path: PathBuf::new(),
+                ids: IdTable::default(),
+                lines: vec![LineMeta { offset: 0, len: 0, line: 1, provider: Provider::OpenAi }; n],
+                deps: adjacency,
+                graph: None,
+            };
+            let order = batch.push_order();
+            let mut seen = vec![false; n];
+            for &entry in &order {
+                for &dep in batch.deps.of(entry) {
+                    proptest::prop_assert!(seen[dep as usize], "{dep} after {entry}");
+                }
+                seen[entry as usize] = true;
+            }
+            proptest::prop_assert!(seen.iter().all(|&s| s));
+            proptest::prop_assert_eq!(order.len(), n);
+            let sorted = (0..n).all(|i| file_deps[i].iter().all(|&d| (d as usize) < i));
+            if sorted {
+                proptest::prop_assert_eq!(order, (0..n as u32).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let path = write_temp("bom.jsonl", &[format!("\u{feff}{}", line("a", &[], "x"))]);
+        let batch = load(&path, Provider::OpenAi, |_, _| {}).unwrap();
+        let mut reader = LineReader::open(&path).unwrap();
+        let text = reader.read(&batch.lines[0]).unwrap().to_owned();
+        assert_eq!(parse_entry(&text).unwrap().custom_id, "a");
     }
 
     #[test]

@@ -443,6 +443,39 @@ mod tests {
         assert_eq!(answers.len(), 1);
     }
 
+    /// A kill can cut the file anywhere: every cut resumes to whole lines,
+    /// each id at most once, and exactly the ids whose line survived count
+    /// as done.
+    #[test]
+    fn every_cut_of_the_file_resumes_cleanly() {
+        let fixture = Fixture::new("cuts");
+        let names = ["a", "b", "c", "d"];
+        let ids = fixture.ids(&names);
+        let out = fixture.dir.join("out.jsonl");
+        let whole: String = [ok("a", "A"), failed("b"), skipped("c", "b"), ok("d", "D")].concat();
+        for cut in 0..=whole.len() {
+            std::fs::write(&out, &whole[..cut]).unwrap();
+            let mut existing = scan(&out, &ids, false).unwrap();
+            existing.apply(&out, &ids).unwrap();
+            let text = std::fs::read_to_string(&out).unwrap();
+            assert!(whole.starts_with(&text), "cut {cut}: not a prefix");
+            let complete = text.lines().count();
+            let expected_complete =
+                whole[..cut].matches('\n').count() + usize::from(existing.needs_newline);
+            assert_eq!(complete, expected_complete, "cut {cut}");
+            let done = existing
+                .prior
+                .iter()
+                .filter(|p| **p != Prior::Missing)
+                .count();
+            assert_eq!(done, complete, "cut {cut}");
+            assert!(
+                text.is_empty() || text.ends_with('\n') || existing.needs_newline,
+                "cut {cut}: a torn line survived"
+            );
+        }
+    }
+
     #[test]
     fn a_complete_line_without_break_is_kept() {
         let fixture = Fixture::new("nobreak");
