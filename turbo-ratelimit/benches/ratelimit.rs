@@ -1,4 +1,5 @@
-//! Admission throughput: the uncontended fast path and two threads on one lane.
+//! Admission throughput: the uncontended fast path and two threads on one
+//! lane; the bucket math alone, with and without a feedback correction.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -7,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use turbo_ratelimit::math::LaneBuckets;
-use turbo_ratelimit::{AcquireRequest, Lane, LaneConfig, Limits, RateLimiter};
+use turbo_ratelimit::{
+    AcquireOutcome, AcquireRequest, Feedback, Lane, LaneConfig, Limits, RateLimiter, Window,
+    WindowObservation,
+};
 
 /// Limits so large that admission never waits, so only the fast path is measured.
 fn roomy() -> Limits {
@@ -84,6 +88,37 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             now += Duration::from_nanos(100);
             black_box(buckets.try_acquire(now, AcquireRequest::one(black_box(100))))
+        });
+    });
+
+    // One reservation and the correction from its response, on both axes:
+    // limits large enough that every acquisition succeeds, and a server count
+    // at half the capacity, so every correction lowers and learns.
+    group.bench_function("math/acquire_and_correct", |b| {
+        const TPM: u64 = 6_000_000_000_000;
+        let limits = Limits::per_minute(NonZeroU32::MAX, NonZeroU64::new(TPM).unwrap());
+        let mut buckets = LaneBuckets::new(&limits, Duration::ZERO);
+        let mut now = Duration::ZERO;
+        let feedback = Feedback {
+            requests: Some(
+                WindowObservation::new(Window::Minute)
+                    .limit(u64::from(u32::MAX))
+                    .remaining(u64::from(u32::MAX / 2)),
+            ),
+            tokens: Some(
+                WindowObservation::new(Window::Minute)
+                    .limit(TPM)
+                    .remaining(TPM / 2),
+            ),
+        };
+        b.iter(|| {
+            now += Duration::from_micros(10);
+            let AcquireOutcome::Reserved(grant) =
+                buckets.try_acquire(now, AcquireRequest::one(black_box(100)))
+            else {
+                panic!("the bench must never wait")
+            };
+            buckets.correct(now, &grant, black_box(&feedback));
         });
     });
     group.finish();
