@@ -414,8 +414,6 @@ pub struct Batch {
     pub lines: Vec<LineMeta>,
     /// Per entry: its dependencies (entry indices, no repeats).
     pub deps: Adjacency,
-    /// The dependency graph over entry indices, for planning.
-    pub graph: Option<DependencyGraph<u32, BuildIdHasher>>,
 }
 
 impl Batch {
@@ -428,28 +426,44 @@ impl Batch {
     /// dependents and otherwise the file's order is kept (a file already in
     /// that order comes out unchanged).
     pub fn push_order(&self) -> Vec<u32> {
-        let n = self.len() as u32;
-        if (0..n).all(|i| self.deps.of(i).iter().all(|&d| d < i)) {
-            return (0..n).collect();
-        }
-        let dependents = self.deps.reversed();
-        let mut unmet: Vec<u32> = (0..n).map(|i| self.deps.of(i).len() as u32).collect();
-        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<u32>> = (0..n)
-            .filter(|&i| unmet[i as usize] == 0)
-            .map(std::cmp::Reverse)
-            .collect();
-        let mut order = Vec::with_capacity(n as usize);
-        while let Some(std::cmp::Reverse(i)) = ready.pop() {
-            order.push(i);
-            for &d in dependents.of(i) {
-                unmet[d as usize] -= 1;
-                if unmet[d as usize] == 0 {
-                    ready.push(std::cmp::Reverse(d));
-                }
+        topological_order(&self.deps)
+    }
+
+    /// The dependency graph over entry indices (for the critical path).
+    pub fn graph(&self) -> DependencyGraph<u32, BuildIdHasher> {
+        let mut graph =
+            DependencyGraph::with_capacity_and_hasher(self.len(), BuildIdHasher::default());
+        let entries = (0..self.len() as u32).map(|i| (i, self.deps.of(i).iter().copied()));
+        // A loaded batch has no cycles: nothing can be refused here.
+        let _ = graph.add_batch(entries);
+        graph
+    }
+}
+
+/// Kahn's algorithm, smallest index first; entries on a cycle (and those
+/// depending on one) are left out.
+fn topological_order(deps: &Adjacency) -> Vec<u32> {
+    let n = deps.starts.len().saturating_sub(1) as u32;
+    if (0..n).all(|i| deps.of(i).iter().all(|&d| d < i)) {
+        return (0..n).collect();
+    }
+    let dependents = deps.reversed();
+    let mut unmet: Vec<u32> = (0..n).map(|i| deps.of(i).len() as u32).collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<u32>> = (0..n)
+        .filter(|&i| unmet[i as usize] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(n as usize);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &d in dependents.of(i) {
+            unmet[d as usize] -= 1;
+            if unmet[d as usize] == 0 {
+                ready.push(std::cmp::Reverse(d));
             }
         }
-        order
     }
+    order
 }
 
 /// Reads lines of a batch file by their recorded place, sequentially when
@@ -619,10 +633,13 @@ pub fn load(
     }
     drop(dep_names);
 
+    // Cycles are rare: a plain topological sort finds whether there is one,
+    // and only then does the graph crate name them (it needs more memory).
+    let has_cycle = topological_order(&deps).len() < lines.len();
     let mut graph: DependencyGraph<u32, BuildIdHasher> =
-        DependencyGraph::with_capacity_and_hasher(lines.len(), BuildIdHasher::default());
+        DependencyGraph::with_hasher(BuildIdHasher::default());
     let entries = (0..lines.len() as u32).map(|i| (i, deps.of(i).iter().copied()));
-    if let Err(batch_problems) = graph.add_batch(entries) {
+    if has_cycle && let Err(batch_problems) = graph.add_batch(entries) {
         for problem in batch_problems {
             if let BatchProblem::Cycle { ids: cycle, .. } = &problem {
                 let names: Vec<&str> = cycle.iter().map(|&i| ids.name(i)).collect();
@@ -660,7 +677,6 @@ pub fn load(
         ids,
         lines,
         deps,
-        graph: Some(graph),
     })
 }
 
@@ -816,7 +832,6 @@ mod tests {
                 ids: IdTable::default(),
                 lines: vec![LineMeta { offset: 0, len: 0, line: 1, provider: Provider::OpenAi }; n],
                 deps: adjacency,
-                graph: None,
             };
             let order = batch.push_order();
             let mut seen = vec![false; n];

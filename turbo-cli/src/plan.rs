@@ -190,11 +190,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         });
     }
 
-    let chain = batch
-        .graph
-        .as_ref()
-        .map(|graph| graph.longest_chain().ids)
-        .unwrap_or_default();
+    let chain = batch.graph().longest_chain().ids;
     let latency = Duration::from_millis(args.latency_ms);
     let path_seconds = chain.len() as f64 * latency.as_secs_f64();
     if path_seconds >= shortest && !chain.is_empty() {

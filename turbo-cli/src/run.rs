@@ -414,6 +414,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
+    // Lines are read again when they are sent, so the input must be a file.
+    if let Ok(meta) = std::fs::metadata(&args.input)
+        && !meta.is_file()
+    {
+        return Err(UsageError(format!(
+            "{} is not a regular file (the input is read twice: save it to a file first)",
+            args.input.display()
+        ))
+        .into());
+    }
     let limits = LimitPlan::from_args(&args.limits).map_err(UsageError::from)?;
     if !(0.0..=1.0).contains(&args.mock_error_rate) {
         return Err(UsageError("--mock-error-rate must be between 0 and 1".to_owned()).into());
@@ -430,14 +440,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let loaded = input::load(&args.input, default_provider, |_, entry| {
         encodings[encoding_slot(encoding_for_model(&entry.request.model))] = true;
     });
-    let mut batch = match loaded {
+    let batch = match loaded {
         Ok(batch) => batch,
         Err(error) => {
             error.report(&args.input);
             return Ok(Outcome::BadInput);
         }
     };
-    batch.graph = None;
     let entries = batch.len();
 
     let resume = args.resume || args.retry_failed;
