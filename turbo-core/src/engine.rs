@@ -262,6 +262,7 @@ struct LaneRuntime {
     in_flight: AtomicUsize,
     target: AtomicUsize,
     latency_ewma_us: AtomicU64,
+    latency_observed: AtomicBool,
     estimate_ewma: AtomicU64,
     tokens_reserved: AtomicU64,
     tokens_used: AtomicU64,
@@ -275,6 +276,11 @@ const INITIAL_LATENCY: Duration = Duration::from_secs(10);
 impl LaneRuntime {
     fn observe_latency(&self, latency: Duration) {
         let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if !self.latency_observed.swap(true, Ordering::Relaxed) {
+            // The first answer replaces the assumption outright.
+            self.latency_ewma_us.store(sample, Ordering::Relaxed);
+            return;
+        }
         // EWMA with alpha = 1/8, integer arithmetic.
         let _ = self
             .latency_ewma_us
@@ -312,7 +318,14 @@ impl LaneRuntime {
         }
         match rate {
             Some(rate) => {
-                let needed = (rate * latency * 1.5).ceil() as usize + 2;
+                let mut needed = (rate * latency * 1.5).ceil() as usize + 2;
+                if !self.latency_observed.load(Ordering::Relaxed)
+                    && let Some(rpm) = limits.rpm
+                {
+                    // Before the first answer the latency is a guess: let the
+                    // full request bucket go out at once rather than trickle.
+                    needed = needed.max(rpm.get() as usize);
+                }
                 needed.clamp(2, ceiling)
             }
             None => ceiling,
@@ -723,6 +736,7 @@ impl Shared {
                     latency_ewma_us: AtomicU64::new(
                         u64::try_from(INITIAL_LATENCY.as_micros()).unwrap_or(u64::MAX),
                     ),
+                    latency_observed: AtomicBool::new(false),
                     estimate_ewma: AtomicU64::new(0),
                     tokens_reserved: AtomicU64::new(0),
                     tokens_used: AtomicU64::new(0),

@@ -487,22 +487,36 @@ async fn auto_concurrency_sizes_in_flight_from_limits_and_latency() {
         .build()
         .unwrap();
     let rec = Recorder::new();
-    let ids: Vec<_> = (0..400)
+    let latency = Duration::from_secs(10);
+    let first: Vec<_> = (0..400)
         .map(|i| {
             push(
                 &engine,
-                timed_node(&rec, &format!("n{i}"), Duration::from_secs(10), false),
+                timed_node(&rec, &format!("a{i}"), latency, false),
                 &[],
             )
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let stats = engine.stats().await;
-    let target = stats.lanes[0].concurrency_target.unwrap();
+    // Before any answer the latency is unknown: the full bucket goes out.
+    assert_eq!(engine.stats().await.in_flight, 400);
+    engine.wait_for_all(&first).await;
+
+    // Now sized by Little's law from the observed 10 s.
+    let target = engine.stats().await.lanes[0].concurrency_target.unwrap();
     assert!((120..=200).contains(&target), "target {target}");
-    assert_eq!(stats.in_flight, target);
-    engine.wait_for_all(&ids).await;
-    assert_eq!(rec.max_running.load(Ordering::SeqCst) as u64, target);
+    let second: Vec<_> = (0..400)
+        .map(|i| {
+            push(
+                &engine,
+                timed_node(&rec, &format!("b{i}"), latency, false),
+                &[],
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(engine.stats().await.in_flight, target);
+    engine.wait_for_all(&second).await;
     engine.shutdown().await;
 }
 
