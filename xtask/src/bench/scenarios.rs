@@ -34,7 +34,7 @@ pub const FORMULAS: [&str; 7] = [
     "The mock server charges each request at arrival: 1 request, and prompt tokens (tiktoken, OpenAI's chat formula) + max output (max_completion_tokens, else max_tokens × n, else 16). Its buckets start full (one minute of budget) and refill continuously at limit/60 per second; 429s are not charged, injected 5xx are.",
     "budget_seconds = max over the limited axes (requests, tokens) of max(0, (charged − limit) / (limit / 60)), with charged = the server's own totals (requests admitted, tokens_charged), retries of injected failures included: the earliest moment the last request can be admitted.",
     "tail_seconds = E[max_i(admitted_i + latency_i)] − budget_seconds for an ideal client that admits a burst of floor(limit / cost) requests at 0 and then one request per cost/(limit/60) seconds until budget_seconds, latencies i.i.d. log-normal(median, sigma) as the server draws them: E = ∫ (1 − Π_j F(x + j/λ) · F(x + budget)^burst) dx, integrated numerically. It equals the median for a fixed latency (sigma 0) and adds the unavoidable tail of the last requests otherwise.",
-    "theoretical_seconds = budget_seconds + tail_seconds (+ (depth − 1) × median for a pipeline of depth layers); efficiency = theoretical_seconds / actual, actual = the client's wall_seconds from --summary-json (process time when absent). efficiency_median_formula uses budget_seconds + one median latency instead of the tail.",
+    "theoretical_seconds = budget_seconds + tail_seconds; for a pipeline of depth layers, max(that, depth × median). Dependencies cannot make the budget bound shorter, and while a layer waits for the one before the budget keeps refilling for it, so under a binding budget the pipeline's bound is the flat one (the map-reduce workload's last layers cost more refill time than one latency); efficiency = theoretical_seconds / actual, actual = the client's wall_seconds from --summary-json (process time when absent). efficiency_median_formula uses budget_seconds + one median latency instead of the tail.",
     "rate_limited_share = the server's 429 answers / all chat requests it received (429s included).",
     "Shared key: A (limits = the server's) and B (k chains of dependent requests, which paces it at about a third of the budget) run against one server with identical request shapes, so per-request cost c = tokens_charged / admitted. At A's exit: A charged R_A = its 200 results and C_A = R_A · c; B charged the rest. B's average rate b = B's charge / A's process time; the capacity left to A refills at limit/60 − b, and A's theoretical time is budget_seconds and tail over that rate.",
     "Sliding window in the charts: at second t, the sum of the server's per-second admissions (requests, tokens charged) over seconds t−59..t. It can reach up to twice the limit in the first minute because the bucket starts full.",
@@ -301,7 +301,7 @@ struct Theory {
     budget_s: f64,
     binding: &'static str,
     tail_s: f64,
-    extra_layers_s: f64,
+    critical_path_s: f64,
     median_s: f64,
 }
 
@@ -316,17 +316,17 @@ impl Theory {
             budget_s,
             binding: binding.map_or("none", |(name, _)| *name),
             tail_s: math::expected_tail(latency, schedule),
-            extra_layers_s: f64::from(depth.saturating_sub(1)) * latency.median_s,
+            critical_path_s: f64::from(depth) * latency.median_s,
             median_s: latency.median_s,
         }
     }
 
     fn seconds(&self) -> f64 {
-        self.budget_s + self.tail_s + self.extra_layers_s
+        (self.budget_s + self.tail_s).max(self.critical_path_s)
     }
 
     fn median_formula_seconds(&self) -> f64 {
-        self.budget_s + self.median_s + self.extra_layers_s
+        (self.budget_s + self.median_s).max(self.critical_path_s)
     }
 
     fn to_json(&self, actual_s: f64) -> Value {
@@ -334,7 +334,7 @@ impl Theory {
             "budget_seconds": self.budget_s,
             "binding_axis": self.binding,
             "tail_seconds": self.tail_s,
-            "extra_layers_seconds": self.extra_layers_s,
+            "critical_path_seconds": self.critical_path_s,
             "theoretical_seconds": self.seconds(),
             "actual_seconds": actual_s,
             "efficiency": self.seconds() / actual_s,
@@ -388,7 +388,7 @@ fn efficiency_checks(
     label: &str,
 ) -> Vec<Check> {
     let efficiency = theory.seconds() / actual_s;
-    let display = trim_float(efficiency, 3);
+    let display = four_decimals_down(efficiency);
     let main = match target {
         Some(bound) => Check::target(label, efficiency, display, Target::AtLeast(bound)),
         None => Check::info(label, efficiency, display),
@@ -407,6 +407,12 @@ fn efficiency_checks(
             ),
         ),
     ]
+}
+
+/// Truncated, not rounded: a figure just under a target must not display as
+/// the target itself.
+fn four_decimals_down(value: f64) -> String {
+    format!("{:.4}", (value * 10_000.0).floor() / 10_000.0)
 }
 
 fn results_check(ok: usize, expected: usize) -> Check {
@@ -1100,7 +1106,7 @@ mod tests {
     }
 
     #[test]
-    fn theory_adds_tail_and_layers() {
+    fn theory_is_the_budget_and_tail_or_the_critical_path() {
         let latency = Latency {
             median_s: 1.0,
             sigma: 0.0,
@@ -1112,9 +1118,14 @@ mod tests {
         let theory = Theory::new(&axes, 1_200, latency, 3);
         assert_eq!(theory.binding, "requests");
         assert!((theory.budget_s - 60.0).abs() < 1e-9);
-        assert!((theory.seconds() - 63.0).abs() < 1e-9);
-        let json = theory.to_json(70.0);
+        assert!((theory.seconds() - 61.0).abs() < 1e-9);
+        let json = theory.to_json(61.0 / 0.9);
         assert!((json["efficiency"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+        // A small pipeline that fits in the full bucket: three latencies in a row.
+        let small = [("requests", Axis::per_minute(600, 30))];
+        let theory = Theory::new(&small, 30, latency, 3);
+        assert_eq!(theory.budget_s, 0.0);
+        assert!((theory.seconds() - 3.0).abs() < 1e-9);
     }
 
     #[test]
@@ -1123,7 +1134,7 @@ mod tests {
             budget_s: 150.0,
             binding: "tokens",
             tail_s: 1.6,
-            extra_layers_s: 0.0,
+            critical_path_s: 1.0,
             median_s: 1.0,
         };
         let checks = efficiency_checks(&theory, 152.0, Some(0.99), "efficiency");
@@ -1131,5 +1142,7 @@ mod tests {
         let checks = efficiency_checks(&theory, 160.0, Some(0.99), "efficiency");
         assert_eq!(checks[0].pass(), Some(false));
         assert_eq!(checks[1].pass(), None);
+        assert_eq!(four_decimals_down(0.989_99), "0.9899");
+        assert_eq!(four_decimals_down(1.0), "1.0000");
     }
 }

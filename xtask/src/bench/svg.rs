@@ -148,7 +148,7 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
         escape(&panel.label)
     );
 
-    for (second, label) in markers {
+    for (index, (second, label)) in markers.iter().enumerate() {
         if !second.is_finite() {
             continue;
         }
@@ -162,7 +162,8 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
         let _ = write!(
             svg,
             r##"<line x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{bottom}" stroke="#2e8b57" stroke-dasharray="2 3"/><text x="{label_x:.1}" y="{:.1}" fill="#2e8b57" font-size="10" text-anchor="{anchor}">{}</text>"##,
-            top + 12.0,
+            // Staggered so that markers at nearly the same second stay legible.
+            top + 12.0 + (index % 4) as f64 * 11.0,
             escape(label)
         );
     }
