@@ -40,6 +40,16 @@ pub enum InvalidConfig {
     /// A lane key with an empty model name (use `None` for the provider lane).
     #[error("the model name must not be empty")]
     EmptyModel,
+    /// A remote store's address could not be used (the reason never repeats
+    /// the address, which may hold a password).
+    #[error("invalid bucket store address: {reason}")]
+    StoreAddress {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A fallback share that is not a number in (0, 1].
+    #[error("the fallback share must be a number in (0, 1]")]
+    FallbackShare,
 }
 
 /// A [`crate::BucketStore`] operation failed.
@@ -48,7 +58,8 @@ pub enum InvalidConfig {
 pub enum StoreError {
     /// The store could not be reached or did not answer (a remote store's
     /// connection error, timeout...). Usually transient.
-    #[error("bucket store unavailable")]
+    // The cause is in the message too: callers often log only `to_string()`.
+    #[error("bucket store unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The store answered with something that is not a valid lane state.
     #[error("bucket store returned an invalid state: {reason}")]

@@ -79,6 +79,8 @@ pub mod math;
 mod memory;
 mod stats;
 mod store;
+#[cfg(feature = "redis")]
+mod redis_store;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{
@@ -89,6 +91,8 @@ pub use feedback::{Feedback, WindowObservation};
 pub use lane::{Lane, Reservation, Ticket};
 pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryBackend, MemoryStore};
+#[cfg(feature = "redis")]
+pub use redis_store::{FallbackTooSmall, RedisBackend, RedisBackendBuilder, RedisUnavailable};
 pub use stats::{HISTORY_MINUTES, LaneStats, MinuteUsage, Totals, Usage};
 #[cfg(any(test, feature = "test-support"))]
 pub use store::MockBucketStore;

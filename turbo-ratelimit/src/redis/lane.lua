@@ -1,0 +1,531 @@
+-- One lane of turbo-ratelimit in one Redis hash: a port of src/math.rs
+-- (`LaneBuckets`), function by function, same names. Every call is one
+-- atomic step on the whole lane. Keep the two in step: the integration test
+-- `the_script_agrees_with_the_memory_store_on_random_operations` runs both
+-- on the same operations and demands the same results.
+--
+-- KEYS[1]  the lane's hash.
+-- ARGV[1]  the operation: acquire | adjust | correct | pause | limits | state.
+-- ARGV[2]  idle TTL in ms: the key expires this long after the lane would be
+--          full and unpaused (it is then indistinguishable from a new lane).
+-- ARGV[3]  '' to read Redis's clock, else "now" in us from an injected clock.
+-- ARGV[4..7]  limits rpm, tpm, rpd, tpd (0 = none) used only to create the
+--          lane when the key does not exist.
+-- ARGV[8..]   the operation's arguments (see each operation below).
+-- Every reply is an array of strings.
+--
+-- Time is Redis's own clock (TIME), so every process sharing the key agrees on
+-- it whatever its local clock says. (An injected clock replaces it only for
+-- tests and single-host setups.) Instants are kept in microseconds since the
+-- Unix epoch (exact in a double); durations are turned into nanoseconds for
+-- the math.
+--
+-- Numbers. Lua has only doubles. Levels are scaled exactly like math.rs:
+-- S = units * W with W the window in nanoseconds, so refills (rate * dt),
+-- charges, comparisons and the floors below are the same integer arithmetic,
+-- exact while values stay below 2^53 (capacities up to ~150,000 units per
+-- minute or ~100 per day); beyond that they are rounded to 53 bits, a
+-- relative error of 1e-16 per step, with the same clamps and rounding
+-- directions (waits up, levels down). Values are stored with %.17g, so a
+-- save/load round trip is exact.
+--
+-- Fields of the hash:
+--   s        schema version
+--   t        last update, us      p      paused until, us (0 = never)
+--   rt, tt   requests / tokens reserved since the lane was created
+--   na, nr, nt   newest reservation any feedback was about (at, rt, tt)
+--   per axis i (1 rpm, 2 tpm, 3 rpd, 4 tpd), present only when limited:
+--   l<i> limit   v<i> level (scaled)   f<i> foreign rate (units/window)
+--   a<i>, r<i>   sync point: reservation instant (us) and residual (scaled)
+
+local SCHEMA = '2'
+local W = {60000000000, 60000000000, 86400000000000, 86400000000000}
+local TOKENS = {false, true, false, true}
+local UNCONTESTED_FRACTION = 16
+
+local function num(s)
+  return tonumber(s) or 0
+end
+
+local function fmt(x)
+  return string.format('%.17g', x)
+end
+
+-- Integral values travel back as decimal strings: doubles above 2^63 would not
+-- survive Redis's integer conversion.
+local function int(x)
+  return string.format('%.0f', x)
+end
+
+-- floor(a / b) for b > 0, exact for integers below 2^53 (a double quotient
+-- can round up across an integer).
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then
+    q = q - 1
+  elseif (q + 1) * b <= a then
+    q = q + 1
+  end
+  return q
+end
+
+-- Integer division truncating towards zero, like Rust's `/` on i128.
+local function tdiv(a, b)
+  if a >= 0 then return idiv(a, b) end
+  return -idiv(-a, b)
+end
+
+local function ceil_div(a, b)
+  local q = idiv(a, b)
+  if q * b < a then q = q + 1 end
+  return q
+end
+
+local function clamp(x, lo, hi)
+  if x < lo then return lo end
+  if x > hi then return hi end
+  return x
+end
+
+local function min_rate(limit)
+  local r = idiv(limit, 16)
+  if r == 0 then return 1 end
+  return r
+end
+
+local function rate_of(limit, foreign)
+  local r = limit - foreign
+  local floor = min_rate(limit)
+  if r < floor then return floor end
+  return r
+end
+
+local function clamp_foreign(foreign, limit)
+  return math.min(foreign, math.max(0, limit - min_rate(limit)))
+end
+
+local function refill(level, cap, rate, elapsed_ns)
+  if level >= cap then return cap end
+  local x = level + rate * elapsed_ns
+  if x >= cap then return cap end
+  return x
+end
+
+-- In nanoseconds, rounded up.
+local function wait_ns(level, need, rate)
+  if level >= need then return 0 end
+  return ceil_div(need - level, rate)
+end
+
+local function us_up(ns)
+  return ceil_div(ns, 1000)
+end
+
+local function full_in_ns(b, w)
+  return wait_ns(b.level, b.limit * w, rate_of(b.limit, b.foreign))
+end
+
+local function tau(w)
+  return idiv(w, 6)
+end
+
+local function remaining_from_reset(limit, reset_ns, w)
+  local deficit = math.min(ceil_div(limit * reset_ns, w), limit)
+  return limit - deficit
+end
+
+local function estimate_level_at_rate(remaining, later, limit, rate, w, elapsed_ns)
+  local cap = limit * w
+  local base = math.min(remaining * w, cap)
+  local refilled = refill(base, cap, rate, elapsed_ns)
+  return math.max(refilled - later * w, -cap)
+end
+
+local function corrected_level(local_level, old_limit, new_limit, w, est)
+  local cap = new_limit * w
+  if est then est = clamp(est, -cap, cap) end
+  if local_level == nil then
+    if est then return est end
+    return cap
+  end
+  local lvl = clamp(local_level, -cap, cap)
+  if est and new_limit > old_limit then return est end
+  -- The server's count is rounded down: only a gap of a whole unit or more
+  -- shows that the server has less than we think.
+  if est and lvl - est >= w then return est end
+  return lvl
+end
+
+local function update_foreign_rate(foreign, limit, w, divergence, interval_ns)
+  local over = math.max(interval_ns, tau(w), 1)
+  local step = tdiv(divergence, over)
+  local max = math.max(0, limit - min_rate(limit))
+  return clamp(foreign + step, 0, max)
+end
+
+-- Returns the new foreign rate and the new residual.
+local function learn_foreign(foreign, limit, w, divergence, residual, interval_ns)
+  local seen
+  if divergence >= w then seen = divergence else seen = math.min(divergence, 0) end
+  local span = math.max(interval_ns, idiv(tau(w), 10))
+  local most = limit * span
+  local evidence = clamp(seen - residual, -most, most)
+  local updated = update_foreign_rate(foreign, limit, w, evidence, interval_ns)
+  if evidence >= 0 then
+    return updated, seen
+  end
+  local over = math.max(interval_ns, tau(w), 1)
+  local absorbed = (updated - foreign) * over
+  return updated, math.max(residual + absorbed, seen)
+end
+
+local function own_share(estimate, rate, limit)
+  if estimate <= 0 or rate >= limit or limit == 0 then return estimate end
+  local q = idiv(estimate, limit)
+  local r = estimate - q * limit
+  return q * rate + idiv(r * rate, limit)
+end
+
+local function is_newer(a, b)
+  if a.rt ~= b.rt then return a.rt > b.rt end
+  if a.tt ~= b.tt then return a.tt > b.tt end
+  return a.at > b.at
+end
+
+-- State -------------------------------------------------------------------
+
+local key = KEYS[1]
+local idle_ttl_ms = num(ARGV[2])
+
+local function now_us()
+  if ARGV[3] ~= '' then return num(ARGV[3]) end
+  local t = redis.call('TIME')
+  return num(t[1]) * 1000000 + num(t[2])
+end
+
+local function full_bucket(limit, i)
+  return {limit = limit, level = limit * W[i], foreign = 0}
+end
+
+local function load(now)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then
+    local st = {t = now, p = 0, rt = 0, tt = 0, b = {}}
+    for i = 1, 4 do
+      local limit = num(ARGV[3 + i])
+      if limit > 0 then st.b[i] = full_bucket(limit, i) end
+    end
+    return st
+  end
+  local h = {}
+  for j = 1, #raw, 2 do h[raw[j]] = raw[j + 1] end
+  if h.s ~= SCHEMA then
+    return redis.error_reply('turbo-ratelimit: ' .. key .. ' has schema ' .. tostring(h.s) .. ', expected ' .. SCHEMA)
+  end
+  local st = {t = num(h.t), p = num(h.p), rt = num(h.rt), tt = num(h.tt), b = {}}
+  if h.na then st.newest = {at = num(h.na), rt = num(h.nr), tt = num(h.nt)} end
+  for i = 1, 4 do
+    local l = h['l' .. i]
+    if l then
+      local b = {limit = num(l), level = num(h['v' .. i]), foreign = num(h['f' .. i])}
+      if h['a' .. i] then b.sync = {at = num(h['a' .. i]), residual = num(h['r' .. i])} end
+      st.b[i] = b
+    end
+  end
+  return st
+end
+
+-- Time never runs backwards: an earlier reading is taken as the last one.
+local function advance(st, now)
+  if now > st.t then
+    local dt = (now - st.t) * 1000
+    for i = 1, 4 do
+      local b = st.b[i]
+      if b then b.level = refill(b.level, b.limit * W[i], rate_of(b.limit, b.foreign), dt) end
+    end
+    st.t = now
+  end
+  return st.t
+end
+
+local function save(st)
+  local set = {'s', SCHEMA, 't', fmt(st.t), 'p', fmt(st.p), 'rt', fmt(st.rt), 'tt', fmt(st.tt)}
+  local del = {}
+  if st.newest then
+    for _, kv in ipairs({{'na', st.newest.at}, {'nr', st.newest.rt}, {'nt', st.newest.tt}}) do
+      set[#set + 1] = kv[1]
+      set[#set + 1] = fmt(kv[2])
+    end
+  end
+  -- The key may go once the lane is full and unpaused again, plus the idle TTL.
+  local busy_ns = math.max(0, st.p - st.t) * 1000
+  for i = 1, 4 do
+    local b = st.b[i]
+    local n = tostring(i)
+    if b then
+      for _, kv in ipairs({{'l', b.limit}, {'v', b.level}, {'f', b.foreign}}) do
+        set[#set + 1] = kv[1] .. n
+        set[#set + 1] = fmt(kv[2])
+      end
+      if b.sync then
+        set[#set + 1] = 'a' .. n
+        set[#set + 1] = fmt(b.sync.at)
+        set[#set + 1] = 'r' .. n
+        set[#set + 1] = fmt(b.sync.residual)
+      else
+        del[#del + 1] = 'a' .. n
+        del[#del + 1] = 'r' .. n
+      end
+      busy_ns = math.max(busy_ns, full_in_ns(b, W[i]))
+    else
+      for _, f in ipairs({'l', 'v', 'f', 'a', 'r'}) do del[#del + 1] = f .. n end
+    end
+  end
+  redis.call('HSET', key, unpack(set))
+  if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+  redis.call('PEXPIRE', key, ceil_div(busy_ns, 1000000) + math.max(1, idle_ttl_ms))
+end
+
+local function state_reply(st)
+  local out = {int(math.max(0, st.p - st.t)), int(st.rt), int(st.tt)}
+  for i = 1, 4 do
+    local b = st.b[i]
+    if b then
+      out[#out + 1] = int(b.limit)
+      out[#out + 1] = int(idiv(b.level, W[i]))
+      out[#out + 1] = int(us_up(full_in_ns(b, W[i])))
+      out[#out + 1] = int(b.foreign)
+    else
+      for _ = 1, 4 do out[#out + 1] = '0' end
+    end
+  end
+  return out
+end
+
+-- Operations ------------------------------------------------------------------
+
+-- ARGV[8] requests, ARGV[9] tokens.
+-- Reply: {'R', at, rt, tt} | {'W', wait_us, paused_us or -1} | {'N', axis, requested, capacity}
+local function acquire(st, now)
+  local req = {num(ARGV[8]), num(ARGV[9])}
+  local wait = math.max(0, st.p - now) * 1000
+  local paused = wait > 0
+  local needs = {}
+  for i = 1, 4 do
+    local b = st.b[i]
+    if b then
+      local requested = TOKENS[i] and req[2] or req[1]
+      if requested > b.limit then
+        return {'N', tostring(i), int(requested), int(b.limit)}
+      end
+      local need = requested * W[i]
+      needs[i] = need
+      if b.level < need then
+        wait = math.max(wait, wait_ns(b.level, need, rate_of(b.limit, b.foreign)))
+      end
+    end
+  end
+  if wait > 0 then
+    local p = -1
+    if paused then p = st.p - now end
+    return {'W', int(us_up(wait)), int(p)}
+  end
+  for i = 1, 4 do
+    local b = st.b[i]
+    if b then b.level = b.level - needs[i] end
+  end
+  st.rt = st.rt + req[1]
+  st.tt = st.tt + req[2]
+  return {'R', int(now), int(st.rt), int(st.tt)}
+end
+
+-- ARGV[8] 'charge' | 'refund', ARGV[9] requests, ARGV[10] tokens.
+local function adjust(st)
+  local refund = ARGV[8] == 'refund'
+  local req = {num(ARGV[9]), num(ARGV[10])}
+  for i = 1, 4 do
+    local b = st.b[i]
+    if b then
+      local cap = b.limit * W[i]
+      local amount = (TOKENS[i] and req[2] or req[1]) * W[i]
+      if refund then
+        b.level = math.min(b.level + amount, cap)
+      else
+        b.level = math.max(b.level - amount, -cap)
+      end
+    end
+  end
+  return {'OK'}
+end
+
+-- ARGV[8] pause in us. Reply: {remaining pause in us}.
+local function pause(st, now)
+  st.p = math.max(st.p, now + num(ARGV[8]))
+  return {int(st.p - now)}
+end
+
+-- ARGV[8..11] the new limits (0 = none).
+local function set_limits(st)
+  for i = 1, 4 do
+    local limit = num(ARGV[7 + i])
+    local b = st.b[i]
+    if limit <= 0 then
+      st.b[i] = nil
+    elseif b then
+      local cap = limit * W[i]
+      b.level = clamp(b.level, -cap, cap)
+      b.foreign = clamp_foreign(b.foreign, limit)
+      b.limit = limit
+    else
+      st.b[i] = full_bucket(limit, i)
+    end
+  end
+  return state_reply(st)
+end
+
+-- obs: limit/remaining/reset_ns, each < 0 when absent (a limit of 0 too).
+-- seen: reserved_at (us), later, between, elapsed (ns), in_order.
+local function correct_axis(st, i, obs, seen)
+  local w = W[i]
+  local current = st.b[i]
+  local limit = obs.limit
+  if limit <= 0 then
+    if not current then return end
+    limit = current.limit
+  end
+  local remaining = nil
+  if obs.remaining >= 0 then
+    remaining = obs.remaining
+  elseif obs.reset >= 0 then
+    remaining = remaining_from_reset(limit, obs.reset, w)
+  end
+  -- A learned axis or a raised limit starts afresh.
+  if not current or limit > current.limit then
+    local est = nil
+    if remaining then est = estimate_level_at_rate(remaining, seen.later, limit, limit, w, seen.elapsed) end
+    local level
+    if current then
+      level = corrected_level(current.level, current.limit, limit, w, est)
+    else
+      level = corrected_level(nil, 0, limit, w, est)
+    end
+    local sync = nil
+    if est then sync = {at = seen.reserved_at, residual = 0} end
+    st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync}
+    return
+  end
+  local cap = limit * w
+  local b = {
+    limit = limit,
+    level = clamp(current.level, -cap, cap),
+    foreign = clamp_foreign(current.foreign, limit),
+    sync = current.sync,
+  }
+  st.b[i] = b
+  if not remaining then return end
+  local est = estimate_level_at_rate(remaining, seen.later, limit, rate_of(limit, b.foreign), w, seen.elapsed)
+  local lvl = b.level
+  local divergence = lvl - est
+  -- A nearly full server bucket wastes refill that our level does not:
+  -- nobody contests it, and others' use hardly shows in it.
+  local uncontested = est + seen.later * w >= cap - idiv(cap, UNCONTESTED_FRACTION)
+  local learned, learned_foreign, learned_residual = false, b.foreign, 0
+  local prev = b.sync
+  if prev and seen.in_order and seen.reserved_at >= prev.at and not uncontested then
+    learned = true
+    learned_foreign, learned_residual = learn_foreign(
+      b.foreign, limit, w, divergence, prev.residual, (seen.reserved_at - prev.at) * 1000)
+  end
+  -- Others sharing the limit take their part of what the server has free:
+  -- claim ours, at the rate two in-order corrections in a row agree on.
+  local claim = est
+  if learned then
+    local confirmed = math.min(learned_foreign, b.foreign)
+    local unsure = 0
+    if confirmed > 0 then unsure = seen.between * w end
+    claim = own_share(est - unsure, rate_of(limit, confirmed), limit)
+  end
+  local level = corrected_level(lvl, limit, limit, w, claim)
+  local moved = level - lvl
+  local sync
+  if learned then
+    sync = {at = seen.reserved_at, residual = math.min(learned_residual + moved, 0)}
+  elseif prev and (not seen.in_order or seen.reserved_at < prev.at) then
+    -- A late response: the sync point stays, shifted with the level.
+    sync = {at = prev.at, residual = math.min(prev.residual + moved, 0)}
+  else
+    -- The first sync point, or an uncontested bucket: start afresh.
+    sync = {at = seen.reserved_at, residual = 0}
+  end
+  st.b[i] = {limit = limit, level = level, foreign = learned_foreign, sync = sync}
+end
+
+-- ARGV[8..10] grant at (us), requests_total, tokens_total;
+-- ARGV[11..15] requests observation: present (0/1), window ('m'/'d'), limit, remaining, reset_us;
+-- ARGV[16..20] tokens observation, same layout. Absent numbers are -1 (a limit of 0 too).
+local function correct(st, now)
+  local grant = {at = num(ARGV[8]), rt = num(ARGV[9]), tt = num(ARGV[10])}
+  local elapsed = math.max(0, now - grant.at) * 1000
+  local previous = st.newest
+  local in_order = not (previous and not is_newer(grant, previous))
+  local reference = grant
+  if not in_order then reference = previous end
+  -- Reserved between the previous newest answered request and this one: the
+  -- server may not have counted them yet.
+  local between = {0, 0}
+  if in_order and previous then
+    local span = math.max(0, grant.rt - previous.rt)
+    local count = math.max(0, span - 1)
+    local tokens = math.max(0, grant.tt - previous.tt)
+    between = {count, idiv(tokens * count, math.max(span, 1))}
+  end
+  local totals = {st.rt, st.tt}
+  local refs = {reference.rt, reference.tt}
+  for u = 1, 2 do
+    local o = 11 + (u - 1) * 5
+    if ARGV[o] == '1' then
+      local i = u
+      if ARGV[o + 1] == 'd' then i = i + 2 end
+      local reset = num(ARGV[o + 4])
+      if reset >= 0 then reset = reset * 1000 end
+      local obs = {limit = num(ARGV[o + 2]), remaining = num(ARGV[o + 3]), reset = reset}
+      correct_axis(st, i, obs, {
+        reserved_at = grant.at,
+        later = math.max(0, totals[u] - refs[u]),
+        between = between[u],
+        elapsed = elapsed,
+        in_order = in_order,
+      })
+    end
+  end
+  if in_order then st.newest = grant end
+  return state_reply(st)
+end
+
+-- Dispatch --------------------------------------------------------------------
+
+local op = ARGV[1]
+local now = now_us()
+local st = load(now)
+if st.err then return st end
+now = advance(st, now)
+
+local reply
+if op == 'acquire' then
+  reply = acquire(st, now)
+elseif op == 'adjust' then
+  reply = adjust(st)
+elseif op == 'correct' then
+  reply = correct(st, now)
+elseif op == 'pause' then
+  reply = pause(st, now)
+elseif op == 'limits' then
+  reply = set_limits(st)
+elseif op == 'state' then
+  -- A read changes nothing: refilling is the same whether saved now or later.
+  return state_reply(st)
+else
+  return redis.error_reply('turbo-ratelimit: unknown operation ' .. tostring(op))
+end
+save(st)
+return reply
