@@ -1,0 +1,2 @@
+//! Benchmark against a local redis-server.
+fn main() {}
