@@ -77,10 +77,10 @@ mod lane;
 mod limiter;
 pub mod math;
 mod memory;
-mod stats;
-mod store;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod stats;
+mod store;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{
