@@ -218,6 +218,36 @@ impl TurboRunBuilder {
         self
     }
 
+    /// Keeps every lane's buckets in Redis, so that every engine (process,
+    /// host) built with the same server and key prefix shares one budget per
+    /// lane: admission, settlement, header corrections and 429 pauses are
+    /// atomic steps on the server, on its clock. Configure the same limits
+    /// everywhere. When Redis cannot be reached, nodes fail with a clear
+    /// store error after the backend's retries, unless the backend has a
+    /// fallback share (see [`turbo_ratelimit::RedisBackend`]).
+    ///
+    /// Keeps the other settings of a [`TurboRunBuilder::rate_limiter`] given
+    /// before (clock, lanes, default configuration) and replaces only its
+    /// backend; a `rate_limiter` given after replaces the whole limiter.
+    ///
+    /// ```no_run
+    /// use turbo_core::TurboRun;
+    /// use turbo_ratelimit::RedisBackend;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let budget = RedisBackend::connect("redis://127.0.0.1:6379", "turbo:").await?;
+    /// let engine = TurboRun::builder().redis_budget(budget).build()?;
+    /// # engine.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis_budget(mut self, backend: turbo_ratelimit::RedisBackend) -> Self {
+        let limiter = self.limiter.take().unwrap_or_else(RateLimiter::builder);
+        self.limiter = Some(limiter.backend(Arc::new(backend)));
+        self
+    }
+
     /// What to reserve for the answer of a request that sets no `max_tokens`
     /// (default: Groq +20 % of the prompt, as the original; OpenAI 1,000 tokens).
     pub fn default_output(mut self, provider: Provider, output: DefaultOutput) -> Self {
