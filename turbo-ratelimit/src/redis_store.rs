@@ -601,7 +601,7 @@ impl Shared {
     fn redis_answered(&self) {
         let mut circuit = self.circuit.lock();
         if circuit.open_until.take().is_some() {
-            tracing::warn!(
+            tracing::info!(
                 address = %self.address,
                 prefix = %self.prefix,
                 "redis answers again: lanes share their budget through it again"
