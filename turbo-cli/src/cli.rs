@@ -175,8 +175,19 @@ pub struct RunArgs {
     /// Append the engine's log to FILE (level from RUST_LOG / TURBO_ENV).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    // Issue 6 adds `--redis-url URL` (env TURBO_REDIS_URL) here; it becomes
-    // `EngineOptions::limiter_store` in run.rs, the one place the limiter is built.
+    /// Share the rate-limit budget with every other turbo-run (on any
+    /// machine) that uses the same Redis and prefix: `redis://host:6379`.
+    /// The limits must be the same in every process.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TURBO_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// Key prefix in Redis; processes with the same prefix share a budget.
+    #[arg(long, value_name = "PREFIX", default_value = "turbo:")]
+    pub redis_prefix: String,
 }
 
 /// `turbo-run plan`.

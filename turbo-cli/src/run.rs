@@ -81,6 +81,8 @@ struct EngineOptions<'a> {
     limits: &'a LimitPlan,
     workers: turbo_core::Concurrency,
     max_retries: u32,
+    /// A budget shared through Redis (`--redis-url`).
+    shared_budget: Option<turbo_ratelimit::RedisBackend>,
 }
 
 fn build_engine(options: EngineOptions<'_>) -> anyhow::Result<TurboRun> {
@@ -95,6 +97,11 @@ fn build_engine(options: EngineOptions<'_>) -> anyhow::Result<TurboRun> {
     }
     if let Some(client) = options.clients.groq {
         builder = builder.groq(client);
+    }
+    if let Some(backend) = options.shared_budget {
+        builder = builder.rate_limiter(
+            turbo_ratelimit::RateLimiter::builder().backend(std::sync::Arc::new(backend)),
+        );
     }
     builder = options.limits.apply(builder);
     builder.build().context("cannot start the engine")
@@ -552,11 +559,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let writer = ResultWriter::open(&output, existing.needs_newline)
         .map_err(|error| UsageError(format!("cannot write {}: {error}", output.display())))?;
 
+    let shared_budget = match &args.redis_url {
+        Some(url) => Some(
+            turbo_ratelimit::RedisBackend::builder(url)
+                .prefix(args.redis_prefix.clone())
+                .connect()
+                .await
+                .map_err(|error| {
+                    UsageError(format!(
+                        "cannot use the shared budget in Redis ({error}); \
+                         check --redis-url / TURBO_REDIS_URL"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
     let engine = build_engine(EngineOptions {
         clients,
         limits: &limits,
         workers: args.workers.0,
         max_retries: args.max_retries,
+        shared_budget,
     })?;
     let mut completions = engine
         .completions()
