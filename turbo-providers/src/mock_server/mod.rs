@@ -255,6 +255,20 @@ impl MockServer {
     /// Checks `config` and binds its address.
     pub async fn bind(config: MockServerConfig) -> Result<Self, ProviderError> {
         config.validate()?;
+        if config.token_counting == TokenCounting::Tiktoken {
+            // Load the vocabularies before the first request: loaded lazily,
+            // they stalled the first ~2 s of requests (debug build), which
+            // were then all charged at once — a burst the clients' buckets,
+            // refilling meanwhile, could not foresee (spurious 429s).
+            tokio::task::spawn_blocking(turbo_tokens::TiktokenCounter::try_new)
+                .await
+                .map_err(|error| ProviderError::Io {
+                    message: format!("cannot load the tokenizer: {error}"),
+                })?
+                .map_err(|error| ProviderError::InvalidConfig {
+                    message: format!("cannot load the tokenizer: {error}"),
+                })?;
+        }
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|error| ProviderError::Io {
