@@ -333,15 +333,15 @@ impl LaneRuntime {
     }
 }
 
-/// A worker slot, released on drop (including when a running node is aborted).
+/// Where a worker slot comes from.
 enum SlotKind {
     Global(#[allow(dead_code)] OwnedSemaphorePermit),
     Lane,
 }
 
-/// A worker slot. It is taken before the next node is popped (so a node is
-/// only committed when it can run) but counts as in flight only once its node
-/// launches.
+/// A worker slot, taken once a node's budget is granted. It counts as in
+/// flight only once its node launches, and frees itself on drop (including
+/// when a running node is aborted).
 struct Slot {
     kind: SlotKind,
     lane: Arc<LaneRuntime>,
@@ -350,6 +350,15 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(kind: SlotKind, lane: &Arc<LaneRuntime>, shared: &Arc<Shared>) -> Self {
+        Slot {
+            kind,
+            lane: lane.clone(),
+            shared: shared.clone(),
+            active: false,
+        }
+    }
+
     fn activate(&mut self) {
         self.active = true;
         self.lane.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -1172,12 +1181,7 @@ impl Shared {
                 SlotKind::Lane
             }
         };
-        Some(Slot {
-            kind,
-            lane: lane.clone(),
-            shared: self.clone(),
-            active: false,
-        })
+        Some(Slot::new(kind, lane, self))
     }
 
     /// Takes a worker slot: from the global pool in fixed mode, or under the
@@ -1197,12 +1201,7 @@ impl Shared {
                 SlotKind::Lane
             }
         };
-        Some(Slot {
-            kind,
-            lane: lane.clone(),
-            shared: self.clone(),
-            active: false,
-        })
+        Some(Slot::new(kind, lane, self))
     }
 
     /// Pops up to `max` nodes of a lane in rank order, marking them launching.
