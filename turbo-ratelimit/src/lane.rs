@@ -354,6 +354,16 @@ impl Lane {
         }
     }
 
+    /// Counts an admission that can never fit and builds its error.
+    fn never_fits(&self, axis: Axis, requested: u64, capacity: u64) -> AcquireError {
+        self.inner.local.lock().tracker.totals.never_fits += 1;
+        AcquireError::NeverFits {
+            requested,
+            capacity,
+            axis,
+        }
+    }
+
     /// The lane's key.
     pub fn key(&self) -> &LaneKey {
         &self.inner.key
@@ -432,12 +442,7 @@ impl Lane {
                     capacity,
                 } => {
                     drop(slot);
-                    self.inner.local.lock().tracker.totals.never_fits += 1;
-                    return Err(AcquireError::NeverFits {
-                        requested,
-                        capacity,
-                        axis,
-                    });
+                    return Err(self.never_fits(axis, requested, capacity));
                 }
                 AcquireOutcome::Wait { wait, paused } => {
                     drop(slot);
@@ -528,12 +533,7 @@ impl Lane {
                             capacity,
                         } => {
                             drop(slot);
-                            self.inner.local.lock().tracker.totals.never_fits += 1;
-                            return Err(AcquireError::NeverFits {
-                                requested,
-                                capacity,
-                                axis,
-                            });
+                            return Err(self.never_fits(axis, requested, capacity));
                         }
                         AcquireOutcome::Wait { wait, paused } => {
                             drop(slot);
