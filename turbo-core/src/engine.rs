@@ -19,7 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch}
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
-use turbo_graph::{AbortKind, Added, DependencyGraph, GraphError};
+use turbo_graph::{AbortKind, Added, BuildIdHasher, DependencyGraph, GraphError};
 use turbo_pq::{Handle as QueueHandle, PriorityQueue};
 use turbo_providers::{ChatClient, ChatRequest};
 use turbo_ratelimit::{Lane, Limits, RateLimiter};
@@ -29,7 +29,6 @@ use turbo_tokens::{DefaultOutput, TokenCounter};
 use crate::budget::{self, BudgetError, Reserved};
 use crate::builder::{Concurrency, TurboRunBuilder};
 use crate::context::{Clients, Dependency, WorkContext};
-use crate::hash::NodeMap;
 use crate::node::{NodeId, Provider, RetryPolicy, WorkFn, WorkNode};
 use crate::placeholders::fill_placeholders;
 use crate::result::{NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
@@ -240,8 +239,8 @@ struct Job {
 }
 
 struct State {
-    graph: DependencyGraph<NodeId, crate::hash::NodeHashBuilder>,
-    nodes: NodeMap<NodeEntry>,
+    graph: DependencyGraph<NodeId, BuildIdHasher>,
+    nodes: HashMap<NodeId, NodeEntry, BuildIdHasher>,
     lanes: Vec<Arc<LaneRuntime>>,
     queues: Vec<PriorityQueue<NodeId, Rank>>,
     /// Per lane: nodes popped by the dispatcher, not yet running.
@@ -418,8 +417,8 @@ impl TurboRun {
             runtime,
             started: Instant::now(),
             state: Mutex::new(State {
-                graph: DependencyGraph::with_hasher(crate::hash::NodeHashBuilder),
-                nodes: NodeMap::default(),
+                graph: DependencyGraph::with_hasher(BuildIdHasher::default()),
+                nodes: HashMap::default(),
                 lanes: Vec::new(),
                 queues: Vec::new(),
                 launching: Vec::new(),

@@ -58,7 +58,6 @@ mod builder;
 mod context;
 mod engine;
 mod global;
-mod hash;
 pub mod logging;
 mod node;
 mod placeholders;
