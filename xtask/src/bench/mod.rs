@@ -4,6 +4,7 @@
 
 mod math;
 mod process;
+mod redis;
 mod report;
 mod scenarios;
 mod svg;
@@ -120,6 +121,8 @@ pub struct Context {
     pub turbo_run: std::result::Result<PathBuf, String>,
     /// The engine example's state: `Ok` when built, `Err(reason)` when missing.
     pub engine_example: std::result::Result<(), String>,
+    /// Whether scenarios may build what they need (not `--no-build`).
+    pub build: bool,
 }
 
 impl Context {
@@ -235,7 +238,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
     let needs_cli = chosen.iter().any(|s| s.needs_cli);
-    let needs_engine = chosen.iter().any(|s| !s.needs_cli);
+    let needs_engine = chosen.iter().any(|s| s.name == "engine-overhead");
     let mut turbo_run: std::result::Result<PathBuf, String> = Err("not needed".to_owned());
     if needs_cli {
         let built = if options.build && options.turbo_run.is_none() {
@@ -265,6 +268,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         quick: options.quick,
         turbo_run,
         engine_example,
+        build: options.build,
     };
 
     let mut reports: Vec<ScenarioReport> = Vec::new();
@@ -289,6 +293,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
                 Status::Ran if report.failed() => "a target was missed",
                 Status::Ran => "ran",
                 Status::Missing => "missing",
+                Status::Skipped => "skipped",
                 Status::Error => "error",
             }
         );

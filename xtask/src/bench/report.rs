@@ -132,6 +132,8 @@ pub enum Status {
     Missing,
     /// It failed to run.
     Error,
+    /// It cannot run on this machine (e.g. no `redis-server`); not a failure.
+    Skipped,
 }
 
 impl Status {
@@ -140,6 +142,7 @@ impl Status {
             Self::Ran => "ok",
             Self::Missing => "missing",
             Self::Error => "error",
+            Self::Skipped => "skipped",
         }
     }
 }

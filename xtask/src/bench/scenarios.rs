@@ -42,7 +42,7 @@ pub const FORMULAS: [&str; 7] = [
 
 /// The latency shape of the rate-limited scenarios: log-normal, sigma 0.3
 /// (99th percentile about twice the median).
-const SIGMA: f64 = 0.3;
+pub(super) const SIGMA: f64 = 0.3;
 
 /// Every scenario, in the order they run.
 pub fn all() -> Vec<Scenario> {
@@ -107,27 +107,39 @@ pub fn all() -> Vec<Scenario> {
             needs_cli: true,
             run: pipeline_map_reduce,
         },
+        Scenario {
+            name: "redis-roundtrip",
+            about: "acquire+settle through a local Redis (the shared budget's store): p50, p99",
+            needs_cli: false,
+            run: super::redis::redis_roundtrip,
+        },
+        Scenario {
+            name: "redis-shared-budget",
+            about: "three turbo-run processes share one Redis budget against one server",
+            needs_cli: true,
+            run: super::redis::redis_shared_budget,
+        },
     ]
 }
 
 /// Seconds of refill beyond the first full minute a rate-limited run needs.
 /// Full runs span several minutes of budget; quick runs only a few seconds,
 /// enough to see the client pace itself after the initial burst.
-fn budget_target_s(quick: bool) -> f64 {
+pub(super) fn budget_target_s(quick: bool) -> f64 {
     if quick { 10.0 } else { 150.0 }
 }
 
 /// Limits and request shape of a rate-limited scenario.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Profile {
-    rpm: u64,
-    tpm: u64,
-    max_tokens: u32,
+pub(super) struct Profile {
+    pub(super) rpm: u64,
+    pub(super) tpm: u64,
+    pub(super) max_tokens: u32,
 }
 
 impl Profile {
     /// Tokens bind: about 43 requests/s (9 in --quick) of about 116 tokens.
-    fn token_bound(quick: bool) -> Self {
+    pub(super) fn token_bound(quick: bool) -> Self {
         Self {
             rpm: 10_000,
             tpm: if quick { 60_000 } else { 300_000 },
@@ -149,7 +161,7 @@ impl Profile {
     }
 
     /// Requests so that the run needs `budget_s` of refill on its binding axis.
-    fn requests_for(self, budget_s: f64) -> usize {
+    pub(super) fn requests_for(self, budget_s: f64) -> usize {
         workload::requests_for_budget(self.tpm, budget_s, self.cost_estimate())
             .min(workload::requests_for_budget(self.rpm, budget_s, 1))
     }
@@ -162,9 +174,9 @@ impl Profile {
 
 /// What a rate-limited scenario varies.
 #[derive(Debug, Clone, PartialEq)]
-struct RateLimited {
-    profile: Profile,
-    latency_ms: u64,
+pub(super) struct RateLimited {
+    pub(super) profile: Profile,
+    pub(super) latency_ms: u64,
     error_rate: f64,
     max_completion_tokens: bool,
     client_limits: bool,
@@ -176,7 +188,7 @@ struct RateLimited {
 }
 
 impl RateLimited {
-    fn token_bound(quick: bool) -> Self {
+    pub(super) fn token_bound(quick: bool) -> Self {
         Self {
             profile: Profile::token_bound(quick),
             latency_ms: 1_000,
@@ -189,7 +201,7 @@ impl RateLimited {
         }
     }
 
-    fn cap(&self) -> OutputCap {
+    pub(super) fn cap(&self) -> OutputCap {
         if self.max_completion_tokens {
             OutputCap::MaxCompletionTokens(self.profile.max_tokens)
         } else {
@@ -197,7 +209,7 @@ impl RateLimited {
         }
     }
 
-    fn server(&self) -> ServerSettings {
+    pub(super) fn server(&self) -> ServerSettings {
         ServerSettings {
             rpm: Some(self.profile.rpm),
             tpm: Some(self.profile.tpm),
@@ -207,7 +219,7 @@ impl RateLimited {
         }
     }
 
-    fn latency(&self) -> Latency {
+    pub(super) fn latency(&self) -> Latency {
         Latency {
             median_s: self.latency_ms as f64 / 1000.0,
             sigma: SIGMA,
@@ -267,18 +279,18 @@ fn rl_learned_limits(context: &Context, scenario: &Scenario) -> Result<ScenarioR
 }
 
 /// A generous limit on a client's run: three times the expected duration plus two minutes.
-fn client_timeout(budget_s: f64, latency: Latency) -> Duration {
+pub(super) fn client_timeout(budget_s: f64, latency: Latency) -> Duration {
     Duration::from_secs_f64(3.0 * (budget_s + 10.0 * latency.median_s) + 120.0)
 }
 
-fn binary(context: &Context) -> Result<&Path> {
+pub(super) fn binary(context: &Context) -> Result<&Path> {
     match &context.turbo_run {
         Ok(path) => Ok(path),
         Err(reason) => bail!("turbo-run is not usable: {reason}"),
     }
 }
 
-fn client_settings(
+pub(super) fn client_settings(
     dir: &Path,
     name: &str,
     base_url: &str,
@@ -297,7 +309,7 @@ fn client_settings(
 
 /// The shortest time a run could take, from the server's totals.
 #[derive(Debug, Clone, PartialEq)]
-struct Theory {
+pub(super) struct Theory {
     budget_s: f64,
     binding: &'static str,
     tail_s: f64,
@@ -307,7 +319,12 @@ struct Theory {
 
 impl Theory {
     /// `axes` are `(name, axis)`; `requests` the admissions the schedule spreads.
-    fn new(axes: &[(&'static str, Axis)], requests: u64, latency: Latency, depth: u32) -> Self {
+    pub(super) fn new(
+        axes: &[(&'static str, Axis)],
+        requests: u64,
+        latency: Latency,
+        depth: u32,
+    ) -> Self {
         let plain: Vec<Axis> = axes.iter().map(|(_, axis)| *axis).collect();
         let (budget_s, index) = math::budget_seconds(&plain);
         let binding = index.and_then(|index| axes.get(index));
@@ -321,7 +338,7 @@ impl Theory {
         }
     }
 
-    fn seconds(&self) -> f64 {
+    pub(super) fn seconds(&self) -> f64 {
         (self.budget_s + self.tail_s).max(self.critical_path_s)
     }
 
@@ -329,7 +346,7 @@ impl Theory {
         (self.budget_s + self.median_s).max(self.critical_path_s)
     }
 
-    fn to_json(&self, actual_s: f64) -> Value {
+    pub(super) fn to_json(&self, actual_s: f64) -> Value {
         json!({
             "budget_seconds": self.budget_s,
             "binding_axis": self.binding,
@@ -343,14 +360,14 @@ impl Theory {
     }
 }
 
-fn server_axes(rpm: u64, tpm: u64, stats: &ServerStats) -> Vec<(&'static str, Axis)> {
+pub(super) fn server_axes(rpm: u64, tpm: u64, stats: &ServerStats) -> Vec<(&'static str, Axis)> {
     vec![
         ("requests", Axis::per_minute(rpm, stats.admitted())),
         ("tokens", Axis::per_minute(tpm, stats.tokens_charged)),
     ]
 }
 
-fn server_json(stats: &ServerStats) -> Value {
+pub(super) fn server_json(stats: &ServerStats) -> Value {
     let admitted = stats.admitted();
     json!({
         "requests": stats.requests,
@@ -371,7 +388,7 @@ fn server_json(stats: &ServerStats) -> Value {
     })
 }
 
-fn client_json(run: &ClientRun) -> Value {
+pub(super) fn client_json(run: &ClientRun) -> Value {
     json!({
         "exit_code": run.exit_code,
         "timed_out": run.timed_out,
@@ -381,7 +398,7 @@ fn client_json(run: &ClientRun) -> Value {
     })
 }
 
-fn efficiency_checks(
+pub(super) fn efficiency_checks(
     theory: &Theory,
     actual_s: f64,
     target: Option<f64>,
@@ -415,7 +432,7 @@ fn four_decimals_down(value: f64) -> String {
     format!("{:.4}", (value * 10_000.0).floor() / 10_000.0)
 }
 
-fn results_check(ok: usize, expected: usize) -> Check {
+pub(super) fn results_check(ok: usize, expected: usize) -> Check {
     Check::target(
         "results with status 200",
         ok as f64,
@@ -424,7 +441,7 @@ fn results_check(ok: usize, expected: usize) -> Check {
     )
 }
 
-fn rate_limit_checks(
+pub(super) fn rate_limit_checks(
     stats: &ServerStats,
     max_count: Option<u64>,
     max_share: Option<f64>,
@@ -444,7 +461,10 @@ fn rate_limit_checks(
 }
 
 /// Where the clients started and ended on the server's time axis.
-fn client_markers(server: &MockServer, runs: &[(&str, &ClientRun)]) -> Vec<(f64, String)> {
+pub(super) fn client_markers(
+    server: &MockServer,
+    runs: &[(&str, &ClientRun)],
+) -> Vec<(f64, String)> {
     let mut markers = Vec::new();
     for (name, run) in runs {
         markers.push((server.seconds_at(run.spawned), format!("{name}start")));
@@ -454,7 +474,7 @@ fn client_markers(server: &MockServer, runs: &[(&str, &ClientRun)]) -> Vec<(f64,
 }
 
 /// Writes the chart of the server's admissions against its limits.
-fn write_chart(
+pub(super) fn write_chart(
     context: &Context,
     name: &str,
     subtitle: String,
@@ -969,7 +989,7 @@ const ENGINE_TARGETS: [(&str, Target); 3] = [
 
 /// The last line of `text` that is a JSON object; a bare `NaN` (what Rust
 /// prints for a figure it could not measure) is read as `null`.
-fn last_json_object(text: &str) -> Option<Value> {
+pub(super) fn last_json_object(text: &str) -> Option<Value> {
     text.lines().rev().find_map(|line| {
         let line = line.trim();
         if !line.starts_with('{') {
