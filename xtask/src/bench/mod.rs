@@ -24,11 +24,14 @@ use report::{ScenarioReport, Status};
 pub const USAGE: &str = "\
 cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--turbo-run PATH] [--list]
 
-  --quick            smaller workloads (about two minutes instead of about 25)
+  --quick            smaller workloads (about two minutes instead of about 30)
   --scenario NAME    run only this scenario (repeatable; a name ending in `*` is a prefix)
   --no-build         do not run cargo build first (use the binaries already built)
   --turbo-run PATH   use this turbo-run binary instead of target/release/turbo-run
   --list             list the scenarios and exit
+
+The redis-* scenarios start a redis-server of their own on a free loopback port
+(found on PATH; without one they are skipped).
 
 Writes target/bench/report.json, target/bench/<scenario>.svg for the rate-limited
 scenarios, and the inputs, outputs and logs of each run under target/bench/work/.

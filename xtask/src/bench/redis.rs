@@ -527,7 +527,7 @@ pub fn redis_shared_budget(context: &Context, scenario: &Scenario) -> Result<Sce
         Check::info(
             "  without process start-up",
             theory.seconds() / engine_s,
-            trim_float(theory.seconds() / engine_s, 3),
+            format!("{:.4}", theory.seconds() / engine_s),
         ),
     );
     report
@@ -629,6 +629,20 @@ mod tests {
         let checks = roundtrip_checks(&slow, None);
         assert!(checks.iter().any(|check| check.pass() == Some(false)));
         assert!(RoundTrip::from_json(&json!({"p50_us": 1.0})).is_err());
+    }
+
+    #[test]
+    fn a_skip_is_reported_but_is_no_failure() {
+        let scenario = Scenario {
+            name: "redis-roundtrip",
+            about: "about",
+            needs_cli: false,
+            run: redis_roundtrip,
+        };
+        let report = skipped(&scenario, "redis-server not found on PATH".to_owned());
+        assert!(!report.failed());
+        assert_eq!(report.to_json()["status"], "skipped");
+        assert!(report::table(&[report]).contains("| skipped |"));
     }
 
     #[test]
