@@ -138,6 +138,8 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     started: Instant,
     state: Mutex<State>,
+    /// Runs that ended, waiting to be recorded under the state lock.
+    finished: Mutex<FinishedQueue>,
     counters: Counters,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -227,6 +229,26 @@ struct Launch {
     estimate: u32,
     reserved: Reserved,
 }
+
+/// A run that ended: its result and the worker slot it held, which is freed
+/// only once the result is recorded (so "nothing in flight" still means
+/// "every result recorded").
+struct Finished {
+    id: NodeId,
+    result: RunResult,
+    slot: Slot,
+}
+
+/// Ended runs not yet recorded, and whether a task is recording them.
+#[derive(Default)]
+struct FinishedQueue {
+    runs: Vec<Finished>,
+    recording: bool,
+}
+
+/// Rounds one task records before handing the rest to a fresh task, so a
+/// steady stream of results cannot keep one task busy for ever.
+const RECORD_ROUNDS: usize = 8;
 
 /// What a node needs to run; taken out of its entry at launch.
 struct Job {
@@ -426,6 +448,7 @@ impl TurboRun {
                 accepting: true,
                 completions: None,
             }),
+            finished: Mutex::new(FinishedQueue::default()),
             counters: Counters::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -1119,6 +1142,51 @@ impl Shared {
         }
     }
 
+    /// Records an ended run. Runs ending together do not queue on the state
+    /// lock one by one: the first becomes the recorder and records every run
+    /// that ends meanwhile, in batches under one lock; the others only add
+    /// themselves to the queue and return. No await happens while recording,
+    /// so aborting the recording task cannot strand a result.
+    fn record(self: &Arc<Self>, finished: Finished) {
+        {
+            let mut queue = self.finished.lock();
+            queue.runs.push(finished);
+            if queue.recording {
+                return;
+            }
+            queue.recording = true;
+        }
+        self.record_queued();
+    }
+
+    /// The recorder's loop; see [`Shared::record`].
+    fn record_queued(self: &Arc<Self>) {
+        let mut batch = Vec::new();
+        for _ in 0..RECORD_ROUNDS {
+            {
+                let mut queue = self.finished.lock();
+                if queue.runs.is_empty() {
+                    queue.recording = false;
+                    return;
+                }
+                std::mem::swap(&mut batch, &mut queue.runs);
+            }
+            let mut slots = Vec::with_capacity(batch.len());
+            {
+                let mut state = self.state.lock();
+                for Finished { id, result, slot } in batch.drain(..) {
+                    self.finish(&mut state, id, result);
+                    slots.push(slot);
+                }
+            }
+            // Freed outside the lock: freeing wakes dispatchers and drains.
+            drop(slots);
+        }
+        // Still busy: a fresh task takes over, still marked as recording.
+        let shared = self.clone();
+        self.runtime.spawn(async move { shared.record_queued() });
+    }
+
     /// Ends popped nodes that will never launch because the engine is gone.
     fn cancel_popped(&self, current: NodeId, rest: impl Iterator<Item = Popped>) {
         let mut state = self.state.lock();
@@ -1317,10 +1385,7 @@ impl Shared {
                         reserved,
                     } = launch;
                     let result = shared.run(&lane, id, job, deps, estimate, reserved).await;
-                    let mut state = shared.state.lock();
-                    shared.finish(&mut state, id, result);
-                    drop(state);
-                    drop(slot);
+                    shared.record(Finished { id, result, slot });
                 };
                 // Entering a span on every poll costs more than a zero-latency
                 // run itself: only pay for it when a subscriber listens.
@@ -1404,7 +1469,7 @@ impl Shared {
                 Err(panic) => {
                     Counters::bump(&self.counters.panics);
                     if let Some(reservation) = reservation {
-                        budget::settle(&lane.budget, reservation, None, None).await;
+                        Box::pin(budget::settle(&lane.budget, reservation, None, None)).await;
                     }
                     return Err(NodeError::Failed {
                         error: WorkError::Panicked {
@@ -1417,11 +1482,11 @@ impl Shared {
             let provider_error = error.provider_error();
             if let Some(reservation) = reservation {
                 let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
-                budget::settle(&lane.budget, reservation, None, snapshot).await;
+                Box::pin(budget::settle(&lane.budget, reservation, None, snapshot)).await;
             }
             if provider_error.is_some_and(|e| e.status() == Some(429)) {
                 Counters::bump(&self.counters.rate_limited);
-                budget::rate_limited(&lane.budget, error.retry_after()).await;
+                Box::pin(budget::rate_limited(&lane.budget, error.retry_after())).await;
             }
             let delay = match (&mut backoff, error.is_retryable()) {
                 (Some(backoff), true) => backoff.next_delay(error.retry_after()),
@@ -1436,8 +1501,13 @@ impl Shared {
             };
             Counters::bump(&self.counters.retries);
             debug!(node = %id, attempt, ?delay, %error, "retrying");
-            tokio::time::sleep(delay).await;
-            match budget::acquire(&lane.budget, u64::from(estimate)).await {
+            // Boxed: the retry path is rare, and keeping its timer and
+            // acquire state out of line keeps every spawned node small.
+            let again = Box::pin(async {
+                tokio::time::sleep(delay).await;
+                budget::acquire(&lane.budget, u64::from(estimate)).await
+            });
+            match again.await {
                 Ok(again) => {
                     lane.tokens_reserved
                         .fetch_add(u64::from(estimate), Ordering::Relaxed);
