@@ -20,8 +20,11 @@ pub enum Concurrency {
     /// worker pool; default 120).
     Fixed(NonZeroUsize),
     /// Each lane sizes its own in-flight bound from its limits and the
-    /// latency it observes (Little's law: in flight = rate × latency), never
-    /// above `ceiling`.
+    /// latency it observes: Little's law (in flight = rate × latency, with
+    /// 50 % headroom) plus what one full bucket admits at once, so the
+    /// answers of a burst still in flight never hold back what the budget
+    /// admits meanwhile; never above `ceiling`. A lane without limits runs
+    /// at the ceiling.
     Auto {
         /// The most nodes one lane may have in flight.
         ceiling: NonZeroUsize,

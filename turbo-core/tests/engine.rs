@@ -476,8 +476,9 @@ async fn the_worker_bound_holds_and_no_node_runs_twice() {
 
 #[tokio::test(start_paused = true)]
 async fn auto_concurrency_sizes_in_flight_from_limits_and_latency() {
-    // 600 RPM at ~10 s latency needs ~100 in flight: more than the fixed 120
-    // workers would allow once headroom is added, far fewer than the ceiling.
+    // 600 RPM at ~10 s latency needs ~100 in flight in the steady state
+    // (Little's law), plus room for one full bucket still in flight after a
+    // burst: more than the fixed 120 workers would allow.
     let engine = builder()
         .limits(
             Provider::Groq,
@@ -498,26 +499,43 @@ async fn auto_concurrency_sizes_in_flight_from_limits_and_latency() {
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // Before any answer the latency is unknown: the full bucket goes out.
+    // Before any answer the latency is unknown: what the bucket holds goes out.
     assert_eq!(engine.stats().await.in_flight, 400);
     engine.wait_for_all(&first).await;
 
-    // Now sized by Little's law from the observed 10 s.
+    // Now sized from the observed 10 s: 600 (one bucket) + 10/s × 10 s × 1.5 + 2.
     let target = engine.stats().await.lanes[0].concurrency_target.unwrap();
-    assert!((120..=200).contains(&target), "target {target}");
-    let second: Vec<_> = (0..400)
+    assert!((740..=760).contains(&target), "target {target}");
+    engine.shutdown().await;
+
+    // The ceiling caps it.
+    let capped = builder()
+        .limits(
+            Provider::Groq,
+            Limits::try_per_minute(600, 100_000_000).unwrap(),
+        )
+        .concurrency(Concurrency::Auto {
+            ceiling: std::num::NonZeroUsize::new(50).unwrap(),
+        })
+        .build()
+        .unwrap();
+    let capped_rec = Recorder::new();
+    let nodes: Vec<_> = (0..200)
         .map(|i| {
             push(
-                &engine,
-                timed_node(&rec, &format!("b{i}"), latency, false),
+                &capped,
+                timed_node(&capped_rec, &format!("b{i}"), latency, false),
                 &[],
             )
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(engine.stats().await.in_flight, target);
-    engine.wait_for_all(&second).await;
-    engine.shutdown().await;
+    let stats = capped.stats().await;
+    assert_eq!(stats.in_flight, 50);
+    assert_eq!(stats.lanes[0].concurrency_target, Some(50));
+    capped.wait_for_all(&nodes).await;
+    assert_eq!(capped_rec.max_running.load(Ordering::SeqCst), 50);
+    capped.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
