@@ -382,17 +382,9 @@ fn interpret(
         snapshot,
     } = meta;
     if (200..300).contains(&status) {
-        let body: Value = serde_json::from_slice(bytes).map_err(|error| ProviderError::Decode {
-            status,
-            message: format!("the body is not JSON: {error}"),
-        })?;
-        if !body.is_object() {
-            return Err(ProviderError::Decode {
-                status,
-                message: "the body is not a JSON object".to_owned(),
-            });
-        }
-        let mut response = ChatResponse::from_body(status, body)
+        // The bytes are kept as received: parsing them into a tree here and
+        // serialising the tree again for the output line showed up in profiles.
+        let mut response = ChatResponse::from_json_bytes(status, bytes)?
             .with_rate_limit(snapshot)
             .with_retry_after(retry_after)
             .with_latency(latency);

@@ -1,11 +1,14 @@
 //! The chat-completions response.
 
+use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
+use crate::error::ProviderError;
 use crate::headers::RateLimitSnapshot;
 
 /// Token usage the provider reports.
@@ -35,9 +38,12 @@ impl Usage {
 
 /// A successful (2xx) chat-completions answer.
 ///
-/// The body is kept whole as JSON (batch output writes it verbatim); typed
-/// accessors read from it without parsing the bytes a second time. Synthetic
-/// responses (simulations, mocks) build their JSON body only when asked for it.
+/// The body is kept whole (batch output writes it verbatim). An answer read
+/// from HTTP keeps the bytes as received and only reads `usage` from them; the
+/// JSON tree behind [`Self::body`], [`Self::text`] and the other accessors is
+/// built on first use, so a result that is only written out costs no tree.
+/// Synthetic responses (simulations, mocks) likewise build their JSON body
+/// only when asked for it.
 #[derive(Debug, Clone)]
 pub struct ChatResponse {
     status: u16,
@@ -52,7 +58,110 @@ pub struct ChatResponse {
 #[derive(Debug, Clone)]
 enum Content {
     Json(Value),
+    Raw(Box<Raw>),
     Synthetic(Box<Synthetic>),
+}
+
+/// A body kept as the provider sent it: checked to be one JSON object when
+/// received, its tree built on first use.
+#[derive(Clone)]
+struct Raw {
+    bytes: Box<[u8]>,
+    body: OnceLock<Value>,
+}
+
+impl fmt::Debug for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Raw")
+            .field("bytes", &String::from_utf8_lossy(&self.bytes))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Raw {
+    fn body(&self) -> &Value {
+        self.body.get_or_init(|| parse_checked(&self.bytes))
+    }
+}
+
+/// The tree of bytes already checked to be a JSON object. The check scans
+/// numbers without converting them, so a number beyond `f64` passes it but
+/// cannot become a tree: such a body reads as `null` (its bytes are still
+/// what [`ChatResponse::raw_json`] returns).
+fn parse_checked(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or(Value::Null)
+}
+
+/// What is read from a body on arrival: that it is a JSON object, and its
+/// `usage` (read as [`ChatResponse::from_body`] reads it, later keys winning).
+struct Envelope {
+    usage: Option<Usage>,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut usage = None;
+        while let Some(key) = map.next_key::<EnvelopeKey>()? {
+            match key {
+                EnvelopeKey::Usage => {
+                    let value: Value = map.next_value()?;
+                    usage = read_usage(&value);
+                }
+                EnvelopeKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Envelope { usage })
+    }
+}
+
+enum EnvelopeKey {
+    Usage,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for EnvelopeKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = EnvelopeKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<EnvelopeKey, E> {
+                Ok(if key == "usage" {
+                    EnvelopeKey::Usage
+                } else {
+                    EnvelopeKey::Other
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+fn read_usage(usage: &Value) -> Option<Usage> {
+    usage
+        .is_object()
+        .then(|| Usage::deserialize(usage).ok())
+        .flatten()
 }
 
 /// The parts of a synthetic answer; the JSON body is derived on first use, so a
@@ -82,10 +191,7 @@ impl PartialEq for ChatResponse {
 impl ChatResponse {
     /// A response from its status and parsed body; `usage` is read from the body.
     pub fn from_body(status: u16, body: Value) -> Self {
-        let usage = body
-            .get("usage")
-            .filter(|usage| usage.is_object())
-            .and_then(|usage| Usage::deserialize(usage).ok());
+        let usage = body.get("usage").and_then(read_usage);
         Self {
             status,
             content: Content::Json(body),
@@ -95,6 +201,44 @@ impl ChatResponse {
             retry_after: None,
             latency: Duration::ZERO,
         }
+    }
+
+    /// A response from the bytes of its body, kept as received: checks that
+    /// they are one JSON object and reads `usage`, without building a tree.
+    /// Anything else is a [`ProviderError::Decode`].
+    ///
+    /// ```
+    /// use turbo_providers::{ChatResponse, Usage};
+    ///
+    /// let bytes = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#;
+    /// let response = ChatResponse::from_json_bytes(200, bytes).unwrap();
+    /// assert_eq!(response.usage(), Some(Usage::new(2, 1)));
+    /// assert_eq!(response.text(), Some("hi"));
+    /// assert_eq!(response.raw_json(), Some(&bytes[..]));
+    /// assert!(ChatResponse::from_json_bytes(200, b"[1]").is_err());
+    /// ```
+    pub fn from_json_bytes(status: u16, bytes: &[u8]) -> Result<Self, ProviderError> {
+        let envelope =
+            serde_json::from_slice::<Envelope>(bytes).map_err(|error| ProviderError::Decode {
+                status,
+                message: if error.is_data() {
+                    "the body is not a JSON object".to_owned()
+                } else {
+                    format!("the body is not JSON: {error}")
+                },
+            })?;
+        Ok(Self {
+            status,
+            content: Content::Raw(Box::new(Raw {
+                bytes: bytes.into(),
+                body: OnceLock::new(),
+            })),
+            usage: envelope.usage,
+            request_id: None,
+            rate_limit: RateLimitSnapshot::default(),
+            retry_after: None,
+            latency: Duration::ZERO,
+        })
     }
 
     /// A 200 response shaped like OpenAI's, with one choice whose message is
@@ -182,6 +326,7 @@ impl ChatResponse {
     pub fn body(&self) -> &Value {
         match &self.content {
             Content::Json(body) => body,
+            Content::Raw(raw) => raw.body(),
             Content::Synthetic(synthetic) => synthetic
                 .body
                 .get_or_init(|| synthetic.to_body(self.usage.unwrap_or_default())),
@@ -192,6 +337,10 @@ impl ChatResponse {
     pub fn into_body(self) -> Value {
         match self.content {
             Content::Json(body) => body,
+            Content::Raw(mut raw) => match raw.body.take() {
+                Some(body) => body,
+                None => parse_checked(&raw.bytes),
+            },
             Content::Synthetic(mut synthetic) => match synthetic.body.take() {
                 Some(body) => body,
                 None => synthetic.to_body(self.usage.unwrap_or_default()),
@@ -199,27 +348,38 @@ impl ChatResponse {
         }
     }
 
+    /// The body exactly as the provider sent it, when it was kept that way
+    /// (answers read over HTTP); `None` for responses built from a tree or
+    /// synthetic ones. Batch output copies these bytes instead of
+    /// re-serialising [`Self::body`].
+    pub fn raw_json(&self) -> Option<&[u8]> {
+        match &self.content {
+            Content::Raw(raw) => Some(&raw.bytes),
+            Content::Json(_) | Content::Synthetic(_) => None,
+        }
+    }
+
     /// The completion's `id`.
     pub fn id(&self) -> Option<&str> {
         match &self.content {
-            Content::Json(body) => body.get("id")?.as_str(),
             Content::Synthetic(synthetic) => Some(&synthetic.id),
+            Content::Json(_) | Content::Raw(_) => self.body().get("id")?.as_str(),
         }
     }
 
     /// The `model` the provider answered with.
     pub fn model(&self) -> Option<&str> {
         match &self.content {
-            Content::Json(body) => body.get("model")?.as_str(),
             Content::Synthetic(synthetic) => Some(&synthetic.model),
+            Content::Json(_) | Content::Raw(_) => self.body().get("model")?.as_str(),
         }
     }
 
     /// The text of the first choice's message, when it is a string.
     pub fn text(&self) -> Option<&str> {
         match &self.content {
-            Content::Json(_) => self.choice_texts().next().flatten(),
             Content::Synthetic(synthetic) => (synthetic.choices > 0).then_some(&*synthetic.text),
+            Content::Json(_) | Content::Raw(_) => self.choice_texts().next().flatten(),
         }
     }
 
@@ -234,9 +394,11 @@ impl ChatResponse {
     /// The first choice's `finish_reason`.
     pub fn finish_reason(&self) -> Option<&str> {
         match &self.content {
-            Content::Json(_) => self.choices().first()?.get("finish_reason")?.as_str(),
             Content::Synthetic(synthetic) => {
                 (synthetic.choices > 0).then_some(synthetic.finish_reason)
+            }
+            Content::Json(_) | Content::Raw(_) => {
+                self.choices().first()?.get("finish_reason")?.as_str()
             }
         }
     }
@@ -371,6 +533,75 @@ mod tests {
         assert_eq!(rebuilt.text(), response.text());
         assert_eq!(rebuilt.model(), Some("m"));
         assert_eq!(response.clone().into_body()["usage"]["total_tokens"], 7);
+    }
+
+    #[test]
+    fn raw_bodies_read_like_parsed_ones() {
+        let text = r#"{"id":"chatcmpl-2","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"raw \"one\""},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1}}}"#;
+        let raw = ChatResponse::from_json_bytes(200, text.as_bytes()).unwrap();
+        let parsed = ChatResponse::from_body(200, serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(raw.raw_json(), Some(text.as_bytes()));
+        assert_eq!(parsed.raw_json(), None);
+        assert_eq!(raw.usage(), Some(Usage::new(4, 3)));
+        assert_eq!(raw.text(), Some("raw \"one\""));
+        assert_eq!(raw.id(), Some("chatcmpl-2"));
+        assert_eq!(raw.model(), Some("m"));
+        assert_eq!(raw.finish_reason(), Some("stop"));
+        assert_eq!(raw, parsed);
+        assert_eq!(raw.clone().into_body(), parsed.into_body());
+    }
+
+    #[test]
+    fn raw_bodies_read_usage_as_parsed_ones_do() {
+        let cases = [
+            (r#"{}"#, None),
+            (r#"{"usage":null}"#, None),
+            (r#"{"usage":"lots"}"#, None),
+            (r#"{"usage":{"prompt_tokens":-1}}"#, None),
+            (r#"{"usage":{}}"#, Some(Usage::default())),
+            (
+                r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+                Some(Usage {
+                    prompt_tokens: 2,
+                    ..Usage::default()
+                }),
+            ),
+            (
+                r#"{"u\u0073age":{"completion_tokens":5}}"#,
+                Some(Usage {
+                    completion_tokens: 5,
+                    ..Usage::default()
+                }),
+            ),
+        ];
+        for (text, usage) in cases {
+            let raw = ChatResponse::from_json_bytes(200, text.as_bytes()).unwrap();
+            let parsed = ChatResponse::from_body(200, serde_json::from_str::<Value>(text).unwrap());
+            assert_eq!(raw.usage(), usage, "{text}");
+            assert_eq!(parsed.usage(), usage, "{text}");
+        }
+    }
+
+    #[test]
+    fn raw_bodies_must_be_one_json_object() {
+        for bad in [
+            "",
+            "[]",
+            "null",
+            "\"x\"",
+            "{",
+            "{} {}",
+            "<html>",
+            r#"{"a":1,}"#,
+        ] {
+            let error = ChatResponse::from_json_bytes(201, bad.as_bytes()).unwrap_err();
+            assert!(
+                matches!(error, ProviderError::Decode { status: 201, .. }),
+                "{bad:?}: {error:?}"
+            );
+        }
+        let spaced = ChatResponse::from_json_bytes(200, b" {\"a\": [1, 2]}\n").unwrap();
+        assert_eq!(spaced.body()["a"][1], 2);
     }
 
     #[test]
