@@ -1,5 +1,6 @@
-//! Result lines in the OpenAI Batch output format, written one `write` per
-//! line so that a killed run leaves at most one torn line, always the last.
+//! Result lines in the OpenAI Batch output format. Lines are queued whole and
+//! [`ResultWriter::flush`] appends all queued lines with one `write`, so a
+//! killed run leaves at most one torn line, always the last.
 
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
@@ -39,11 +40,17 @@ struct ErrorPart<'a> {
 }
 
 /// Appends result lines to the output file.
+///
+/// `completed`, `failed` and `skipped` queue a whole line; [`Self::flush`]
+/// writes what is queued. The run loop flushes after each batch of results
+/// that arrived together, so nothing waits in the queue while the loop waits
+/// for more, and the file gets one `write` per batch instead of per line.
 pub struct ResultWriter {
     file: File,
     id_prefix: String,
     sequence: u64,
-    line: Vec<u8>,
+    /// Whole lines, each ending in `\n`, not yet written.
+    pending: Vec<u8>,
 }
 
 impl ResultWriter {
@@ -61,13 +68,33 @@ impl ResultWriter {
             file,
             id_prefix: format!("batch_req_{:012x}", seed & 0xffff_ffff_ffff),
             sequence: 0,
-            line: Vec::with_capacity(4096),
+            pending: Vec::with_capacity(64 * 1024),
         })
+    }
+
+    /// Writes the queued lines (one `write`); a no-op when none are queued.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // One write of whole lines: with O_APPEND a reader (or a kill) sees
+        // each line whole or, at worst, the last one torn at the end of the file.
+        let written = self.file.write_all(&self.pending);
+        self.pending.clear();
+        written
     }
 
     /// A completed request.
     pub fn completed(&mut self, custom_id: &str, response: &ChatResponse) -> io::Result<()> {
         let id = self.next_id();
+        // The body as the provider sent it, when it fits on one line (JSON
+        // strings cannot hold a raw line break, so any inside is layout):
+        // re-serialising a parsed tree cost more than the rest of the line.
+        if let Some(raw) = response.raw_json().map(<[u8]>::trim_ascii)
+            && !raw.iter().any(|&byte| byte == b'\n' || byte == b'\r')
+        {
+            return self.write_raw(&id, custom_id, response, raw);
+        }
         self.write(&Line {
             id: &id,
             custom_id,
@@ -144,13 +171,54 @@ impl ResultWriter {
         format!("{}{:012x}", self.id_prefix, self.sequence)
     }
 
+    /// Queues the line of a completed request whose body is `raw`, a JSON
+    /// object on one line: the same fields in the same order as [`Line`].
+    fn write_raw(
+        &mut self,
+        id: &str,
+        custom_id: &str,
+        response: &ChatResponse,
+        raw: &[u8],
+    ) -> io::Result<()> {
+        let start = self.pending.len();
+        let out = &mut self.pending;
+        let written = (|| {
+            out.extend_from_slice(b"{\"id\":");
+            serde_json::to_writer(&mut *out, id)?;
+            out.extend_from_slice(b",\"custom_id\":");
+            serde_json::to_writer(&mut *out, custom_id)?;
+            out.extend_from_slice(b",\"response\":{\"status_code\":");
+            serde_json::to_writer(&mut *out, &response.status())?;
+            out.extend_from_slice(b",\"request_id\":");
+            serde_json::to_writer(&mut *out, &response.request_id())?;
+            out.extend_from_slice(b",\"body\":");
+            out.extend_from_slice(raw);
+            out.extend_from_slice(b"},\"error\":null}\n");
+            Ok::<(), serde_json::Error>(())
+        })();
+        written.map_err(|error| {
+            self.pending.truncate(start);
+            io::Error::other(error)
+        })
+    }
+
+    /// Queues one line; a line that fails to serialise leaves nothing behind.
     fn write(&mut self, line: &Line<'_>) -> io::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, line).map_err(io::Error::other)?;
-        self.line.push(b'\n');
-        // One write of the whole line: with O_APPEND a reader (or a kill)
-        // sees the line whole or, at worst, torn at the very end of the file.
-        self.file.write_all(&self.line)
+        let start = self.pending.len();
+        if let Err(error) = serde_json::to_writer(&mut self.pending, line) {
+            self.pending.truncate(start);
+            return Err(io::Error::other(error));
+        }
+        self.pending.push(b'\n');
+        Ok(())
+    }
+}
+
+impl Drop for ResultWriter {
+    /// Lines queued when the writer goes away are still written (best effort:
+    /// the error has nobody to go to).
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -196,6 +264,8 @@ mod tests {
             .failed("c", &WorkError::Provider(timeout), 1)
             .unwrap();
         writer.skipped("d", "b").unwrap();
+        assert!(lines(&path).is_empty(), "queued lines wait for flush");
+        writer.flush().unwrap();
         let out = lines(&path);
         assert_eq!(out.len(), 4);
         assert!(out[0]["id"].as_str().unwrap().starts_with("batch_req_"));
@@ -230,11 +300,53 @@ mod tests {
     }
 
     #[test]
+    fn raw_bodies_are_copied_verbatim_when_they_fit_on_one_line() {
+        let path = temp("raw.jsonl");
+        let mut writer = ResultWriter::open(&path, false).unwrap();
+        let one_line = br#"{"z":1,"a":"x\ny","choices":[{"message":{"content":"hi"}}]}"#;
+        let response = ChatResponse::from_json_bytes(200, one_line)
+            .unwrap()
+            .with_request_id("req \"q\"");
+        writer.completed("id \"quoted\"", &response).unwrap();
+        // Layout line breaks: the body is re-serialised onto one line.
+        let laid_out = b"{\n  \"b\": 2,\r\n  \"a\": 1\n}\n";
+        let response = ChatResponse::from_json_bytes(200, laid_out).unwrap();
+        writer.completed("b", &response).unwrap();
+        let synthetic = ChatResponse::synthetic("m", "s", Usage::new(1, 1));
+        writer.completed("c", &synthetic).unwrap();
+        writer.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let raw_lines: Vec<&str> = text.lines().collect();
+        assert_eq!(raw_lines.len(), 3);
+        let expected_tail = format!(
+            r#","custom_id":"id \"quoted\"","response":{{"status_code":200,"request_id":"req \"q\"","body":{}}},"error":null}}"#,
+            std::str::from_utf8(one_line).unwrap()
+        );
+        assert!(raw_lines[0].ends_with(&expected_tail), "{}", raw_lines[0]);
+        let out = lines(&path);
+        assert_eq!(out[0]["custom_id"], "id \"quoted\"");
+        assert_eq!(out[0]["response"]["body"]["a"], "x\ny");
+        assert_eq!(
+            out[1]["response"]["body"],
+            serde_json::json!({"a": 1, "b": 2})
+        );
+        assert_eq!(
+            out[2]["response"]["body"]["choices"][0]["message"]["content"],
+            "s"
+        );
+        for line in &out {
+            assert!(line["id"].as_str().unwrap().starts_with("batch_req_"));
+            assert!(line["error"].is_null());
+        }
+    }
+
+    #[test]
     fn an_unterminated_last_line_is_completed_first() {
         let path = temp("newline.jsonl");
         std::fs::write(&path, "{\"custom_id\":\"x\"}").unwrap();
         let mut writer = ResultWriter::open(&path, true).unwrap();
         writer.skipped("y", "x").unwrap();
-        assert_eq!(lines(&path).len(), 2);
+        drop(writer);
+        assert_eq!(lines(&path).len(), 2, "dropping the writer flushes it");
     }
 }

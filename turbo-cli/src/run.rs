@@ -162,16 +162,20 @@ impl RunContext {
             ledger.root_of.insert(index, root);
             self.release_dependencies(&mut ledger, index, &mut forget);
         }
-        self.writer
-            .lock()
-            .skipped(self.batch.ids.name(index), self.batch.ids.name(root))
-            .context("cannot write a result line")?;
+        {
+            let mut writer = self.writer.lock();
+            writer
+                .skipped(self.batch.ids.name(index), self.batch.ids.name(root))
+                .and_then(|()| writer.flush())
+                .context("cannot write a result line")?;
+        }
         self.outcomes.skipped.fetch_add(1, Ordering::Relaxed);
         self.forget(&forget);
         Ok(())
     }
 
-    /// Records and writes one result from the engine.
+    /// Records one result from the engine and queues its line; the caller
+    /// flushes the writer once the results at hand are recorded.
     fn record(&self, completion: Completion) -> anyhow::Result<()> {
         let Completion { id, result } = completion;
         let mut forget = Vec::new();
@@ -240,6 +244,9 @@ impl RunContext {
         written.context("cannot write a result line")
     }
 }
+
+/// Most results recorded before their lines are written out together.
+const COMPLETION_BATCH: usize = 256;
 
 /// The parts of a validated line that are sent.
 #[derive(serde::Deserialize)]
@@ -651,15 +658,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let mut feeder_done = false;
     let mut fatal: Option<anyhow::Error> = None;
     let mut processed = 0u64;
+    let mut arrived = Vec::with_capacity(COMPLETION_BATCH);
     loop {
         if feeder_done && processed >= ctx.pushed.load(Ordering::Acquire) {
             break;
         }
         tokio::select! {
-            completion = completions.recv() => {
-                let Some(completion) = completion else { break };
-                processed += 1;
-                if let Err(error) = ctx.record(completion)
+            received = completions.recv_many(&mut arrived, COMPLETION_BATCH) => {
+                if received == 0 {
+                    break;
+                }
+                processed += received as u64;
+                let mut failure = None;
+                for completion in arrived.drain(..) {
+                    if let Err(error) = ctx.record(completion) {
+                        failure.get_or_insert(error);
+                    }
+                }
+                // Everything that arrived together goes out in one write
+                // before the loop waits again: no result sits in memory
+                // while nothing else is happening.
+                let flushed = ctx.writer.lock().flush().context("cannot write a result line");
+                if let Some(error) = failure.or(flushed.err())
                     && fatal.is_none()
                 {
                     fatal = Some(error);
