@@ -145,15 +145,19 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// The number after `flag`, or `default` when the flag is absent.
+fn count_flag(args: &[String], flag: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let json = args.iter().any(|a| a == "--json");
-    let nodes = args
-        .iter()
-        .position(|a| a == "--nodes")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000usize);
+    let nodes = count_flag(&args, "--nodes", 100_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::env::var("WORKERS")
@@ -164,20 +168,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    if let Some(i) = args.iter().position(|a| a == "--memory-only") {
-        let count: usize = args
-            .get(i + 1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1_000_000);
+    if args.iter().any(|a| a == "--memory-only") {
+        let count = count_flag(&args, "--memory-only", 1_000_000);
         println!("{}", runtime.block_on(queued_memory(count)));
         return;
     }
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5usize);
+    let rounds = count_flag(&args, "--rounds", 5);
     // The producer/consumer runs as a task on the runtime, as in a service,
     // not on the thread blocked in `block_on`: waking a parked foreign thread
     // for every few results cost more than the engine's own work.
