@@ -210,8 +210,17 @@ impl Phase {
     }
 }
 
-/// Nodes a dispatcher handles per lock.
+/// Nodes a dispatcher handles per lock on a lane without limits.
 const DISPATCH_BATCH: usize = 64;
+
+/// Nodes a dispatcher launches at a time on a lane with limits, letting them
+/// send before it launches more. The server's rate-limit counts are read
+/// against the order of reservations: launching a burst of thousands 64 at a
+/// time put the requests on the wire far out of that order, the first
+/// answers then looked like other people's use, and the lane stalled about
+/// 4 s after its opening burst (a token-bound 150 s run went from 0.96 of the
+/// shortest possible time to 1.00 with this).
+const LIMITED_DISPATCH_BATCH: usize = 16;
 
 /// A node taken from its lane queue.
 struct Popped {
@@ -1068,7 +1077,12 @@ impl Shared {
             }
             let batch = loop {
                 let notified = lane.work_ready.notified();
-                let batch = self.pop_many(lane_index, DISPATCH_BATCH);
+                let size = if budget::limits(&lane.budget).is_unlimited() {
+                    DISPATCH_BATCH
+                } else {
+                    LIMITED_DISPATCH_BATCH
+                };
+                let batch = self.pop_many(lane_index, size);
                 if !batch.is_empty() {
                     break batch;
                 }
@@ -1148,6 +1162,9 @@ impl Shared {
             if !self.start_all(&lane, &mut launches, &mut stop).await {
                 return;
             }
+            // Let the nodes just launched send before launching more (see
+            // `LIMITED_DISPATCH_BATCH`).
+            tokio::task::yield_now().await;
         }
     }
 
