@@ -1378,6 +1378,7 @@ impl Shared {
         mut slots: Vec<Slot>,
     ) {
         let mut unsent = Vec::new();
+        let mut starting = Vec::with_capacity(launches.len());
         {
             let mut state = self.state.lock();
             for launch in launches {
@@ -1400,30 +1401,44 @@ impl Shared {
                 }
                 slot.activate();
                 Counters::bump(&self.counters.launched);
-                let shared = self.clone();
-                let lane = lane.clone();
-                let run = async move {
-                    let Launch {
-                        id,
-                        job,
-                        deps,
-                        estimate,
-                        reserved,
-                    } = launch;
-                    let result = shared.run(&lane, id, job, deps, estimate, reserved).await;
-                    shared.record(Finished { id, result, slot });
-                };
-                // Entering a span on every poll costs more than a zero-latency
-                // run itself: only pay for it when a subscriber listens.
-                let task = if self.span.is_disabled() {
-                    self.runtime.spawn(run)
-                } else {
-                    self.runtime.spawn(run.instrument(self.span.clone()))
-                };
-                if let Some(entry) = state.nodes.get_mut(&id)
-                    && entry.status == Phase::Running
-                {
-                    entry.abort = Some(task.abort_handle());
+                starting.push((launch, slot));
+            }
+        }
+        // Spawned outside the lock: a task that ends at once records its
+        // result under the same lock, and must not wait for this batch.
+        let mut started = Vec::with_capacity(starting.len());
+        for (launch, slot) in starting {
+            let id = launch.id;
+            let shared = self.clone();
+            let lane = lane.clone();
+            let run = async move {
+                let Launch {
+                    id,
+                    job,
+                    deps,
+                    estimate,
+                    reserved,
+                } = launch;
+                let result = shared.run(&lane, id, job, deps, estimate, reserved).await;
+                shared.record(Finished { id, result, slot });
+            };
+            // Entering a span on every poll costs more than a zero-latency
+            // run itself: only pay for it when a subscriber listens.
+            let task = if self.span.is_disabled() {
+                self.runtime.spawn(run)
+            } else {
+                self.runtime.spawn(run.instrument(self.span.clone()))
+            };
+            started.push((id, task.abort_handle()));
+        }
+        {
+            let mut state = self.state.lock();
+            for (id, abort) in started {
+                match state.nodes.get_mut(&id) {
+                    Some(entry) if entry.status == Phase::Running => entry.abort = Some(abort),
+                    // Cancelled between the two locks: stop it now. (A node
+                    // that already ended, or was released, makes this a no-op.)
+                    _ => abort.abort(),
                 }
             }
         }
