@@ -342,29 +342,25 @@ impl LaneRuntime {
             .max(Duration::from_millis(20))
             .as_secs_f64();
         let per_request_tokens = self.estimate_ewma.load(Ordering::Relaxed).max(1) as f64;
-        let mut rate: Option<f64> = None;
+        // A full bucket, in requests: per-minute buckets hold one minute of
+        // their limit.
+        let mut bucket: Option<f64> = None;
         if let Some(rpm) = limits.rpm {
-            rate = Some(f64::from(rpm.get()) / 60.0);
+            bucket = Some(f64::from(rpm.get()));
         }
         if let Some(tpm) = limits.tpm {
-            let by_tokens = tpm.get() as f64 / 60.0 / per_request_tokens;
-            rate = Some(rate.map_or(by_tokens, |r| r.min(by_tokens)));
+            let by_tokens = tpm.get() as f64 / per_request_tokens;
+            bucket = Some(bucket.map_or(by_tokens, |b| b.min(by_tokens)));
         }
-        match rate {
-            Some(rate) => {
-                // What one full bucket admits at once, in requests: the
-                // opening burst, or a burst after a pause. The limiter gates
-                // every launch anyway; the bound only has to stay finite and
-                // must not hold back what the budget admits while a burst is
-                // still in flight.
-                let mut burst = f64::INFINITY;
-                if let Some(rpm) = limits.rpm {
-                    burst = burst.min(rpm.get() as f64);
-                }
-                if let Some(tpm) = limits.tpm {
-                    burst = burst.min(tpm.get() as f64 / per_request_tokens);
-                }
-                let needed = (rate * latency * 1.5).ceil() + burst.ceil() + 2.0;
+        match bucket {
+            Some(bucket) => {
+                // Steady state (Little's law at the refill rate) plus what one
+                // full bucket admits at once (the opening burst, or a burst
+                // after a pause). The limiter gates every launch anyway; the
+                // bound only has to stay finite and must not hold back what
+                // the budget admits while a burst is still in flight.
+                let rate = bucket / 60.0;
+                let needed = (rate * latency * 1.5).ceil() + bucket.ceil() + 2.0;
                 (needed.min(ceiling as f64) as usize).clamp(2, ceiling)
             }
             None => ceiling,
@@ -1188,6 +1184,7 @@ impl Shared {
     /// The recorder's loop; see [`Shared::record`].
     fn record_queued(self: &Arc<Self>) {
         let mut batch = Vec::new();
+        let mut slots = Vec::new();
         for _ in 0..RECORD_ROUNDS {
             {
                 let mut queue = self.finished.lock();
@@ -1197,7 +1194,6 @@ impl Shared {
                 }
                 std::mem::swap(&mut batch, &mut queue.runs);
             }
-            let mut slots = Vec::with_capacity(batch.len());
             {
                 let mut state = self.state.lock();
                 for Finished { id, result, slot } in batch.drain(..) {
@@ -1206,7 +1202,7 @@ impl Shared {
                 }
             }
             // Freed outside the lock: freeing wakes dispatchers and drains.
-            drop(slots);
+            slots.clear();
         }
         // Still busy: a fresh task takes over, still marked as recording.
         let shared = self.clone();
