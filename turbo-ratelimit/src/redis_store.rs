@@ -706,8 +706,19 @@ impl RedisStore {
         Ok(store)
     }
 
-    fn learn(&self, state: &LaneState) {
-        *self.known.lock() = state.limits;
+    /// Runs a step whose reply is the lane's state: Redis's (whose limits
+    /// become the known ones), or the local fallback's, which did not see
+    /// the step (feedback about a shared reservation is dropped there; new
+    /// limits were already applied by `fallback_store`).
+    async fn state_step(&self, args: Vec<String>) -> Result<LaneState, StoreError> {
+        match self.route(args, Attempts::Full).await? {
+            Routed::Redis(values) => {
+                let state = parse_state(&values)?;
+                *self.known.lock() = state.limits;
+                Ok(state)
+            }
+            Routed::Local(store) => Ok(self.local_state(store.state().await?)),
+        }
     }
 
     /// A fallback state reports the full limits, so the lane's never-fits
@@ -797,15 +808,7 @@ impl BucketStore for RedisStore {
         args.push(grant.tokens_total.to_string());
         push_observation(&mut args, feedback.requests);
         push_observation(&mut args, feedback.tokens);
-        match self.route(args, Attempts::Full).await? {
-            Routed::Redis(values) => {
-                let state = parse_state(&values)?;
-                self.learn(&state);
-                Ok(state)
-            }
-            // The local bucket never saw this reservation: the feedback is dropped.
-            Routed::Local(store) => Ok(self.local_state(store.state().await?)),
-        }
+        self.state_step(args).await
     }
 
     async fn pause(&self, duration: Duration) -> Result<Duration, StoreError> {
@@ -826,23 +829,11 @@ impl BucketStore for RedisStore {
         let mut args = self.args("limits", 4);
         push_limits(&mut args, &limits);
         *self.known.lock() = limits;
-        match self.route(args, Attempts::Full).await? {
-            Routed::Redis(values) => parse_state(&values),
-            // `fallback_store` resized it to the new limits already.
-            Routed::Local(store) => Ok(self.local_state(store.state().await?)),
-        }
+        self.state_step(args).await
     }
 
     async fn state(&self) -> Result<LaneState, StoreError> {
-        let args = self.args("state", 0);
-        match self.route(args, Attempts::Full).await? {
-            Routed::Redis(values) => {
-                let state = parse_state(&values)?;
-                self.learn(&state);
-                Ok(state)
-            }
-            Routed::Local(store) => Ok(self.local_state(store.state().await?)),
-        }
+        self.state_step(self.args("state", 0)).await
     }
 }
 
