@@ -10,24 +10,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use util::{
-    EchoServer, answer, by_id, finish, line, poll_until, results, temp_dir, turbo_run, wait_child,
-    write_lines,
+    EchoServer, answer, by_id, line, poll_until, results, run_args, run_to_end, temp_dir,
+    turbo_run, wait_child, write_lines,
 };
 
+/// The run arguments of these tests: no limits, no progress output.
 fn args(input: &Path, output: &Path, base_url: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "run".to_owned(),
-        input.display().to_string(),
-        "-o".into(),
-        output.display().to_string(),
-        "--base-url".into(),
-        base_url.to_owned(),
-        "--no-limits".into(),
-        "--progress".into(),
-        "none".into(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
+    let mut all = vec!["--no-limits", "--progress", "none"];
+    all.extend_from_slice(extra);
+    run_args(input, output, base_url, &all)
 }
 
 /// Map then reduce: 24 chunks, 6 sums of 4 chunks each, one total.
@@ -87,13 +78,7 @@ async fn resume_after_sigkill_sends_nothing_twice() {
         before.len()
     );
 
-    let run = finish(turbo_run(args(
-        &input,
-        &output,
-        &server.base_url(),
-        &["--resume"],
-    )))
-    .await;
+    let run = run_to_end(args(&input, &output, &server.base_url(), &["--resume"])).await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert!(
         run.stderr.contains("already in the output"),
@@ -138,7 +123,7 @@ async fn a_torn_last_line_is_dropped_and_run_again() {
         .map(|i| line(&format!("t{i}"), &format!("t{i}: x"), &[]))
         .collect();
     write_lines(&input, &lines);
-    let run = finish(turbo_run(args(&input, &output, &server.base_url(), &[]))).await;
+    let run = run_to_end(args(&input, &output, &server.base_url(), &[])).await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     let text = std::fs::read_to_string(&output).unwrap();
     let last_start = text.trim_end().rfind('\n').unwrap() + 1;
@@ -149,13 +134,7 @@ async fn a_torn_last_line_is_dropped_and_run_again() {
     let cut = last_start + (text.len() - last_start) / 2;
     std::fs::write(&output, &text[..cut]).unwrap();
 
-    let run = finish(turbo_run(args(
-        &input,
-        &output,
-        &server.base_url(),
-        &["--resume"],
-    )))
-    .await;
+    let run = run_to_end(args(&input, &output, &server.base_url(), &["--resume"])).await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert!(
         run.stderr.contains("torn last line dropped"),
@@ -188,30 +167,24 @@ async fn retry_failed_runs_failures_and_their_dependents_again() {
             line("fine", "fine: ok", &[]),
         ],
     );
-    let run = finish(turbo_run(args(&input, &output, &server.base_url(), &[]))).await;
+    let run = run_to_end(args(&input, &output, &server.base_url(), &[])).await;
     assert_eq!(run.code(), Some(1), "{}", run.stderr);
     let first = by_id(&results(&output));
     assert_eq!(first["flaky"]["response"]["status_code"], 400);
     assert_eq!(first["after"]["error"]["code"], "dependency_failed");
 
     // A plain resume keeps the failures, sends nothing, and still exits 1.
-    let run = finish(turbo_run(args(
-        &input,
-        &output,
-        &server.base_url(),
-        &["--resume"],
-    )))
-    .await;
+    let run = run_to_end(args(&input, &output, &server.base_url(), &["--resume"])).await;
     assert_eq!(run.code(), Some(1), "{}", run.stderr);
     assert_eq!(server.requests(), 2);
     assert_eq!(results(&output).len(), 3);
 
-    let run = finish(turbo_run(args(
+    let run = run_to_end(args(
         &input,
         &output,
         &server.base_url(),
         &["--retry-failed"],
-    )))
+    ))
     .await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert!(
@@ -259,13 +232,7 @@ async fn results_in_the_file_feed_the_lines_still_to_run() {
             "error": {"code": "timeout", "message": "request timed out"}}),
     ];
     write_lines(&output, &earlier);
-    let run = finish(turbo_run(args(
-        &input,
-        &output,
-        &server.base_url(),
-        &["--resume"],
-    )))
-    .await;
+    let run = run_to_end(args(&input, &output, &server.base_url(), &["--resume"])).await;
     assert_eq!(run.code(), Some(1), "{}", run.stderr);
     assert_eq!(server.prompts(), vec!["uses: ANSWER FROM FILE".to_owned()]);
     let after = by_id(&results(&output));

@@ -12,22 +12,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use turbo_providers::mock_server::{MockServer, MockServerConfig};
 use util::{
-    EchoServer, answer, by_id, finish, line, poll_until, results, signal, stderr_until, temp_dir,
-    turbo_run, wait_child, write_lines,
+    EchoServer, answer, by_id, finish, line, poll_until, results, run_args, run_to_end, signal,
+    stderr_until, temp_dir, turbo_run, wait_child, write_lines,
 };
-
-fn args(input: &Path, output: &Path, base_url: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "run".to_owned(),
-        input.display().to_string(),
-        "-o".into(),
-        output.display().to_string(),
-        "--base-url".into(),
-        base_url.to_owned(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
 
 fn input_ids(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -153,12 +140,12 @@ async fn failures_end_their_dependents_and_exit_1() {
         ],
     );
     let summary_arg = summary.display().to_string();
-    let run = finish(turbo_run(args(
+    let run = run_to_end(run_args(
         &input,
         &output,
         &server.base_url(),
         &["--no-limits", "--summary-json", &summary_arg],
-    )))
+    ))
     .await;
     assert_eq!(run.code(), Some(1), "{}", run.stderr);
     let results = by_id(&results(&output));
@@ -231,12 +218,12 @@ async fn retryable_failures_are_retried_under_learned_limits() {
         .collect();
     write_lines(&input, &lines);
     let summary_arg = summary.display().to_string();
-    let run = finish(turbo_run(args(
+    let run = run_to_end(run_args(
         &input,
         &output,
         &server.base_url(),
         &["--max-retries", "3", "--summary-json", &summary_arg],
-    )))
+    ))
     .await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert_eq!(by_id(&results(&output)).len(), 6);
@@ -276,12 +263,12 @@ async fn injected_server_errors_without_retries_exit_1() {
             line("other", "other", &[]),
         ],
     );
-    let run = finish(turbo_run(args(
+    let run = run_to_end(run_args(
         &input,
         &output,
         &server.base_url(),
         &["--max-retries", "0", "--workers", "1"],
-    )))
+    ))
     .await;
     assert_eq!(run.code(), Some(1), "{}", run.stderr);
     let results = by_id(&results(&output));
@@ -306,7 +293,7 @@ async fn ctrl_c_leaves_a_resumable_file() {
         .map(|i| line(&format!("l{i:02}"), &format!("l{i:02}: hello"), &[]))
         .collect();
     write_lines(&input, &lines);
-    let mut child = turbo_run(args(
+    let mut child = turbo_run(run_args(
         &input,
         &output,
         &server.base_url(),
@@ -326,12 +313,12 @@ async fn ctrl_c_leaves_a_resumable_file() {
     let text = std::fs::read_to_string(&output).unwrap();
     assert!(text.ends_with('\n'));
 
-    let run = finish(turbo_run(args(
+    let run = run_to_end(run_args(
         &input,
         &output,
         &server.base_url(),
         &["--no-limits", "--resume"],
-    )))
+    ))
     .await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     let results = by_id(&results(&output));
@@ -353,7 +340,7 @@ async fn a_second_ctrl_c_exits_at_once() {
         &input,
         &[line("a", "a: slow", &[]), line("b", "b: slow", &[])],
     );
-    let mut child = turbo_run(args(
+    let mut child = turbo_run(run_args(
         &input,
         &output,
         &server.base_url(),
@@ -414,12 +401,12 @@ async fn the_mock_server_subcommand_serves_a_run() {
         .collect();
     write_lines(&input, &lines);
     let summary_arg = summary.display().to_string();
-    let run = finish(turbo_run(args(
+    let run = run_to_end(run_args(
         &input,
         &output,
         &base_url,
         &["--summary-json", &summary_arg],
-    )))
+    ))
     .await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     let ids: HashSet<String> = by_id(&results(&output)).into_keys().collect();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use turbo_providers::LatencyModel;
 use turbo_providers::mock_server::{MockServer, MockServerConfig};
-use util::{by_id, finish, line, results, temp_dir, turbo_run, write_lines};
+use util::{by_id, finish, line, results, run_args, temp_dir, turbo_run, write_lines};
 
 /// A redis-server of our own on a free loopback port, killed on drop.
 struct Redis {
@@ -112,24 +112,23 @@ async fn three_processes_share_one_budget_without_429s() {
             .collect();
         write_lines(&input, &lines);
         let output = dir.join(format!("out{p}.jsonl"));
-        let command = turbo_run([
-            "run".as_ref(),
-            input.as_os_str(),
-            "-o".as_ref(),
-            output.as_os_str(),
-            "--base-url".as_ref(),
-            server.base_url().as_ref(),
-            "--rpm".as_ref(),
-            "240".as_ref(),
-            "--tpm".as_ref(),
-            "100000000".as_ref(),
-            "--redis-url".as_ref(),
-            redis.url.as_ref(),
-            "--redis-prefix".as_ref(),
-            prefix.as_ref(),
-            "--progress".as_ref(),
-            "none".as_ref(),
-        ]);
+        let command = turbo_run(run_args(
+            &input,
+            &output,
+            &server.base_url(),
+            &[
+                "--rpm",
+                "240",
+                "--tpm",
+                "100000000",
+                "--redis-url",
+                &redis.url,
+                "--redis-prefix",
+                &prefix,
+                "--progress",
+                "none",
+            ],
+        ));
         children.push((output, tokio::spawn(finish(command))));
     }
     for (output, child) in children {

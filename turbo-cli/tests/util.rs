@@ -113,6 +113,25 @@ where
     command
 }
 
+/// `run INPUT -o OUTPUT --base-url URL EXTRA…`.
+pub fn run_args(input: &Path, output: &Path, base_url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "run".to_owned(),
+        input.display().to_string(),
+        "-o".into(),
+        output.display().to_string(),
+        "--base-url".into(),
+        base_url.to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// Runs `turbo-run ARGS` to its end.
+pub async fn run_to_end(args: Vec<String>) -> Finished {
+    finish(turbo_run(args)).await
+}
+
 /// What a finished child printed.
 #[derive(Debug)]
 pub struct Finished {

@@ -6,7 +6,9 @@ mod util;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use util::{EchoServer, finish, line, temp_dir, turbo_run, write_lines, write_raw};
+use util::{
+    EchoServer, finish, line, run_args, run_to_end, temp_dir, turbo_run, write_lines, write_raw,
+};
 
 fn good(id: &str) -> String {
     line(id, &format!("{id}: hello"), &[]).to_string()
@@ -72,15 +74,12 @@ async fn each_kind_of_problem_is_reported_with_its_line() {
         let input = dir.join("in.jsonl");
         let output = dir.join("out.jsonl");
         write_raw(&input, &[good("a"), bad.clone()]);
-        let run = finish(turbo_run([
-            "run".as_ref(),
-            input.as_os_str(),
-            "-o".as_ref(),
-            output.as_os_str(),
-            "--base-url".as_ref(),
-            server.base_url().as_ref(),
-            "--no-limits".as_ref(),
-        ]))
+        let run = run_to_end(run_args(
+            &input,
+            &output,
+            &server.base_url(),
+            &["--no-limits"],
+        ))
         .await;
         assert_eq!(run.code(), Some(2), "{bad}\n{}", run.stderr);
         let prefix = format!("{}:2: ", input.display());
@@ -156,15 +155,12 @@ async fn a_missing_key_stops_before_anything_is_sent() {
     groq["provider"] = json!("groq");
     write_lines(&input, &[line("o", "o: hi", &[]), groq]);
     // OpenAI has a base URL (the echo server); Groq has neither key nor URL.
-    let run = finish(turbo_run([
-        "run".as_ref(),
-        input.as_os_str(),
-        "-o".as_ref(),
-        output.as_os_str(),
-        "--base-url".as_ref(),
-        server.base_url().as_ref(),
-        "--no-limits".as_ref(),
-    ]))
+    let run = run_to_end(run_args(
+        &input,
+        &output,
+        &server.base_url(),
+        &["--no-limits"],
+    ))
     .await;
     assert_eq!(run.code(), Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("no API key for groq"), "{}", run.stderr);
