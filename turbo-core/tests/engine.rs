@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use turbo_core::{
     Concurrency, Jitter, Limits, NodeError, NodeOutput, NodeStatus, Provider, PushError,
-    RetryConfig, WorkError, WorkNode,
+    RetryConfig, TurboRun, WorkError, WorkNode,
 };
 use turbo_providers::{ProviderError, ProviderKind, SimulatedProvider};
 use util::{Recorder, builder, push, request, timed_node};
@@ -479,25 +479,31 @@ async fn auto_concurrency_sizes_in_flight_from_limits_and_latency() {
     // 600 RPM at ~10 s latency needs ~100 in flight in the steady state
     // (Little's law), plus room for one full bucket still in flight after a
     // burst: more than the fixed 120 workers would allow.
-    let engine = builder()
-        .limits(
-            Provider::Groq,
-            Limits::try_per_minute(600, 100_000_000).unwrap(),
-        )
-        .concurrency(Concurrency::auto())
-        .build()
-        .unwrap();
-    let rec = Recorder::new();
     let latency = Duration::from_secs(10);
-    let first: Vec<_> = (0..400)
-        .map(|i| {
-            push(
-                &engine,
-                timed_node(&rec, &format!("a{i}"), latency, false),
-                &[],
+    let engine_600_rpm = |concurrency| {
+        builder()
+            .limits(
+                Provider::Groq,
+                Limits::try_per_minute(600, 100_000_000).unwrap(),
             )
-        })
-        .collect();
+            .concurrency(concurrency)
+            .build()
+            .unwrap()
+    };
+    let push_many = |engine: &TurboRun, rec: &Arc<Recorder>, prefix: &str, count: usize| {
+        (0..count)
+            .map(|i| {
+                push(
+                    engine,
+                    timed_node(rec, &format!("{prefix}{i}"), latency, false),
+                    &[],
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let engine = engine_600_rpm(Concurrency::auto());
+    let rec = Recorder::new();
+    let first = push_many(&engine, &rec, "a", 400);
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Before any answer the latency is unknown: what the bucket holds goes out.
     assert_eq!(engine.stats().await.in_flight, 400);
@@ -509,26 +515,11 @@ async fn auto_concurrency_sizes_in_flight_from_limits_and_latency() {
     engine.shutdown().await;
 
     // The ceiling caps it.
-    let capped = builder()
-        .limits(
-            Provider::Groq,
-            Limits::try_per_minute(600, 100_000_000).unwrap(),
-        )
-        .concurrency(Concurrency::Auto {
-            ceiling: std::num::NonZeroUsize::new(50).unwrap(),
-        })
-        .build()
-        .unwrap();
+    let capped = engine_600_rpm(Concurrency::Auto {
+        ceiling: std::num::NonZeroUsize::new(50).unwrap(),
+    });
     let capped_rec = Recorder::new();
-    let nodes: Vec<_> = (0..200)
-        .map(|i| {
-            push(
-                &capped,
-                timed_node(&capped_rec, &format!("b{i}"), latency, false),
-                &[],
-            )
-        })
-        .collect();
+    let nodes = push_many(&capped, &capped_rec, "b", 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stats = capped.stats().await;
     assert_eq!(stats.in_flight, 50);
