@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
+// The redis-server launcher of turbo-ratelimit's Redis tests (TURBO_REDIS_URL,
+// else a server of our own on a free loopback port, else a visible skip).
+#[path = "../../turbo-ratelimit/tests/redis_util/server.rs"]
+mod redis_util;
 
-use std::net::TcpListener;
 use std::num::NonZeroU64;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,73 +18,11 @@ use turbo_providers::LatencyModel;
 use turbo_providers::mock_server::{MockServer, MockServerConfig};
 use util::{by_id, finish, line, results, run_args, temp_dir, turbo_run, write_lines};
 
-/// A redis-server of our own on a free loopback port, killed on drop.
-struct Redis {
-    child: tokio::process::Child,
-    url: String,
-}
-
-async fn start_redis() -> Option<Redis> {
-    if let Ok(url) = std::env::var("TURBO_REDIS_URL") {
-        // Someone else's server: nothing to start or stop. A unique prefix
-        // below keeps this test's keys apart.
-        return Some(Redis {
-            child: tokio::process::Command::new("true").spawn().ok()?,
-            url,
-        });
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = tokio::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(error) => {
-            assert!(
-                std::env::var("TURBO_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "TURBO_REQUIRE_REDIS=1 but redis-server cannot start: {error}"
-            );
-            eprintln!(
-                "SKIPPED: redis-server not found on PATH ({error}); install it to run this test"
-            );
-            return None;
-        }
-    };
-    // Ready when it accepts connections.
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Some(Redis {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("redis-server did not start listening on port {port}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_one_budget_without_429s() {
-    let Some(mut redis) = start_redis().await else {
+    let Some(redis) =
+        redis_util::RedisServer::start("three_processes_share_one_budget_without_429s")
+    else {
         return;
     };
     // 240 requests a minute: the bucket holds 240 and refills 4 a second.
@@ -122,7 +62,7 @@ async fn three_processes_share_one_budget_without_429s() {
                 "--tpm",
                 "100000000",
                 "--redis-url",
-                &redis.url,
+                redis.url(),
                 "--redis-prefix",
                 &prefix,
                 "--progress",
@@ -159,5 +99,4 @@ async fn three_processes_share_one_budget_without_429s() {
         stats.rate_limited
     );
     server.shutdown().await;
-    let _ = redis.child.kill().await;
 }
