@@ -1,13 +1,16 @@
 //! The engine's side of the rate limiter: reservations, settlement with the
 //! provider's headers, 429 pauses. Store failures never pass silently: they
-//! are logged, and acquisition errors fail the node with a typed error.
+//! are logged, and an acquisition that meets an unreachable store waits for it
+//! (see `Shared::acquire_through_outages`): no node fails for an outage and
+//! nothing is sent without a budget.
 
 use std::time::Duration;
 
 use tracing::warn;
-use turbo_providers::{LimitWindow, RateLimitSnapshot};
+use turbo_providers::{LimitWindow, ProviderError, RateLimitSnapshot};
 use turbo_ratelimit::{
-    AcquireError, Feedback, Lane, LaneStats, Limits, Reservation, Window, WindowObservation,
+    AcquireError, Feedback, Lane, LaneStats, Limits, Reservation, StoreError, Window,
+    WindowObservation,
 };
 
 /// A reservation held for one attempt.
@@ -21,7 +24,10 @@ pub(crate) enum BudgetError {
         capacity: u64,
         axis: String,
     },
-    Store(String),
+    /// The bucket store could not be reached: transient, waited out.
+    Store(StoreError),
+    /// The limiter was closed (the engine is going away).
+    Closed,
 }
 
 pub(crate) fn lane_name(lane: &Lane) -> String {
@@ -43,7 +49,8 @@ pub(crate) async fn acquire(lane: &Lane, tokens: u64) -> Result<Reserved, Budget
             capacity,
             axis: axis.to_string(),
         },
-        other => BudgetError::Store(other.to_string()),
+        AcquireError::Store(error) => BudgetError::Store(error),
+        _ => BudgetError::Closed,
     })
 }
 
@@ -81,6 +88,23 @@ pub(crate) async fn rate_limited(lane: &Lane, retry_after: Option<Duration>) {
     if let Err(error) = lane.rate_limited(retry_after).await {
         warn!(lane = %lane.key(), %error, "could not pause the lane after a 429");
     }
+}
+
+/// How long a 429 asks us to wait: its `retry-after` family when present,
+/// else the reset of the axis it reports as exhausted (the longer one when
+/// both are). `None` when the answer says nothing.
+pub(crate) fn rate_limit_hint(error: &ProviderError) -> Option<Duration> {
+    if let Some(after) = error.retry_after() {
+        return Some(after);
+    }
+    let snapshot = error.rate_limit_snapshot()?;
+    let exhausted = |remaining: Option<u64>, reset: Option<Duration>| match remaining {
+        Some(0) => reset,
+        _ => None,
+    };
+    let requests = exhausted(snapshot.remaining_requests, snapshot.reset_requests);
+    let tokens = exhausted(snapshot.remaining_tokens, snapshot.reset_tokens);
+    requests.max(tokens)
 }
 
 pub(crate) async fn set_limits(lane: &Lane, limits: Limits) {

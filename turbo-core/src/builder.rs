@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use turbo_providers::ChatClient;
 use turbo_ratelimit::{LaneConfig, LaneKey, Limits, RateLimiter, RateLimiterBuilder};
@@ -10,7 +11,7 @@ use turbo_retry::RetryConfig;
 use turbo_tokens::{DefaultOutput, TiktokenCounter, TokenCounter};
 
 use crate::context::Clients;
-use crate::engine::{EngineConfig, TurboRun};
+use crate::engine::{EngineConfig, RateLimitPolicy, TurboRun};
 use crate::node::Provider;
 
 /// How many nodes may run at once.
@@ -63,6 +64,9 @@ pub enum BuildError {
     /// `build` was called outside a tokio runtime.
     #[error("TurboRun must be built inside a tokio runtime (no runtime found)")]
     NoRuntime,
+    /// The global engine's own runtime could not be started.
+    #[error("cannot start the engine's runtime")]
+    Runtime(#[source] Arc<std::io::Error>),
     /// A rate-limit setting is invalid.
     #[error("invalid rate limits for {lane}: {source}")]
     Limits {
@@ -115,7 +119,14 @@ pub struct TurboRunBuilder {
     pub(crate) default_output: HashMap<Provider, DefaultOutput>,
     pub(crate) retain_results: bool,
     pub(crate) analytics: Option<bool>,
+    pub(crate) rate_limit: RateLimitPolicy,
+    pub(crate) attempt_timeout: Option<Duration>,
 }
+
+/// The default [`TurboRunBuilder::attempt_timeout`]: long enough for a slow
+/// non-streamed answer, short enough that a hung server is noticed within
+/// minutes rather than hours.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for TurboRunBuilder {
     fn default() -> Self {
@@ -129,6 +140,8 @@ impl Default for TurboRunBuilder {
             default_output: HashMap::new(),
             retain_results: true,
             analytics: None,
+            rate_limit: RateLimitPolicy::default(),
+            attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
         }
     }
 }
@@ -274,9 +287,33 @@ impl TurboRunBuilder {
         self
     }
 
-    /// Builds the engine. Must run inside a tokio runtime.
+    /// How the engine answers 429s: the pause without a server hint and how
+    /// long a node may be refused before it fails (see [`RateLimitPolicy`]).
+    pub fn rate_limit_policy(mut self, policy: RateLimitPolicy) -> Self {
+        self.rate_limit = policy;
+        self
+    }
+
+    /// The longest one attempt (a request, or one call of a work function)
+    /// may take before it counts as a retryable timeout (default
+    /// [`DEFAULT_ATTEMPT_TIMEOUT`]; `None` for no limit). A request that timed
+    /// out may still have been charged by the provider.
+    pub fn attempt_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Builds the engine on the current tokio runtime, which runs its tasks:
+    /// once that runtime shuts down, the engine's unfinished nodes end with
+    /// [`crate::NodeError::RuntimeGone`] and pushes are refused.
     pub fn build(self) -> Result<TurboRun, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        self.build_on(runtime)
+    }
+
+    /// Builds the engine on the given runtime (for example one the
+    /// application keeps for it), from any thread or runtime.
+    pub fn build_on(self, runtime: tokio::runtime::Handle) -> Result<TurboRun, BuildError> {
         let mut limiter = self.limiter.unwrap_or_else(RateLimiter::builder);
         let mut configured = Vec::new();
         for provider in Provider::ALL {
@@ -320,6 +357,8 @@ impl TurboRunBuilder {
             analytics: self
                 .analytics
                 .unwrap_or_else(|| crate::logging::TurboEnv::from_env().is_verbose()),
+            rate_limit: self.rate_limit,
+            attempt_timeout: self.attempt_timeout,
         };
         Ok(TurboRun::from_config(config, runtime))
     }

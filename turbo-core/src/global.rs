@@ -10,6 +10,21 @@ use crate::builder::BuildError;
 use crate::engine::TurboRun;
 
 static GLOBAL: OnceLock<TurboRun> = OnceLock::new();
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+/// The global engine's runtime, started once and kept for the process.
+fn own_runtime() -> Result<tokio::runtime::Handle, BuildError> {
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime.handle().clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("turbo-run")
+        .enable_all()
+        .build()
+        .map_err(|error| BuildError::Runtime(Arc::new(error)))?;
+    Ok(RUNTIME.get_or_init(|| runtime).handle().clone())
+}
 static INIT: Mutex<()> = Mutex::new(());
 
 /// `TurboRun::global()` before any `init`.
@@ -25,8 +40,11 @@ pub struct AlreadyInitialized;
 impl TurboRun {
     /// The original's `NewTurboRun(groq, openai)`: the first call builds the
     /// global engine with the default settings and these clients; later calls
-    /// return that same engine (and ignore their arguments). Must run inside a
-    /// tokio runtime.
+    /// return that same engine (and ignore their arguments).
+    ///
+    /// The global engine runs on a runtime of its own (two worker threads,
+    /// started on first use), so it works from any thread and from any tokio
+    /// runtime, including a different one in each `#[tokio::test]`.
     pub fn init(
         groq: Arc<dyn ChatClient>,
         openai: Arc<dyn ChatClient>,
@@ -38,7 +56,10 @@ impl TurboRun {
         if let Some(engine) = GLOBAL.get() {
             return Ok(engine.clone());
         }
-        let engine = TurboRun::builder().groq(groq).openai(openai).build()?;
+        let engine = TurboRun::builder()
+            .groq(groq)
+            .openai(openai)
+            .build_on(own_runtime()?)?;
         Ok(GLOBAL.get_or_init(|| engine).clone())
     }
 
@@ -48,7 +69,8 @@ impl TurboRun {
     }
 
     /// Installs an engine made with [`TurboRun::builder`] as the global one,
-    /// once.
+    /// once. It keeps running on the runtime it was built on (see
+    /// [`crate::TurboRunBuilder::build_on`] to give it a long-lived one).
     pub fn install_global(engine: TurboRun) -> Result<(), AlreadyInitialized> {
         let _guard = INIT.lock();
         GLOBAL.set(engine).map_err(|_| AlreadyInitialized)

@@ -64,14 +64,16 @@ mod placeholders;
 mod result;
 mod stats;
 
-pub use builder::{BuildError, Concurrency, TurboRunBuilder, default_limits};
+pub use builder::{
+    BuildError, Concurrency, DEFAULT_ATTEMPT_TIMEOUT, TurboRunBuilder, default_limits,
+};
 pub use context::{Dependency, WorkContext};
-pub use engine::{Completion, PushError, TurboRun};
+pub use engine::{Completion, PushError, RateLimitPolicy, TurboRun};
 pub use global::{AlreadyInitialized, NotInitialized};
 pub use node::{NodeId, Provider, UnknownProvider, WorkFn, WorkFuture, WorkNode};
 pub use placeholders::{fill_placeholders, fill_text, placeholder_keys};
 pub use result::{NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
-pub use stats::{EngineStats, LaneStats};
+pub use stats::{EngineStats, LaneStats, StoreOutageStats};
 
 pub use turbo_providers::{
     ChatClient, ChatMessage, ChatRequest, ChatResponse, ProviderError, Usage,

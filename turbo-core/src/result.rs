@@ -105,11 +105,41 @@ pub enum WorkError {
         /// Which budget (for example `tokens/min`).
         axis: String,
     },
-    /// The rate-limit store failed (for example Redis unreachable).
+    /// The rate-limit store failed in a way waiting cannot fix.
     #[error("rate-limit store error: {message}")]
     Budget {
         /// What went wrong.
         message: String,
+    },
+    /// The attempt did not end within the engine's attempt timeout
+    /// ([`crate::TurboRunBuilder::attempt_timeout`]). Retryable.
+    #[error("the attempt timed out after {after:?}")]
+    TimedOut {
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The provider refused the node with 429s, continuously, for longer than
+    /// the rate-limit deadline ([`crate::RateLimitPolicy::deadline`]), or
+    /// asked it to wait past that deadline.
+    #[error(
+        "rate limited for {refused_for:?}, past the rate-limit deadline of {deadline:?}: {last}"
+    )]
+    RateLimitDeadline {
+        /// How long the node had been refused.
+        refused_for: Duration,
+        /// The deadline in force.
+        deadline: Duration,
+        /// The last refusal.
+        #[source]
+        last: ProviderError,
+    },
+    /// A dependency's result was released (`forget`, or a released result
+    /// without retention) before this node could use it: it is not sent with
+    /// its placeholders unfilled.
+    #[error("the result of dependency {dependency} was released before this node ran")]
+    DependencyReleased {
+        /// The dependency whose result is gone.
+        dependency: NodeId,
     },
 }
 
@@ -135,7 +165,9 @@ impl WorkError {
     /// The provider error behind this failure, if any.
     pub fn provider_error(&self) -> Option<&ProviderError> {
         match self {
-            WorkError::Provider(error) => Some(error),
+            WorkError::Provider(error) | WorkError::RateLimitDeadline { last: error, .. } => {
+                Some(error)
+            }
             _ => None,
         }
     }
@@ -149,6 +181,9 @@ impl WorkError {
             WorkError::NoClient { .. } => "no_client",
             WorkError::NeverFits { .. } => "exceeds_rate_limit",
             WorkError::Budget { .. } => "rate_limit_store",
+            WorkError::TimedOut { .. } => "timeout",
+            WorkError::RateLimitDeadline { .. } => "rate_limit_exceeded",
+            WorkError::DependencyReleased { .. } => "dependency_released",
         }
     }
 }
@@ -158,10 +193,12 @@ impl Retryable for WorkError {
         match self {
             WorkError::Provider(error) => error.is_retryable(),
             WorkError::Custom { retryable, .. } => *retryable,
-            WorkError::Budget { .. } => true,
+            WorkError::Budget { .. } | WorkError::TimedOut { .. } => true,
             WorkError::Panicked { .. }
             | WorkError::NoClient { .. }
-            | WorkError::NeverFits { .. } => false,
+            | WorkError::NeverFits { .. }
+            | WorkError::RateLimitDeadline { .. }
+            | WorkError::DependencyReleased { .. } => false,
         }
     }
 
@@ -200,6 +237,11 @@ pub enum NodeError {
     /// No such node, or its result was already released.
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+    /// The tokio runtime the engine was built on shut down before the node
+    /// ended (an engine from [`crate::TurboRun::builder`] lives on the runtime
+    /// that built it; the global one has its own). Nothing more was sent.
+    #[error("the engine's tokio runtime shut down before the node ended")]
+    RuntimeGone,
 }
 
 impl NodeError {
@@ -210,6 +252,7 @@ impl NodeError {
             NodeError::Skipped { .. } => "dependency_failed",
             NodeError::Cancelled => "cancelled",
             NodeError::UnknownNode(_) => "unknown_node",
+            NodeError::RuntimeGone => "runtime_gone",
         }
     }
 
@@ -218,7 +261,7 @@ impl NodeError {
         match self {
             NodeError::Failed { .. } | NodeError::UnknownNode(_) => NodeStatus::Failed,
             NodeError::Skipped { .. } => NodeStatus::Skipped,
-            NodeError::Cancelled => NodeStatus::Cancelled,
+            NodeError::Cancelled | NodeError::RuntimeGone => NodeStatus::Cancelled,
         }
     }
 }

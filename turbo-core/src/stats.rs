@@ -86,4 +86,17 @@ pub struct LaneStats {
     pub tokens_used: u64,
     /// The rate limiter's view of the lane.
     pub limiter: Option<turbo_ratelimit::LaneStats>,
+    /// 429s in a row that paused the lane (0 once an answer proves room).
+    pub rate_limit_streak: u32,
+    /// The bucket store (Redis) is unreachable and the lane waits for it.
+    pub store_outage: Option<StoreOutageStats>,
+}
+
+/// A lane waiting for its bucket store to come back.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreOutageStats {
+    /// How long the store has been unreachable.
+    pub seconds: f64,
+    /// The store's last error, as text for display.
+    pub error: String,
 }

@@ -1,37 +1,69 @@
 //! The engine: graph → lane queues → limiter → worker slots → work → results.
 //!
-//! One mutex guards the graph, the node table and the lane queues; every
-//! step under it is short (no I/O, no token counting). Each lane has one
-//! dispatcher task that pops its queue in rank order, takes a worker slot,
-//! waits for the lane's budget, and spawns the node's run. A lane waiting for
-//! budget therefore never holds up another lane.
+//! Pipeline steps and where they live:
+//!
+//! - push: [`Shared::push_locked`] adds the node to the graph and, when ready,
+//!   to its lane's queue ([`Shared::enqueue`]);
+//! - dispatch: one task per lane, [`Shared::dispatch`], pops in rank order,
+//!   reserves budget and takes worker slots ([`Shared::start_all`]);
+//! - attempt: [`Shared::run`] in `attempt.rs` sends (or runs the work
+//!   function) under the attempt timeout, settles the budget, pauses the lane
+//!   on 429s (`pause.rs`) and retries;
+//! - record: [`Shared::record`] records ended runs in batches and releases
+//!   dependents ([`Shared::finish`], [`Shared::deliver`]).
+//!
+//! # Ownership and locks
+//!
+//! `Shared::state` (one mutex) owns the graph, the node table and the lane
+//! queues. `Shared::finished` owns the ended runs not yet recorded. Each lane's
+//! `LaneRuntime` owns its counters (atomics) and two small mutexes, `storm`
+//! (its 429 run) and `store_outage`. Lock order: `finished` and `state` are
+//! never held together (the recorder swaps the queue out first); `storm` and
+//! `store_outage` are leaves, taken alone. No lock is held across an await, and
+//! nothing slow (I/O, token counting) happens under `state`.
+//!
+//! A node takes its budget first, then a worker slot: the dispatcher never
+//! holds a slot while it waits for budget, so a lane waiting for budget never
+//! takes capacity from another.
+//!
+//! # Stopping
+//!
+//! `halted` is set by shutdown (and so by Ctrl-C in the CLI): from then on no
+//! attempt of any kind starts, waits between attempts end at once, and only
+//! requests already on the wire are awaited (bounded by
+//! [`TurboRun::shutdown_within`]). Nodes that did not get an answer end as
+//! cancelled, which a batch runner treats as resumable.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, info, warn};
 use turbo_graph::{AbortKind, Added, BuildIdHasher, DependencyGraph, GraphError};
 use turbo_pq::{Handle as QueueHandle, PriorityQueue};
-use turbo_providers::{ChatClient, ChatRequest};
+use turbo_providers::ChatRequest;
 use turbo_ratelimit::{Lane, Limits, RateLimiter};
-use turbo_retry::{RetryConfig, Retryable};
+use turbo_retry::RetryConfig;
 use turbo_tokens::{DefaultOutput, TokenCounter};
+
+mod attempt;
+mod pause;
+
+pub use pause::RateLimitPolicy;
+use pause::Storm;
 
 use crate::budget::{self, BudgetError, Reserved};
 use crate::builder::{Concurrency, TurboRunBuilder};
-use crate::context::{Clients, Dependency, WorkContext};
+use crate::context::{Clients, Dependency};
 use crate::node::{NodeId, Provider, RetryPolicy, WorkFn, WorkNode};
 use crate::placeholders::fill_placeholders;
-use crate::result::{NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
+use crate::result::{NodeError, NodeStatus, RunResult, WorkError};
 use crate::stats::{Counters, EngineStats, LaneStats};
 
 /// Errors from pushing a node.
@@ -64,6 +96,18 @@ pub enum PushError {
     /// The graph is full.
     #[error("the graph cannot hold more nodes")]
     Capacity,
+    /// A dependency completed, but its result was already released (by
+    /// `forget`, or without result retention), so this node could not use it.
+    #[error("node {node} depends on {dependency}, whose result was already released")]
+    DependencyReleased {
+        /// The node being pushed.
+        node: NodeId,
+        /// The dependency whose result is gone.
+        dependency: NodeId,
+    },
+    /// The tokio runtime the engine was built on has shut down.
+    #[error("the engine's tokio runtime has shut down")]
+    RuntimeGone,
 }
 
 /// One finished node, as delivered by [`TurboRun::completions`].
@@ -85,6 +129,8 @@ pub(crate) struct EngineConfig {
     pub(crate) default_output: [DefaultOutput; 2],
     pub(crate) retain_results: bool,
     pub(crate) analytics: bool,
+    pub(crate) rate_limit: RateLimitPolicy,
+    pub(crate) attempt_timeout: Option<Duration>,
 }
 
 /// The TurboRun engine. Cheap to clone; all clones drive one engine, which
@@ -145,17 +191,26 @@ struct Shared {
     idle: Notify,
     stop: watch::Sender<bool>,
     shutting_down: AtomicBool,
+    /// Set by shutdown: no attempt starts any more (see the module docs).
+    halted: watch::Sender<bool>,
+    /// The runtime the engine's tasks run on has shut down.
+    runtime_lost: AtomicBool,
+    rate_limit: RateLimitPolicy,
+    attempt_timeout: Option<Duration>,
 }
 
 /// A node's rank in its lane queue: explicit priority first; then earlier
 /// epochs (5 s of readiness each) so a stream of large requests cannot starve
 /// a small one for ever; then the larger estimate, to fill the budget the way
-/// the original did; ties in push order (the queue's FIFO guarantee).
+/// the original did; ties in the order nodes became ready. That order is part
+/// of the rank (not left to the queue's own FIFO) so that a node the
+/// dispatcher puts back keeps its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
     priority: i32,
     epoch: Reverse<u32>,
     estimate: u32,
+    order: Reverse<u64>,
 }
 
 const EPOCH: Duration = Duration::from_secs(5);
@@ -225,6 +280,7 @@ const LIMITED_DISPATCH_BATCH: usize = 16;
 /// A node taken from its lane queue.
 struct Popped {
     id: NodeId,
+    rank: Rank,
     job: Box<Job>,
     deps: Vec<Dependency>,
     estimate: u32,
@@ -276,6 +332,8 @@ struct State {
     queues: Vec<PriorityQueue<NodeId, Rank>>,
     /// Per lane: nodes popped by the dispatcher, not yet running.
     launching: Vec<u64>,
+    /// Nodes ever queued: the tie-breaking order of ranks.
+    enqueued: u64,
     lane_cache: HashMap<(Provider, Arc<str>), u32>,
     accepting: bool,
     completions: Option<mpsc::UnboundedSender<Completion>>,
@@ -288,7 +346,6 @@ struct LaneRuntime {
     work_ready: Notify,
     slot_freed: Notify,
     launch_cancelled: Notify,
-    launching: AtomicU64,
     in_flight: AtomicUsize,
     target: AtomicUsize,
     latency_ewma_us: AtomicU64,
@@ -296,7 +353,22 @@ struct LaneRuntime {
     estimate_ewma: AtomicU64,
     tokens_reserved: AtomicU64,
     tokens_used: AtomicU64,
+    /// The lane's current run of 429s (a leaf lock).
+    storm: Mutex<Storm>,
+    /// Since when the bucket store has been unreachable (a leaf lock).
+    store_outage: Mutex<Option<StoreOutage>>,
 }
+
+/// The bucket store is unreachable: since when, and its last error.
+#[derive(Debug, Clone)]
+struct StoreOutage {
+    since: Instant,
+    message: String,
+}
+
+/// The first wait after a bucket-store failure, and the longest.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Latency assumed before a lane has seen an answer: generous, because an
 /// oversized in-flight bound costs little (the limiter still gates every
@@ -304,6 +376,26 @@ struct LaneRuntime {
 const INITIAL_LATENCY: Duration = Duration::from_secs(10);
 
 impl LaneRuntime {
+    /// Notes a store failure; the first of an outage is logged at warn.
+    fn store_failed(&self, span: &tracing::Span, error: &turbo_ratelimit::StoreError) {
+        let mut outage = self.store_outage.lock();
+        let message = error.to_string();
+        if outage.is_none() {
+            let _enter = span.enter();
+            warn!(lane = %self.name, %error, "rate-limit store unreachable: waiting for it (nothing is sent without a budget)");
+        }
+        let since = outage.as_ref().map_or_else(Instant::now, |o| o.since);
+        *outage = Some(StoreOutage { since, message });
+    }
+
+    /// Ends an outage, if there was one.
+    fn store_reachable(&self, span: &tracing::Span) {
+        if let Some(outage) = self.store_outage.lock().take() {
+            let _enter = span.enter();
+            info!(lane = %self.name, after = ?outage.since.elapsed(), "rate-limit store reachable again");
+        }
+    }
+
     fn observe_latency(&self, latency: Duration) {
         let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         if !self.latency_observed.swap(true, Ordering::Relaxed) {
@@ -439,6 +531,7 @@ impl TurboRun {
             Concurrency::Auto { .. } => None,
         };
         let (stop, _) = watch::channel(false);
+        let (halted, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             instance,
             span,
@@ -458,6 +551,7 @@ impl TurboRun {
                 lanes: Vec::new(),
                 queues: Vec::new(),
                 launching: Vec::new(),
+                enqueued: 0,
                 lane_cache: HashMap::new(),
                 accepting: true,
                 completions: None,
@@ -468,6 +562,10 @@ impl TurboRun {
             idle: Notify::new(),
             stop,
             shutting_down: AtomicBool::new(false),
+            halted,
+            runtime_lost: AtomicBool::new(false),
+            rate_limit: config.rate_limit,
+            attempt_timeout: config.attempt_timeout,
         });
         {
             let _enter = shared.span.enter();
@@ -606,11 +704,14 @@ impl TurboRun {
     }
 
     /// Drops the engine's record of a finished node and its result. A later
-    /// `wait_for(id)` answers `UnknownNode`. Returns whether it was released.
+    /// `wait_for(id)` answers `UnknownNode`. Returns whether it was released:
+    /// a node that has not finished, or that an unfinished node depends on
+    /// (its result is still needed), is kept. A node pushed later with it as a
+    /// dependency is refused with [`PushError::DependencyReleased`].
     pub fn forget(&self, id: NodeId) -> bool {
         let mut state = self.shared().state.lock();
         match state.nodes.get(&id) {
-            Some(entry) if entry.status.is_done() => {
+            Some(entry) if entry.status.is_done() && entry.live_dependents == 0 => {
                 state.nodes.remove(&id);
                 true
             }
@@ -633,11 +734,20 @@ impl TurboRun {
         self.shared().stats().await
     }
 
-    /// Stops taking work, ends every node that has not started as cancelled,
-    /// lets running nodes finish (their results are delivered), then stops
-    /// the dispatchers. Safe to call any number of times, concurrently too.
+    /// Stops taking work and sending: every node that has not started ends
+    /// as cancelled, no running node starts another attempt (one waiting to
+    /// retry ends as cancelled), and the attempts already on the wire are
+    /// awaited (their results are delivered). Then the dispatchers stop. Safe
+    /// to call any number of times, concurrently too.
     pub async fn shutdown(&self) {
-        self.shared().shutdown().await;
+        self.shared().shutdown(None).await;
+    }
+
+    /// [`shutdown`](Self::shutdown), but attempts still on the wire after
+    /// `grace` are abandoned: their nodes end as cancelled (the provider may
+    /// still charge those requests). Returns how many were abandoned.
+    pub async fn shutdown_within(&self, grace: Duration) -> usize {
+        self.shared().shutdown(Some(grace)).await
     }
 
     /// Whether `shutdown` has been called.
@@ -689,10 +799,34 @@ impl Shared {
         estimate: u32,
     ) -> Result<NodeId, PushError> {
         let id = node.id;
+        if self.runtime_lost.load(Ordering::Acquire) {
+            return Err(PushError::RuntimeGone);
+        }
         if !state.accepting {
             return Err(PushError::ShuttingDown);
         }
+        // A completed dependency whose entry is gone had its result released:
+        // the node would run without it (an unfilled `{{key}}` sent and paid
+        // for). Checked before anything changes, so a refusal changes nothing.
+        for dep in deps {
+            if !state.nodes.contains_key(dep)
+                && matches!(
+                    state.graph.state(dep),
+                    Some(turbo_graph::NodeState::Completed)
+                )
+            {
+                return Err(PushError::DependencyReleased {
+                    node: id,
+                    dependency: *dep,
+                });
+            }
+        }
         let lane = self.lane_for(state, node.provider, &node.request.model);
+        if self.runtime_lost.load(Ordering::Acquire) {
+            // The lane's dispatcher could not start: its runtime is gone.
+            self.abandon_all(state);
+            return Err(PushError::RuntimeGone);
+        }
         let added = state.graph.add(id, deps).map_err(|error| match error {
             GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
                 node: id,
@@ -703,9 +837,7 @@ impl Shared {
             _ => PushError::Capacity,
         })?;
         Counters::bump(&self.counters.pushed);
-        let mut unique_deps: Vec<NodeId> = deps.to_vec();
-        unique_deps.sort_unstable();
-        unique_deps.dedup();
+        let unique_deps = dedup_in_order(deps);
         for dep in &unique_deps {
             if let Some(entry) = state.nodes.get_mut(dep) {
                 entry.live_dependents += 1;
@@ -775,7 +907,6 @@ impl Shared {
                     work_ready: Notify::new(),
                     slot_freed: Notify::new(),
                     launch_cancelled: Notify::new(),
-                    launching: AtomicU64::new(0),
                     in_flight: AtomicUsize::new(0),
                     target: AtomicUsize::new(initial_target),
                     latency_ewma_us: AtomicU64::new(
@@ -785,6 +916,8 @@ impl Shared {
                     estimate_ewma: AtomicU64::new(0),
                     tokens_reserved: AtomicU64::new(0),
                     tokens_used: AtomicU64::new(0),
+                    storm: Mutex::new(Storm::default()),
+                    store_outage: Mutex::new(None),
                 });
                 if let Concurrency::Auto { ceiling } = self.concurrency {
                     let limits = budget::limits(&runtime.budget);
@@ -798,8 +931,16 @@ impl Shared {
                 state.launching.push(0);
                 let shared = self.clone();
                 let span = self.span.clone();
-                self.runtime
-                    .spawn(async move { shared.dispatch(runtime).await }.instrument(span));
+                let watch = RuntimeWatch {
+                    shared: Arc::downgrade(self),
+                };
+                self.runtime.spawn(
+                    async move {
+                        let _watch = watch;
+                        shared.dispatch(runtime, index).await;
+                    }
+                    .instrument(span),
+                );
                 index
             }
         };
@@ -810,6 +951,8 @@ impl Shared {
     /// Puts a ready node in its lane's queue.
     fn enqueue(&self, state: &mut State, id: NodeId) {
         let epoch = (self.started.elapsed().as_nanos() / EPOCH.as_nanos()) as u32;
+        state.enqueued += 1;
+        let order = Reverse(state.enqueued);
         let Some(entry) = state.nodes.get_mut(&id) else {
             return;
         };
@@ -818,6 +961,7 @@ impl Shared {
             priority,
             epoch: Reverse(epoch),
             estimate: entry.estimate,
+            order,
         };
         let lane = entry.lane as usize;
         entry.status = Phase::Queued;
@@ -996,12 +1140,13 @@ impl Shared {
         }
     }
 
-    async fn shutdown(self: &Arc<Self>) {
+    async fn shutdown(self: &Arc<Self>, grace: Option<Duration>) -> usize {
         let first = !self.shutting_down.swap(true, Ordering::AcqRel);
         if first {
             let _enter = self.span.enter();
             info!("shutting down");
         }
+        self.halted.send_replace(true);
         {
             let mut state = self.state.lock();
             state.accepting = false;
@@ -1032,17 +1177,74 @@ impl Shared {
                 }
             }
         }
-        // Drain: wait until nothing runs.
+        let mut abandoned = 0;
+        match grace {
+            None => self.drained().await,
+            Some(grace) => {
+                if tokio::time::timeout(grace, self.drained()).await.is_err() {
+                    abandoned = self.abandon_running();
+                    self.drained().await;
+                }
+            }
+        }
+        self.stop_dispatchers();
+        abandoned
+    }
+
+    /// Waits until nothing runs.
+    async fn drained(&self) {
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             if self.in_flight.load(Ordering::Acquire) == 0 {
-                break;
+                return;
             }
             idle.await;
         }
-        self.stop_dispatchers();
+    }
+
+    /// Aborts every running node (they end as cancelled); returns how many.
+    fn abandon_running(&self) -> usize {
+        let mut state = self.state.lock();
+        let running: Vec<NodeId> = state
+            .nodes
+            .iter()
+            .filter(|(_, entry)| entry.status == Phase::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &running {
+            if let Some(abort) = state.nodes.get_mut(id).and_then(|entry| entry.abort.take()) {
+                abort.abort();
+            }
+            self.finish(&mut state, *id, Err(NodeError::Cancelled));
+        }
+        if !running.is_empty() {
+            let _enter = self.span.enter();
+            warn!(
+                abandoned = running.len(),
+                "requests still on the wire abandoned at shutdown"
+            );
+        }
+        running.len()
+    }
+
+    /// The runtime is gone: every unfinished node ends with
+    /// [`NodeError::RuntimeGone`] so that no waiter hangs.
+    fn abandon_all(&self, state: &mut State) {
+        self.runtime_lost.store(true, Ordering::Release);
+        self.halted.send_replace(true);
+        state.accepting = false;
+        let unfinished: Vec<NodeId> = state
+            .nodes
+            .iter()
+            .filter(|(_, entry)| !entry.status.is_done())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unfinished {
+            self.remove_from_queue(state, id);
+            self.finish(state, id, Err(NodeError::RuntimeGone));
+        }
     }
 
     fn stop_dispatchers(&self) {
@@ -1055,17 +1257,13 @@ impl Shared {
     /// own bookkeeping is not the bottleneck. It never holds a worker slot
     /// while it waits for work or for budget, so a lane that waits never
     /// takes capacity from another; a node that must wait for budget first
-    /// lets the ones granted before it launch.
-    async fn dispatch(self: Arc<Self>, lane: Arc<LaneRuntime>) {
+    /// lets the ones granted before it launch and puts the rest of its batch
+    /// back, and while it waits, a node of higher priority that becomes ready
+    /// takes its place (it goes back to the queue), so the highest priority is
+    /// always the next to get budget.
+    async fn dispatch(self: Arc<Self>, lane: Arc<LaneRuntime>, lane_index: u32) {
+        let lane_index = lane_index as usize;
         let mut stop = self.stop.subscribe();
-        let lane_index = {
-            let state = self.state.lock();
-            state
-                .lanes
-                .iter()
-                .position(|l| Arc::ptr_eq(l, &lane))
-                .unwrap_or(0)
-        };
         let mut launches: Vec<Launch> = Vec::with_capacity(DISPATCH_BATCH);
         loop {
             if *stop.borrow() {
@@ -1105,17 +1303,28 @@ impl Shared {
                         axis: axis.to_string(),
                     })),
                     Err(_) => {
-                        // Let the nodes already granted go before waiting.
+                        // Let the nodes already granted go before waiting, and
+                        // give the rest of the batch back to the queue.
                         if !self.start_all(&lane, &mut launches, &mut stop).await {
                             self.cancel_popped(id, batch);
                             return;
                         }
-                        lane.launching.store(id.get(), Ordering::Release);
+                        self.requeue(lane_index, batch.by_ref().map(|p| (p.id, p.rank, p.job)));
+                        let acquire = self.acquire_through_outages(&lane, tokens);
+                        tokio::pin!(acquire);
+                        let mut outranked = false;
                         let waited = loop {
+                            let arrived = lane.work_ready.notified();
                             tokio::select! {
-                                reserved = budget::acquire(&lane.budget, tokens) => break Some(reserved),
+                                reserved = &mut acquire => break Some(reserved),
                                 _ = lane.launch_cancelled.notified() => {
                                     if self.is_done(id) { break None; }
+                                }
+                                _ = arrived => {
+                                    if self.outranked(lane_index, popped.rank) {
+                                        outranked = true;
+                                        break None;
+                                    }
                                 }
                                 _ = stop.changed() => {
                                     if *stop.borrow() {
@@ -1125,12 +1334,18 @@ impl Shared {
                                 }
                             }
                         };
-                        lane.launching.store(0, Ordering::Release);
-                        waited
+                        let Some(waited) = waited else {
+                            // Cancelled, or outranked: back in the queue behind
+                            // the higher priority, and pop again.
+                            if outranked {
+                                self.requeue(lane_index, std::iter::once((id, popped.rank, job)));
+                            }
+                            break;
+                        };
+                        Some(waited)
                     }
                 };
                 match reserved {
-                    // Cancelled while waiting for budget.
                     None => {}
                     Some(Ok(reserved)) => {
                         lane.tokens_reserved.fetch_add(tokens, Ordering::Relaxed);
@@ -1161,6 +1376,61 @@ impl Shared {
             // Let the nodes just launched send before launching more (see
             // `LIMITED_DISPATCH_BATCH`).
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// Whether the head of a lane's queue has a higher explicit priority than
+    /// `rank` (a later arrival never outranks on anything else: its readiness
+    /// epoch is later).
+    fn outranked(&self, lane: usize, rank: Rank) -> bool {
+        let state = self.state.lock();
+        state.queues[lane]
+            .peek()
+            .is_some_and(|(_, head)| head.priority > rank.priority)
+    }
+
+    /// Puts popped nodes that did not get budget back in their lane's queue,
+    /// with their ranks (nodes cancelled meanwhile are left alone).
+    fn requeue(&self, lane: usize, popped: impl Iterator<Item = (NodeId, Rank, Box<Job>)>) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        for (id, rank, job) in popped {
+            let Some(entry) = state.nodes.get_mut(&id) else {
+                continue;
+            };
+            if entry.status != Phase::Launching {
+                continue;
+            }
+            entry.status = Phase::Queued;
+            entry.job = Some(job);
+            entry.queue_handle = Some(state.queues[lane].push(id, rank));
+            state.launching[lane] = state.launching[lane].saturating_sub(1);
+        }
+    }
+
+    /// Reserves budget, waiting out bucket-store outages: a store that cannot
+    /// be reached means waiting (with backoff, announced once per outage),
+    /// never a failed node and never a request sent without a budget.
+    async fn acquire_through_outages(
+        &self,
+        lane: &LaneRuntime,
+        tokens: u64,
+    ) -> Result<Reserved, BudgetError> {
+        let mut delay = STORE_RETRY_FIRST;
+        loop {
+            match budget::acquire(&lane.budget, tokens).await {
+                Err(BudgetError::Store(error)) => {
+                    lane.store_failed(&self.span, &error);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(STORE_RETRY_MAX);
+                }
+                other => {
+                    if other.is_ok() {
+                        lane.store_reachable(&self.span);
+                    }
+                    return other;
+                }
+            }
         }
     }
 
@@ -1298,7 +1568,7 @@ impl Shared {
         let mut state = self.state.lock();
         let mut popped = Vec::new();
         while popped.len() < max {
-            let Some((id, _)) = state.queues[lane].pop() else {
+            let Some((id, rank)) = state.queues[lane].pop() else {
                 break;
             };
             let Some(entry) = state.nodes.get_mut(&id) else {
@@ -1311,21 +1581,39 @@ impl Shared {
             entry.status = Phase::Launching;
             let estimate = entry.estimate;
             let dep_ids = entry.deps.clone();
-            let deps = dep_ids
-                .iter()
-                .filter_map(|dep| {
-                    let dep_entry = state.nodes.get(dep)?;
-                    let output = dep_entry.result.as_deref()?.as_ref().ok()?.clone();
-                    Some(Dependency {
+            state.launching[lane] += 1;
+            let mut deps = Vec::with_capacity(dep_ids.len());
+            let mut released = None;
+            for dep in dep_ids.iter() {
+                match state
+                    .nodes
+                    .get(dep)
+                    .and_then(|e| Some((e, e.result.as_deref()?.as_ref().ok()?)))
+                {
+                    Some((dep_entry, output)) => deps.push(Dependency {
                         id: *dep,
                         key: dep_entry.key.clone(),
-                        output,
-                    })
-                })
-                .collect();
-            state.launching[lane] += 1;
+                        output: output.clone(),
+                    }),
+                    None => {
+                        released = Some(*dep);
+                        break;
+                    }
+                }
+            }
+            if let Some(dependency) = released {
+                // Push and forget refuse this; never send without the answer.
+                let error = WorkError::DependencyReleased { dependency };
+                self.finish(
+                    &mut state,
+                    id,
+                    Err(NodeError::Failed { error, attempts: 0 }),
+                );
+                continue;
+            }
             popped.push(Popped {
                 id,
+                rank,
                 job,
                 deps,
                 estimate,
@@ -1443,123 +1731,6 @@ impl Shared {
         }
     }
 
-    /// Runs a node's work with retries; every attempt after the first waits
-    /// for its backoff and reserves budget again.
-    async fn run(
-        &self,
-        lane: &LaneRuntime,
-        id: NodeId,
-        job: Box<Job>,
-        deps: Vec<Dependency>,
-        estimate: u32,
-        reserved: Reserved,
-    ) -> RunResult {
-        let retry = match &job.retry {
-            RetryPolicy::Never => None,
-            RetryPolicy::EngineDefault => Some(self.retry),
-            RetryPolicy::Custom(config) => Some(*config),
-        };
-        let mut backoff = retry.map(|config| config.backoff());
-        let request = Arc::new(job.request);
-        let deps: Arc<[Dependency]> = deps.into();
-        let client = self.clients.get(job.provider).cloned();
-        let mut reserved = Some(reserved);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            Counters::bump(&self.counters.attempts);
-            let started = Instant::now();
-            let outcome = match &job.work {
-                Some(work) => {
-                    let context = WorkContext {
-                        node: id,
-                        provider: job.provider,
-                        attempt,
-                        request: request.clone(),
-                        clients: self.clients.clone(),
-                        dependencies: deps.clone(),
-                    };
-                    AssertUnwindSafe(work(context)).catch_unwind().await
-                }
-                None => {
-                    AssertUnwindSafe(send(client.as_deref(), job.provider, &request))
-                        .catch_unwind()
-                        .await
-                }
-            };
-            lane.observe_latency(started.elapsed());
-            let reservation = reserved.take();
-            let error = match outcome {
-                Ok(Ok(output)) => {
-                    let used = output.usage.map(|usage| u64::from(usage.total_tokens));
-                    if let Some(used) = used {
-                        lane.tokens_used.fetch_add(used, Ordering::Relaxed);
-                    }
-                    if let Some(reservation) = reservation {
-                        let snapshot = output.response.as_ref().map(|r| r.rate_limit());
-                        budget::settle(&lane.budget, reservation, used, snapshot).await;
-                    }
-                    self.update_target(lane);
-                    return Ok(Arc::new(output));
-                }
-                Ok(Err(error)) => error,
-                Err(panic) => {
-                    Counters::bump(&self.counters.panics);
-                    if let Some(reservation) = reservation {
-                        Box::pin(budget::settle(&lane.budget, reservation, None, None)).await;
-                    }
-                    return Err(NodeError::Failed {
-                        error: WorkError::Panicked {
-                            message: panic_message(panic.as_ref()),
-                        },
-                        attempts: attempt,
-                    });
-                }
-            };
-            let provider_error = error.provider_error();
-            if let Some(reservation) = reservation {
-                let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
-                Box::pin(budget::settle(&lane.budget, reservation, None, snapshot)).await;
-            }
-            if provider_error.is_some_and(|e| e.status() == Some(429)) {
-                Counters::bump(&self.counters.rate_limited);
-                Box::pin(budget::rate_limited(&lane.budget, error.retry_after())).await;
-            }
-            let delay = match (&mut backoff, error.is_retryable()) {
-                (Some(backoff), true) => backoff.next_delay(error.retry_after()),
-                _ => None,
-            };
-            let Some(delay) = delay else {
-                debug!(node = %id, attempts = attempt, %error, "node failed");
-                return Err(NodeError::Failed {
-                    error,
-                    attempts: attempt,
-                });
-            };
-            Counters::bump(&self.counters.retries);
-            debug!(node = %id, attempt, ?delay, %error, "retrying");
-            // Boxed: the retry path is rare, and keeping its timer and
-            // acquire state out of line keeps every spawned node small.
-            let again = Box::pin(async {
-                tokio::time::sleep(delay).await;
-                budget::acquire(&lane.budget, u64::from(estimate)).await
-            });
-            match again.await {
-                Ok(again) => {
-                    lane.tokens_reserved
-                        .fetch_add(u64::from(estimate), Ordering::Relaxed);
-                    reserved = Some(again);
-                }
-                Err(budget_failure) => {
-                    return Err(NodeError::Failed {
-                        error: budget_error(lane, budget_failure),
-                        attempts: attempt,
-                    });
-                }
-            }
-        }
-    }
-
     fn update_target(&self, lane: &LaneRuntime) {
         if let Concurrency::Auto { ceiling } = self.concurrency {
             let target = lane.auto_target(budget::limits(&lane.budget), ceiling.get());
@@ -1602,6 +1773,13 @@ impl Shared {
                 tokens_reserved: lane.tokens_reserved.load(Ordering::Relaxed),
                 tokens_used: lane.tokens_used.load(Ordering::Relaxed),
                 limiter: budget::stats(&lane.budget).await,
+                rate_limit_streak: lane.storm.lock().streak(),
+                store_outage: lane.store_outage.lock().as_ref().map(|outage| {
+                    crate::stats::StoreOutageStats {
+                        seconds: outage.since.elapsed().as_secs_f64(),
+                        error: outage.message.clone(),
+                    }
+                }),
             });
         }
         let in_flight = self.in_flight.load(Ordering::Relaxed) as u64;
@@ -1666,20 +1844,55 @@ impl Shared {
     }
 }
 
+/// Held by each lane's dispatcher task. The task is dropped without having
+/// been told to stop only when its runtime shuts down: then every unfinished
+/// node ends at once (`wait_for` never hangs) and later pushes are refused.
+struct RuntimeWatch {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Drop for RuntimeWatch {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        if *shared.stop.borrow() {
+            return;
+        }
+        shared.runtime_lost.store(true, Ordering::Release);
+        // The push that spawned this dispatcher may hold the lock (a spawn on a
+        // runtime that is gone drops the task at once); it sees the flag and
+        // ends the nodes itself.
+        if let Some(mut state) = shared.state.try_lock() {
+            shared.abandon_all(&mut state);
+        }
+    }
+}
+
+/// `deps` without repeats, in the order given (what
+/// [`WorkContext::dependencies`] promises).
+fn dedup_in_order(deps: &[NodeId]) -> Vec<NodeId> {
+    let mut unique = Vec::with_capacity(deps.len());
+    if deps.len() <= 32 {
+        for dep in deps {
+            if !unique.contains(dep) {
+                unique.push(*dep);
+            }
+        }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+            deps.len(),
+            BuildIdHasher::default(),
+        );
+        unique.extend(deps.iter().filter(|dep| seen.insert(**dep)));
+    }
+    unique
+}
+
 fn notify_watch(entry: &NodeEntry) {
     if let Some(watch) = entry.listeners.as_ref().and_then(|l| l.watch.as_ref()) {
         watch.send_replace(entry.status.public());
     }
-}
-
-async fn send(
-    client: Option<&dyn ChatClient>,
-    provider: Provider,
-    request: &ChatRequest,
-) -> Result<NodeOutput, WorkError> {
-    let client = client.ok_or(WorkError::NoClient { provider })?;
-    let response = client.chat(request).await?;
-    Ok(NodeOutput::from_response(response))
 }
 
 fn budget_error(lane: &LaneRuntime, error: BudgetError) -> WorkError {
@@ -1694,16 +1907,11 @@ fn budget_error(lane: &LaneRuntime, error: BudgetError) -> WorkError {
             capacity,
             axis,
         },
-        BudgetError::Store(message) => WorkError::Budget { message },
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "non-string panic payload".to_owned()
+        BudgetError::Store(error) => WorkError::Budget {
+            message: error.to_string(),
+        },
+        BudgetError::Closed => WorkError::Budget {
+            message: "the rate limiter is closed".to_owned(),
+        },
     }
 }

@@ -1,0 +1,282 @@
+//! One node's attempts: send the request (or run the work function) under the
+//! attempt timeout, settle its budget with the real usage and the answer's
+//! rate-limit headers, then decide what comes next.
+//!
+//! - A **429** pauses the lane (see `pause.rs`) and the node tries again once
+//!   the limiter admits it; it does not spend the error-retry budget. The node
+//!   fails on 429s only after [`RateLimitPolicy::deadline`] of continuous
+//!   refusals.
+//! - Any other **retryable** error (5xx, timeouts, connection errors) spends
+//!   one retry of the node's [`RetryConfig`](turbo_retry::RetryConfig) and
+//!   waits its backoff (never less than the server's `retry-after`).
+//! - Every attempt after the first reserves budget again.
+//! - Once the engine is **halted** (shutdown, Ctrl-C) no attempt starts: a
+//!   node waiting to retry ends as cancelled, as does one whose attempt failed
+//!   with a retryable error; an answer that arrives is still delivered.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+use tracing::debug;
+use turbo_providers::{ChatClient, ChatRequest};
+use turbo_retry::Retryable;
+
+use super::{Job, LaneRuntime, Shared, budget_error};
+use crate::budget::{self, Reserved};
+use crate::context::{Dependency, WorkContext};
+use crate::node::{NodeId, Provider, RetryPolicy};
+use crate::result::{NodeError, NodeOutput, RunResult, WorkError};
+use crate::stats::Counters;
+
+/// How one attempt ended.
+enum Attempt {
+    Answered(NodeOutput),
+    Failed(WorkError),
+    Panicked(String),
+}
+
+impl Shared {
+    pub(super) fn is_halted(&self) -> bool {
+        *self.halted.borrow()
+    }
+
+    /// Runs a node's work until it succeeds, fails for good, or the engine
+    /// halts. `reserved` is the first attempt's budget.
+    pub(super) async fn run(
+        &self,
+        lane: &LaneRuntime,
+        id: NodeId,
+        job: Box<Job>,
+        deps: Vec<Dependency>,
+        estimate: u32,
+        reserved: Reserved,
+    ) -> RunResult {
+        let retry = match &job.retry {
+            RetryPolicy::Never => None,
+            RetryPolicy::EngineDefault => Some(self.retry),
+            RetryPolicy::Custom(config) => Some(*config),
+        };
+        let mut backoff = retry.map(|config| config.backoff());
+        let request = Arc::new(job.request);
+        let deps: Arc<[Dependency]> = deps.into();
+        let client = self.clients.get(job.provider).cloned();
+        let mut reserved = Some(reserved);
+        let mut attempt = 0;
+        // When this node's current run of 429s began.
+        let mut refused_since: Option<Instant> = None;
+        loop {
+            if self.is_halted() {
+                if let Some(unsent) = reserved.take() {
+                    budget::release_unsent(unsent);
+                }
+                return Err(NodeError::Cancelled);
+            }
+            attempt += 1;
+            Counters::bump(&self.counters.attempts);
+            let sent = Instant::now();
+            let outcome = match &job.work {
+                Some(work) => {
+                    let context = WorkContext {
+                        node: id,
+                        provider: job.provider,
+                        attempt,
+                        request: request.clone(),
+                        clients: self.clients.clone(),
+                        dependencies: deps.clone(),
+                    };
+                    self.bounded(AssertUnwindSafe(work(context)).catch_unwind())
+                        .await
+                }
+                None => {
+                    self.bounded(
+                        AssertUnwindSafe(send(client.as_deref(), job.provider, &request))
+                            .catch_unwind(),
+                    )
+                    .await
+                }
+            };
+            lane.observe_latency(sent.elapsed());
+            let reservation = reserved.take();
+            let error = match outcome {
+                Attempt::Answered(output) => {
+                    let used = output.usage.map(|usage| u64::from(usage.total_tokens));
+                    if let Some(used) = used {
+                        lane.tokens_used.fetch_add(used, Ordering::Relaxed);
+                    }
+                    if let Some(reservation) = reservation {
+                        let snapshot = output.response.as_ref().map(|r| r.rate_limit());
+                        budget::settle(&lane.budget, reservation, used, snapshot).await;
+                    }
+                    lane.storm.lock().on_answered(sent);
+                    self.update_target(lane);
+                    return Ok(Arc::new(output));
+                }
+                Attempt::Failed(error) => error,
+                Attempt::Panicked(message) => {
+                    Counters::bump(&self.counters.panics);
+                    if let Some(reservation) = reservation {
+                        Box::pin(budget::settle(&lane.budget, reservation, None, None)).await;
+                    }
+                    return Err(NodeError::Failed {
+                        error: WorkError::Panicked { message },
+                        attempts: attempt,
+                    });
+                }
+            };
+            let provider_error = error.provider_error();
+            if let Some(reservation) = reservation {
+                let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
+                Box::pin(budget::settle(&lane.budget, reservation, None, snapshot)).await;
+            }
+            if provider_error.is_some_and(|e| e.status() == Some(429)) {
+                let since = *refused_since.get_or_insert(sent);
+                Box::pin(self.rate_limited(lane, id, sent, since, attempt, error)).await?;
+            } else {
+                refused_since = None;
+                let delay = match (&mut backoff, error.is_retryable()) {
+                    (Some(backoff), true) if !self.is_halted() => {
+                        backoff.next_delay(error.retry_after())
+                    }
+                    (Some(_), true) => return Err(NodeError::Cancelled),
+                    _ => None,
+                };
+                let Some(delay) = delay else {
+                    debug!(node = %id, attempts = attempt, %error, "node failed");
+                    return Err(NodeError::Failed {
+                        error,
+                        attempts: attempt,
+                    });
+                };
+                Counters::bump(&self.counters.retries);
+                debug!(node = %id, attempt, ?delay, %error, "retrying");
+                if !Box::pin(self.sleep_unless_halted(delay)).await {
+                    return Err(NodeError::Cancelled);
+                }
+            }
+            reserved = Some(Box::pin(self.reacquire(lane, estimate, attempt)).await?);
+        }
+    }
+
+    /// A 429: pauses the lane (the server's hint, else exponential backoff),
+    /// or fails the node once it has been refused past the deadline.
+    async fn rate_limited(
+        &self,
+        lane: &LaneRuntime,
+        id: NodeId,
+        sent: Instant,
+        since: Instant,
+        attempt: u32,
+        error: WorkError,
+    ) -> Result<(), NodeError> {
+        Counters::bump(&self.counters.rate_limited);
+        let hint = error.provider_error().and_then(budget::rate_limit_hint);
+        let now = Instant::now();
+        let pause = lane.storm.lock().on_rate_limited(
+            &self.rate_limit,
+            sent,
+            now,
+            hint,
+            rand::random::<f64>(),
+        );
+        let refused_for = now.duration_since(since);
+        if refused_for + pause > self.rate_limit.deadline {
+            debug!(node = %id, attempts = attempt, ?refused_for, "rate-limit deadline passed");
+            let last = match error {
+                WorkError::Provider(last) => last,
+                other => {
+                    return Err(NodeError::Failed {
+                        error: other,
+                        attempts: attempt,
+                    });
+                }
+            };
+            return Err(NodeError::Failed {
+                error: WorkError::RateLimitDeadline {
+                    refused_for,
+                    deadline: self.rate_limit.deadline,
+                    last,
+                },
+                attempts: attempt,
+            });
+        }
+        debug!(node = %id, attempt, ?pause, ?hint, "rate limited: lane paused");
+        // The limiter counts every 429; a zero pause never shortens a longer one.
+        budget::rate_limited(&lane.budget, Some(pause)).await;
+        Ok(())
+    }
+
+    /// Budget for the next attempt; waits out pauses and store outages, and
+    /// gives up (cancelled) when the engine halts meanwhile.
+    async fn reacquire(
+        &self,
+        lane: &LaneRuntime,
+        estimate: u32,
+        attempt: u32,
+    ) -> Result<Reserved, NodeError> {
+        let mut halted = self.halted.subscribe();
+        tokio::select! {
+            reserved = self.acquire_through_outages(lane, u64::from(estimate)) => match reserved {
+                Ok(reserved) => {
+                    lane.tokens_reserved.fetch_add(u64::from(estimate), Ordering::Relaxed);
+                    Ok(reserved)
+                }
+                Err(error) => Err(NodeError::Failed {
+                    error: budget_error(lane, error),
+                    attempts: attempt,
+                }),
+            },
+            _ = halted.wait_for(|halted| *halted) => Err(NodeError::Cancelled),
+        }
+    }
+
+    /// Sleeps `delay`; false when the engine halted first.
+    async fn sleep_unless_halted(&self, delay: std::time::Duration) -> bool {
+        let mut halted = self.halted.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => !self.is_halted(),
+            _ = halted.wait_for(|halted| *halted) => false,
+        }
+    }
+
+    /// One attempt under the engine's attempt timeout.
+    async fn bounded<F>(&self, attempt: F) -> Attempt
+    where
+        F: Future<Output = std::thread::Result<Result<NodeOutput, WorkError>>>,
+    {
+        let outcome = match self.attempt_timeout {
+            Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => Ok(Err(WorkError::TimedOut { after: limit })),
+            },
+            None => attempt.await,
+        };
+        match outcome {
+            Ok(Ok(output)) => Attempt::Answered(output),
+            Ok(Err(error)) => Attempt::Failed(error),
+            Err(panic) => Attempt::Panicked(panic_message(panic.as_ref())),
+        }
+    }
+}
+
+async fn send(
+    client: Option<&dyn ChatClient>,
+    provider: Provider,
+    request: &ChatRequest,
+) -> Result<NodeOutput, WorkError> {
+    let client = client.ok_or(WorkError::NoClient { provider })?;
+    let response = client.chat(request).await?;
+    Ok(NodeOutput::from_response(response))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
