@@ -46,6 +46,15 @@ pub enum ProviderError {
         /// The timeout that expired (`None` for a server-side 408).
         timeout: Option<Duration>,
     },
+    /// The answer's body stopped arriving: nothing for `idle` while it was
+    /// being read. Retryable.
+    #[error("the answer stalled: no data for {idle:?} after {received} bytes")]
+    Stalled {
+        /// The silence that was allowed.
+        idle: Duration,
+        /// Body bytes received before it stalled.
+        received: u64,
+    },
     /// The connection could not be made or broke before the answer was complete. Retryable.
     #[error("connection error: {message}")]
     Connection {
@@ -159,6 +168,7 @@ impl ProviderError {
             Self::RateLimited { .. }
                 | Self::Server { .. }
                 | Self::Timeout { .. }
+                | Self::Stalled { .. }
                 | Self::Connection { .. }
         )
     }
@@ -228,7 +238,7 @@ impl ProviderError {
         match self {
             Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::Server { .. } => "server_error",
-            Self::Timeout { .. } => "timeout",
+            Self::Timeout { .. } | Self::Stalled { .. } => "timeout",
             Self::Connection { .. } => "connection_error",
             Self::Auth { .. } => "authentication_error",
             Self::BadRequest { .. } => "bad_request",

@@ -480,19 +480,36 @@ pub fn parse_retry_after(value: &str, reference: SystemTime) -> Result<Duration,
     Ok(date.duration_since(reference).unwrap_or(Duration::ZERO))
 }
 
-/// How long a response asks the client to wait: `retry-after-ms` when present
-/// (it is the more precise), else `retry-after`. HTTP dates are taken relative
-/// to the response's `Date` header, or to `now` when there is none.
+/// How long a response asks the client to wait, from the first of these that
+/// parses: `retry-after-ms` (the most precise), `retry-after` (seconds or an
+/// HTTP date, taken relative to the response's `Date` header, or to `now`
+/// when there is none), then the variants gateways send instead:
+/// `llm_provider-retry-after-ms` and `llm_provider-retry-after` (LiteLLM's
+/// proxy passes the upstream's headers with that prefix, and sends only those
+/// on its own 429s), `ratelimit-reset` (the IETF draft: seconds until the
+/// window resets) and `x-ratelimit-reset-after` (seconds). `None` when the
+/// response says nothing.
 pub fn retry_after_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    if let Some(ms) = text("retry-after-ms").and_then(|value| parse_retry_after_ms(value).ok()) {
-        return Some(ms);
+    let reference = || {
+        text("date")
+            .and_then(|date| httpdate::parse_http_date(date).ok())
+            .unwrap_or(now)
+    };
+    for name in ["retry-after-ms", "llm_provider-retry-after-ms"] {
+        if let Some(ms) = text(name).and_then(|value| parse_retry_after_ms(value).ok()) {
+            return Some(ms);
+        }
     }
-    let value = text("retry-after")?;
-    let reference = text("date")
-        .and_then(|date| httpdate::parse_http_date(date).ok())
-        .unwrap_or(now);
-    parse_retry_after(value, reference).ok()
+    for name in ["retry-after", "llm_provider-retry-after"] {
+        if let Some(after) = text(name).and_then(|value| parse_retry_after(value, reference()).ok())
+        {
+            return Some(after);
+        }
+    }
+    ["ratelimit-reset", "x-ratelimit-reset-after"]
+        .into_iter()
+        .find_map(|name| text(name).and_then(|value| parse_seconds(value).ok()))
 }
 
 #[cfg(test)]
@@ -645,6 +662,39 @@ mod tests {
         headers.insert("retry-after-ms", "250".parse().unwrap());
         assert_eq!(retry_after_from_headers(&headers, local_now), Some(ms(250)));
         assert_eq!(retry_after_from_headers(&HeaderMap::new(), local_now), None);
+    }
+
+    #[test]
+    fn gateways_retry_hints_are_read_when_the_standard_ones_are_missing() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            retry_after_from_headers(&headers, now)
+        };
+        // LiteLLM's proxy on its own 429: only the prefixed header.
+        assert_eq!(
+            with(&[("llm_provider-retry-after", "60")]),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            with(&[("llm_provider-retry-after-ms", "1500")]),
+            Some(ms(1500))
+        );
+        assert_eq!(
+            with(&[("ratelimit-reset", "7")]),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(with(&[("x-ratelimit-reset-after", "2.5")]), Some(ms(2500)));
+        // The standard headers win over the variants.
+        assert_eq!(
+            with(&[("retry-after", "3"), ("llm_provider-retry-after", "60")]),
+            Some(Duration::from_secs(3))
+        );
+        // Unparsable variants are skipped, not taken as zero.
+        assert_eq!(with(&[("llm_provider-retry-after", "soon")]), None);
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub const GROQ_BASE_URL: &str = "https://api.groq.com/openai/v1";
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// The default timeout for establishing a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default longest silence while an answer's body is being read: a
+/// server that stops sending mid-body is noticed after this, not after the
+/// whole request timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest provider error text we keep when the error body is not JSON.
 const MAX_ERROR_TEXT: usize = 1000;
@@ -45,6 +49,7 @@ pub struct ClientConfig {
     base_url: String,
     api_key: Option<SecretString>,
     timeout: Duration,
+    idle_timeout: Duration,
     extra_headers: HeaderMap,
 }
 
@@ -56,6 +61,7 @@ impl fmt::Debug for ClientConfig {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("extra_headers", &header_names)
             .finish()
     }
@@ -70,6 +76,7 @@ impl ClientConfig {
             base_url: validate_base_url(base_url)?,
             api_key: None,
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             extra_headers: HeaderMap::new(),
         })
     }
@@ -90,6 +97,7 @@ impl ClientConfig {
             base_url: base_url.to_owned(),
             api_key: Some(api_key),
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             extra_headers: HeaderMap::new(),
         }
     }
@@ -196,6 +204,20 @@ impl ClientConfig {
     /// The timeout of one request.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Sets the longest silence allowed while the answer's body is read
+    /// (default [`DEFAULT_IDLE_TIMEOUT`]). Waiting for the status line and
+    /// headers is bounded by [`Self::with_timeout`] only: a non-streamed
+    /// answer sends nothing until it is complete.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// The longest silence allowed while the body is read.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// `{base_url}/chat/completions`.
@@ -334,10 +356,7 @@ impl ChatClient for OpenAiCompatClient {
             .map_err(|error| transport_error(&error, timeout))?;
         let status = response.status().as_u16();
         let meta = HeaderFacts::read(response.headers(), inner.config.provider);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| transport_error(&error, timeout))?;
+        let bytes = read_body(response, timeout, inner.config.idle_timeout).await?;
         let latency = started.elapsed();
         interpret(inner.config.provider, status, meta, &bytes, latency)
     }
@@ -434,6 +453,32 @@ fn interpret(
             request_id,
         },
     })
+}
+
+/// Reads the whole body, failing with [`ProviderError::Stalled`] when no byte
+/// arrives for `idle` (a server that hangs or trickles mid-body).
+async fn read_body(
+    mut response: reqwest::Response,
+    timeout: Duration,
+    idle: Duration,
+) -> Result<Vec<u8>, ProviderError> {
+    let capacity = response.content_length().map_or(0, |length| {
+        usize::try_from(length).unwrap_or(0).min(1 << 24)
+    });
+    let mut body = Vec::with_capacity(capacity);
+    loop {
+        match tokio::time::timeout(idle, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Err(error)) => return Err(transport_error(&error, timeout)),
+            Err(_) => {
+                return Err(ProviderError::Stalled {
+                    idle,
+                    received: body.len() as u64,
+                });
+            }
+        }
+    }
 }
 
 fn truncated_text(bytes: &[u8]) -> String {
