@@ -20,6 +20,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a batch file (OpenAI Batch lines, extended with `provider`,
     /// `depends_on`, `priority`) and write one result line per input line.
@@ -137,10 +139,31 @@ pub struct RunArgs {
     /// and the latency it observes).
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     pub workers: Workers,
-    /// Retries of a request that failed retryably (429, 5xx, timeout,
-    /// connection); every retry is charged to the rate-limit budget.
+    /// Retries of a request that failed retryably (5xx, timeout, connection);
+    /// every retry is charged to the rate-limit budget. 429s do not count:
+    /// they pause the provider's lane (see --rate-limit-deadline).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_retries: u32,
+    /// Longest time one attempt may take before it is abandoned and retried
+    /// (the provider may still charge it): e.g. 90s, 5m, 300.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Longest silence while an answer's body is being read (a server that
+    /// stops sending mid-answer).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// How long a line may be refused with 429s, continuously, before it is
+    /// written as failed. 429s never spend --max-retries.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub rate_limit_deadline: std::time::Duration,
+    /// After Ctrl-C: how long to wait for requests already sent before
+    /// abandoning them (their lines run again with --resume).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: std::time::Duration,
+    /// When results cannot be written (a full disk): how long to keep
+    /// retrying at the end before giving up on the unwritten answers.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub write_retry_for: std::time::Duration,
     /// Keep the results already in OUTPUT (dropping a torn last line) and run
     /// only the lines that have none.
     #[arg(long)]
@@ -241,6 +264,19 @@ pub struct MockServerArgs {
     /// Write the server's counters and per-second timeline as JSON on exit.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+}
+
+/// A duration flag: a Go-style duration (`90s`, `5m`, `1h30m`, `250ms`) or a
+/// plain number of seconds (`300`, `2.5`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let parsed = turbo_providers::parse_seconds(text)
+        .or_else(|_| turbo_providers::parse_go_duration(text))
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 5m, 1h, 250ms, or seconds)"))?;
+    if parsed.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]

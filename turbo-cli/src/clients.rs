@@ -30,6 +30,9 @@ pub enum ClientSource {
         default_provider: Provider,
         /// `--base-url`, for the default provider.
         base_url: Option<String>,
+        /// `--timeout` (a whole request) and `--idle-timeout` (a body that
+        /// stops arriving).
+        timeouts: (Duration, Duration),
     },
 }
 
@@ -145,6 +148,7 @@ pub fn build(
         ClientSource::Http {
             default_provider,
             base_url,
+            timeouts: (timeout, idle_timeout),
         } => {
             let mut configs = Vec::new();
             for (i, provider) in providers.into_iter().enumerate() {
@@ -174,6 +178,9 @@ pub fn build(
                         other => ClientError::Config(format!("{provider}: {other}")),
                     },
                 )?;
+                let config = config
+                    .with_timeout(*timeout)
+                    .with_idle_timeout(*idle_timeout);
                 configs.push((i, provider, config));
             }
             if configs.is_empty() {

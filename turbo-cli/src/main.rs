@@ -24,6 +24,7 @@ mod progress;
 mod resume;
 mod run;
 mod signals;
+mod store_watch;
 mod summary;
 
 use std::process::ExitCode;

@@ -1,6 +1,10 @@
 //! Result lines in the OpenAI Batch output format. Lines are queued whole and
 //! [`ResultWriter::flush`] appends all queued lines with one `write`, so a
 //! killed run leaves at most one torn line, always the last.
+//!
+//! A write that fails (a full disk) is undone: the file is cut back to its
+//! last whole line and the lines stay queued in memory, so that a later flush
+//! writes them whole, never after a torn fragment in the middle of the file.
 
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
@@ -51,6 +55,14 @@ pub struct ResultWriter {
     sequence: u64,
     /// Whole lines, each ending in `\n`, not yet written.
     pending: Vec<u8>,
+    /// The caller's tags of the queued lines (see [`Self::tag`]).
+    tags: Vec<u32>,
+    /// The file's length after the last successful write: everything up to
+    /// it is whole lines.
+    committed: u64,
+    /// A failed write could not be undone: writing more would leave a torn
+    /// line in the middle of the file.
+    broken: bool,
 }
 
 impl ResultWriter {
@@ -61,6 +73,7 @@ impl ResultWriter {
         if needs_newline {
             file.write_all(b"\n")?;
         }
+        let committed = file.metadata()?.len();
         // A per-process prefix keeps line ids apart across resumed runs.
         let seed = std::collections::hash_map::RandomState::new()
             .hash_one((std::process::id(), std::time::SystemTime::now()));
@@ -69,19 +82,63 @@ impl ResultWriter {
             id_prefix: format!("batch_req_{:012x}", seed & 0xffff_ffff_ffff),
             sequence: 0,
             pending: Vec::with_capacity(64 * 1024),
+            tags: Vec::new(),
+            committed,
+            broken: false,
         })
+    }
+
+    /// Tags the line queued last with `tag` (the caller's line number):
+    /// [`Self::flush_tagged`] reports the tags of the lines it wrote.
+    pub fn tag(&mut self, tag: u32) {
+        self.tags.push(tag);
+    }
+
+    /// How many tagged lines are queued, not yet written.
+    pub fn queued(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// The tags of the queued lines.
+    pub fn queued_tags(&self) -> &[u32] {
+        &self.tags
     }
 
     /// Writes the queued lines (one `write`); a no-op when none are queued.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.flush_tagged(&mut Vec::new())
+    }
+
+    /// Writes the queued lines and appends their tags to `written`. On an
+    /// error nothing counts as written: the file is cut back to its last
+    /// whole line and the lines stay queued for the next call.
+    pub fn flush_tagged(&mut self, written: &mut Vec<u32>) -> io::Result<()> {
         if self.pending.is_empty() {
+            written.append(&mut self.tags);
             return Ok(());
+        }
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier failed write could not be undone, so nothing more is written",
+            ));
         }
         // One write of whole lines: with O_APPEND a reader (or a kill) sees
         // each line whole or, at worst, the last one torn at the end of the file.
-        let written = self.file.write_all(&self.pending);
-        self.pending.clear();
-        written
+        match self.file.write_all(&self.pending) {
+            Ok(()) => {
+                self.committed += self.pending.len() as u64;
+                self.pending.clear();
+                written.append(&mut self.tags);
+                Ok(())
+            }
+            Err(error) => {
+                // Part of the batch may have reached the file: cut it off.
+                if self.file.set_len(self.committed).is_err() {
+                    self.broken = true;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// A completed request.
@@ -338,6 +395,22 @@ mod tests {
             assert!(line["id"].as_str().unwrap().starts_with("batch_req_"));
             assert!(line["error"].is_null());
         }
+    }
+
+    #[test]
+    fn tags_report_what_was_written() {
+        let path = temp("tags.jsonl");
+        let mut writer = ResultWriter::open(&path, false).unwrap();
+        writer.skipped("a", "x").unwrap();
+        writer.tag(7);
+        writer.skipped("b", "x").unwrap();
+        writer.tag(9);
+        assert_eq!(writer.queued(), 2);
+        let mut written = Vec::new();
+        writer.flush_tagged(&mut written).unwrap();
+        assert_eq!(written, [7, 9]);
+        assert_eq!(writer.queued(), 0);
+        assert_eq!(lines(&path).len(), 2);
     }
 
     #[test]

@@ -67,7 +67,16 @@ pub fn default_output_path(input: &Path) -> PathBuf {
     input.with_file_name(format!("{stem}.results.jsonl"))
 }
 
+/// Whether `a` and `b` name one file: the same device and inode on Unix
+/// (which catches hard links and symbolic links, not only equal paths).
 fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return a.dev() == b.dev() && a.ino() == b.ino();
+        }
+    }
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
@@ -81,6 +90,8 @@ struct EngineOptions<'a> {
     limits: &'a LimitPlan,
     workers: turbo_core::Concurrency,
     max_retries: u32,
+    attempt_timeout: Duration,
+    rate_limit_deadline: Duration,
     /// A budget shared through Redis (`--redis-url`).
     shared_budget: Option<turbo_ratelimit::RedisBackend>,
 }
@@ -88,6 +99,11 @@ struct EngineOptions<'a> {
 fn build_engine(options: EngineOptions<'_>) -> anyhow::Result<TurboRun> {
     let mut builder = TurboRun::builder()
         .retry_config(RetryConfig::default().with_max_retries(options.max_retries))
+        .attempt_timeout(Some(options.attempt_timeout))
+        .rate_limit_policy(turbo_core::RateLimitPolicy {
+            deadline: options.rate_limit_deadline,
+            ..turbo_core::RateLimitPolicy::default()
+        })
         .concurrency(options.workers)
         // Released by the recorder with `forget`; see the module docs.
         .retain_results(true)
@@ -122,7 +138,13 @@ struct Ledger {
 struct RunContext {
     batch: Batch,
     ledger: Mutex<Ledger>,
+    /// Lock order: `ledger` before `writer` (`flush` takes them in turn,
+    /// never nested the other way).
     writer: Mutex<ResultWriter>,
+    /// Stops the feeder (Ctrl-C, a fatal error, a failed write).
+    stop: Arc<watch::Sender<bool>>,
+    /// The first write error, while writes keep failing.
+    write_failure: Mutex<Option<std::io::Error>>,
     outcomes: Arc<Outcomes>,
     engine: TurboRun,
     window: Semaphore,
@@ -166,12 +188,56 @@ impl RunContext {
             let mut writer = self.writer.lock();
             writer
                 .skipped(self.batch.ids.name(index), self.batch.ids.name(root))
-                .and_then(|()| writer.flush())
-                .context("cannot write a result line")?;
+                .context("cannot queue a result line")?;
+            writer.tag(index);
         }
-        self.outcomes.skipped.fetch_add(1, Ordering::Relaxed);
+        self.flush();
         self.forget(&forget);
         Ok(())
+    }
+
+    /// Writes the queued lines; a result counts (in the progress, and as done
+    /// for a resumed run) only once its line is written. A failed write stops
+    /// the run from sending anything more; the lines stay queued in memory and
+    /// later calls try again. Returns whether everything queued is written.
+    fn flush(&self) -> bool {
+        let mut written = Vec::new();
+        let result = self.writer.lock().flush_tagged(&mut written);
+        if !written.is_empty() {
+            let ledger = self.ledger.lock();
+            for index in &written {
+                let counter = match ledger.state[*index as usize] {
+                    state::COMPLETED => &self.outcomes.completed,
+                    state::FAILED => &self.outcomes.failed,
+                    _ => &self.outcomes.skipped,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut failure = self.write_failure.lock();
+        match result {
+            Ok(()) => {
+                if let Some(error) = failure.take() {
+                    eprintln!(
+                        "turbo-run: writing results again ({error} is over); nothing was lost"
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                if failure.is_none() {
+                    let queued = self.writer.lock().queued();
+                    eprintln!(
+                        "turbo-run: cannot write results: {error}. Stopping: nothing more is \
+                         sent; {queued} answers are kept in memory and the write is retried \
+                         (free some space to save them)"
+                    );
+                    self.stop.send_replace(true);
+                    *failure = Some(error);
+                }
+                false
+            }
+        }
     }
 
     /// Records one result from the engine and queues its line; the caller
@@ -217,31 +283,33 @@ impl RunContext {
             (index, root)
         };
         let custom_id = self.batch.ids.name(index);
-        let written = match (&result, root) {
-            (Ok(output), _) => match &output.response {
-                Some(response) => {
-                    self.outcomes.completed.fetch_add(1, Ordering::Relaxed);
-                    self.writer.lock().completed(custom_id, response)
+        let queued = {
+            let mut writer = self.writer.lock();
+            let queued = match (&result, root) {
+                (Ok(output), _) => match &output.response {
+                    Some(response) => writer.completed(custom_id, response).map(Some),
+                    None => Err(std::io::Error::other("a completed request has no response")),
+                },
+                (Err(NodeError::Failed { error, attempts }), _) => {
+                    writer.failed(custom_id, error, *attempts).map(Some)
                 }
-                None => Err(std::io::Error::other("a completed request has no response")),
-            },
-            (Err(NodeError::Failed { error, attempts }), _) => {
-                self.outcomes.failed.fetch_add(1, Ordering::Relaxed);
-                self.writer.lock().failed(custom_id, error, *attempts)
+                (Err(NodeError::Skipped { .. }), Some(cause)) => {
+                    let name = cause.map_or("(unknown)", |c| self.batch.ids.name(c));
+                    writer.skipped(custom_id, name).map(Some)
+                }
+                _ => Ok(None),
+            };
+            if let Ok(Some(())) = queued {
+                writer.tag(index);
             }
-            (Err(NodeError::Skipped { .. }), Some(cause)) => {
-                self.outcomes.skipped.fetch_add(1, Ordering::Relaxed);
-                let name = cause.map_or("(unknown)", |c| self.batch.ids.name(c));
-                self.writer.lock().skipped(custom_id, name)
-            }
-            _ => {
-                self.outcomes.cancelled.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+            queued
         };
+        if let Ok(None) = queued {
+            self.outcomes.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
         self.forget(&forget);
         self.window.add_permits(1);
-        written.context("cannot write a result line")
+        queued.map(|_| ()).context("cannot queue a result line")
     }
 }
 
@@ -428,6 +496,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
+    if output.is_dir() {
+        return Err(UsageError(format!(
+            "the output {} is a directory; name a file with -o",
+            output.display()
+        ))
+        .into());
+    }
     // Lines are read again when they are sent, so the input must be a file.
     if let Ok(meta) = std::fs::metadata(&args.input)
         && !meta.is_file()
@@ -462,6 +537,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         }
     };
     let entries = batch.len();
+    if entries == 0 {
+        eprintln!(
+            "turbo-run: {} holds no request lines: nothing to run",
+            args.input.display()
+        );
+        return Ok(Outcome::Success);
+    }
 
     let resume = args.resume || args.retry_failed;
     let mut existing = if resume {
@@ -537,6 +619,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         ClientSource::Http {
             default_provider,
             base_url: args.base_url.clone(),
+            timeouts: (args.timeout, args.idle_timeout),
         }
     };
     let learned = [
@@ -586,6 +669,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         limits: &limits,
         workers: args.workers.0,
         max_retries: args.max_retries,
+        attempt_timeout: args.timeout,
+        rate_limit_deadline: args.rate_limit_deadline,
         shared_budget,
     })?;
     let mut completions = engine
@@ -608,10 +693,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     let order = batch.push_order();
     let outcomes = Arc::new(Outcomes::default());
+    let (stop_sender, stop) = watch::channel(false);
+    let stop_sender = Arc::new(stop_sender);
     let ctx = Arc::new(RunContext {
         batch,
         ledger: Mutex::new(ledger),
         writer: Mutex::new(writer),
+        stop: stop_sender.clone(),
+        write_failure: Mutex::new(None),
         outcomes: outcomes.clone(),
         engine: engine.clone(),
         window: Semaphore::new(args.max_pending.get().min(Semaphore::MAX_PERMITS)),
@@ -619,8 +708,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         answers,
     });
 
-    let (stop_sender, stop) = watch::channel(false);
-    let stop_sender = Arc::new(stop_sender);
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let first_signal = signals::listen().context("cannot listen for Ctrl-C")?;
@@ -628,18 +715,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         let interrupted = interrupted.clone();
         let engine = engine.clone();
         let console = console.clone();
+        let grace = args.drain_timeout;
         tokio::spawn(async move {
             first_signal.await;
             interrupted.store(true, Ordering::Release);
             stop_sender.send_replace(true);
             let in_flight = engine.stats().await.in_flight;
             console.line(&format!(
-                "turbo-run: interrupted: no new requests; waiting for {in_flight} in flight \
-                 and writing their results (Ctrl-C again to exit at once)"
+                "turbo-run: interrupted: nothing more is sent; waiting up to {} for {in_flight} \
+                 requests already sent and writing their answers (Ctrl-C again to abandon them; \
+                 every line without a result runs again with --resume)",
+                seconds(grace)
             ));
-            engine.shutdown().await;
+            let abandoned = engine.shutdown_within(grace).await;
+            if abandoned > 0 {
+                console.line(&format!(
+                    "turbo-run: abandoned {abandoned} requests still unanswered after {} \
+                     (the provider may still charge them; their lines run again with --resume)",
+                    seconds(grace)
+                ));
+            }
         });
     }
+    let halt_engine = {
+        let engine = engine.clone();
+        let grace = args.drain_timeout;
+        move || {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.shutdown_within(grace).await });
+        }
+    };
+    let store_watch = tokio::spawn(crate::store_watch::watch(
+        engine.clone(),
+        console.clone(),
+        stop.clone(),
+    ));
     let (monitor_stop_sender, monitor_stop) = watch::channel(false);
     let monitor = tokio::spawn(progress::monitor(
         engine.clone(),
@@ -659,6 +769,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let mut fatal: Option<anyhow::Error> = None;
     let mut processed = 0u64;
     let mut arrived = Vec::with_capacity(COMPLETION_BATCH);
+    let mut write_retry = tokio::time::interval(WRITE_RETRY_EVERY);
+    write_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut halted_for_writes = false;
     loop {
         if feeder_done && processed >= ctx.pushed.load(Ordering::Acquire) {
             break;
@@ -678,15 +791,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 // Everything that arrived together goes out in one write
                 // before the loop waits again: no result sits in memory
                 // while nothing else is happening.
-                let flushed = ctx.writer.lock().flush().context("cannot write a result line");
-                if let Some(error) = failure.or(flushed.err())
+                if !ctx.flush() && !halted_for_writes {
+                    halted_for_writes = true;
+                    halt_engine();
+                }
+                if let Some(error) = failure
                     && fatal.is_none()
                 {
                     fatal = Some(error);
                     stop_sender.send_replace(true);
-                    let engine = engine.clone();
-                    tokio::spawn(async move { engine.shutdown().await });
+                    halt_engine();
                 }
+            }
+            _ = write_retry.tick(), if ctx.writer.lock().queued() > 0 => {
+                ctx.flush();
             }
             joined = &mut feeder, if !feeder_done => {
                 feeder_done = true;
@@ -698,8 +816,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 if let Some(error) = failure && fatal.is_none() {
                     fatal = Some(error);
                     stop_sender.send_replace(true);
-                    let engine = engine.clone();
-                    tokio::spawn(async move { engine.shutdown().await });
+                    halt_engine();
                 }
             }
         }
@@ -712,6 +829,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     });
     let stats = engine.stats().await;
     engine.shutdown().await;
+    store_watch.abort();
+
+    // Answers that could not be written yet: keep trying for a while (space
+    // may be freed), then say how many are lost to this run.
+    let unsaved = save_the_rest(&ctx, args.write_retry_for).await;
 
     let interrupted = interrupted.load(Ordering::Acquire);
     let (final_completed, final_failed, final_skipped, not_run) = {
@@ -729,7 +851,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     let outcome = if interrupted {
         Outcome::Interrupted
-    } else if fatal.is_some() || final_completed < entries as u64 {
+    } else if fatal.is_some() || unsaved > 0 || final_completed < entries as u64 {
         Outcome::Failures
     } else {
         Outcome::Success
@@ -759,7 +881,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if let Some(path) = &args.timeline_json {
         write_json(path, &timeline)?;
     }
-    if interrupted && not_run > 0 {
+    if unsaved > 0 {
+        eprintln!(
+            "turbo-run: {} answers could not be written to {} and are lost to this run; \
+             their lines run again (and are paid again) with --resume",
+            thousands(unsaved as u64),
+            output.display()
+        );
+    }
+    if (interrupted || unsaved > 0) && not_run > 0 {
         eprintln!(
             "turbo-run: {} lines not run; continue with: turbo-run run {} -o {} --resume",
             thousands(not_run),
@@ -768,6 +898,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         );
     }
     Ok(outcome)
+}
+
+/// How often a failed result write is tried again.
+const WRITE_RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// After the run: tries to write what is still queued for up to `patience`;
+/// the lines that stay unwritten go back to "not run" (a resumed run sends
+/// them). Returns how many could not be saved.
+async fn save_the_rest(ctx: &RunContext, patience: Duration) -> usize {
+    if ctx.writer.lock().queued() == 0 {
+        return 0;
+    }
+    let give_up = tokio::time::Instant::now() + patience;
+    let mut announced = false;
+    loop {
+        if ctx.flush() {
+            return 0;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            break;
+        }
+        if !announced {
+            announced = true;
+            eprintln!(
+                "turbo-run: {} answers are still waiting to be written; retrying for up to {} \
+                 (free some space, or Ctrl-C to give up)",
+                ctx.writer.lock().queued(),
+                seconds(patience)
+            );
+        }
+        tokio::time::sleep(WRITE_RETRY_EVERY).await;
+    }
+    let unsaved: Vec<u32> = ctx.writer.lock().queued_tags().to_vec();
+    let mut ledger = ctx.ledger.lock();
+    for index in &unsaved {
+        ledger.state[*index as usize] = state::CANCELLED;
+    }
+    unsaved.len()
+}
+
+/// A duration for messages: "30 s", "1.5 s".
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
