@@ -55,8 +55,9 @@ pub struct ResultWriter {
     sequence: u64,
     /// Whole lines, each ending in `\n`, not yet written.
     pending: Vec<u8>,
-    /// The caller's tags of the queued lines (see [`Self::tag`]).
-    tags: Vec<u32>,
+    /// The caller's tags of the queued lines (see [`Self::tag`]), each with
+    /// the end of its line in `pending`.
+    tags: Vec<(u32, usize)>,
     /// The file's length after the last successful write: everything up to
     /// it is whole lines.
     committed: u64,
@@ -91,7 +92,7 @@ impl ResultWriter {
     /// Tags the line queued last with `tag` (the caller's line number):
     /// [`Self::flush_tagged`] reports the tags of the lines it wrote.
     pub fn tag(&mut self, tag: u32) {
-        self.tags.push(tag);
+        self.tags.push((tag, self.pending.len()));
     }
 
     /// How many tagged lines are queued, not yet written.
@@ -100,8 +101,8 @@ impl ResultWriter {
     }
 
     /// The tags of the queued lines.
-    pub fn queued_tags(&self) -> &[u32] {
-        &self.tags
+    pub fn queued_tags(&self) -> Vec<u32> {
+        self.tags.iter().map(|(tag, _)| *tag).collect()
     }
 
     /// Writes the queued lines (one `write`); a no-op when none are queued.
@@ -109,12 +110,13 @@ impl ResultWriter {
         self.flush_tagged(&mut Vec::new())
     }
 
-    /// Writes the queued lines and appends their tags to `written`. On an
-    /// error nothing counts as written: the file is cut back to its last
-    /// whole line and the lines stay queued for the next call.
+    /// Writes the queued lines and appends their tags to `written`. When
+    /// the one write fails (a full disk), it is undone and the lines are
+    /// written one at a time, as many as fit; the rest stay queued for the
+    /// next call, and the error is returned.
     pub fn flush_tagged(&mut self, written: &mut Vec<u32>) -> io::Result<()> {
         if self.pending.is_empty() {
-            written.append(&mut self.tags);
+            written.extend(self.tags.drain(..).map(|(tag, _)| tag));
             return Ok(());
         }
         if self.broken {
@@ -124,15 +126,51 @@ impl ResultWriter {
         }
         // One write of whole lines: with O_APPEND a reader (or a kill) sees
         // each line whole or, at worst, the last one torn at the end of the file.
-        match self.file.write_all(&self.pending) {
+        let Err(error) = self.append(self.pending.len()) else {
+            self.pending.clear();
+            written.extend(self.tags.drain(..).map(|(tag, _)| tag));
+            return Ok(());
+        };
+        // Save what fits, line by line.
+        let mut done_bytes = 0;
+        let mut done_lines = 0;
+        let ends: Vec<usize> = self.tags.iter().map(|(_, end)| *end).collect();
+        for end in ends {
+            let line = self.pending[done_bytes..end].to_vec();
+            if self.append_bytes(&line).is_err() {
+                break;
+            }
+            done_bytes = end;
+            done_lines += 1;
+        }
+        self.pending.drain(..done_bytes);
+        written.extend(self.tags.drain(..done_lines).map(|(tag, _)| tag));
+        for (_, end) in &mut self.tags {
+            *end -= done_bytes;
+        }
+        Err(error)
+    }
+
+    /// Appends the first `len` queued bytes; see [`Self::append_bytes`].
+    fn append(&mut self, len: usize) -> io::Result<()> {
+        let bytes = std::mem::take(&mut self.pending);
+        let result = self.append_bytes(&bytes[..len]);
+        self.pending = bytes;
+        result
+    }
+
+    /// Appends whole lines; a failed write is cut off the file again, so the
+    /// file always ends with a whole line.
+    fn append_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("the output file could not be restored"));
+        }
+        match self.file.write_all(bytes) {
             Ok(()) => {
-                self.committed += self.pending.len() as u64;
-                self.pending.clear();
-                written.append(&mut self.tags);
+                self.committed += bytes.len() as u64;
                 Ok(())
             }
             Err(error) => {
-                // Part of the batch may have reached the file: cut it off.
                 if self.file.set_len(self.committed).is_err() {
                     self.broken = true;
                 }

@@ -930,7 +930,7 @@ async fn save_the_rest(ctx: &RunContext, patience: Duration) -> usize {
         }
         tokio::time::sleep(WRITE_RETRY_EVERY).await;
     }
-    let unsaved: Vec<u32> = ctx.writer.lock().queued_tags().to_vec();
+    let unsaved: Vec<u32> = ctx.writer.lock().queued_tags();
     let mut ledger = ctx.ledger.lock();
     for index in &unsaved {
         ledger.state[*index as usize] = state::CANCELLED;

@@ -227,13 +227,19 @@ struct EchoState {
     /// Full prompts received, in arrival order.
     prompts: Mutex<Vec<String>>,
     failed_once: Mutex<HashSet<String>>,
+    /// The next requests to refuse with a gateway's 429, and the
+    /// `llm_provider-retry-after` it sends (0: no hint at all).
+    refuse_next: AtomicU64,
+    refusal_hint_seconds: AtomicU64,
 }
 
 /// An OpenAI-compatible server on 127.0.0.1 that answers `"echo: " + the
 /// last user message` after a fixed delay, records every prompt by its key
 /// (the text before the first `:`), and fails on markers in the key (so that
 /// they do not travel into dependents' prompts): `FAIL-ALWAYS` gets a 400,
-/// `FAIL-ONCE` a 400 the first time only. It sends no rate-limit headers.
+/// `FAIL-ONCE` a 400 the first time only, `HANG` never gets an answer. It
+/// sends no rate-limit headers; [`EchoServer::refuse_next`] makes it answer
+/// like a gateway that ran out of its rate limit.
 pub struct EchoServer {
     addr: SocketAddr,
     state: Arc<EchoState>,
@@ -282,6 +288,16 @@ impl EchoServer {
     pub fn prompts(&self) -> Vec<String> {
         self.state.prompts.lock().unwrap().clone()
     }
+
+    /// Refuses the next `count` requests with 429 as LiteLLM's proxy does:
+    /// no `retry-after`, no reset headers, only `llm_provider-retry-after`
+    /// when `hint_seconds` is not zero.
+    pub fn refuse_next(&self, count: u64, hint_seconds: u64) {
+        self.state
+            .refusal_hint_seconds
+            .store(hint_seconds, Ordering::SeqCst);
+        self.state.refuse_next.store(count, Ordering::SeqCst);
+    }
 }
 
 impl Drop for EchoServer {
@@ -301,6 +317,30 @@ async fn chat(State(state): State<Arc<EchoState>>, Json(body): Json<Value>) -> R
     let key = prompt.split(':').next().unwrap_or("").to_owned();
     *state.by_key.lock().unwrap().entry(key.clone()).or_default() += 1;
     state.prompts.lock().unwrap().push(prompt.clone());
+    let refused = state
+        .refuse_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok();
+    if refused {
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": {"message": "rpm limit exceeded", "type": "throttling_error", "param": null, "code": "429"}})),
+        )
+            .into_response();
+        let hint = state.refusal_hint_seconds.load(Ordering::SeqCst);
+        if hint > 0 {
+            response.headers_mut().insert(
+                "llm_provider-retry-after",
+                HeaderValue::from_str(&hint.to_string()).unwrap(),
+            );
+        }
+        return response;
+    }
+    if key.contains("HANG") {
+        std::future::pending::<()>().await;
+    }
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;
     }
