@@ -100,3 +100,53 @@ async fn three_processes_share_one_budget_without_429s() {
     );
     server.shutdown().await;
 }
+
+/// Redis dies mid-run and comes back empty: the run waits for it (saying so
+/// on stderr) instead of failing lines, then completes every line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_waited_out_and_no_line_fails() {
+    let Some(mut redis) =
+        redis_util::RedisServer::own("a_redis_outage_is_waited_out_and_no_line_fails")
+    else {
+        return;
+    };
+    let server = util::EchoServer::start(Duration::from_millis(20)).await;
+    let dir = temp_dir("redis-outage");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let lines: Vec<Value> = (0..40)
+        .map(|i| line(&format!("r{i}"), &format!("r{i}: request {i}"), &[]))
+        .collect();
+    write_lines(&input, &lines);
+    // Four at a time, 20 ms each: the run is still going when Redis dies
+    // after the first answers; every admission after that needs Redis.
+    let mut child = turbo_run(run_args(
+        &input,
+        &output,
+        &server.base_url(),
+        &[
+            "--rpm",
+            "120",
+            "--workers",
+            "4",
+            "--redis-url",
+            redis.url(),
+            "--redis-prefix",
+            &format!("turbo-outage-{}:", std::process::id()),
+        ],
+    ))
+    .spawn()
+    .unwrap();
+    util::poll_until("five requests were answered", || server.requests() >= 5).await;
+    redis.kill();
+    let seen = util::stderr_until(&mut child, "shared budget's store is unreachable").await;
+    redis.restart();
+    let status = util::wait_child(&mut child).await;
+    assert_eq!(status.code(), Some(0), "{seen}");
+    let out = by_id(&results(&output));
+    assert_eq!(out.len(), 40);
+    for (id, result) in &out {
+        assert_eq!(result["response"]["status_code"], 200, "{id}: {result}");
+        assert_eq!(server.count(id), 1, "{id} was sent more than once");
+    }
+}
