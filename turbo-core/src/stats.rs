@@ -78,6 +78,8 @@ pub struct LaneStats {
     pub in_flight: u64,
     /// The lane's in-flight bound in auto mode.
     pub concurrency_target: Option<u64>,
+    /// Why the auto bound last moved (`None` with a fixed worker count).
+    pub concurrency_reason: Option<&'static str>,
     /// Mean observed latency of this lane's attempts, in milliseconds.
     pub latency_ms: f64,
     /// Tokens reserved by this lane's attempts.

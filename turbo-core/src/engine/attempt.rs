@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::debug;
-use turbo_providers::{ChatClient, ChatRequest};
+use turbo_providers::{ChatClient, ChatRequest, ProviderError};
 use turbo_retry::Retryable;
 
 use super::{Job, LaneRuntime, Shared, budget_error};
@@ -98,7 +98,13 @@ impl Shared {
                     .await
                 }
             };
-            lane.observe_latency(sent.elapsed());
+            let latency = sent.elapsed();
+            lane.observe_latency(latency);
+            match &outcome {
+                Attempt::Answered(_) => self.observe_load(lane, sent, false),
+                Attempt::Failed(error) if is_overload(error) => self.observe_load(lane, sent, true),
+                _ => {}
+            }
             let reservation = reserved.take();
             let error = match outcome {
                 Attempt::Answered(output) => {
@@ -258,6 +264,21 @@ impl Shared {
             Ok(Err(error)) => Attempt::Failed(error),
             Err(panic) => Attempt::Panicked(panic_message(panic.as_ref())),
         }
+    }
+}
+
+/// Whether an attempt's error says the server is overloaded: 503/529
+/// answers, and attempts that timed out or stalled.
+fn is_overload(error: &WorkError) -> bool {
+    match error {
+        WorkError::TimedOut { .. } => true,
+        WorkError::Provider(error) => {
+            matches!(
+                error,
+                ProviderError::Timeout { .. } | ProviderError::Stalled { .. }
+            ) || matches!(error.status(), Some(503 | 529))
+        }
+        _ => false,
     }
 }
 

@@ -52,9 +52,11 @@ use turbo_ratelimit::{Lane, Limits, RateLimiter};
 use turbo_retry::RetryConfig;
 use turbo_tokens::{DefaultOutput, TokenCounter};
 
+mod adaptive;
 mod attempt;
 mod pause;
 
+use adaptive::Adaptive;
 pub use pause::RateLimitPolicy;
 use pause::Storm;
 
@@ -357,6 +359,8 @@ struct LaneRuntime {
     storm: Mutex<Storm>,
     /// Since when the bucket store has been unreachable (a leaf lock).
     store_outage: Mutex<Option<StoreOutage>>,
+    /// The latency-driven bound of auto mode (a leaf lock).
+    adaptive: Mutex<Adaptive>,
 }
 
 /// The bucket store is unreachable: since when, and its last error.
@@ -423,13 +427,23 @@ impl LaneRuntime {
             });
     }
 
-    /// The in-flight bound: Little's law (the requests needed to sustain the
-    /// lane's limit at the observed latency, with 50 % headroom for latency
-    /// spread) plus one full bucket in requests. Without the bucket term the
-    /// bound fell from the opening burst's size to the steady-state need at
-    /// the first answer, and nothing launched until most of the burst was
-    /// answered: a ~4 s stall that cost 3 % of a 150 s token-bound run.
+    /// The in-flight bound of auto mode: the smaller of what the limits need
+    /// ([`Self::limits_target`]) and what the server's latency allows
+    /// (`adaptive.rs`).
     fn auto_target(&self, limits: Limits, ceiling: usize) -> usize {
+        self.limits_target(limits, ceiling)
+            .min(self.adaptive.lock().bound())
+            .max(1)
+    }
+
+    /// What the limits need: Little's law (the requests needed to sustain the
+    /// lane's limit at the observed latency, with 50 % headroom for latency
+    /// spread) plus one full bucket in requests; the ceiling without limits.
+    /// Without the bucket term the bound fell from the opening burst's size
+    /// to the steady-state need at the first answer, and nothing launched
+    /// until most of the burst was answered: a ~4 s stall that cost 3 % of a
+    /// 150 s token-bound run.
+    fn limits_target(&self, limits: Limits, ceiling: usize) -> usize {
         let latency = Duration::from_micros(self.latency_ewma_us.load(Ordering::Relaxed))
             .max(Duration::from_millis(20))
             .as_secs_f64();
@@ -892,6 +906,7 @@ impl Shared {
             return *index;
         }
         let budget = self.limiter.lane(provider.name(), Some(model));
+        let budget_for_adaptive = budget.clone();
         let name = budget::lane_name(&budget);
         let index = match state.lanes.iter().position(|lane| lane.name == name) {
             Some(index) => index as u32,
@@ -918,6 +933,11 @@ impl Shared {
                     tokens_used: AtomicU64::new(0),
                     storm: Mutex::new(Storm::default()),
                     store_outage: Mutex::new(None),
+                    adaptive: Mutex::new(Adaptive::new(
+                        initial_target,
+                        budget::limits(&budget_for_adaptive).is_unlimited(),
+                        Instant::now(),
+                    )),
                 });
                 if let Concurrency::Auto { ceiling } = self.concurrency {
                     let limits = budget::limits(&runtime.budget);
@@ -1731,6 +1751,22 @@ impl Shared {
         }
     }
 
+    /// Feeds one attempt (sent at `sent`; whether it signalled overload) to
+    /// the lane's adaptive bound in auto mode, and applies a change.
+    fn observe_load(&self, lane: &LaneRuntime, sent: Instant, overloaded: bool) {
+        if !matches!(self.concurrency, Concurrency::Auto { .. }) {
+            return;
+        }
+        let limited = !budget::limits(&lane.budget).is_unlimited();
+        let changed = lane
+            .adaptive
+            .lock()
+            .sample(Instant::now(), sent, overloaded, limited);
+        if changed {
+            self.update_target(lane);
+        }
+    }
+
     fn update_target(&self, lane: &LaneRuntime) {
         if let Concurrency::Auto { ceiling } = self.concurrency {
             let target = lane.auto_target(budget::limits(&lane.budget), ceiling.get());
@@ -1767,6 +1803,10 @@ impl Shared {
                 in_flight: lane.in_flight.load(Ordering::Relaxed) as u64,
                 concurrency_target: match self.concurrency {
                     Concurrency::Auto { .. } => Some(lane.target.load(Ordering::Relaxed) as u64),
+                    Concurrency::Fixed(_) => None,
+                },
+                concurrency_reason: match self.concurrency {
+                    Concurrency::Auto { .. } => Some(lane.adaptive.lock().reason().as_str()),
                     Concurrency::Fixed(_) => None,
                 },
                 latency_ms: lane.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1000.0,

@@ -1,0 +1,404 @@
+//! Adaptive concurrency: the in-flight bound a server can take, found from
+//! the latency it answers with, for servers that publish no limits
+//! (self-hosted vLLM/SGLang/TGI/llama.cpp/Ollama, gateways without headers).
+//!
+//! Such a server batches requests up to its capacity, then queues them:
+//! beyond the knee latency climbs while throughput stays flat. The
+//! controller keeps the bound near the knee:
+//!
+//! - **Samples**: the latency of every answered attempt, and overload
+//!   signals (503/529 answers, timeouts, stalled bodies). Only attempts sent
+//!   after the current window began count: answers to requests sent under
+//!   the previous bound would be read as the new bound's (and one burst of
+//!   overloads would shrink the bound again and again).
+//! - **Windows**: decisions are taken per window of samples, which ends once
+//!   it holds at least `max(MIN_SAMPLES, bound / 2)` samples and has lasted
+//!   at least two baseline latencies (one decision per round trip at most).
+//! - **Baseline**: the lowest window *median* over the last
+//!   [`BASELINE_HORIZON`]: the latency of a server that is not queueing. A
+//!   median over a window, not a single fastest sample, so that the spread of
+//!   LLM answer times (they vary with output length) is not read as load.
+//!   Every [`PROBE_EVERY`] one window runs at half the bound, so a recent
+//!   low-load median is always in the horizon: a server that got slower for
+//!   good raises the baseline within the horizon, one that got faster lowers
+//!   it at once.
+//! - **Decision**, from `ratio = window median / baseline`:
+//!   - overload signals in the window: bound × [`OVERLOAD_FACTOR`];
+//!   - slow start (from [`INITIAL_BOUND`]): while `ratio <` [`SLOW_START_RATIO`],
+//!     the bound doubles each window; the first window above ends it;
+//!   - `ratio ≤` [`GROW_RATIO`] (latency at its floor): bound × 1.1 + 1;
+//!   - `ratio ≤ tolerance`: bound × 1.03 + 1. A batching server's latency
+//!     grows a little with its batch while throughput still rises, so the
+//!     bound keeps climbing gently until latency says the server queues;
+//!   - above: bound × `max(0.5, tolerance / ratio)`, the share of the bound
+//!     that would bring latency back under the tolerance if latency grows
+//!     with the queue.
+//!
+//!   The bound thus saw-tooths just around the knee, where latency sits at
+//!   about the tolerance: the server is full and its queue short.
+//!
+//! The tolerance is [`UNLIMITED_TOLERANCE`] on lanes without rate limits.
+//! On lanes with limits the bound is only a brake: it sits at the ceiling
+//! (the limits-derived bound applies, and the smaller of the two wins),
+//! shrinks on overload or while latency is above [`LIMITED_TOLERANCE`] times
+//! the baseline (a provider under load), and goes back to the ceiling as soon
+//! as latency recovers.
+//!
+//! Ownership: one controller per lane, behind the lane's `adaptive` mutex
+//! (a leaf lock: never held with another, never across an await).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The bound a lane without limits starts from.
+pub(crate) const INITIAL_BOUND: f64 = 8.0;
+/// The fewest samples a window decides on.
+const MIN_SAMPLES: usize = 8;
+/// How far back the baseline looks.
+pub(crate) const BASELINE_HORIZON: Duration = Duration::from_secs(60);
+/// How often a window runs at half the bound to measure the baseline (one
+/// window of about two round trips every 20 s: ~1 % of throughput).
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(20);
+/// Latency ratio that ends slow start.
+pub(crate) const SLOW_START_RATIO: f64 = 1.15;
+/// Latency ratio under which the bound grows.
+pub(crate) const GROW_RATIO: f64 = 1.1;
+/// Latency ratio tolerated on a lane without limits.
+pub(crate) const UNLIMITED_TOLERANCE: f64 = 1.25;
+/// Latency ratio tolerated on a lane with limits.
+pub(crate) const LIMITED_TOLERANCE: f64 = 2.0;
+/// What an overload signal multiplies the bound by.
+pub(crate) const OVERLOAD_FACTOR: f64 = 0.7;
+
+/// Why the bound last moved (for stats, progress and the run report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BoundReason {
+    /// Doubling while latency stays at its floor.
+    SlowStart,
+    /// Growing: latency at its floor.
+    LatencyAtFloor,
+    /// Growing gently: latency within the tolerance.
+    Holding,
+    /// Shrinking: latency above the tolerance (the server queues).
+    LatencyRising,
+    /// Shrinking: the server answered 503/529, or attempts timed out.
+    Overload,
+    /// One window at half the bound to measure the unloaded latency.
+    Probe,
+}
+
+impl BoundReason {
+    /// A short description.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BoundReason::SlowStart => "slow start",
+            BoundReason::LatencyAtFloor => "latency at its floor: growing",
+            BoundReason::Holding => "latency within tolerance: growing gently",
+            BoundReason::LatencyRising => "latency rising: shrinking",
+            BoundReason::Overload => "overloaded (503/529/timeouts): shrinking",
+            BoundReason::Probe => "probing the unloaded latency",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    SlowStart,
+    Steady,
+}
+
+/// A lane's controller.
+#[derive(Debug)]
+pub(crate) struct Adaptive {
+    bound: f64,
+    ceiling: f64,
+    phase: Phase,
+    reason: BoundReason,
+    window_started: Instant,
+    samples: Vec<Duration>,
+    overloads: u32,
+    /// Window medians with the time they were taken, oldest first.
+    medians: VecDeque<(Instant, Duration)>,
+    /// When the next probe window starts, and whether one is running.
+    next_probe: Instant,
+    probing: bool,
+}
+
+impl Adaptive {
+    /// A controller starting in slow start (lanes without limits) or at the
+    /// ceiling (lanes with limits, where it only steps in on degradation).
+    pub(crate) fn new(ceiling: usize, slow_start: bool, now: Instant) -> Self {
+        let ceiling = ceiling.max(1) as f64;
+        Self {
+            bound: if slow_start {
+                INITIAL_BOUND.min(ceiling)
+            } else {
+                ceiling
+            },
+            ceiling,
+            phase: if slow_start {
+                Phase::SlowStart
+            } else {
+                Phase::Steady
+            },
+            reason: BoundReason::SlowStart,
+            window_started: now,
+            samples: Vec::with_capacity(64),
+            overloads: 0,
+            medians: VecDeque::new(),
+            next_probe: now + PROBE_EVERY,
+            probing: false,
+        }
+    }
+
+    /// The bound in force (halved during a probe window).
+    pub(crate) fn bound(&self) -> usize {
+        let bound = if self.probing {
+            self.bound / 2.0
+        } else {
+            self.bound
+        };
+        (bound.round() as usize).max(1)
+    }
+
+    /// Why the bound last moved.
+    pub(crate) fn reason(&self) -> BoundReason {
+        self.reason
+    }
+
+    fn baseline(&self) -> Option<Duration> {
+        self.medians.iter().map(|(_, median)| *median).min()
+    }
+
+    /// One answered attempt sent at `sent` (`overloaded` for 503/529,
+    /// timeouts and stalls). Returns whether the bound changed.
+    pub(crate) fn sample(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        overloaded: bool,
+        limited: bool,
+    ) -> bool {
+        if sent < self.window_started {
+            // Sent under an earlier bound: says nothing of this one.
+            return false;
+        }
+        let latency = now.duration_since(sent);
+        if overloaded {
+            self.overloads += 1;
+        } else {
+            self.samples.push(latency);
+        }
+        let wanted = MIN_SAMPLES.max((self.bound() / 2).max(1));
+        let long_enough = match self.baseline() {
+            Some(baseline) => now.duration_since(self.window_started) >= baseline * 2,
+            None => true,
+        };
+        let full = self.samples.len() + self.overloads as usize >= wanted;
+        // An overload decides at once: waiting a window would keep the
+        // server overloaded for another round trip.
+        if !(self.overloads > 0 || full && long_enough) {
+            return false;
+        }
+        let before = self.bound();
+        self.decide(now, limited);
+        self.bound() != before
+    }
+
+    fn decide(&mut self, now: Instant, limited: bool) {
+        let overloads = std::mem::take(&mut self.overloads);
+        let median = if self.samples.is_empty() {
+            None
+        } else {
+            let middle = self.samples.len() / 2;
+            let (_, median, _) = self.samples.select_nth_unstable(middle);
+            Some(*median)
+        };
+        self.samples.clear();
+        self.window_started = now;
+        let was_probe = std::mem::replace(&mut self.probing, false);
+        if let Some(median) = median {
+            self.medians.push_back((now, median));
+        }
+        while self
+            .medians
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > BASELINE_HORIZON)
+        {
+            self.medians.pop_front();
+        }
+        if overloads > 0 {
+            self.phase = Phase::Steady;
+            self.set(self.bound * OVERLOAD_FACTOR, BoundReason::Overload);
+            return;
+        }
+        if was_probe {
+            // The probe only measured; its window says nothing of the bound.
+            self.reason = BoundReason::Holding;
+            return;
+        }
+        let (Some(median), Some(baseline)) = (median, self.baseline()) else {
+            return;
+        };
+        let ratio = median.as_secs_f64() / baseline.as_secs_f64().max(1e-9);
+        if limited {
+            // A brake only: the limits size the lane; the bound steps in
+            // while latency shows a provider under load, and lets go at once
+            // when it recovers (a lane whose limits were learned after it
+            // started also leaves slow start here).
+            self.phase = Phase::Steady;
+            if ratio <= LIMITED_TOLERANCE {
+                self.set(self.ceiling, BoundReason::Holding);
+            } else {
+                let factor = (LIMITED_TOLERANCE / ratio).max(0.5);
+                self.set(self.bound * factor, BoundReason::LatencyRising);
+            }
+            return;
+        }
+        let tolerance = UNLIMITED_TOLERANCE;
+        if self.phase == Phase::SlowStart {
+            if ratio < SLOW_START_RATIO {
+                self.set(self.bound * 2.0, BoundReason::SlowStart);
+                return;
+            }
+            self.phase = Phase::Steady;
+        }
+        if ratio <= GROW_RATIO {
+            self.set(self.bound * 1.1 + 1.0, BoundReason::LatencyAtFloor);
+        } else if ratio <= tolerance {
+            self.set(self.bound * 1.03 + 1.0, BoundReason::Holding);
+        } else {
+            let factor = (tolerance / ratio).max(0.5);
+            self.set(self.bound * factor, BoundReason::LatencyRising);
+        }
+        if now >= self.next_probe && self.phase == Phase::Steady {
+            self.next_probe = now + PROBE_EVERY;
+            self.probing = true;
+            self.reason = BoundReason::Probe;
+        }
+    }
+
+    fn set(&mut self, bound: f64, reason: BoundReason) {
+        self.bound = bound.clamp(1.0, self.ceiling);
+        self.reason = reason;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fluid model of a GPU server: up to `capacity` in service at
+    /// `base × (1 + k·n/capacity)`, the rest queued for whole service rounds.
+    fn latency(bound: usize, capacity: usize, base: Duration, k: f64) -> Duration {
+        let in_service = bound.min(capacity) as f64;
+        let service = base.mul_f64(1.0 + k * in_service / capacity as f64);
+        let queued = bound.saturating_sub(capacity) as f64;
+        service.mul_f64(1.0 + queued / capacity as f64)
+    }
+
+    /// Drives the controller against the model, one round trip at a time
+    /// (`bound` requests sent together, answered after the model's latency);
+    /// returns the bound in force at each simulated second.
+    fn drive(
+        adaptive: &mut Adaptive,
+        start: Instant,
+        seconds: u64,
+        capacity: impl Fn(u64) -> usize,
+    ) -> Vec<usize> {
+        let base = Duration::from_millis(200);
+        let mut now = start;
+        let mut per_second = Vec::new();
+        let end = start + Duration::from_secs(seconds);
+        let mut next_mark = start;
+        while now < end {
+            while now >= next_mark {
+                per_second.push(adaptive.bound());
+                next_mark += Duration::from_secs(1);
+            }
+            let second = now.duration_since(start).as_secs();
+            let bound = adaptive.bound();
+            let rtt = latency(bound, capacity(second), base, 0.25);
+            let sent = now;
+            for _ in 0..bound {
+                adaptive.sample(sent + rtt, sent, false, false);
+            }
+            now += rtt;
+        }
+        per_second
+    }
+
+    fn median(values: &[usize]) -> usize {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        sorted[sorted.len() / 2]
+    }
+
+    /// Seconds outside `range`, not counting probe windows (half the bound).
+    fn outside(values: &[usize], range: std::ops::RangeInclusive<usize>) -> usize {
+        values
+            .iter()
+            .filter(|bound| !range.contains(bound) && !range.contains(&(**bound * 2)))
+            .count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_finds_the_knee_of_a_capacity_server_within_seconds() {
+        let start = Instant::now();
+        let mut adaptive = Adaptive::new(4096, true, start);
+        let bounds = drive(&mut adaptive, start, 90, |_| 64);
+        // From second 10 on the bound stays around the capacity.
+        let steady = &bounds[10..];
+        assert!(
+            (60..=72).contains(&median(steady)),
+            "median {} ({bounds:?})",
+            median(steady)
+        );
+        assert_eq!(outside(steady, 52..=80), 0, "{bounds:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_follows_a_capacity_that_halves_and_comes_back() {
+        let start = Instant::now();
+        let mut adaptive = Adaptive::new(4096, true, start);
+        let capacity = |second: u64| if (40..80).contains(&second) { 32 } else { 64 };
+        let bounds = drive(&mut adaptive, start, 120, capacity);
+        // Within 10 s of each change.
+        let halved = &bounds[50..80];
+        assert!((30..=37).contains(&median(halved)), "{bounds:?}");
+        assert_eq!(outside(halved, 24..=42), 0, "{bounds:?}");
+        let back = &bounds[90..120];
+        assert!((60..=72).contains(&median(back)), "{bounds:?}");
+        assert_eq!(outside(back, 52..=80), 0, "{bounds:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overloads_shrink_once_per_window_and_limited_lanes_start_at_the_ceiling() {
+        let start = Instant::now();
+        let mut limited = Adaptive::new(500, false, start);
+        assert_eq!(limited.bound(), 500);
+        // Spread-out but steady latency never binds a limited lane.
+        for i in 0..1_000u64 {
+            let sent = start + Duration::from_millis(i);
+            let at = sent + Duration::from_millis(900 + (i * 37) % 300);
+            limited.sample(at, sent, false, true);
+        }
+        assert_eq!(limited.bound(), 500);
+        let sent = start + Duration::from_secs(2);
+        let at = sent + Duration::from_secs(1);
+        assert!(limited.sample(at, sent, true, true));
+        assert_eq!(limited.bound(), 350);
+        assert_eq!(limited.reason(), BoundReason::Overload);
+        // The rest of the same burst was sent before the decision: no effect.
+        assert!(!limited.sample(at, sent, true, true));
+        assert_eq!(limited.bound(), 350);
+        // Latency back to normal: the brake lets go at once.
+        for i in 0..3_000u64 {
+            let sent = at + Duration::from_millis(i);
+            limited.sample(sent + Duration::from_millis(1_000), sent, false, true);
+        }
+        assert_eq!(limited.bound(), 500);
+    }
+}
