@@ -212,7 +212,9 @@ struct Rank {
     priority: i32,
     epoch: Reverse<u32>,
     estimate: u32,
-    order: Reverse<u64>,
+    /// Wraps after 2^32 enqueues; it only breaks ties within one 5 s epoch,
+    /// so a wrap misorders equals at most once per 4 billion nodes.
+    order: Reverse<u32>,
 }
 
 const EPOCH: Duration = Duration::from_secs(5);
@@ -335,7 +337,7 @@ struct State {
     /// Per lane: nodes popped by the dispatcher, not yet running.
     launching: Vec<u64>,
     /// Nodes ever queued: the tie-breaking order of ranks.
-    enqueued: u64,
+    enqueued: u32,
     lane_cache: HashMap<(Provider, Arc<str>), u32>,
     accepting: bool,
     completions: Option<mpsc::UnboundedSender<Completion>>,
@@ -522,12 +524,14 @@ impl Drop for Slot {
     }
 }
 
+/// The engine's 6-character instance id: lower-case letters and digits,
+/// each drawn uniformly.
 fn instance_id() -> String {
+    use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes[..6]
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
 }
 
@@ -971,7 +975,7 @@ impl Shared {
     /// Puts a ready node in its lane's queue.
     fn enqueue(&self, state: &mut State, id: NodeId) {
         let epoch = (self.started.elapsed().as_nanos() / EPOCH.as_nanos()) as u32;
-        state.enqueued += 1;
+        state.enqueued = state.enqueued.wrapping_add(1);
         let order = Reverse(state.enqueued);
         let Some(entry) = state.nodes.get_mut(&id) else {
             return;
