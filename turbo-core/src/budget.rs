@@ -22,7 +22,7 @@ pub(crate) enum BudgetError {
     NeverFits {
         requested: u64,
         capacity: u64,
-        axis: String,
+        axis: turbo_ratelimit::Axis,
     },
     /// The bucket store could not be reached: transient, waited out.
     Store(StoreError),
@@ -47,7 +47,7 @@ pub(crate) async fn acquire(lane: &Lane, tokens: u64) -> Result<Reserved, Budget
         } => BudgetError::NeverFits {
             requested,
             capacity,
-            axis: axis.to_string(),
+            axis,
         },
         AcquireError::Store(error) => BudgetError::Store(error),
         _ => BudgetError::Closed,

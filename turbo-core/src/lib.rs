@@ -72,7 +72,7 @@ pub use engine::{Completion, PushError, RateLimitPolicy, TurboRun};
 pub use global::{AlreadyInitialized, NotInitialized};
 pub use node::{NodeId, Provider, UnknownProvider, WorkFn, WorkFuture, WorkNode};
 pub use placeholders::{fill_placeholders, fill_text, placeholder_keys};
-pub use result::{NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
+pub use result::{ErrorSource, NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
 pub use stats::{EngineStats, LaneStats, StoreOutageStats};
 
 pub use turbo_providers::{

@@ -80,6 +80,10 @@ pub enum WorkError {
         retryable: bool,
         /// How long to wait before trying again, when known.
         retry_after: Option<Duration>,
+        /// The work function's own error, kept whole (see
+        /// [`WorkError::from_source`]).
+        #[source]
+        source: Option<ErrorSource>,
     },
     /// The work function panicked.
     #[error("work function panicked: {message}")]
@@ -102,8 +106,8 @@ pub enum WorkError {
         requested: u64,
         /// What the budget can ever hold.
         capacity: u64,
-        /// Which budget (for example `tokens/min`).
-        axis: String,
+        /// Which budget.
+        axis: turbo_ratelimit::Axis,
     },
     /// The rate-limit store failed in a way waiting cannot fix.
     #[error("rate-limit store error: {message}")]
@@ -143,6 +147,36 @@ pub enum WorkError {
     },
 }
 
+/// A work function's own error, shared by every waiter of the node: the
+/// `source` of [`WorkError::Custom`], so that its chain is not lost. Two are
+/// equal when they are the same error (one allocation).
+#[derive(Clone)]
+pub struct ErrorSource(pub Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl PartialEq for ErrorSource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for ErrorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for ErrorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for ErrorSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 impl WorkError {
     /// A failure that retrying will not fix.
     pub fn permanent(message: impl Into<String>) -> Self {
@@ -150,6 +184,7 @@ impl WorkError {
             message: message.into(),
             retryable: false,
             retry_after: None,
+            source: None,
         }
     }
 
@@ -159,6 +194,23 @@ impl WorkError {
             message: message.into(),
             retryable: true,
             retry_after: None,
+            source: None,
+        }
+    }
+
+    /// A work function's own error, kept as the `source` (its chain intact)
+    /// under `context`, e.g. `WorkError::from_source("cannot parse the
+    /// answer", error, false)`.
+    pub fn from_source(
+        context: impl Into<String>,
+        error: impl std::error::Error + Send + Sync + 'static,
+        retryable: bool,
+    ) -> Self {
+        WorkError::Custom {
+            message: context.into(),
+            retryable,
+            retry_after: None,
+            source: Some(ErrorSource(Arc::new(error))),
         }
     }
 
@@ -319,6 +371,17 @@ mod tests {
             }
             .is_retryable()
         );
+    }
+
+    #[test]
+    fn a_work_functions_own_error_stays_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad bytes");
+        let error = WorkError::from_source("cannot parse the answer", io, false);
+        assert_eq!(error.to_string(), "cannot parse the answer");
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "bad bytes");
+        assert!(!error.is_retryable());
+        assert_eq!(error.clone(), error, "a clone is the same error");
     }
 
     #[test]

@@ -1324,7 +1324,7 @@ impl Shared {
                     }) => Some(Err(BudgetError::NeverFits {
                         requested,
                         capacity,
-                        axis: axis.to_string(),
+                        axis,
                     })),
                     Err(_) => {
                         // Let the nodes already granted go before waiting, and
