@@ -264,7 +264,7 @@ pub(super) struct ServiceSlot<'a>(&'a Capacity);
 
 impl Drop for ServiceSlot<'_> {
     fn drop(&mut self) {
-        let promoted = self.0.queue.lock().finish(Instant::now());
+        let promoted = self.0.queue.lock().finish(super::state::now());
         wake(promoted);
     }
 }
@@ -281,7 +281,7 @@ impl Drop for QueuedGuard<'_> {
         if self.armed {
             let mut queue = self.capacity.queue.lock();
             if !queue.leave(self.ticket) {
-                let promoted = queue.finish(Instant::now());
+                let promoted = queue.finish(super::state::now());
                 drop(queue);
                 wake(promoted);
             }
@@ -308,7 +308,7 @@ impl Capacity {
         stop: &watch::Sender<bool>,
     ) -> Result<(ServiceSlot<'_>, ServiceStart), NoSlot> {
         let (sender, receiver) = oneshot::channel();
-        let (arrival, promoted) = self.queue.lock().arrive(Instant::now(), sender);
+        let (arrival, promoted) = self.queue.lock().arrive(super::state::now(), sender);
         wake(promoted);
         let ticket = match arrival {
             Arrival::Serve(start) => return Ok((ServiceSlot(self), start)),

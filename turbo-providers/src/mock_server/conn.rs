@@ -11,7 +11,7 @@
 //! time per connection, so the next write is that request's answer). The
 //! playing fault's state lives in the [`FaultIo`] alone. [`ActiveFaults`]
 //! counts the faults being played (hang, trickle, stall) and wakes waiters
-//! when one ends; no lock is held anywhere here.
+//! when one starts or ends; no lock is held anywhere here.
 
 use std::future::Future;
 use std::io;
@@ -32,11 +32,11 @@ use super::faults::{FaultKind, TrickleShape};
 
 const NO_FAULT: u8 = 0;
 
-/// Faults being played right now, with a wake-up when one ends.
+/// Faults being played right now, with a wake-up when one starts or ends.
 #[derive(Debug, Default)]
 pub(super) struct ActiveFaults {
     count: AtomicU64,
-    ended: Notify,
+    changed: Notify,
 }
 
 impl ActiveFaults {
@@ -44,16 +44,16 @@ impl ActiveFaults {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Waits until `done` holds, re-checking whenever a fault ends.
+    /// Waits until `done` holds, re-checking whenever a fault starts or ends.
     pub(super) async fn wait_until(&self, mut done: impl FnMut() -> bool) {
         loop {
-            let ended = self.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if done() {
                 return;
             }
-            ended.await;
+            changed.await;
         }
     }
 }
@@ -63,6 +63,7 @@ struct ActiveGuard(Arc<ActiveFaults>);
 impl ActiveGuard {
     fn enter(active: &Arc<ActiveFaults>) -> Self {
         active.count.fetch_add(1, Ordering::Relaxed);
+        active.changed.notify_waiters();
         Self(Arc::clone(active))
     }
 }
@@ -70,7 +71,7 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.count.fetch_sub(1, Ordering::Relaxed);
-        self.0.ended.notify_waiters();
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -249,7 +250,11 @@ impl FaultIo {
             let written = ready!(Pin::new(&mut self.stream).poll_write(cx, &buf[..end]))?;
             playing.head.extend_from_slice(&buf[..written]);
             if playing.head.windows(4).any(|w| w == b"\r\n\r\n") {
-                playing.body_len = Some(content_length(&playing.head).unwrap_or(0));
+                let body_len = content_length(&playing.head).unwrap_or(0);
+                playing.body_len = Some(body_len);
+                if playing.kind == FaultKind::Trickle && body_len == 0 {
+                    self.playing = None;
+                }
             }
             return Poll::Ready(Ok(written));
         }
@@ -262,7 +267,6 @@ impl FaultIo {
             return match playing.kind {
                 FaultKind::Truncate => Poll::Ready(Err(gone())),
                 FaultKind::Stall => self.poll_client_gone(cx),
-                // The trickled answer is complete: the next one is normal.
                 _ => {
                     self.playing = None;
                     Pin::new(&mut self.stream).poll_write(cx, buf)
@@ -282,8 +286,13 @@ impl FaultIo {
         let end = chunk.min(buf.len());
         let written = ready!(Pin::new(&mut self.stream).poll_write(cx, &buf[..end]))?;
         playing.body_sent += written;
-        if playing.kind == FaultKind::Trickle && playing.body_sent < allowed {
-            playing.gap = Some(Box::pin(tokio::time::sleep(self.env.trickle.gap)));
+        if playing.kind == FaultKind::Trickle {
+            if playing.body_sent < allowed {
+                playing.gap = Some(Box::pin(tokio::time::sleep(self.env.trickle.gap)));
+            } else {
+                // The trickled answer is complete: the connection is free again.
+                self.playing = None;
+            }
         }
         Poll::Ready(Ok(written))
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
@@ -21,7 +21,7 @@ use super::responses::{
     ChoiceBody, CompletionBody, MessageBody, Refusal, add_limit_headers, error_response,
     json_response,
 };
-use super::state::{InFlight, ServerState};
+use super::state::{InFlight, ServerState, now};
 use crate::request::ChatRequest;
 use crate::response::Usage;
 use crate::synth::complete;
@@ -144,7 +144,7 @@ async fn chat_completions(
         .token_counting
         .estimate(&request, state.config.default_output);
     let cost = state.config.charge(u64::from(estimate.total()));
-    let admitted_at = Instant::now();
+    let admitted_at = now();
     let admission = state.limiter.lock().admit(cost, admitted_at);
     let reports = match admission {
         Admission::Admitted(reports) => reports,
@@ -200,7 +200,7 @@ async fn chat_completions(
             }
             Err(NoSlot::Overloaded) => {
                 counters.overloaded.fetch_add(1, Ordering::Relaxed);
-                state.limiter.lock().record_fault(Instant::now());
+                state.limiter.lock().record_fault(now());
                 state.count_prompt(|| last_user_text(&request), true, false);
                 return finish(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -228,7 +228,7 @@ async fn chat_completions(
 
     let response = if let Some(status) = draw.failure {
         counters.injected_failures.fetch_add(1, Ordering::Relaxed);
-        state.limiter.lock().record_fault(Instant::now());
+        state.limiter.lock().record_fault(now());
         state.count_prompt(|| last_user_text(&request), true, false);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         error_response(
@@ -275,7 +275,7 @@ async fn chat_completions(
         if let (Some(kind), Some(conn)) = (fault, &conn) {
             conn.request(kind);
             state.faults.add(kind);
-            state.limiter.lock().record_fault(Instant::now());
+            state.limiter.lock().record_fault(now());
         }
         if delivered {
             counters.ok.fetch_add(1, Ordering::Relaxed);
@@ -295,7 +295,9 @@ async fn chat_completions(
         }
         response
     };
-    state.latency.record(admitted_at.elapsed());
+    state
+        .latency
+        .record(now().saturating_duration_since(admitted_at));
     finish(response)
 }
 

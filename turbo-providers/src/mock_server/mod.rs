@@ -67,7 +67,7 @@
 //!
 //! Time: the limiter, the meters and the capacity queue take the instant
 //! they act at, so their unit tests run on a manual clock; the server feeds
-//! them `Instant::now()`.
+//! them Tokio's clock, so a paused test runtime drives them as well.
 //!
 //! State and locks: see `state.rs` (one mutex per concern, none held across
 //! an `.await` or together with another) and `conn.rs` (per-connection
@@ -317,11 +317,12 @@ impl MockServerHandle {
 }
 
 impl MockServerHandle {
-    /// Waits until no hang, stall or trickle is being played (they end when
-    /// their client goes away or the server stops).
-    pub async fn wait_for_held_connections(&self) {
+    /// Waits until exactly `count` connections are held by a hang, stall or
+    /// trickle (they end when their client goes away or the server stops):
+    /// lets tests wait for a fault without watching the clock.
+    pub async fn wait_for_held_connections(&self, count: u64) {
         let active = Arc::clone(&self.state.conn.active);
-        active.wait_until(|| active.count() == 0).await;
+        active.wait_until(|| active.count() == count).await;
     }
 }
 

@@ -83,6 +83,12 @@ pub(super) struct ServerState {
     pub(super) conn: ConnEnv,
 }
 
+/// The server's clock: Tokio's, so that a paused test runtime drives the
+/// limiter, the capacity queue and the latency figures too.
+pub(super) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// How far into its calendar minute the server's clock is.
 fn minute_phase() -> Duration {
     let since_epoch = SystemTime::now()
@@ -107,7 +113,7 @@ impl ServerState {
             .api_key
             .as_ref()
             .map(|key| SecretString::from(format!("Bearer {}", key.expose_secret())));
-        let now = Instant::now();
+        let now = now();
         Self {
             limiter: Mutex::new(Limiter::new(&config, now, minute_phase())),
             counters: Counters::default(),
@@ -176,7 +182,7 @@ impl ServerState {
                     },
                 )
             }),
-            timeline: self.limiter.lock().timeline_at(Instant::now()),
+            timeline: self.limiter.lock().timeline_at(now()),
         }
     }
 
@@ -204,7 +210,7 @@ impl ServerState {
         if let Some(book) = &self.prompts {
             book.lock().clear();
         }
-        *self.limiter.lock() = Limiter::new(&self.config, Instant::now(), minute_phase());
+        *self.limiter.lock() = Limiter::new(&self.config, now(), minute_phase());
     }
 
     /// Counts a charge (and, if `ok`, a 200) for `prompt` when counting by prompt.
