@@ -79,7 +79,7 @@ impl CapacityModel {
 /// A slot count that takes effect at a time after start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CapacityChange {
-    /// Time after start (or the last reset).
+    /// Time after the server's start (a `POST /reset` does not restart it).
     pub at: Duration,
     /// The new number of slots.
     pub slots: NonZeroUsize,
