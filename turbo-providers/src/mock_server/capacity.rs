@@ -358,6 +358,56 @@ mod tests {
         ServiceStart { in_service, slots }
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, finishes or leaves: never more in service than
+        /// slots, the queue is let in strictly in arrival order, and a
+        /// request waits only while every slot is taken.
+        #[test]
+        fn the_queue_is_fifo_and_never_overfills(
+            slots in 1usize..6,
+            steps in proptest::collection::vec(0u8..3, 1..200),
+        ) {
+            let now = Instant::now();
+            let mut queue = CapacityQueue::new(&model(slots, None), now);
+            let mut next_waiter = 0u32;
+            let mut last_promoted = None;
+            let mut queued: Vec<(u64, u32)> = Vec::new();
+            for step in steps {
+                let promoted = match step {
+                    0 => {
+                        next_waiter += 1;
+                        let (arrival, promoted) = queue.arrive(now, next_waiter);
+                        if let Arrival::Queued(ticket) = arrival {
+                            queued.push((ticket, next_waiter));
+                        }
+                        promoted
+                    }
+                    1 if queue.in_service() > 0 => queue.finish(now),
+                    _ => {
+                        // The oldest queued request gives up.
+                        if let Some((ticket, _)) = queued.first().copied() {
+                            proptest::prop_assert!(queue.leave(ticket));
+                            queued.remove(0);
+                        }
+                        Vec::new()
+                    }
+                };
+                for (waiter, start) in promoted {
+                    let (_, expected) = queued.remove(0);
+                    proptest::prop_assert_eq!(waiter, expected);
+                    proptest::prop_assert!(last_promoted < Some(waiter));
+                    last_promoted = Some(waiter);
+                    proptest::prop_assert!(start.in_service <= start.slots);
+                }
+                proptest::prop_assert!(queue.in_service() <= slots);
+                proptest::prop_assert_eq!(queue.queued(), queued.len());
+                if queue.queued() > 0 {
+                    proptest::prop_assert_eq!(queue.in_service(), slots);
+                }
+            }
+        }
+    }
+
     #[test]
     fn requests_beyond_the_slots_queue_in_order_and_overflow_with_503() {
         let now = Instant::now();
