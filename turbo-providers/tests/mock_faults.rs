@@ -412,3 +412,48 @@ async fn answers_are_counted_per_prompt() {
     assert_eq!(prompts.max_ok, 3);
     server.shutdown().await;
 }
+
+/// One raw request on a fresh connection: the answer's head.
+async fn raw_head(addr: std::net::SocketAddr, text: &str) -> String {
+    let mut stream = send_raw_chat(addr, text).await;
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the server closed before its head");
+        bytes.extend_from_slice(&buffer[..read]);
+    }
+    split_answer(&bytes).0
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_change_at_their_time_over_http() {
+    let server = start(MockServerConfig {
+        // Far enough that no timer the runtime may jump to reaches it first.
+        limit_changes: vec!["1h:rpm=120,tpm=5000".parse().unwrap()],
+        ..MockServerConfig::default().with_rpm(nz(60))
+    })
+    .await;
+    let head = raw_head(server.addr(), "before").await;
+    assert_eq!(
+        head_value(&head, "x-ratelimit-limit-requests").as_deref(),
+        Some("60")
+    );
+    assert_eq!(head_value(&head, "x-ratelimit-limit-tokens"), None);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let head = raw_head(server.addr(), "after").await;
+    assert_eq!(
+        head_value(&head, "x-ratelimit-limit-requests").as_deref(),
+        Some("120")
+    );
+    assert_eq!(
+        head_value(&head, "x-ratelimit-limit-tokens").as_deref(),
+        Some("5000")
+    );
+    // The hour refilled the bucket, so the upgrade gives the whole new limit.
+    assert_eq!(
+        head_value(&head, "x-ratelimit-remaining-requests").as_deref(),
+        Some("119")
+    );
+    server.shutdown().await;
+}
