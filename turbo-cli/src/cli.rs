@@ -264,6 +264,67 @@ pub struct MockServerArgs {
     /// Write the server's counters and per-second timeline as JSON on exit.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// Answer like a gateway (LiteLLM's proxy): limits counted per calendar
+    /// minute, 429s with only `llm_provider-retry-after: 60`, 200s without
+    /// reset headers or x-request-id.
+    #[arg(long)]
+    pub gateway: bool,
+    /// Send no x-ratelimit-* headers at all (a self-hosted server).
+    #[arg(long)]
+    pub no_rate_limit_headers: bool,
+    /// Share of each limit available at start, 0.0..=1.0 (0 = a key another
+    /// process has just drained).
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub initial_fill: f64,
+    /// Limits that change at a time after start, e.g. `30s:rpm=1200,tpm=180000`
+    /// (repeatable).
+    #[arg(long, value_name = "AT:rpm=N,tpm=N")]
+    pub limit_change: Vec<turbo_providers::mock_server::LimitChange>,
+    /// The server charges its own token count times F (prompt + max output).
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub token_factor: f64,
+    /// How the server counts prompt tokens.
+    #[arg(long, value_enum, default_value_t = TokenCountingArg::Tiktoken)]
+    pub token_counting: TokenCountingArg,
+    /// Charge refused (429) requests too, as OpenAI says failed requests count.
+    #[arg(long)]
+    pub charge_refused: bool,
+    /// Connection faults of admitted requests, with their probabilities:
+    /// `reset=0.01,truncate=0.01,hang=0.005,trickle=0.01,stall=0.01`.
+    #[arg(long, value_name = "KIND=P,...")]
+    pub fault: Option<turbo_providers::mock_server::FaultMix>,
+    /// Body bytes per write of a trickled answer.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN))]
+    pub trickle_bytes: NonZeroUsize,
+    /// Pause between the writes of a trickled answer.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub trickle_gap_ms: u64,
+    /// Serve at most N requests at once (a GPU server's batch); more queue
+    /// (FIFO). Latency = base × (1 + slowdown × in_service / N).
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<NonZeroUsize>,
+    /// How much a full batch slows requests down (see --capacity).
+    #[arg(long, value_name = "K", default_value_t = 1.0, requires = "capacity")]
+    pub capacity_slowdown: f64,
+    /// Answer 503 (overloaded) to a request that finds Q requests queued.
+    #[arg(long, value_name = "Q", requires = "capacity")]
+    pub queue_limit: Option<usize>,
+    /// The capacity becomes N at a time after start, e.g. `60s:32` (repeatable).
+    #[arg(long, value_name = "AT:N", requires = "capacity")]
+    pub capacity_change: Vec<turbo_providers::mock_server::CapacityChange>,
+    /// Count charges and 200s per prompt (last user message), to report
+    /// answers paid twice in /stats (`prompts`).
+    #[arg(long)]
+    pub count_by_prompt: bool,
+}
+
+/// How the mock server counts prompt tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenCountingArg {
+    /// Exactly, with tiktoken and OpenAI's chat formula.
+    Tiktoken,
+    /// Characters ÷ 4 (rounded up) per text, plus the chat formula's overheads.
+    Chars4,
 }
 
 /// A duration flag: a Go-style duration (`90s`, `5m`, `1h30m`, `250ms`) or a

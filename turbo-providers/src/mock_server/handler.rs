@@ -1,155 +1,35 @@
-//! The HTTP side: routes, the chat-completions handler, OpenAI-shaped bodies and headers.
+//! The HTTP side: routes and the chat-completions handler, from admission
+//! through the capacity queue and latency to the answer (and its fault).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
-use parking_lot::Mutex;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
-use serde_json::Value;
-use tokio::sync::watch;
+use secrecy::ExposeSecret;
 
-use super::limiter::{Admission, LimitReports, Limiter, Resource};
-use super::{MockServerConfig, MockStats};
-use crate::headers::{GoDuration, LimitWindow};
+use super::capacity::NoSlot;
+use super::config::RateLimitStyle;
+use super::conn::ConnFaults;
+use super::faults::FaultKind;
+use super::limiter::Admission;
+use super::responses::{
+    ChoiceBody, CompletionBody, MessageBody, Refusal, add_limit_headers, error_response,
+    json_response,
+};
+use super::state::{InFlight, ServerState, now};
 use crate::request::ChatRequest;
 use crate::response::Usage;
-use crate::synth::{CompletionLength, LatencyModel, complete};
+use crate::synth::complete;
 
 /// Largest request body accepted (long prompts are legitimate).
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Most choices one request may ask for (OpenAI's limit).
 const MAX_CHOICES: u32 = 128;
-
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    ok: AtomicU64,
-    rate_limited: AtomicU64,
-    injected_failures: AtomicU64,
-    bad_requests: AtomicU64,
-    unauthorized: AtomicU64,
-    prompt_tokens: AtomicU64,
-    completion_tokens: AtomicU64,
-    tokens_charged: AtomicU64,
-    in_flight: AtomicU64,
-    max_in_flight: AtomicU64,
-    admitted: AtomicU64,
-}
-
-pub(super) struct ServerState {
-    pub(super) config: MockServerConfig,
-    limiter: Mutex<Limiter>,
-    counters: Counters,
-    rng: Mutex<SmallRng>,
-    draws: bool,
-    next_id: AtomicU64,
-    id_prefix: u32,
-    expected_authorization: Option<SecretString>,
-    /// Set when the server stops for good: requests still sleeping out their
-    /// latency answer 503 at once instead of holding the runtime.
-    pub(super) cancel: watch::Sender<bool>,
-}
-
-impl ServerState {
-    pub(super) fn new(config: MockServerConfig) -> Self {
-        let mut seed_rng = match config.seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_rng(&mut rand::rng()),
-        };
-        let id_prefix = seed_rng.random();
-        let draws = config.latency.draws()
-            || config.failure_rate > 0.0
-            || config.completion_tokens.draws()
-            || config.failure_statuses.len() > 1;
-        let expected_authorization = config
-            .api_key
-            .as_ref()
-            .map(|key| SecretString::from(format!("Bearer {}", key.expose_secret())));
-        Self {
-            limiter: Mutex::new(Limiter::new(&config, Instant::now())),
-            config,
-            counters: Counters::default(),
-            rng: Mutex::new(seed_rng),
-            draws,
-            next_id: AtomicU64::new(0),
-            id_prefix,
-            expected_authorization,
-            cancel: watch::Sender::new(false),
-        }
-    }
-
-    pub(super) fn stats(&self) -> MockStats {
-        let c = &self.counters;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        MockStats {
-            requests: load(&c.requests),
-            ok: load(&c.ok),
-            rate_limited: load(&c.rate_limited),
-            injected_failures: load(&c.injected_failures),
-            bad_requests: load(&c.bad_requests),
-            unauthorized: load(&c.unauthorized),
-            prompt_tokens: load(&c.prompt_tokens),
-            completion_tokens: load(&c.completion_tokens),
-            tokens_charged: load(&c.tokens_charged),
-            in_flight: load(&c.in_flight),
-            max_in_flight: load(&c.max_in_flight),
-            timeline: self.limiter.lock().timeline.clone(),
-        }
-    }
-
-    pub(super) fn reset(&self) {
-        let c = &self.counters;
-        for counter in [
-            &c.requests,
-            &c.ok,
-            &c.rate_limited,
-            &c.injected_failures,
-            &c.bad_requests,
-            &c.unauthorized,
-            &c.prompt_tokens,
-            &c.completion_tokens,
-            &c.tokens_charged,
-            &c.max_in_flight,
-            &c.admitted,
-        ] {
-            counter.store(0, Ordering::Relaxed);
-        }
-        *self.limiter.lock() = Limiter::new(&self.config, Instant::now());
-    }
-
-    fn request_id(&self) -> HeaderValue {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("req_{:08x}{n:012x}", self.id_prefix);
-        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_mock"))
-    }
-}
-
-/// Decrements `in_flight` however the handler ends (including cancellation).
-struct InFlight<'a>(&'a Counters);
-
-impl<'a> InFlight<'a> {
-    fn enter(counters: &'a Counters) -> Self {
-        let now = counters.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        counters.max_in_flight.fetch_max(now, Ordering::Relaxed);
-        Self(counters)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 pub(super) fn router(state: Arc<ServerState>) -> Router {
     Router::new()
@@ -170,128 +50,30 @@ async fn reset(State(state): State<Arc<ServerState>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct CompletionBody<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<ChoiceBody<'a>>,
-    usage: Usage,
-    system_fingerprint: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mock_echo: Option<Value>,
-}
-
-#[derive(Serialize)]
-struct ChoiceBody<'a> {
-    index: u32,
-    message: MessageBody<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct MessageBody<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn error_response(
-    status: StatusCode,
-    message: &str,
-    kind: &str,
-    code: Option<&str>,
-    request_id: HeaderValue,
-) -> Response {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            message,
-            kind,
-            param: None,
-            code,
-        },
-    };
-    let mut response = json_response(status, &body);
-    response
-        .headers_mut()
-        .insert(HeaderName::from_static("x-request-id"), request_id);
-    response
-}
-
-fn add_limit_headers(headers: &mut HeaderMap, reports: &LimitReports) {
-    let pairs = [
-        (
-            reports.requests,
-            [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-        ),
-        (
-            reports.tokens,
-            [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-        ),
-    ];
-    for (report, [limit, remaining, reset]) in pairs {
-        if let Some(report) = report {
-            headers.insert(
-                HeaderName::from_static(limit),
-                HeaderValue::from(report.limit),
-            );
-            headers.insert(
-                HeaderName::from_static(remaining),
-                HeaderValue::from(report.remaining),
-            );
-            if let Ok(value) = HeaderValue::from_str(&GoDuration(report.reset).to_string()) {
-                headers.insert(HeaderName::from_static(reset), value);
-            }
-        }
-    }
-}
-
 fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
 }
 
-fn window_label(window: LimitWindow, resource: Resource) -> &'static str {
-    match (resource, window) {
-        (Resource::Requests, LimitWindow::Minute) => "requests per min (RPM)",
-        (Resource::Requests, LimitWindow::Day) => "requests per day (RPD)",
-        (Resource::Tokens, _) => "tokens per min (TPM)",
-    }
+fn last_user_text(request: &ChatRequest) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|message| message.role == "user")
+        .map(|message| message.text().into_owned())
+        .unwrap_or_default()
+}
+
+fn stopping(request_id: Option<HeaderValue>) -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The mock server is shutting down.",
+        "server_error",
+        None,
+        request_id,
+    )
 }
 
 async fn chat_completions(
@@ -302,10 +84,16 @@ async fn chat_completions(
     // `HeaderMap` extractor, which showed up in profiles.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
+    let conn = parts
+        .extensions
+        .get::<ConnectInfo<ConnFaults>>()
+        .map(|info| info.0.clone());
     let counters = &state.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let _in_flight = InFlight::enter(counters);
-    let request_id = state.request_id();
+    let style = state.config.rate_limit_style;
+    // A gateway sends no request id.
+    let request_id = (style == RateLimitStyle::OpenAi).then(|| state.request_id());
 
     if let Some(expected) = &state.expected_authorization {
         let given = headers
@@ -355,31 +143,76 @@ async fn chat_completions(
         .config
         .token_counting
         .estimate(&request, state.config.default_output);
-    let cost = u64::from(estimate.total());
-    let admission = state.limiter.lock().admit(cost, Instant::now());
+    let cost = state.config.charge(u64::from(estimate.total()));
+    let admitted_at = now();
+    let admission = state.limiter.lock().admit(cost, admitted_at);
     let reports = match admission {
         Admission::Admitted(reports) => reports,
         Admission::Refused {
             reports,
             over,
             retry_after,
+            charged,
         } => {
             counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return rate_limited(
-                &state,
-                &request,
+            if charged {
+                counters.requests_charged.fetch_add(1, Ordering::Relaxed);
+                counters.tokens_charged.fetch_add(cost, Ordering::Relaxed);
+            }
+            state.count_prompt(|| last_user_text(&request), charged, false);
+            let refusal = Refusal {
+                model: &request.model,
                 cost,
                 reports,
                 over,
                 retry_after,
-                request_id,
-            );
+                request_window: state.config.request_window,
+            };
+            return match (style, request_id) {
+                (RateLimitStyle::OpenAi, Some(request_id)) => {
+                    refusal.openai(request_id, state.config.rate_limit_headers)
+                }
+                _ => refusal.gateway(),
+            };
         }
     };
+    counters.requests_charged.fetch_add(1, Ordering::Relaxed);
     counters.tokens_charged.fetch_add(cost, Ordering::Relaxed);
     let admitted = counters.admitted.fetch_add(1, Ordering::Relaxed);
+    let draw = state.draw(admitted);
+    let limit_headers = state.config.rate_limit_headers;
+    let finish = |mut response: Response| {
+        if limit_headers {
+            add_limit_headers(response.headers_mut(), &reports, style);
+        }
+        response
+    };
 
-    let (latency, failure, wanted_tokens) = draw(&state, admitted);
+    let mut latency = draw.latency;
+    let slot = match &state.capacity {
+        None => None,
+        Some(capacity) => match capacity.enter(&state.cancel).await {
+            Ok((slot, start)) => {
+                if let Some(model) = &state.config.capacity {
+                    latency = model.latency(latency, start);
+                }
+                Some(slot)
+            }
+            Err(NoSlot::Overloaded) => {
+                counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                state.limiter.lock().record_fault(now());
+                state.count_prompt(|| last_user_text(&request), true, false);
+                return finish(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server is overloaded: too many requests are waiting. Please retry later.",
+                    "server_error",
+                    Some("overloaded"),
+                    request_id,
+                ));
+            }
+            Err(NoSlot::Stopping) => return finish(stopping(request_id)),
+        },
+    };
     if !latency.is_zero() {
         let mut cancel = state.cancel.subscribe();
         // `matches!` drops the watch guard at once: it must not outlive this statement.
@@ -388,20 +221,15 @@ async fn chat_completions(
             Ok(Ok(_))
         );
         if cancelled {
-            let mut response = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The mock server is shutting down.",
-                "server_error",
-                None,
-                request_id,
-            );
-            add_limit_headers(response.headers_mut(), &reports);
-            return response;
+            return finish(stopping(request_id));
         }
     }
+    drop(slot);
 
-    let mut response = if let Some(status) = failure {
+    let response = if let Some(status) = draw.failure {
         counters.injected_failures.fetch_add(1, Ordering::Relaxed);
+        state.limiter.lock().record_fault(now());
+        state.count_prompt(|| last_user_text(&request), true, false);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         error_response(
             status,
@@ -411,14 +239,19 @@ async fn chat_completions(
             request_id,
         )
     } else {
-        let completion = complete(&request, wanted_tokens, state.config.echo_words);
+        let fault = draw.fault.filter(|_| conn.is_some());
+        let completion = complete(&request, draw.completion_tokens, state.config.echo_words);
         let usage = Usage::new(estimate.prompt_tokens, completion.completion_tokens());
         let echo = headers
             .get("x-mock-echo")
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"))
             .then(|| request.to_value());
+        let id = request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("mock");
         let body = CompletionBody {
-            id: format!("chatcmpl-{}", request_id.to_str().unwrap_or("mock")),
+            id: format!("chatcmpl-{id}"),
             object: "chat.completion",
             created: unix_seconds(),
             model: &request.model,
@@ -437,56 +270,35 @@ async fn chat_completions(
             system_fingerprint: "fp_turbo_mock",
             mock_echo: echo,
         };
-        counters.ok.fetch_add(1, Ordering::Relaxed);
-        counters
-            .prompt_tokens
-            .fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
-        counters
-            .completion_tokens
-            .fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
+        // A trickled answer arrives whole in the end; the others do not.
+        let delivered = matches!(fault, None | Some(FaultKind::Trickle));
+        if let (Some(kind), Some(conn)) = (fault, &conn) {
+            conn.request(kind);
+            state.faults.add(kind);
+            state.limiter.lock().record_fault(now());
+        }
+        if delivered {
+            counters.ok.fetch_add(1, Ordering::Relaxed);
+            counters
+                .prompt_tokens
+                .fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
+            counters
+                .completion_tokens
+                .fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
+        }
+        state.count_prompt(|| last_user_text(&request), true, delivered);
         let mut response = json_response(StatusCode::OK, &body);
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), request_id);
+        if let Some(request_id) = request_id {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("x-request-id"), request_id);
+        }
         response
     };
-    add_limit_headers(response.headers_mut(), &reports);
-    response
-}
-
-/// Latency, injected failure status and completion length of one admitted request.
-fn draw(state: &ServerState, admitted: u64) -> (Duration, Option<u16>, u32) {
-    let config = &state.config;
-    let forced = admitted < config.fail_first;
-    if !state.draws {
-        let first_status = config.failure_statuses.first().copied();
-        let latency = match config.latency {
-            LatencyModel::Fixed(delay) => delay,
-            LatencyModel::Uniform { min, .. } => min,
-            LatencyModel::LogNormal { median, .. } => median,
-            LatencyModel::Zero => Duration::ZERO,
-        };
-        let failure = (forced || config.failure_rate >= 1.0)
-            .then_some(first_status)
-            .flatten();
-        let length = match config.completion_tokens {
-            CompletionLength::Fixed(tokens) | CompletionLength::Uniform { min: tokens, .. } => {
-                tokens
-            }
-        };
-        return (latency, failure, length);
-    }
-    let mut rng = state.rng.lock();
-    let rng = &mut *rng;
-    let latency = config.latency.sample(rng);
-    let fails = forced || (config.failure_rate > 0.0 && rng.random_bool(config.failure_rate));
-    let failure = if fails && !config.failure_statuses.is_empty() {
-        let index = rng.random_range(0..config.failure_statuses.len());
-        config.failure_statuses.get(index).copied()
-    } else {
-        None
-    };
-    (latency, failure, config.completion_tokens.sample(rng))
+    state
+        .latency
+        .record(now().saturating_duration_since(admitted_at));
+    finish(response)
 }
 
 fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
@@ -506,72 +318,6 @@ fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
         Some(n) if n > MAX_CHOICES => Err(format!("'n' must be at most {MAX_CHOICES}")),
         _ => Ok(request),
     }
-}
-
-fn rate_limited(
-    state: &ServerState,
-    request: &ChatRequest,
-    cost: u64,
-    reports: LimitReports,
-    over: Resource,
-    retry_after: Option<Duration>,
-    request_id: HeaderValue,
-) -> Response {
-    let window = match over {
-        Resource::Requests => state.config.request_window,
-        Resource::Tokens => LimitWindow::Minute,
-    };
-    let label = window_label(window, over);
-    let report = match over {
-        Resource::Requests => reports.requests,
-        Resource::Tokens => reports.tokens,
-    };
-    let (limit, remaining) = report.map_or((0, 0), |report| (report.limit, report.remaining));
-    let requested = match over {
-        Resource::Requests => 1,
-        Resource::Tokens => cost,
-    };
-    let message = match retry_after {
-        Some(wait) => format!(
-            "Rate limit reached for {} in organization org-mock on {label}: Limit {limit}, \
-             Used {}, Requested {requested}. Please try again in {}.",
-            request.model,
-            limit.saturating_sub(remaining),
-            GoDuration(wait),
-        ),
-        None => format!(
-            "Request too large for {} in organization org-mock on {label}: Limit {limit}, \
-             Requested {requested}. The input or output tokens must be reduced in order to \
-             run successfully.",
-            request.model
-        ),
-    };
-    let kind = match over {
-        Resource::Requests => "requests",
-        Resource::Tokens => "tokens",
-    };
-    let mut response = error_response(
-        StatusCode::TOO_MANY_REQUESTS,
-        &message,
-        kind,
-        Some("rate_limit_exceeded"),
-        request_id,
-    );
-    let headers = response.headers_mut();
-    add_limit_headers(headers, &reports);
-    if let Some(wait) = retry_after {
-        let millis = wait.as_nanos().div_ceil(1_000_000);
-        let seconds = wait.as_nanos().div_ceil(1_000_000_000);
-        headers.insert(
-            HeaderName::from_static("retry-after-ms"),
-            HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
-        );
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
-        );
-    }
-    response
 }
 
 #[cfg(test)]
@@ -598,5 +344,14 @@ mod tests {
         assert!(
             parse_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).is_ok()
         );
+    }
+
+    #[test]
+    fn the_prompt_key_is_the_last_user_message() {
+        let request = parse_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"},{"role":"system","content":"d"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(last_user_text(&request), "c");
     }
 }

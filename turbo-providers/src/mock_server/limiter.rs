@@ -1,86 +1,20 @@
-//! The referee's limiter: continuously refilling buckets in exact integer arithmetic.
+//! The referee's limiter: one [`Meter`] per limit (requests, tokens), the
+//! scheduled limit changes, and the per-second timeline. Every method takes
+//! the `now` it acts at, so tests drive it on a manual clock; the server
+//! keeps it behind one mutex (see the module docs of `mock_server`).
 
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-use super::{MockServerConfig, TimelineSecond};
+use super::config::{LimitChange, MockServerConfig, RateLimitStyle};
+use super::meters::{Bucket, CalendarWindow, Meter, MeterReport};
+use super::stats::TimelineSecond;
 use crate::headers::LimitWindow;
-
-#[derive(Debug, Clone)]
-pub(super) struct Bucket {
-    limit: u64,
-    window_nanos: u128,
-    level: u128,
-    updated: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct BucketReport {
-    pub(super) limit: u64,
-    pub(super) remaining: u64,
-    pub(super) reset: Duration,
-}
-
-impl Bucket {
-    fn new(limit: NonZeroU64, window: Duration, now: Instant) -> Self {
-        let window_nanos = window.as_nanos().max(1);
-        Self {
-            limit: limit.get(),
-            window_nanos,
-            level: u128::from(limit.get()) * window_nanos,
-            updated: now,
-        }
-    }
-
-    fn capacity(&self) -> u128 {
-        u128::from(self.limit) * self.window_nanos
-    }
-
-    fn refill(&mut self, now: Instant) {
-        if now > self.updated {
-            let elapsed = now.duration_since(self.updated).as_nanos();
-            self.level = self
-                .level
-                .saturating_add(elapsed.saturating_mul(u128::from(self.limit)))
-                .min(self.capacity());
-            self.updated = now;
-        }
-    }
-
-    /// Time until `amount` is available: zero if it is now, `None` if never.
-    fn wait_for(&self, amount: u64) -> Option<Duration> {
-        if amount > self.limit {
-            return None;
-        }
-        let needed = u128::from(amount) * self.window_nanos;
-        let missing = needed.saturating_sub(self.level);
-        Some(nanos(missing.div_ceil(u128::from(self.limit))))
-    }
-
-    fn take(&mut self, amount: u64) {
-        self.level = self
-            .level
-            .saturating_sub(u128::from(amount) * self.window_nanos);
-    }
-
-    fn report(&self) -> BucketReport {
-        let missing = self.capacity() - self.level.min(self.capacity());
-        BucketReport {
-            limit: self.limit,
-            remaining: u64::try_from(self.level / self.window_nanos).unwrap_or(u64::MAX),
-            reset: nanos(missing.div_ceil(u128::from(self.limit))),
-        }
-    }
-}
-
-pub(super) fn nanos(value: u128) -> Duration {
-    Duration::from_nanos(u64::try_from(value).unwrap_or(u64::MAX))
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct LimitReports {
-    pub(super) requests: Option<BucketReport>,
-    pub(super) tokens: Option<BucketReport>,
+    pub(super) requests: Option<MeterReport>,
+    pub(super) tokens: Option<MeterReport>,
 }
 
 pub(super) enum Admission {
@@ -90,6 +24,9 @@ pub(super) enum Admission {
         over: Resource,
         /// `None` when the request can never fit.
         retry_after: Option<Duration>,
+        /// Whether the refused request was charged anyway
+        /// ([`MockServerConfig::charge_refused`]).
+        charged: bool,
     },
 }
 
@@ -99,95 +36,211 @@ pub(super) enum Resource {
     Tokens,
 }
 
-pub(super) struct Limiter {
-    requests: Option<Bucket>,
-    tokens: Option<Bucket>,
+/// How new meters are made (at start, and when a change adds a limit).
+#[derive(Debug, Clone, Copy)]
+struct MeterShape {
+    style: RateLimitStyle,
+    request_window: LimitWindow,
     started: Instant,
-    pub(super) timeline: Vec<TimelineSecond>,
+    phase: Duration,
+}
+
+impl MeterShape {
+    fn meter(self, limit: NonZeroU64, window: LimitWindow, fill_ppm: u32, now: Instant) -> Meter {
+        match self.style {
+            RateLimitStyle::OpenAi => {
+                Meter::Bucket(Bucket::new(limit, window.duration(), fill_ppm, now))
+            }
+            RateLimitStyle::Gateway => Meter::Calendar(CalendarWindow::new(
+                limit,
+                fill_ppm,
+                self.started,
+                self.phase,
+                now,
+            )),
+        }
+    }
+}
+
+pub(super) struct Limiter {
+    requests: Option<Meter>,
+    tokens: Option<Meter>,
+    shape: MeterShape,
+    /// Changes not applied yet, latest first (so the next one pops off the end).
+    changes: Vec<LimitChange>,
+    charge_refused: bool,
+    started: Instant,
+    timeline: Vec<TimelineSecond>,
 }
 
 impl Limiter {
-    pub(super) fn new(config: &MockServerConfig, now: Instant) -> Self {
+    /// A limiter started at `now`, whose clock is `phase` into its calendar minute.
+    pub(super) fn new(config: &MockServerConfig, now: Instant, phase: Duration) -> Self {
+        let shape = MeterShape {
+            style: config.rate_limit_style,
+            request_window: config.request_window,
+            started: now,
+            phase,
+        };
+        let fill_ppm = fill_ppm(config.initial_fill);
+        let mut changes = config.limit_changes.clone();
+        changes.sort_by_key(|change| std::cmp::Reverse(change.at));
         Self {
             requests: config
                 .request_limit
-                .map(|limit| Bucket::new(limit, config.request_window.duration(), now)),
+                .map(|limit| shape.meter(limit, config.request_window, fill_ppm, now)),
             tokens: config
                 .tokens_per_minute
-                .map(|limit| Bucket::new(limit, LimitWindow::Minute.duration(), now)),
+                .map(|limit| shape.meter(limit, LimitWindow::Minute, fill_ppm, now)),
+            shape,
+            changes,
+            charge_refused: config.charge_refused,
             started: now,
             timeline: Vec::new(),
         }
     }
 
+    /// Applies the changes due by `now`, each at its own instant.
+    fn apply_changes(&mut self, now: Instant) {
+        while let Some(change) = self.changes.last().copied() {
+            let at = self.started + change.at;
+            if at > now {
+                break;
+            }
+            self.changes.pop();
+            let shape = self.shape;
+            for (meter, limit, window) in [
+                (&mut self.requests, change.requests, shape.request_window),
+                (&mut self.tokens, change.tokens, LimitWindow::Minute),
+            ] {
+                let Some(limit) = limit else { continue };
+                match meter {
+                    Some(meter) => {
+                        meter.refill(at);
+                        meter.set_limit(limit);
+                    }
+                    // A limit that appears mid-run starts with its full budget.
+                    None => *meter = Some(shape.meter(limit, window, 1_000_000, at)),
+                }
+            }
+        }
+    }
+
+    fn reports_at(&self, now: Instant) -> LimitReports {
+        LimitReports {
+            requests: self.requests.as_ref().map(|meter| meter.report_at(now)),
+            tokens: self.tokens.as_ref().map(|meter| meter.report_at(now)),
+        }
+    }
+
+    /// The timeline entry of `now`'s second, closing the seconds before it
+    /// with the levels their meters had at their end.
     fn second(&mut self, now: Instant) -> Option<&mut TimelineSecond> {
         let second = now.saturating_duration_since(self.started).as_secs();
         let index = usize::try_from(second).ok()?;
-        if self.timeline.len() <= index {
-            let start = self.timeline.len() as u64;
-            self.timeline
-                .extend((start..=second).map(|second| TimelineSecond {
-                    second,
-                    ..TimelineSecond::default()
-                }));
+        while self.timeline.len() <= index {
+            let next = self.timeline.len() as u64;
+            if let Some(last) = self.timeline.len().checked_sub(1) {
+                let end = self.started + Duration::from_secs(next);
+                let reports = self.reports_at(end);
+                if let Some(entry) = self.timeline.get_mut(last) {
+                    entry.set_levels(reports);
+                }
+            }
+            self.timeline.push(TimelineSecond {
+                second: next,
+                ..TimelineSecond::default()
+            });
         }
         self.timeline.get_mut(index)
     }
 
+    /// Decides on a request costing `cost` tokens arriving at `now`.
     pub(super) fn admit(&mut self, cost: u64, now: Instant) -> Admission {
-        if let Some(bucket) = &mut self.requests {
-            bucket.refill(now);
+        self.apply_changes(now);
+        for meter in [&mut self.requests, &mut self.tokens].into_iter().flatten() {
+            meter.refill(now);
         }
-        if let Some(bucket) = &mut self.tokens {
-            bucket.refill(now);
-        }
-        let request_wait = self.requests.as_ref().and_then(|bucket| bucket.wait_for(1));
-        let token_wait = self.tokens.as_ref().map(|bucket| bucket.wait_for(cost));
+        let request_wait = self
+            .requests
+            .as_ref()
+            .and_then(|meter| meter.wait_for(1, now));
+        let token_wait = self.tokens.as_ref().map(|meter| meter.wait_for(cost, now));
         let refusal = match (request_wait, token_wait) {
             (Some(wait), _) if !wait.is_zero() => Some((Resource::Requests, Some(wait))),
             (_, Some(None)) => Some((Resource::Tokens, None)),
             (_, Some(Some(wait))) if !wait.is_zero() => Some((Resource::Tokens, Some(wait))),
             _ => None,
         };
-        if refusal.is_none() {
-            if let Some(bucket) = &mut self.requests {
-                bucket.take(1);
+        let charged = refusal.is_none() || self.charge_refused;
+        if charged {
+            if let Some(meter) = &mut self.requests {
+                meter.take(1);
             }
-            if let Some(bucket) = &mut self.tokens {
-                bucket.take(cost);
+            if let Some(meter) = &mut self.tokens {
+                meter.take(cost);
             }
         }
-        let reports = LimitReports {
-            requests: self.requests.as_ref().map(Bucket::report),
-            tokens: self.tokens.as_ref().map(Bucket::report),
-        };
-        let second = self.second(now);
+        let reports = self.reports_at(now);
+        if let Some(second) = self.second(now) {
+            second.received += 1;
+            if charged {
+                second.tokens += cost;
+            }
+            if refusal.is_none() {
+                second.requests += 1;
+            } else {
+                second.rate_limited += 1;
+            }
+        }
         match refusal {
-            None => {
-                if let Some(second) = second {
-                    second.requests += 1;
-                    second.tokens += cost;
-                }
-                Admission::Admitted(reports)
-            }
-            Some((over, retry_after)) => {
-                if let Some(second) = second {
-                    second.rate_limited += 1;
-                }
-                Admission::Refused {
-                    reports,
-                    over,
-                    retry_after,
-                }
-            }
+            None => Admission::Admitted(reports),
+            Some((over, retry_after)) => Admission::Refused {
+                reports,
+                over,
+                retry_after,
+                charged,
+            },
         }
     }
+
+    /// Counts an injected failure (5xx, 503 overload or connection fault) at `now`.
+    pub(super) fn record_fault(&mut self, now: Instant) {
+        if let Some(second) = self.second(now) {
+            second.faults += 1;
+        }
+    }
+
+    /// The timeline so far; the last second's levels are those at `now`
+    /// (or at its end, if `now` is past it).
+    pub(super) fn timeline_at(&self, now: Instant) -> Vec<TimelineSecond> {
+        let mut timeline = self.timeline.clone();
+        if let Some(last) = timeline.last_mut() {
+            let end = self.started + Duration::from_secs(last.second + 1);
+            last.set_levels(self.reports_at(now.min(end)));
+        }
+        timeline
+    }
+}
+
+/// `fill` in `[0, 1]` as parts per million.
+fn fill_ppm(fill: f64) -> u32 {
+    // Validated to [0, 1]; the clamp only guards the cast.
+    (fill.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn nz(value: u64) -> NonZeroU64 {
+        NonZeroU64::new(value).unwrap()
+    }
+
+    fn limiter(config: &MockServerConfig, start: Instant) -> Limiter {
+        Limiter::new(config, start, Duration::ZERO)
+    }
 
     proptest! {
         /// The referee's own invariant: in any interval, admitted tokens never
@@ -200,7 +253,7 @@ mod tests {
         ) {
             let start = Instant::now();
             let config = MockServerConfig::default().with_tpm(nz(limit));
-            let mut limiter = Limiter::new(&config, start);
+            let mut limiter = limiter(&config, start);
             let mut now_ms = 0u64;
             let mut admitted: Vec<(u64, u64)> = Vec::new();
             for (gap_ms, cost) in arrivals {
@@ -212,6 +265,9 @@ mod tests {
                         let mut probe = Limiter {
                             requests: None,
                             tokens: limiter.tokens.clone(),
+                            shape: limiter.shape,
+                            changes: Vec::new(),
+                            charge_refused: false,
                             started: start,
                             timeline: Vec::new(),
                         };
@@ -230,31 +286,32 @@ mod tests {
                 }
             }
         }
-    }
 
-    fn nz(value: u64) -> NonZeroU64 {
-        NonZeroU64::new(value).unwrap()
-    }
-
-    #[test]
-    fn bucket_refills_continuously_and_exactly() {
-        let start = Instant::now();
-        let mut bucket = Bucket::new(nz(60), Duration::from_secs(60), start);
-        for _ in 0..60 {
-            assert_eq!(bucket.wait_for(1), Some(Duration::ZERO));
-            bucket.take(1);
+        /// A gateway never admits more than its limit within one calendar minute.
+        #[test]
+        fn a_gateway_admits_at_most_its_limit_per_calendar_minute(
+            limit in 1u64..50,
+            phase_ms in 0u64..60_000,
+            gaps in proptest::collection::vec(0u64..4_000, 1..200),
+        ) {
+            let start = Instant::now();
+            let config = MockServerConfig {
+                rate_limit_style: RateLimitStyle::Gateway,
+                ..MockServerConfig::default()
+            }
+            .with_rpm(nz(limit));
+            let phase = Duration::from_millis(phase_ms);
+            let mut limiter = Limiter::new(&config, start, phase);
+            let mut per_minute = std::collections::HashMap::<u64, u64>::new();
+            let mut now_ms = 0u64;
+            for gap in gaps {
+                now_ms += gap;
+                if let Admission::Admitted(_) = limiter.admit(1, start + Duration::from_millis(now_ms)) {
+                    *per_minute.entry((now_ms + phase_ms) / 60_000).or_default() += 1;
+                }
+            }
+            prop_assert!(per_minute.values().all(|&count| count <= limit));
         }
-        let report = bucket.report();
-        assert_eq!(report.remaining, 0);
-        assert_eq!(report.reset, Duration::from_secs(60));
-        assert_eq!(bucket.wait_for(1), Some(Duration::from_secs(1)));
-        bucket.refill(start + Duration::from_millis(1500));
-        assert_eq!(bucket.report().remaining, 1);
-        assert_eq!(bucket.wait_for(2), Some(Duration::from_millis(500)));
-        assert_eq!(bucket.wait_for(61), None);
-        bucket.refill(start + Duration::from_secs(3600));
-        assert_eq!(bucket.report().remaining, 60);
-        assert_eq!(bucket.report().reset, Duration::ZERO);
     }
 
     #[test]
@@ -263,17 +320,19 @@ mod tests {
         let config = MockServerConfig::default()
             .with_rpm(nz(10))
             .with_tpm(nz(100));
-        let mut limiter = Limiter::new(&config, start);
+        let mut limiter = limiter(&config, start);
         assert!(matches!(limiter.admit(60, start), Admission::Admitted(_)));
         let Admission::Refused {
             over,
             retry_after,
             reports,
+            charged,
         } = limiter.admit(60, start)
         else {
             panic!("must refuse")
         };
         assert_eq!(over, Resource::Tokens);
+        assert!(!charged);
         // 20 missing tokens at 100/min.
         assert_eq!(retry_after, Some(Duration::from_secs(12)));
         assert_eq!(reports.tokens.map(|r| r.remaining), Some(40));
@@ -286,17 +345,43 @@ mod tests {
             }
         ));
         assert!(matches!(limiter.admit(40, start), Admission::Admitted(_)));
-        assert_eq!(limiter.timeline.len(), 1);
-        assert_eq!(limiter.timeline[0].requests, 2);
-        assert_eq!(limiter.timeline[0].tokens, 100);
-        assert_eq!(limiter.timeline[0].rate_limited, 2);
+        let timeline = limiter.timeline_at(start);
+        assert_eq!(timeline.len(), 1);
+        assert_eq!(timeline[0].received, 4);
+        assert_eq!(timeline[0].requests, 2);
+        assert_eq!(timeline[0].tokens, 100);
+        assert_eq!(timeline[0].rate_limited, 2);
+        assert_eq!(timeline[0].tokens_remaining, Some(0));
+        assert_eq!(timeline[0].requests_remaining, Some(8));
+    }
+
+    #[test]
+    fn refused_requests_can_be_charged() {
+        let start = Instant::now();
+        let config = MockServerConfig {
+            charge_refused: true,
+            ..MockServerConfig::default()
+        }
+        .with_rpm(nz(100))
+        .with_tpm(nz(100));
+        let mut limiter = limiter(&config, start);
+        assert!(matches!(limiter.admit(60, start), Admission::Admitted(_)));
+        assert!(matches!(
+            limiter.admit(60, start),
+            Admission::Refused { charged: true, .. }
+        ));
+        // The refusal emptied the token bucket and took a request.
+        let reports = limiter.reports_at(start);
+        assert_eq!(reports.tokens.map(|r| r.remaining), Some(0));
+        assert_eq!(reports.requests.map(|r| r.remaining), Some(98));
+        assert_eq!(limiter.timeline_at(start)[0].tokens, 120);
     }
 
     #[test]
     fn request_limit_is_checked_first() {
         let start = Instant::now();
         let config = MockServerConfig::default().with_rpd(nz(1)).with_tpm(nz(10));
-        let mut limiter = Limiter::new(&config, start);
+        let mut limiter = limiter(&config, start);
         assert!(matches!(limiter.admit(5, start), Admission::Admitted(_)));
         let later = start + Duration::from_secs(2);
         match limiter.admit(50, later) {
@@ -308,7 +393,125 @@ mod tests {
             }
             Admission::Admitted(_) => panic!("must refuse"),
         }
-        assert_eq!(limiter.timeline.len(), 3);
-        assert_eq!(limiter.timeline[2].second, 2);
+        let timeline = limiter.timeline_at(later);
+        assert_eq!(timeline.len(), 3);
+        assert_eq!(timeline[2].second, 2);
+        // Second 1 saw nothing; its levels are those at its end (10 tokens/min
+        // refill a sixth of a token per second: 5 + 1/3, floored).
+        assert_eq!(timeline[1].received, 0);
+        assert_eq!(timeline[1].tokens_remaining, Some(5));
+        assert_eq!(timeline[0].requests_remaining, Some(0));
+    }
+
+    #[test]
+    fn a_drained_start_admits_only_what_refills() {
+        let start = Instant::now();
+        let config = MockServerConfig {
+            initial_fill: 0.0,
+            ..MockServerConfig::default()
+        }
+        .with_rpm(nz(60));
+        let mut limiter = limiter(&config, start);
+        assert!(matches!(
+            limiter.admit(0, start),
+            Admission::Refused {
+                retry_after: Some(wait),
+                ..
+            } if wait == Duration::from_secs(1)
+        ));
+        let later = start + Duration::from_secs(1);
+        assert!(matches!(limiter.admit(0, later), Admission::Admitted(_)));
+        assert!(matches!(limiter.admit(0, later), Admission::Refused { .. }));
+    }
+
+    #[test]
+    fn limits_change_at_their_time() {
+        let start = Instant::now();
+        let config = MockServerConfig {
+            limit_changes: vec![
+                LimitChange {
+                    at: Duration::from_secs(20),
+                    requests: Some(nz(6)),
+                    tokens: None,
+                },
+                LimitChange {
+                    at: Duration::from_secs(10),
+                    requests: Some(nz(120)),
+                    tokens: Some(nz(1_000)),
+                },
+            ],
+            ..MockServerConfig::default()
+        }
+        .with_rpm(nz(60));
+        let mut limiter = limiter(&config, start);
+        for _ in 0..60 {
+            assert!(matches!(limiter.admit(1, start), Admission::Admitted(_)));
+        }
+        assert!(matches!(limiter.admit(1, start), Admission::Refused { .. }));
+        // At 10 s: 10 refilled, then the upgrade adds 60 of room; the token
+        // limit appears with a full bucket.
+        let upgraded = start + Duration::from_secs(10);
+        let Admission::Admitted(reports) = limiter.admit(1, upgraded) else {
+            panic!("the upgrade must admit")
+        };
+        assert_eq!(
+            reports.requests.map(|r| (r.limit, r.remaining)),
+            Some((120, 69))
+        );
+        assert_eq!(
+            reports.tokens.map(|r| (r.limit, r.remaining)),
+            Some((1_000, 999))
+        );
+        // At 20 s the downgrade to 6/min leaves what was used: nothing is free.
+        let downgraded = start + Duration::from_secs(20);
+        let Admission::Refused { reports, .. } = limiter.admit(1, downgraded) else {
+            panic!("the downgrade must refuse")
+        };
+        assert_eq!(
+            reports.requests.map(|r| (r.limit, r.remaining)),
+            Some((6, 0))
+        );
+    }
+
+    #[test]
+    fn a_gateway_counts_per_calendar_minute() {
+        let start = Instant::now();
+        let config = MockServerConfig {
+            rate_limit_style: RateLimitStyle::Gateway,
+            ..MockServerConfig::default()
+        }
+        .with_rpm(nz(2))
+        .with_tpm(nz(1_000));
+        // Started 55 s into a minute.
+        let mut limiter = Limiter::new(&config, start, Duration::from_secs(55));
+        assert!(matches!(limiter.admit(10, start), Admission::Admitted(_)));
+        assert!(matches!(limiter.admit(10, start), Admission::Admitted(_)));
+        let Admission::Refused {
+            over, retry_after, ..
+        } = limiter.admit(10, start + Duration::from_secs(1))
+        else {
+            panic!("the window is used up")
+        };
+        assert_eq!(over, Resource::Requests);
+        assert_eq!(retry_after, Some(Duration::from_secs(4)));
+        // Five seconds after start a new minute began: two more at once.
+        let next = start + Duration::from_secs(5);
+        let Admission::Admitted(reports) = limiter.admit(10, next) else {
+            panic!("a new minute")
+        };
+        assert_eq!(reports.requests.map(|r| r.remaining), Some(1));
+        assert_eq!(reports.tokens.map(|r| r.remaining), Some(990));
+        assert!(matches!(limiter.admit(10, next), Admission::Admitted(_)));
+    }
+
+    #[test]
+    fn faults_are_counted_per_second() {
+        let start = Instant::now();
+        let mut limiter = limiter(&MockServerConfig::default(), start);
+        limiter.record_fault(start + Duration::from_millis(1_500));
+        let timeline = limiter.timeline_at(start + Duration::from_secs(2));
+        assert_eq!(timeline.len(), 2);
+        assert_eq!((timeline[0].faults, timeline[1].faults), (0, 1));
+        assert_eq!(timeline[1].requests_remaining, None);
     }
 }

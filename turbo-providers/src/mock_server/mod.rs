@@ -3,7 +3,9 @@
 //! It serves `POST /v1/chat/completions` and `POST /openai/v1/chat/completions`
 //! (Groq's path), `GET /stats` and `POST /reset`. It is the *referee* of the
 //! workspace's rate-limit claims, so it keeps its own, deliberately simple
-//! limiter rather than reusing the engine's:
+//! limiter rather than reusing the engine's, and it can be made as hostile
+//! as real servers. By default ([`MockServerConfig::default`]) it behaves
+//! like OpenAI:
 //!
 //! - requests and tokens are continuously refilling buckets (capacity = the
 //!   limit, refilled at limit/window), in exact integer arithmetic;
@@ -21,6 +23,55 @@
 //!   and `x-request-id`;
 //! - injected 5xx failures happen after admission and so are charged, like
 //!   real failed requests.
+//!
+//! Hostile modes, each off by default:
+//!
+//! - **Gateway** ([`RateLimitStyle::Gateway`]): limits counted per calendar
+//!   minute of the server's clock (a fixed window reset on each minute
+//!   boundary); a 429 carries no `retry-after`, `retry-after-ms` nor
+//!   `x-ratelimit-*`, only `llm_provider-retry-after: 60`, with the body
+//!   `{"error":{"message":…,"type":"throttling_error","param":null,"code":"429"}}`;
+//!   200s carry `x-ratelimit-{limit,remaining}-{requests,tokens}` without
+//!   resets and no answer carries `x-request-id`.
+//!   [`MockServerConfig::rate_limit_headers`] `= false` drops the limit
+//!   headers altogether (a self-hosted server).
+//! - **Start and limits**: [`MockServerConfig::initial_fill`] starts the
+//!   buckets (or the first window) partly used, 0 being a key another process
+//!   has just drained; [`MockServerConfig::limit_changes`] change limits at
+//!   given times (a bucket keeps what was used: an upgrade gives room at once,
+//!   a downgrade below what was used leaves it empty);
+//!   [`MockServerConfig::token_factor`] and [`TokenCounting::Approximate`]
+//!   make the server count tokens its own way; [`MockServerConfig::charge_refused`]
+//!   charges 429s too (never below an empty bucket).
+//! - **Connection faults** ([`FaultMix`]), drawn per admitted request after
+//!   its latency, played on the socket: `reset` (RST, no answer), `truncate`
+//!   (head and half the body, then FIN: `Content-Length` promises more),
+//!   `hang` (nothing, until the client goes away or the server stops),
+//!   `trickle` (the body a few bytes at a time, [`TrickleShape`]), `stall`
+//!   (half the body, then nothing). Held connections are reset as soon as
+//!   the server starts stopping, so no task outlives it.
+//! - **Capacity** ([`CapacityModel`]): a GPU server's batch. Up to N
+//!   requests in service, each taking base × (1 + slowdown × n / N) (n in
+//!   service at its start, itself included); beyond N a FIFO queue; beyond
+//!   the queue limit a 503 `overloaded` answer (charged, counted in
+//!   `overloaded`). Slot counts can change at given times.
+//! - **Counting by prompt** ([`MockServerConfig::count_by_prompt`]): charges
+//!   and 200s per last-user-message text, so a benchmark can count answers
+//!   paid twice (`/stats` → `prompts.duplicate_ok`).
+//!
+//! `GET /stats` ([`MockStats`]) has the totals (received, 200, 429, 5xx,
+//! 503 overloaded, each fault kind, requests and tokens charged), latency
+//! percentiles, the capacity model's load and a per-second timeline
+//! ([`TimelineSecond`]: received, admitted, refused, faults, tokens charged
+//! and the limits' remaining levels at the end of each second).
+//!
+//! Time: the limiter, the meters and the capacity queue take the instant
+//! they act at, so their unit tests run on a manual clock; the server feeds
+//! them Tokio's clock, so a paused test runtime drives them as well.
+//!
+//! State and locks: see `state.rs` (one mutex per concern, none held across
+//! an `.await` or together with another) and `conn.rs` (per-connection
+//! fault requests are atomics).
 //!
 //! A request with the header `x-mock-echo: true` gets the request body as the
 //! server parsed it under `"mock_echo"` in its answer, so tests can check that
@@ -46,188 +97,39 @@
 //! # });
 //! ```
 
+mod capacity;
+mod config;
+mod conn;
+mod faults;
 mod handler;
 mod limiter;
+mod meters;
+mod responses;
+mod state;
+mod stats;
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::num::NonZeroU64;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::serve::ListenerExt;
-use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use turbo_tokens::DefaultOutput;
 
-use self::handler::{ServerState, router};
+pub use self::capacity::{CapacityChange, CapacityModel, ServiceStart};
+pub use self::config::{LimitChange, MockServerConfig, RateLimitStyle};
+pub use self::faults::{FaultKind, FaultMix, TrickleShape};
+pub use self::stats::{
+    CapacityStats, FaultCounts, LatencyStats, MockStats, PromptStats, TimelineSecond,
+};
+
+use self::conn::{ConnFaults, FaultListener};
+use self::handler::router;
+use self::state::ServerState;
 use crate::error::ProviderError;
-use crate::headers::LimitWindow;
-use crate::synth::{CompletionLength, LatencyModel, TokenCounting};
+use crate::synth::TokenCounting;
 
-/// Settings of a [`MockServer`].
-#[derive(Debug, Clone)]
-pub struct MockServerConfig {
-    /// Address to listen on; port 0 picks a free one. Default `127.0.0.1:0`.
-    pub bind: SocketAddr,
-    /// Requests allowed per [`Self::request_window`]; `None` for no limit.
-    pub request_limit: Option<NonZeroU64>,
-    /// The request limit's window: a minute (OpenAI) or a day (Groq).
-    pub request_window: LimitWindow,
-    /// Tokens allowed per minute; `None` for no limit.
-    pub tokens_per_minute: Option<NonZeroU64>,
-    /// Output charged when a request sets neither `max_completion_tokens`
-    /// nor `max_tokens`. Default: 16 tokens per choice.
-    pub default_output: DefaultOutput,
-    /// Time to answer.
-    pub latency: LatencyModel,
-    /// Probability in `[0, 1]` that an admitted request gets an injected failure.
-    pub failure_rate: f64,
-    /// The first this-many admitted requests get an injected failure.
-    pub fail_first: u64,
-    /// Statuses of injected failures, drawn uniformly. Default `[500, 503]`.
-    pub failure_statuses: Vec<u16>,
-    /// Tokens per completion before the request's limit caps them.
-    pub completion_tokens: CompletionLength,
-    /// Words of the last user message the answer echoes.
-    pub echo_words: usize,
-    /// How prompt tokens are counted ([`TokenCounting::Tiktoken`] by default).
-    pub token_counting: TokenCounting,
-    /// When set, requests must carry `Authorization: Bearer <key>` or get a 401.
-    pub api_key: Option<SecretString>,
-    /// Seed for latency, failure and length draws; `None` seeds from the OS.
-    pub seed: Option<u64>,
-    /// How long [`MockServerHandle::shutdown`] waits for in-flight requests.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for MockServerConfig {
-    fn default() -> Self {
-        Self {
-            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            request_limit: None,
-            request_window: LimitWindow::Minute,
-            tokens_per_minute: None,
-            default_output: DefaultOutput::Tokens(16),
-            latency: LatencyModel::Zero,
-            failure_rate: 0.0,
-            fail_first: 0,
-            failure_statuses: vec![500, 503],
-            completion_tokens: CompletionLength::default(),
-            echo_words: 16,
-            token_counting: TokenCounting::Tiktoken,
-            api_key: None,
-            seed: None,
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-}
-
-impl MockServerConfig {
-    /// Sets a requests-per-minute limit.
-    #[must_use]
-    pub fn with_rpm(mut self, rpm: NonZeroU64) -> Self {
-        self.request_limit = Some(rpm);
-        self.request_window = LimitWindow::Minute;
-        self
-    }
-
-    /// Sets a requests-per-day limit (Groq's header semantics).
-    #[must_use]
-    pub fn with_rpd(mut self, rpd: NonZeroU64) -> Self {
-        self.request_limit = Some(rpd);
-        self.request_window = LimitWindow::Day;
-        self
-    }
-
-    /// Sets a tokens-per-minute limit.
-    #[must_use]
-    pub fn with_tpm(mut self, tpm: NonZeroU64) -> Self {
-        self.tokens_per_minute = Some(tpm);
-        self
-    }
-
-    /// Sets the latency model.
-    #[must_use]
-    pub fn with_latency(mut self, latency: LatencyModel) -> Self {
-        self.latency = latency;
-        self
-    }
-
-    /// Checks every setting.
-    pub fn validate(&self) -> Result<(), ProviderError> {
-        self.latency.validate()?;
-        self.completion_tokens.validate()?;
-        let invalid = |message: String| Err(ProviderError::InvalidConfig { message });
-        if !(0.0..=1.0).contains(&self.failure_rate) {
-            return invalid(format!(
-                "failure rate {} must be between 0 and 1",
-                self.failure_rate
-            ));
-        }
-        let injects = self.failure_rate > 0.0 || self.fail_first > 0;
-        if injects && self.failure_statuses.is_empty() {
-            return invalid("failure injection needs at least one failure status".to_owned());
-        }
-        if let Some(bad) = self
-            .failure_statuses
-            .iter()
-            .find(|status| StatusCode::from_u16(**status).is_err())
-        {
-            return invalid(format!("{bad} is not an HTTP status"));
-        }
-        Ok(())
-    }
-}
-
-/// Counters of a running mock server (`GET /stats`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MockStats {
-    /// Chat-completion requests received.
-    pub requests: u64,
-    /// Answered 200.
-    pub ok: u64,
-    /// Answered 429.
-    pub rate_limited: u64,
-    /// Answered with an injected failure.
-    pub injected_failures: u64,
-    /// Answered 400 (malformed body).
-    pub bad_requests: u64,
-    /// Answered 401 (wrong or missing key).
-    pub unauthorized: u64,
-    /// Prompt tokens of the requests answered 200.
-    pub prompt_tokens: u64,
-    /// Completion tokens of the requests answered 200.
-    pub completion_tokens: u64,
-    /// Tokens charged to the budget (admitted requests, including injected failures).
-    pub tokens_charged: u64,
-    /// Requests being handled right now.
-    pub in_flight: u64,
-    /// The most requests handled at once.
-    pub max_in_flight: u64,
-    /// Admissions per second since start (or the last reset).
-    pub timeline: Vec<TimelineSecond>,
-}
-
-/// What happened in one second of the server's life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimelineSecond {
-    /// Seconds since start (or the last reset).
-    pub second: u64,
-    /// Requests admitted (charged) in this second.
-    pub requests: u64,
-    /// Tokens charged in this second.
-    pub tokens: u64,
-    /// Requests refused with 429 in this second.
-    pub rate_limited: u64,
-}
-
-/// A continuously refilling bucket in exact integer arithmetic: one unit of
-/// `level` is 1/`window_nanos` of a token, so `elapsed_nanos × limit` units
-/// refill in `elapsed_nanos` nanoseconds.
 fn io_error(error: &std::io::Error) -> ProviderError {
     ProviderError::Io {
         message: error.to_string(),
@@ -317,14 +219,18 @@ impl MockServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<MockStats, ProviderError> {
         let state = Arc::clone(&self.state);
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a mock-server connection");
-            }
-        });
+        let listener = FaultListener::new(self.listener, state.conn.clone());
         tracing::info!(addr = %self.addr, "mock server listening");
-        axum::serve(listener, router(Arc::clone(&state)))
-            .with_graceful_shutdown(shutdown)
+        let halting = Arc::clone(&state);
+        let service: IntoMakeServiceWithConnectInfo<_, ConnFaults> =
+            router(Arc::clone(&state)).into_make_service_with_connect_info::<ConnFaults>();
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Held connections (hang, stall, trickle) would keep a
+                // graceful shutdown waiting for ever: reset them now.
+                halting.conn.halt.send_replace(true);
+            })
             .await
             .map_err(|error| io_error(&error))?;
         Ok(state.stats())
@@ -410,47 +316,24 @@ impl MockServerHandle {
     }
 }
 
+impl MockServerHandle {
+    /// Waits until exactly `count` connections are held by a hang, stall or
+    /// trickle (they end when their client goes away or the server stops):
+    /// lets tests wait for a fault without watching the clock.
+    pub async fn wait_for_held_connections(&self, count: u64) {
+        let active = Arc::clone(&self.state.conn.active);
+        active.wait_until(|| active.count() == count).await;
+    }
+}
+
 impl Drop for MockServerHandle {
     fn drop(&mut self) {
         if let Some(sender) = self.shutdown.take() {
             let _ = sender.send(());
         }
-        // The serve task then ends by itself once the cancelled requests are answered.
+        // The serve task then ends by itself once the cancelled requests are
+        // answered and the held connections reset.
         self.state.cancel.send_replace(true);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_validation() {
-        assert!(MockServerConfig::default().validate().is_ok());
-        let bad_rate = MockServerConfig {
-            failure_rate: 2.0,
-            ..MockServerConfig::default()
-        };
-        assert!(bad_rate.validate().is_err());
-        let no_status = MockServerConfig {
-            fail_first: 1,
-            failure_statuses: vec![],
-            ..MockServerConfig::default()
-        };
-        assert!(no_status.validate().is_err());
-        let bogus_status = MockServerConfig {
-            failure_statuses: vec![1000],
-            ..MockServerConfig::default()
-        };
-        assert!(bogus_status.validate().is_err());
-    }
-
-    #[test]
-    fn debug_hides_the_expected_key() {
-        let config = MockServerConfig {
-            api_key: Some(SecretString::from("sk-mock-secret")),
-            ..MockServerConfig::default()
-        };
-        assert!(!format!("{config:?}").contains("sk-mock-secret"));
+        self.state.conn.halt.send_replace(true);
     }
 }

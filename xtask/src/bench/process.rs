@@ -181,10 +181,15 @@ pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
 impl MockServer {
     /// Starts the server and waits (up to 30 s) for its `listening on` line.
     pub fn start(binary: &Path, settings: &ServerSettings, log: &Path) -> Result<Self> {
+        Self::start_with_args(binary, &settings.args(), log)
+    }
+
+    /// [`Self::start`] with the arguments after `mock-server` given as they are.
+    pub fn start_with_args(binary: &Path, args: &[String], log: &Path) -> Result<Self> {
         let stderr = log_file(log)?;
         let mut child = Command::new(binary)
             .arg("mock-server")
-            .args(settings.args())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

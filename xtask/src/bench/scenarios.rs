@@ -108,6 +108,12 @@ pub fn all() -> Vec<Scenario> {
             run: pipeline_map_reduce,
         },
         Scenario {
+            name: "faults",
+            about: "faulty gateway (calendar-minute 429s without hints, resets, truncations, hangs, trickles): lines lost, requests after SIGINT, answers paid twice after 5 SIGKILLs + resume",
+            needs_cli: true,
+            run: super::faults::faults,
+        },
+        Scenario {
             name: "redis-roundtrip",
             about: "acquire+settle through a local Redis (the shared budget's store): p50, p99",
             needs_cli: false,
