@@ -178,6 +178,11 @@ fn start_server(context: &Context, setup: &Setup, dir: &Path, name: &str) -> Res
 
 fn client(dir: &Path, name: &str, server: &MockServer, resume: bool) -> ClientSettings {
     let mut settings = scenarios::client_settings(dir, name, server.base_url(), None);
+    // The server hangs some requests for good: a per-attempt timeout well
+    // above its latency notices them (turbo-run's default is minutes).
+    settings
+        .extra
+        .extend(["--timeout", "10s", "--idle-timeout", "5s"].map(str::to_owned));
     if resume {
         settings.extra.push("--resume".to_owned());
     }
