@@ -2,6 +2,7 @@
 //! prints one table, writes `target/bench/report.json` and an SVG chart per
 //! rate-limited scenario.
 
+mod capacity;
 mod faults;
 mod math;
 mod process;

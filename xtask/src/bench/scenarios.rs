@@ -114,6 +114,12 @@ pub fn all() -> Vec<Scenario> {
             run: super::faults::faults,
         },
         Scenario {
+            name: "capacity",
+            about: "self-hosted server stand-in (64 slots, 200 ms, queue beyond): --workers auto against the best fixed setting of a sweep and the old 4,096 ceiling; capacity halved and restored mid-run",
+            needs_cli: true,
+            run: super::capacity::capacity,
+        },
+        Scenario {
             name: "redis-roundtrip",
             about: "acquire+settle through a local Redis (the shared budget's store): p50, p99",
             needs_cli: false,
