@@ -13,7 +13,7 @@
 //!   overloads would shrink the bound again and again).
 //! - **Windows**: decisions are taken per window of samples, which ends once
 //!   it holds at least `max(MIN_SAMPLES, bound / 2)` samples and has lasted
-//!   at least two baseline latencies (one decision per round trip at most).
+//!   at least two baseline latencies (one in slow start).
 //! - **Baseline**: the lowest window *median* over the last
 //!   [`BASELINE_HORIZON`]: the latency of a server that is not queueing. A
 //!   median over a window, not a single fastest sample, so that the spread of
@@ -27,7 +27,7 @@
 //!   - slow start (from [`INITIAL_BOUND`]): while `ratio <` [`SLOW_START_RATIO`],
 //!     the bound doubles each window; the first window above ends it;
 //!   - `ratio ≤` [`GROW_RATIO`] (latency at its floor): bound × 1.1 + 1;
-//!   - `ratio ≤ tolerance`: bound × 1.03 + 1. A batching server's latency
+//!   - `ratio ≤ tolerance`: bound × 1.02 + 1. A batching server's latency
 //!     grows a little with its batch while throughput still rises, so the
 //!     bound keeps climbing gently until latency says the server queues;
 //!   - above: bound × `max(0.5, tolerance / ratio)`, the share of the bound
@@ -192,8 +192,9 @@ impl Adaptive {
             self.samples.push(latency);
         }
         let wanted = MIN_SAMPLES.max((self.bound() / 2).max(1));
+        let rounds = if self.phase == Phase::SlowStart { 1 } else { 2 };
         let long_enough = match self.baseline() {
-            Some(baseline) => now.duration_since(self.window_started) >= baseline * 2,
+            Some(baseline) => now.duration_since(self.window_started) >= baseline * rounds,
             None => true,
         };
         let full = self.samples.len() + self.overloads as usize >= wanted;
@@ -268,7 +269,7 @@ impl Adaptive {
         if ratio <= GROW_RATIO {
             self.set(self.bound * 1.1 + 1.0, BoundReason::LatencyAtFloor);
         } else if ratio <= tolerance {
-            self.set(self.bound * 1.03 + 1.0, BoundReason::Holding);
+            self.set(self.bound * 1.02 + 1.0, BoundReason::Holding);
         } else {
             let factor = (tolerance / ratio).max(0.5);
             self.set(self.bound * factor, BoundReason::LatencyRising);

@@ -205,7 +205,8 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
         .max_by(|a, b| a.rate().total_cmp(&b.rate()))
         .cloned();
     // Halved at 20 s, back at 40 s; long enough to see both settle.
-    let changing_requests = if context.quick { 9_000 } else { 14_000 };
+    // About 20 s at full capacity, 20 s at half, then 20 s at full again.
+    let changing_requests = 14_000;
     let changing = one_run(
         context,
         &dir,
@@ -215,7 +216,15 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
         &["20s:32", "40s:64"],
     )?;
     let halved_after = converged_after(&changing.per_second_ok, 20, 40, best_rate(32), 0.9);
-    let back_after = converged_after(&changing.per_second_ok, 40, 55, best_rate(64), 0.9);
+    // The last second is partial: the run ended in it.
+    let seconds = changing.per_second_ok.len().saturating_sub(1);
+    let back_after = converged_after(
+        &changing.per_second_ok,
+        40,
+        seconds.min(60),
+        best_rate(64),
+        0.9,
+    );
 
     let mut report = ScenarioReport::new(scenario.name, scenario.about);
     report.params = json!({
@@ -267,11 +276,12 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
             auto.max_in_flight.to_string(),
         ),
         Check::info(
-            "old ceiling (4096): req/s, p50, 503s",
-            ceiling.rate(),
+            "old ceiling (4096): answered, p50, 503s",
+            ceiling.ok as f64,
             format!(
-                "{} req/s, {} ms, {}",
-                trim_float(ceiling.rate(), 1),
+                "{} of {} lines, {} ms, {} × 503",
+                ceiling.ok,
+                ceiling.requests,
                 trim_float(ceiling.p50_ms, 0),
                 ceiling.overloaded
             ),
@@ -289,7 +299,8 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
             Target::AtMost(10.0),
         ),
     ];
-    let all = [&auto, &ceiling, &changing]
+    // The ceiling run is expected to lose lines to 503s: that is its point.
+    let all = [&auto, &changing]
         .into_iter()
         .chain(fixed.iter())
         .collect::<Vec<_>>();
