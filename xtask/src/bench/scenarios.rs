@@ -1072,6 +1072,7 @@ fn engine_overhead(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
                     display: "not measured".to_owned(),
                     target: Some(target),
                     percent: false,
+                    graded: true,
                 }),
                 (None, None) => {}
             }
