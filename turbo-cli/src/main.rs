@@ -15,6 +15,7 @@
 
 mod cli;
 mod clients;
+mod hint;
 mod input;
 mod limits;
 mod mock;
