@@ -15,6 +15,8 @@
 
 mod cli;
 mod clients;
+mod eta;
+mod figures;
 mod hint;
 mod input;
 mod limits;
