@@ -1,4 +1,5 @@
-//! Rate limits from the command line and a TOML file, per provider and model.
+//! Rate limits from the command line and a TOML file, per provider and model,
+//! and the prices in force (the shipped table with the file's `[prices]`).
 
 use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use turbo_core::{Limits, Provider, TurboRunBuilder, default_limits};
 
 use crate::cli::LimitArgs;
+use crate::prices::{PriceFile, PriceTable};
 
 /// The limits of one axis set, as written in the file.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -37,6 +39,7 @@ struct ProviderTable {
 struct LimitsFile {
     openai: Option<ProviderTable>,
     groq: Option<ProviderTable>,
+    prices: Option<PriceFile>,
 }
 
 /// What a provider's own lane does.
@@ -113,6 +116,8 @@ pub fn thousands(value: u64) -> String {
 pub struct LimitPlan {
     lanes: [LaneLimits; 2],
     models: [Vec<(String, Limits)>; 2],
+    prices: PriceTable,
+    simulated: bool,
 }
 
 impl LimitPlan {
@@ -124,9 +129,18 @@ impl LimitPlan {
             None => LimitsFile::default(),
         };
         let default = args.provider.default_provider();
+        let prices =
+            PriceTable::with_overrides(file.prices.clone()).map_err(|error| {
+                match &args.limits {
+                    Some(path) => anyhow!("{}: {error}", path.display()),
+                    None => anyhow!(error),
+                }
+            })?;
         let mut plan = LimitPlan {
             lanes: [LaneLimits::Learned, LaneLimits::Learned],
             models: [Vec::new(), Vec::new()],
+            prices,
+            simulated: args.provider.is_mock(),
         };
         for provider in Provider::ALL {
             let table = match provider {
@@ -177,6 +191,16 @@ impl LimitPlan {
     /// The provider lane's limits.
     pub fn lane(&self, provider: Provider) -> LaneLimits {
         self.lanes[slot(provider)]
+    }
+
+    /// The prices in force.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    /// Whether every line runs on the simulated provider (nothing is billed).
+    pub fn simulated(&self) -> bool {
+        self.simulated
     }
 
     /// Per-model lanes of a provider.
@@ -324,6 +348,11 @@ mod tests {
             ("[mistral]\nrpm = 5\n", "mistral"),
             ("[groq.models.\"x\"]\n", "sets no limit"),
             ("[openai\n", "invalid limits file"),
+            (
+                "[prices.openai.\"m\"]\ninput = -2.0\n",
+                "must be finite and not negative",
+            ),
+            ("[prices.openai.\"m\"]\nprice = 2.0\n", "price"),
         ] {
             let path = write("bad.toml", text);
             let error = LimitPlan::from_args(&args(ProviderArg::Openai, None, Some(path)))
@@ -331,6 +360,23 @@ mod tests {
                 .to_string();
             assert!(error.contains(expected), "{expected:?} not in {error:?}");
         }
+    }
+
+    #[test]
+    fn the_file_can_price_models() {
+        let path = write(
+            "prices.toml",
+            "[openai]\nrpm = 5\n[prices]\nas_of = \"2026-12-01\"\n[prices.openai.\"mine\"]\ninput = 1.5\noutput = 3.0\n",
+        );
+        let plan = LimitPlan::from_args(&args(ProviderArg::Openai, None, Some(path))).unwrap();
+        assert_eq!(plan.prices().as_of, "2026-12-01");
+        assert_eq!(
+            plan.prices().price(Provider::OpenAi, "mine").unwrap().input,
+            1.5
+        );
+        assert!(!plan.simulated());
+        let plain = LimitPlan::from_args(&args(ProviderArg::Mock, None, None)).unwrap();
+        assert!(!plain.prices().overridden && plain.simulated());
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod limits;
 mod mock;
 mod output;
 mod plan;
+mod prices;
 mod progress;
 mod resume;
 mod run;

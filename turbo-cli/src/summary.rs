@@ -15,6 +15,7 @@ use serde::Serialize;
 use turbo_core::{EngineStats, Limits, Provider};
 
 use crate::limits::{LaneLimits, LimitPlan, thousands};
+use crate::prices::{Spent, dollars, spent};
 use crate::progress::{Outcomes, charged, compact, duration};
 use crate::resume::{Existing, Prior};
 
@@ -128,6 +129,11 @@ pub struct Summary {
     pub tpm_share: Option<f64>,
     /// Per lane.
     pub lanes: Vec<LaneSummary>,
+    /// What the answers in the output file cost by the usage they report
+    /// (earlier runs' answers included); `None` if it cannot be read.
+    pub cost: Option<Spent>,
+    /// Whether the answers came from the simulated provider (nothing billed).
+    pub cost_simulated: bool,
 }
 
 /// What [`Summary::new`] is computed from.
@@ -271,6 +277,8 @@ impl Summary {
             rpm_share: share(achieved_rpm, rpm_limit),
             tpm_share: share(achieved_tpm, tpm_limit),
             lanes,
+            cost: spent(input.output, input.lane_limits.prices()).ok(),
+            cost_simulated: input.lane_limits.simulated(),
         }
     }
 
@@ -315,7 +323,41 @@ impl Summary {
                 eprintln!("  {line}");
             }
         }
+        if let Some(cost) = &self.cost {
+            eprintln!(
+                "  {}",
+                cost_line(cost, self.already_done > 0, self.cost_simulated)
+            );
+        }
     }
+}
+
+/// `cost: $0.0042 by the answers' reported usage (prices as of …)`.
+fn cost_line(cost: &Spent, earlier: bool, simulated: bool) -> String {
+    let mut line = format!(
+        "cost: {} by the usage the answers in the output file report{}; {}",
+        dollars(cost.usd),
+        if earlier {
+            ", earlier runs' included"
+        } else {
+            ""
+        },
+        cost.prices
+    );
+    if simulated {
+        line.push_str("; simulated provider: nothing was billed");
+    }
+    let unpriced: Vec<String> = cost
+        .unpriced()
+        .map(|model| format!("{} ({} answers)", model.model, thousands(model.answers)))
+        .collect();
+    if !unpriced.is_empty() {
+        line.push_str(&format!(
+            "; no price for {}, not counted",
+            unpriced.join(", ")
+        ));
+    }
+    line
 }
 
 impl LaneSummary {
@@ -504,6 +546,38 @@ mod tests {
             "{:?}",
             lane.lines(600.0)
         );
+    }
+
+    #[test]
+    fn the_cost_line_names_its_prices_and_what_it_could_not_price() {
+        let spent = Spent {
+            prices: "prices as of 2025-08-15, the shipped table".into(),
+            usd: 0.0042,
+            models: vec![
+                crate::prices::SpentModel {
+                    model: "gpt-4o-mini".into(),
+                    answers: 30,
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                    usd: Some(0.0042),
+                },
+                crate::prices::SpentModel {
+                    model: "my-finetune".into(),
+                    answers: 2,
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                    usd: None,
+                },
+            ],
+        };
+        assert_eq!(
+            cost_line(&spent, false, false),
+            "cost: $0.0042 by the usage the answers in the output file report; prices as of \
+             2025-08-15, the shipped table; no price for my-finetune (2 answers), not counted"
+        );
+        let simulated = cost_line(&spent, true, true);
+        assert!(simulated.contains("earlier runs' included"), "{simulated}");
+        assert!(simulated.contains("nothing was billed"), "{simulated}");
     }
 
     #[test]
