@@ -98,6 +98,31 @@ pub fn describe(limits: &Limits) -> String {
     }
 }
 
+/// `--rpm N`: a whole number of requests from 1 up (clap's own message for
+/// 0 was "number would be zero for non-zero type").
+pub fn parse_requests(text: &str) -> Result<NonZeroU32, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => {
+            Err("a limit must be at least 1; to run without limits, use --no-limits".to_owned())
+        }
+        Ok(value) => u32::try_from(value)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| format!("{value} is more than the most allowed, {}", u32::MAX)),
+        Err(_) => Err(format!("{text:?} is not a whole number of requests")),
+    }
+}
+
+/// `--tpm N`: a whole number of tokens from 1 up.
+pub fn parse_tokens(text: &str) -> Result<NonZeroU64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(value) => NonZeroU64::new(value).ok_or_else(|| {
+            "a limit must be at least 1; to run without limits, use --no-limits".to_owned()
+        }),
+        Err(_) => Err(format!("{text:?} is not a whole number of tokens")),
+    }
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(value: u64) -> String {
     let digits = value.to_string();
@@ -377,6 +402,30 @@ mod tests {
         assert!(!plan.simulated());
         let plain = LimitPlan::from_args(&args(ProviderArg::Mock, None, None)).unwrap();
         assert!(!plain.prices().overridden && plain.simulated());
+    }
+
+    #[test]
+    fn limit_flags_explain_zero_and_nonsense() {
+        assert_eq!(parse_requests("30").unwrap().get(), 30);
+        assert!(parse_requests("0").unwrap_err().contains("at least 1"));
+        assert!(parse_requests("0").unwrap_err().contains("--no-limits"));
+        assert!(
+            parse_requests("5000000000")
+                .unwrap_err()
+                .contains("most allowed")
+        );
+        assert!(
+            parse_requests("fast")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert_eq!(parse_tokens("90000").unwrap().get(), 90_000);
+        assert!(parse_tokens("0").unwrap_err().contains("at least 1"));
+        assert!(
+            parse_tokens("-5")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
     }
 
     #[test]
