@@ -272,7 +272,9 @@ impl MockServer {
     pub fn stop(mut self) -> Result<()> {
         match interrupt(&mut self.child, Duration::from_secs(15))? {
             Some(_) => Ok(()),
-            None => bail!("mock-server ignored SIGINT for 15 s and SIGTERM after it, and was killed"),
+            None => {
+                bail!("mock-server ignored SIGINT for 15 s and SIGTERM after it, and was killed")
+            }
         }
     }
 }

@@ -416,7 +416,10 @@ mod tests {
         let text = table(&[report]);
         assert!(text.contains("| info") && !text.contains("FAIL"), "{text}");
         let errored = ScenarioReport::not_run("x", "x", Status::Error, "broke".into()).ungraded();
-        assert!(errored.failed(), "a scenario that broke still fails a quick run");
+        assert!(
+            errored.failed(),
+            "a scenario that broke still fails a quick run"
+        );
     }
 
     #[test]
