@@ -317,6 +317,50 @@ mod tests {
         assert!((secs(&eta) - 13.0).abs() < 1e-6, "{eta:?}");
     }
 
+    /// The estimate against a real engine on paused time: 100 requests at
+    /// 60 RPM; once the opening budget's 60 are done, it predicts the 40 s
+    /// the refill needs for the rest, and the engine takes that long.
+    #[tokio::test(start_paused = true)]
+    async fn the_estimate_of_a_real_engine_comes_true() {
+        use std::sync::Arc;
+
+        use turbo_core::{ChatMessage, ChatRequest, Limits, Provider, TurboRun, WorkNode};
+        use turbo_providers::{ProviderKind, SimulatedProvider};
+
+        let engine = TurboRun::builder()
+            .openai(Arc::new(SimulatedProvider::instant(ProviderKind::OpenAi)))
+            .limits(
+                Provider::OpenAi,
+                Limits::try_per_minute(60, 10_000_000).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let ids: Vec<_> = (0..100)
+            .map(|i| {
+                let request =
+                    ChatRequest::new("gpt-4o-mini", vec![ChatMessage::user(format!("q{i}"))]);
+                engine
+                    .push(WorkNode::retryable_for_openai(request))
+                    .unwrap()
+            })
+            .collect();
+        engine.wait_for(ids[59]).await.unwrap();
+        let stats = engine.stats().await;
+        let done = stats.completed;
+        assert!((60..=61).contains(&done), "{done}");
+        let eta = estimate(&LaneLoad::of(&stats), 100 - done, done, started.elapsed());
+        let predicted = eta.remaining.unwrap();
+        // The pace so far (60 in no time) would say "done at once".
+        assert!(predicted >= Duration::from_secs(38), "{predicted:?}");
+        let from = tokio::time::Instant::now();
+        engine.wait_for(ids[99]).await.unwrap();
+        let took = from.elapsed();
+        let error = took.as_secs_f64() - predicted.as_secs_f64();
+        assert!(error.abs() < 1.5, "predicted {predicted:?}, took {took:?}");
+        engine.shutdown().await;
+    }
+
     #[test]
     fn lanes_share_the_remaining_lines_and_the_slowest_sets_the_time() {
         let slow = LaneLoad {

@@ -178,6 +178,61 @@ mod tests {
         );
     }
 
+    /// A real engine on paused time, 100 requests at 60 RPM: the window
+    /// counts what was admitted in the last 60 s, never a rate scaled up.
+    #[tokio::test(start_paused = true)]
+    async fn a_real_engines_window_is_a_count_over_the_last_60_s() {
+        use std::sync::Arc;
+
+        use turbo_core::{ChatMessage, ChatRequest, Limits, Provider, TurboRun, WorkNode};
+        use turbo_providers::{ProviderKind, SimulatedProvider};
+
+        let engine = TurboRun::builder()
+            .openai(Arc::new(SimulatedProvider::instant(ProviderKind::OpenAi)))
+            .limits(
+                Provider::OpenAi,
+                Limits::try_per_minute(60, 10_000_000).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let ids: Vec<_> = (0..100)
+            .map(|i| {
+                let request =
+                    ChatRequest::new("gpt-4o-mini", vec![ChatMessage::user(format!("q{i}"))]);
+                engine
+                    .push(WorkNode::retryable_for_openai(request))
+                    .unwrap()
+            })
+            .collect();
+        let started = tokio::time::Instant::now();
+        engine.wait_for(ids[59]).await.unwrap();
+        let windows = LaneWindow::of(&engine.stats().await);
+        assert_eq!(windows.len(), 1);
+        let burst = windows[0].requests;
+        assert!((60..=61).contains(&burst), "{burst}");
+        // In the first second: the count (60), not 60 × 60 per minute.
+        let line = rates_line(&windows, 0, started.elapsed());
+        assert!(
+            line.starts_with(&format!("first 1s: {burst}/60 req")),
+            "{line}"
+        );
+        assert_eq!(burst_note(&windows, started.elapsed()).is_some(), burst > 60);
+        // Half a minute on: the burst and 30 refilled, explained as a burst.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let windows = LaneWindow::of(&engine.stats().await);
+        assert!((89..=91).contains(&windows[0].requests), "{windows:?}");
+        assert!(burst_note(&windows, started.elapsed()).is_some());
+        // At 70 s the burst has left the window: only the refill's requests
+        // of seconds 10 to 40 remain, under the limit.
+        engine.wait_for(ids[99]).await.unwrap();
+        tokio::time::sleep_until(started + Duration::from_secs(70)).await;
+        let windows = LaneWindow::of(&engine.stats().await);
+        assert!((29..=31).contains(&windows[0].requests), "{windows:?}");
+        let line = rates_line(&windows, 0, started.elapsed());
+        assert!(line.starts_with("last 60s: "), "{line}");
+        engine.shutdown().await;
+    }
+
     #[test]
     fn the_burst_is_explained_once_in_the_first_minute_only() {
         let within = [window("openai", 30, 900, Some(30), Some(90_000))];
