@@ -216,7 +216,10 @@ mod tests {
             line.starts_with(&format!("first 1s: {burst}/60 req")),
             "{line}"
         );
-        assert_eq!(burst_note(&windows, started.elapsed()).is_some(), burst > 60);
+        assert_eq!(
+            burst_note(&windows, started.elapsed()).is_some(),
+            burst > 60
+        );
         // Half a minute on: the burst and 30 refilled, explained as a burst.
         tokio::time::sleep(Duration::from_secs(30)).await;
         let windows = LaneWindow::of(&engine.stats().await);
