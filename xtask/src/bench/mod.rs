@@ -290,6 +290,11 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         } else {
             run_with_one_retry(&context, scenario)
         };
+        let report = if options.quick {
+            report.ungraded()
+        } else {
+            report
+        };
         eprintln!(
             "xtask: scenario {} done in {:.1} s ({})",
             scenario.name,
@@ -305,11 +310,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         if let Some(message) = &report.message {
             eprintln!("xtask:   {message}");
         }
-        reports.push(if options.quick {
-            report.ungraded()
-        } else {
-            report
-        });
+        reports.push(report);
     }
 
     let document = json!({

@@ -154,8 +154,9 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
     let bottom = top + PANEL_HEIGHT;
     // Every line runs the whole axis: seconds past the last admission are
     // zeros, and the window keeps sliding over them.
+    // (`x_max` is at least the last second with data, so nothing is cut.)
     let mut per_second = panel.per_second.clone();
-    per_second.resize((x_max.ceil() as usize + 1).max(per_second.len()), 0);
+    per_second.resize(x_max.floor() as usize + 1, 0);
     let window: Vec<f64> = sliding_sums(&per_second, 60)
         .into_iter()
         .map(|sum| sum as f64)
@@ -188,9 +189,6 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
             r##"<rect x="{from:.1}" y="{top}" width="{:.1}" height="{PANEL_HEIGHT}" fill="#f3efe0"/>"##,
             (to - from).max(0.0)
         );
-        let text = "opening minute: a full budget plus its refill, up to 2× the limit";
-        let (label_x, baseline, anchor) = labels.place(text, from, bottom - 6.0, 1);
-        label(svg, label_x, baseline, anchor, "#8a7a3d", text);
     }
     // Horizontal grid and y labels.
     let mut value = 0.0;
@@ -233,6 +231,11 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
         escape(&panel.label)
     );
     bars(svg, &per_second, top, x_max);
+    if let Some(first) = per_second.iter().position(|&value| value > 0) {
+        let text = "opening minute: a full budget plus its refill, up to 2× the limit";
+        let (label_x, baseline, anchor) = labels.place(text, x(first as f64), bottom - 6.0, 1);
+        label(svg, label_x, baseline, anchor, "#8a7a3d", text);
+    }
 
     // The limit's label first (right end, above its line), then the
     // markers' labels in the first free rows from the top.
@@ -288,18 +291,20 @@ fn bars(svg: &mut String, per_second: &[u64], top: f64, x_max: f64) {
     let peak = per_second.iter().copied().max().unwrap_or(0).max(1) as f64;
     let step = nice_step(peak / 2.0);
     let bar_max = (peak / step).ceil() * step;
-    let width = (PLOT_WIDTH / (x_max + 1.0)).max(0.5);
     let _ = write!(svg, r##"<g fill="#d5d5d5">"##);
     for (second, &value) in per_second.iter().enumerate() {
         if value == 0 || second as f64 > x_max {
             continue;
         }
+        // Second s covers [s, s + 1), cut at the plot's right edge.
+        let from = LEFT + second as f64 / x_max * PLOT_WIDTH;
+        let to = (LEFT + (second as f64 + 1.0) / x_max * PLOT_WIDTH).min(LEFT + PLOT_WIDTH);
         let height = value as f64 / bar_max * PANEL_HEIGHT;
         let _ = write!(
             svg,
-            r#"<rect x="{:.1}" y="{:.1}" width="{width:.2}" height="{height:.1}"/>"#,
-            LEFT + second as f64 / x_max * PLOT_WIDTH - width / 2.0,
-            bottom - height
+            r#"<rect x="{from:.1}" y="{:.1}" width="{:.2}" height="{height:.1}"/>"#,
+            bottom - height,
+            (to - from).max(0.5)
         );
     }
     svg.push_str("</g>");
@@ -610,7 +615,7 @@ mod tests {
         let chart = Chart {
             title: "t".into(),
             subtitle: "s".into(),
-            markers: vec![(30.0, "end".into())],
+            markers: vec![(30.4, "end".into())],
             panels: vec![Panel {
                 label: "requests/min".into(),
                 limit: Some(600.0),
@@ -619,10 +624,15 @@ mod tests {
         };
         let svg = chart.render();
         let line = points(&svg, 0);
-        // To 30 s, not 10: the window decays over seconds without admissions.
+        // To 30 s, not 10: the window keeps sliding over seconds without
+        // admissions, up to the axis's end (30.4 s, the client's end).
         assert_eq!(line.len(), 31);
         let right_edge = LEFT + PLOT_WIDTH;
-        assert!((line[30].0 - right_edge).abs() < 0.2, "{:?}", line[30]);
+        assert!(
+            right_edge - line[30].0 < PLOT_WIDTH / 30.0,
+            "{:?}",
+            line[30]
+        );
         // No point of the window sits on the plot's top edge (clipped), and
         // the tallest bar (600 in one second) fits under it.
         assert!(line.iter().all(|&(_, y)| y > TOP + 0.5), "{line:?}");
@@ -640,6 +650,25 @@ mod tests {
             .filter(|height| *height < PANEL_HEIGHT)
             .fold(0.0_f64, f64::max);
         assert!(tallest > 0.0 && tallest <= PANEL_HEIGHT, "{tallest}");
+        // Bars and lines stay inside the plot.
+        for element in svg.split("<rect ").skip(1) {
+            let attribute = |name: &str| -> f64 {
+                element
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            let (x0, width) = (attribute("x"), attribute("width"));
+            if x0 > 0.0 && width < WIDTH {
+                assert!(
+                    x0 >= LEFT - 0.1 && x0 + width <= right_edge + 0.1,
+                    "{element}"
+                );
+            }
+        }
+        assert!(line.iter().all(|&(x, _)| x <= right_edge + 0.1), "{line:?}");
         // Seconds past the axis's end get no tick label.
         let last_tick = texts(&svg)
             .into_iter()
