@@ -68,10 +68,10 @@ pub struct LimitArgs {
     #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
     pub provider: ProviderArg,
     /// Requests per minute allowed for the default provider.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::limits::parse_requests)]
     pub rpm: Option<NonZeroU32>,
     /// Tokens per minute allowed for the default provider.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::limits::parse_tokens)]
     pub tpm: Option<NonZeroU64>,
     /// TOML file with limits per provider and model:
     /// `[openai] rpm = 500, tpm = 200000, rpd = …, tpd = …` and

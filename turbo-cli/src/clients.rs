@@ -36,52 +36,67 @@ pub enum ClientSource {
     },
 }
 
+/// A provider the input needs that has no key and no base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingKey {
+    /// The provider.
+    pub provider: Provider,
+    /// Lines that need it.
+    pub lines: usize,
+    /// The variable to set.
+    pub key_env: &'static str,
+    /// The variable for a keyless server.
+    pub base_url_env: &'static str,
+    /// Whether `--base-url` would apply to this provider.
+    pub is_default: bool,
+}
+
 /// Why the clients could not be built.
 #[derive(Debug)]
 pub enum ClientError {
-    /// No key and no base URL for a provider the input needs.
+    /// No key and no base URL for providers the input needs: every one of
+    /// them, so a user fixes the environment once.
     MissingKey {
-        /// The provider.
-        provider: Provider,
-        /// Lines that need it.
-        lines: usize,
-        /// The variable to set.
-        key_env: &'static str,
-        /// The variable for a keyless server.
-        base_url_env: &'static str,
-        /// Whether `--base-url` would apply to this provider.
-        is_default: bool,
+        /// The providers, in [`Provider::ALL`] order.
+        missing: Vec<MissingKey>,
     },
     /// A bad base URL or configuration.
     Config(String),
 }
 
+impl std::fmt::Display for MissingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line_word = if self.lines == 1 { "line" } else { "lines" };
+        write!(
+            f,
+            "no API key for {} ({} {line_word} of the input need it): set {} in the environment",
+            self.provider, self.lines, self.key_env
+        )?;
+        if self.is_default {
+            write!(
+                f,
+                ", or give --base-url (or {}) for an OpenAI-compatible server that needs no key",
+                self.base_url_env
+            )
+        } else {
+            write!(
+                f,
+                ", or set {} for an OpenAI-compatible server that needs no key",
+                self.base_url_env
+            )
+        }
+    }
+}
+
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientError::MissingKey {
-                provider,
-                lines,
-                key_env,
-                base_url_env,
-                is_default,
-            } => {
-                let line_word = if *lines == 1 { "line" } else { "lines" };
-                write!(
-                    f,
-                    "no API key for {provider} ({lines} {line_word} of the input need it): \
-                     set {key_env} in the environment"
-                )?;
-                if *is_default {
-                    write!(
-                        f,
-                        ", or give --base-url (or {base_url_env}) for an OpenAI-compatible server that needs no key"
-                    )?;
-                } else {
-                    write!(
-                        f,
-                        ", or set {base_url_env} for an OpenAI-compatible server that needs no key"
-                    )?;
+            ClientError::MissingKey { missing } => {
+                for (index, key) in missing.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{key}")?;
                 }
                 write!(
                     f,
@@ -151,6 +166,7 @@ pub fn build(
             timeouts: (timeout, idle_timeout),
         } => {
             let mut configs = Vec::new();
+            let mut missing = Vec::new();
             for (i, provider) in providers.into_iter().enumerate() {
                 if needed[i] == 0 {
                     continue;
@@ -166,22 +182,29 @@ pub fn build(
                     }
                     std::env::var(name).ok()
                 };
-                let config = ClientConfig::from_env_with(kind(provider), lookup).map_err(
-                    |error| match error {
-                        ProviderError::MissingApiKey { .. } => ClientError::MissingKey {
-                            provider,
-                            lines: needed[i],
-                            key_env,
-                            base_url_env,
-                            is_default,
-                        },
-                        other => ClientError::Config(format!("{provider}: {other}")),
-                    },
-                )?;
-                let config = config
-                    .with_timeout(*timeout)
-                    .with_idle_timeout(*idle_timeout);
-                configs.push((i, provider, config));
+                match ClientConfig::from_env_with(kind(provider), lookup) {
+                    Ok(config) => configs.push((
+                        i,
+                        provider,
+                        config
+                            .with_timeout(*timeout)
+                            .with_idle_timeout(*idle_timeout),
+                    )),
+                    // Keep looking: every missing key is reported at once.
+                    Err(ProviderError::MissingApiKey { .. }) => missing.push(MissingKey {
+                        provider,
+                        lines: needed[i],
+                        key_env,
+                        base_url_env,
+                        is_default,
+                    }),
+                    Err(other) => {
+                        return Err(ClientError::Config(format!("{provider}: {other}")));
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                return Err(ClientError::MissingKey { missing });
             }
             if configs.is_empty() {
                 return Ok(clients);
@@ -268,17 +291,53 @@ mod tests {
     #[test]
     fn missing_key_says_what_to_do() {
         let error = ClientError::MissingKey {
-            provider: Provider::Groq,
-            lines: 3,
-            key_env: "GROQ_API_KEY",
-            base_url_env: "GROQ_BASE_URL",
-            is_default: false,
+            missing: vec![MissingKey {
+                provider: Provider::Groq,
+                lines: 3,
+                key_env: "GROQ_API_KEY",
+                base_url_env: "GROQ_BASE_URL",
+                is_default: false,
+            }],
         }
         .to_string();
         assert!(error.contains("GROQ_API_KEY"), "{error}");
         assert!(error.contains("GROQ_BASE_URL"), "{error}");
         assert!(error.contains("--provider mock"), "{error}");
         assert!(error.contains("3 lines"), "{error}");
+    }
+
+    #[test]
+    fn every_missing_key_is_reported_at_once() {
+        let error = ClientError::MissingKey {
+            missing: vec![
+                MissingKey {
+                    provider: Provider::OpenAi,
+                    lines: 32,
+                    key_env: "OPENAI_API_KEY",
+                    base_url_env: "OPENAI_BASE_URL",
+                    is_default: true,
+                },
+                MissingKey {
+                    provider: Provider::Groq,
+                    lines: 1,
+                    key_env: "GROQ_API_KEY",
+                    base_url_env: "GROQ_BASE_URL",
+                    is_default: false,
+                },
+            ],
+        }
+        .to_string();
+        assert!(
+            error.starts_with(
+                "no API key for openai (32 lines of the input need it): set OPENAI_API_KEY"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("; no API key for groq (1 line of the input need it): set GROQ_API_KEY"),
+            "{error}"
+        );
+        assert_eq!(error.matches("--provider mock").count(), 1, "{error}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Rate limits from the command line and a TOML file, per provider and model.
+//! Rate limits from the command line and a TOML file, per provider and model,
+//! and the prices in force (the shipped table with the file's `[prices]`).
 
 use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use turbo_core::{Limits, Provider, TurboRunBuilder, default_limits};
 
 use crate::cli::LimitArgs;
+use crate::prices::{PriceFile, PriceTable};
 
 /// The limits of one axis set, as written in the file.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -37,6 +39,7 @@ struct ProviderTable {
 struct LimitsFile {
     openai: Option<ProviderTable>,
     groq: Option<ProviderTable>,
+    prices: Option<PriceFile>,
 }
 
 /// What a provider's own lane does.
@@ -95,6 +98,31 @@ pub fn describe(limits: &Limits) -> String {
     }
 }
 
+/// `--rpm N`: a whole number of requests from 1 up (clap's own message for
+/// 0 was "number would be zero for non-zero type").
+pub fn parse_requests(text: &str) -> Result<NonZeroU32, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => {
+            Err("a limit must be at least 1; to run without limits, use --no-limits".to_owned())
+        }
+        Ok(value) => u32::try_from(value)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| format!("{value} is more than the most allowed, {}", u32::MAX)),
+        Err(_) => Err(format!("{text:?} is not a whole number of requests")),
+    }
+}
+
+/// `--tpm N`: a whole number of tokens from 1 up.
+pub fn parse_tokens(text: &str) -> Result<NonZeroU64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(value) => NonZeroU64::new(value).ok_or_else(|| {
+            "a limit must be at least 1; to run without limits, use --no-limits".to_owned()
+        }),
+        Err(_) => Err(format!("{text:?} is not a whole number of tokens")),
+    }
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(value: u64) -> String {
     let digits = value.to_string();
@@ -113,6 +141,8 @@ pub fn thousands(value: u64) -> String {
 pub struct LimitPlan {
     lanes: [LaneLimits; 2],
     models: [Vec<(String, Limits)>; 2],
+    prices: PriceTable,
+    simulated: bool,
 }
 
 impl LimitPlan {
@@ -124,9 +154,18 @@ impl LimitPlan {
             None => LimitsFile::default(),
         };
         let default = args.provider.default_provider();
+        let prices =
+            PriceTable::with_overrides(file.prices.clone()).map_err(|error| {
+                match &args.limits {
+                    Some(path) => anyhow!("{}: {error}", path.display()),
+                    None => anyhow!(error),
+                }
+            })?;
         let mut plan = LimitPlan {
             lanes: [LaneLimits::Learned, LaneLimits::Learned],
             models: [Vec::new(), Vec::new()],
+            prices,
+            simulated: args.provider.is_mock(),
         };
         for provider in Provider::ALL {
             let table = match provider {
@@ -177,6 +216,16 @@ impl LimitPlan {
     /// The provider lane's limits.
     pub fn lane(&self, provider: Provider) -> LaneLimits {
         self.lanes[slot(provider)]
+    }
+
+    /// The prices in force.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    /// Whether every line runs on the simulated provider (nothing is billed).
+    pub fn simulated(&self) -> bool {
+        self.simulated
     }
 
     /// Per-model lanes of a provider.
@@ -324,6 +373,11 @@ mod tests {
             ("[mistral]\nrpm = 5\n", "mistral"),
             ("[groq.models.\"x\"]\n", "sets no limit"),
             ("[openai\n", "invalid limits file"),
+            (
+                "[prices.openai.\"m\"]\ninput = -2.0\n",
+                "must be finite and not negative",
+            ),
+            ("[prices.openai.\"m\"]\nprice = 2.0\n", "price"),
         ] {
             let path = write("bad.toml", text);
             let error = LimitPlan::from_args(&args(ProviderArg::Openai, None, Some(path)))
@@ -331,6 +385,47 @@ mod tests {
                 .to_string();
             assert!(error.contains(expected), "{expected:?} not in {error:?}");
         }
+    }
+
+    #[test]
+    fn the_file_can_price_models() {
+        let path = write(
+            "prices.toml",
+            "[openai]\nrpm = 5\n[prices]\nas_of = \"2026-12-01\"\n[prices.openai.\"mine\"]\ninput = 1.5\noutput = 3.0\n",
+        );
+        let plan = LimitPlan::from_args(&args(ProviderArg::Openai, None, Some(path))).unwrap();
+        assert_eq!(plan.prices().as_of, "2026-12-01");
+        assert_eq!(
+            plan.prices().price(Provider::OpenAi, "mine").unwrap().input,
+            1.5
+        );
+        assert!(!plan.simulated());
+        let plain = LimitPlan::from_args(&args(ProviderArg::Mock, None, None)).unwrap();
+        assert!(!plain.prices().overridden && plain.simulated());
+    }
+
+    #[test]
+    fn limit_flags_explain_zero_and_nonsense() {
+        assert_eq!(parse_requests("30").unwrap().get(), 30);
+        assert!(parse_requests("0").unwrap_err().contains("at least 1"));
+        assert!(parse_requests("0").unwrap_err().contains("--no-limits"));
+        assert!(
+            parse_requests("5000000000")
+                .unwrap_err()
+                .contains("most allowed")
+        );
+        assert!(
+            parse_requests("fast")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert_eq!(parse_tokens("90000").unwrap().get(), 90_000);
+        assert!(parse_tokens("0").unwrap_err().contains("at least 1"));
+        assert!(
+            parse_tokens("-5")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
     }
 
     #[test]

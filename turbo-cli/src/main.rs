@@ -15,11 +15,15 @@
 
 mod cli;
 mod clients;
+mod eta;
+mod figures;
+mod hint;
 mod input;
 mod limits;
 mod mock;
 mod output;
 mod plan;
+mod prices;
 mod progress;
 mod resume;
 mod run;

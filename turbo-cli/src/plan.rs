@@ -1,4 +1,5 @@
-//! `turbo-run plan`: what a batch will cost and how fast it can possibly go.
+//! `turbo-run plan`: what a batch will cost (tokens, and dollars from the
+//! price table) and how fast it can possibly go.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,6 +12,7 @@ use turbo_providers::turbo_tokens::{DefaultOutput, TiktokenCounter};
 use crate::cli::PlanArgs;
 use crate::input::{self, LoadError};
 use crate::limits::{LimitPlan, describe, thousands};
+use crate::prices::{Price, PriceTable, dollars};
 use crate::progress::duration;
 use crate::{Outcome, UsageError};
 
@@ -30,6 +32,26 @@ struct ModelFigures {
     requests: u64,
     prompt_tokens: u64,
     output_tokens: u64,
+    /// US dollars per million tokens; `None`: not in the price table.
+    price: Option<Price>,
+    /// The prompt tokens' cost.
+    cost_input_usd: Option<f64>,
+    /// The output reservation's cost: an upper bound (max_tokens, or the
+    /// default reservation), answers are usually shorter.
+    cost_output_usd_at_most: Option<f64>,
+}
+
+/// The batch's estimated cost.
+#[derive(Debug, Clone, Serialize)]
+struct CostFigures {
+    /// `prices as of …`.
+    prices: String,
+    /// Prompt tokens of the priced models.
+    input_usd: f64,
+    /// Output reservations of the priced models (an upper bound).
+    output_usd_at_most: f64,
+    /// Models without a price (not counted).
+    unpriced_models: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +83,7 @@ struct PlanReport {
     models: Vec<ModelFigures>,
     lanes: Vec<LaneFigures>,
     critical_path: CriticalPathFigures,
+    cost: CostFigures,
     shortest_seconds: f64,
     bound_by: String,
     limits_known: bool,
@@ -201,12 +224,14 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
             args.latency_ms
         );
     }
+    let mut models: Vec<ModelFigures> = models.into_values().collect();
+    let cost = price_models(&mut models, limits.prices());
     let report = PlanReport {
         input: args.input.display().to_string(),
         requests: batch.len() as u64,
-        prompt_tokens: models.values().map(|m| m.prompt_tokens).sum(),
-        output_tokens: models.values().map(|m| m.output_tokens).sum(),
-        models: models.into_values().collect(),
+        prompt_tokens: models.iter().map(|m| m.prompt_tokens).sum(),
+        output_tokens: models.iter().map(|m| m.output_tokens).sum(),
+        models,
         lanes: lane_figures,
         critical_path: CriticalPathFigures {
             length: chain.len(),
@@ -217,6 +242,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
             latency_ms: args.latency_ms,
             seconds: path_seconds,
         },
+        cost,
         shortest_seconds: shortest,
         bound_by,
         limits_known,
@@ -230,6 +256,69 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         write_text(&mut out, &report)?;
     }
     Ok(Outcome::Success)
+}
+
+/// Prices every model from `table` and sums what is priced.
+fn price_models(models: &mut [ModelFigures], table: &PriceTable) -> CostFigures {
+    let mut cost = CostFigures {
+        prices: table.describe(),
+        input_usd: 0.0,
+        output_usd_at_most: 0.0,
+        unpriced_models: Vec::new(),
+    };
+    for model in models {
+        let provider = model.provider.parse::<Provider>().ok();
+        model.price = provider.and_then(|provider| table.price(provider, &model.model));
+        match model.price {
+            Some(price) => {
+                let (input, output) = price.cost(model.prompt_tokens, model.output_tokens);
+                model.cost_input_usd = Some(input);
+                model.cost_output_usd_at_most = Some(output);
+                cost.input_usd += input;
+                cost.output_usd_at_most += output;
+            }
+            None => cost
+                .unpriced_models
+                .push(format!("{} {}", model.provider, model.model)),
+        }
+    }
+    cost
+}
+
+fn write_cost(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "estimated cost in US dollars, {}; output as reserved (max_tokens), an upper bound:",
+        report.cost.prices
+    )?;
+    for model in &report.models {
+        let cost = match (model.cost_input_usd, model.cost_output_usd_at_most) {
+            (Some(input), Some(output)) => format!(
+                "{} input + up to {} output = up to {}",
+                dollars(input),
+                dollars(output),
+                dollars(input + output)
+            ),
+            _ => format!(
+                "unknown model: no price (add [prices.{}.\"{}\"] input = …, output = … to the limits file)",
+                model.provider, model.model
+            ),
+        };
+        writeln!(out, "  {:<7} {:<28} {cost}", model.provider, model.model)?;
+    }
+    let cost = &report.cost;
+    let unpriced = match cost.unpriced_models.len() {
+        0 => String::new(),
+        1 => "; 1 model without a price is not counted".to_owned(),
+        n => format!("; {n} models without a price are not counted"),
+    };
+    writeln!(
+        out,
+        "  total: {} input + up to {} output = up to {}{unpriced}",
+        dollars(cost.input_usd),
+        dollars(cost.output_usd_at_most),
+        dollars(cost.input_usd + cost.output_usd_at_most)
+    )
 }
 
 fn write_text(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> {
@@ -261,6 +350,8 @@ fn write_text(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> 
         "  total: {} tokens ({{{{id}}}} placeholders counted as written; answers filled in add more)",
         thousands(report.prompt_tokens + report.output_tokens)
     )?;
+    writeln!(out)?;
+    write_cost(out, report)?;
     writeln!(out)?;
     writeln!(out, "lanes:")?;
     for lane in &report.lanes {
@@ -324,6 +415,66 @@ fn write_text(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn model(provider: &str, name: &str, prompt: u64, output: u64) -> ModelFigures {
+        ModelFigures {
+            provider: provider.into(),
+            model: name.into(),
+            requests: 1,
+            prompt_tokens: prompt,
+            output_tokens: output,
+            ..ModelFigures::default()
+        }
+    }
+
+    #[test]
+    fn the_plan_prices_each_model_and_names_the_unknown_ones() {
+        let mut models = vec![
+            model("openai", "gpt-4o-mini", 2_000_000, 1_000_000),
+            model("groq", "llama-3.1-8b-instant", 1_000_000, 1_000_000),
+            model("openai", "my-finetune", 10, 10),
+        ];
+        let cost = price_models(&mut models, &PriceTable::shipped().unwrap());
+        // gpt-4o-mini: 2 × $0.15 + 1 × $0.60; llama-3.1-8b: $0.05 + $0.08.
+        assert!((cost.input_usd - 0.35).abs() < 1e-9, "{cost:?}");
+        assert!((cost.output_usd_at_most - 0.68).abs() < 1e-9, "{cost:?}");
+        assert_eq!(cost.unpriced_models, ["openai my-finetune"]);
+        assert_eq!(models[2].price, None);
+        assert!(cost.prices.contains("2025-08-15"));
+        let report = PlanReport {
+            input: "in.jsonl".into(),
+            requests: 3,
+            prompt_tokens: 0,
+            output_tokens: 0,
+            models,
+            lanes: Vec::new(),
+            critical_path: CriticalPathFigures {
+                length: 0,
+                ids: Vec::new(),
+                latency_ms: 0,
+                seconds: 0.0,
+            },
+            cost,
+            shortest_seconds: 0.0,
+            bound_by: String::new(),
+            limits_known: true,
+            warnings: Vec::new(),
+        };
+        let mut text = Vec::new();
+        write_cost(&mut text, &report).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains(
+                "gpt-4o-mini                  $0.30 input + up to $0.60 output = up to $0.90"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("my-finetune                  unknown model: no price"),
+            "{text}"
+        );
+        assert!(text.contains("total: $0.35 input + up to $0.68 output = up to $1.03; 1 model without a price is not counted"), "{text}");
+    }
 
     #[test]
     fn lane_time_is_the_slowest_axis_after_the_full_bucket() {

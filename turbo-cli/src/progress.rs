@@ -1,10 +1,16 @@
 //! Progress on stderr (a bar on a terminal, plain lines otherwise) and the
-//! per-second timeline, both sampled from the engine's statistics.
+//! per-second timeline, both sampled from the engine's statistics. The rate
+//! figures come from [`crate::figures`] (sliding 60 s windows per lane), the
+//! ETA from [`crate::eta`] (the remaining work against the limits in force).
+//!
+//! Shared state: [`Console`] holds the bar behind one mutex, taken only to
+//! print a line or swap the bar (never across an `.await`); the monitor task
+//! owns everything else.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
@@ -13,6 +19,8 @@ use tokio::sync::watch;
 use turbo_core::{EngineStats, TurboRun};
 
 use crate::cli::ProgressMode;
+use crate::eta::{self, DailyWait, LaneLoad};
+use crate::figures::{self, LaneWindow};
 use crate::limits::thousands;
 
 /// Messages on stderr that do not tear the progress bar.
@@ -195,7 +203,7 @@ pub async fn monitor(
     let bar = (config.mode == ProgressMode::Bar).then(|| {
         let bar = ProgressBar::with_draw_target(Some(config.todo), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:25}] {pos}/{len} ETA {eta} · {wide_msg}",
+            "{spinner} {elapsed_precise} [{bar:25}] {pos}/{len} · {wide_msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -219,6 +227,7 @@ pub async fn monitor(
     let mut tick = tokio::time::interval(refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sample = Instant::now();
+    let mut burst_explained = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -253,16 +262,36 @@ pub async fn monitor(
         }
         previous = totals;
         previous_429 = stats.rate_limited;
-        let rates = rates_line(&totals, stats.rate_limited, elapsed);
+        let windows = LaneWindow::of(&stats);
+        if !burst_explained
+            && config.mode != ProgressMode::None
+            && let Some(note) = figures::burst_note(&windows, elapsed)
+        {
+            burst_explained = true;
+            console.line(&format!("turbo-run: note: {note}"));
+        }
+        let rates = figures::rates_line(&windows, stats.rate_limited, elapsed);
+        let estimate = eta::estimate(
+            &LaneLoad::of(&stats),
+            config.todo.saturating_sub(done),
+            done,
+            elapsed,
+        );
+        let eta = estimate
+            .remaining
+            .map(|eta| format!("ETA {}", duration(eta)))
+            .unwrap_or_else(|| "ETA –".to_owned());
+        let waits: String = estimate
+            .daily_waits
+            .iter()
+            .map(|wait| format!(" · {}", daily_wait(wait, SystemTime::now())))
+            .collect();
         match (&bar, config.mode) {
-            (Some(bar), _) => bar.set_message(rates),
+            (Some(bar), _) => bar.set_message(format!("{eta} · {rates}{waits}")),
             (None, ProgressMode::Plain) if last_plain.elapsed() >= Duration::from_secs(5) => {
                 last_plain = Instant::now();
-                let eta = eta(done, config.todo, elapsed)
-                    .map(|eta| format!(" · ETA {}", duration(eta)))
-                    .unwrap_or_default();
                 console.line(&format!(
-                    "turbo-run: {}/{} done ({} ok, {} failed, {} skipped) · {rates}{eta}",
+                    "turbo-run: {}/{} done ({} ok, {} failed, {} skipped) · {eta} · {rates}{waits}",
                     thousands(done),
                     thousands(config.todo),
                     thousands(outcomes.completed.load(Ordering::Relaxed)),
@@ -281,32 +310,6 @@ pub async fn monitor(
     timeline
 }
 
-/// `480/500 RPM · 190k/200k TPM · 0 429s`, rates over the last minute (or
-/// since the start, during the first minute).
-fn rates_line(totals: &Totals, rate_limited: u64, elapsed: Duration) -> String {
-    let scale = 60.0 / elapsed.as_secs_f64().clamp(1.0, 60.0);
-    let rpm = totals.requests_last_minute as f64 * scale;
-    let tpm = totals.tokens_last_minute as f64 * scale;
-    format!(
-        "{} RPM · {} TPM · {} 429s",
-        against(rpm, totals.rpm_limit),
-        against(tpm, totals.tpm_limit),
-        thousands(rate_limited)
-    )
-}
-
-fn against(rate: f64, limit: Option<u64>) -> String {
-    match limit {
-        Some(limit) if limit > 0 => format!(
-            "{}/{} ({:.0}%)",
-            compact(rate),
-            compact(limit as f64),
-            100.0 * rate / limit as f64
-        ),
-        _ => compact(rate),
-    }
-}
-
 /// `950`, `12.3k`, `4.5M`.
 pub fn compact(value: f64) -> String {
     if value >= 9_999_500.0 {
@@ -322,12 +325,22 @@ pub fn compact(value: f64) -> String {
     }
 }
 
-fn eta(done: u64, todo: u64, elapsed: Duration) -> Option<Duration> {
-    if done == 0 || done >= todo {
-        return None;
-    }
-    let per_line = elapsed.as_secs_f64() / done as f64;
-    Duration::try_from_secs_f64(per_line * (todo - done) as f64).ok()
+/// `openai waits for its requests/day budget: next request in 3h12m (at 14:05 UTC)`.
+fn daily_wait(wait: &DailyWait, now: SystemTime) -> String {
+    let at = now
+        .checked_add(wait.frees_in)
+        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+        .map(|since| {
+            let minutes = since.as_secs() / 60;
+            format!(" (at {:02}:{:02} UTC)", (minutes / 60) % 24, minutes % 60)
+        })
+        .unwrap_or_default();
+    format!(
+        "{} waits for its {} budget: next request in {}{at}",
+        wait.lane,
+        wait.axis,
+        duration(wait.frees_in)
+    )
 }
 
 /// `1h02m`, `3m12s`, `4.2s`.
@@ -364,29 +377,18 @@ mod tests {
     }
 
     #[test]
-    fn rates_are_shown_against_limits() {
-        let totals = Totals {
-            requests_last_minute: 480,
-            tokens_last_minute: 190_000,
-            rpm_limit: Some(500),
-            tpm_limit: None,
-            ..Totals::default()
+    fn a_daily_wait_names_the_lane_the_budget_and_the_time() {
+        let wait = DailyWait {
+            lane: "groq".into(),
+            axis: turbo_ratelimit::Axis::RequestsPerDay,
+            frees_in: Duration::from_secs(3 * 3600 + 12 * 60),
         };
-        let line = rates_line(&totals, 2, Duration::from_secs(120));
-        assert_eq!(line, "480/500 (96%) RPM · 190k TPM · 2 429s");
-        // During the first minute the count is scaled to a per-minute rate.
-        let early = rates_line(&totals, 0, Duration::from_secs(30));
-        assert!(early.starts_with("960/500"), "{early}");
-    }
-
-    #[test]
-    fn eta_from_the_pace_so_far() {
-        assert_eq!(eta(0, 10, Duration::from_secs(5)), None);
+        // 10:53 UTC on 1 January 2026.
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_264_780);
         assert_eq!(
-            eta(5, 10, Duration::from_secs(5)),
-            Some(Duration::from_secs(5))
+            daily_wait(&wait, now),
+            "groq waits for its requests/day budget: next request in 3h12m (at 14:05 UTC)"
         );
-        assert_eq!(eta(10, 10, Duration::from_secs(5)), None);
     }
 
     #[test]

@@ -891,10 +891,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     if (interrupted || unsaved > 0) && not_run > 0 {
         eprintln!(
-            "turbo-run: {} lines not run; continue with: turbo-run run {} -o {} --resume",
+            "turbo-run: {} lines not run; continue with: {}",
             thousands(not_run),
-            args.input.display(),
-            output.display()
+            crate::hint::resume_command(&args, &output)
         );
     }
     Ok(outcome)

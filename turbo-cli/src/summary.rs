@@ -1,4 +1,11 @@
 //! The final summary of a run: on stderr, and as JSON with `--summary-json`.
+//!
+//! Rates are per lane, each against its own limits. A lane's budget starts
+//! full (one minute's worth) and refills continuously, so a run's average
+//! over its wall time counts that opening burst and can read far above the
+//! limit on a short run without anything being exceeded. The summary names
+//! the burst and gives the rate beyond it, which never exceeds the limit:
+//! whatever was admitted after the burst came from the refill.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -8,6 +15,7 @@ use serde::Serialize;
 use turbo_core::{EngineStats, Limits, Provider};
 
 use crate::limits::{LaneLimits, LimitPlan, thousands};
+use crate::prices::{Spent, dollars, spent};
 use crate::progress::{Outcomes, charged, compact, duration};
 use crate::resume::{Existing, Prior};
 
@@ -38,6 +46,19 @@ pub struct LaneSummary {
     pub rpm_share: Option<f64>,
     /// `achieved_tpm` / the TPM limit.
     pub tpm_share: Option<f64>,
+    /// Requests admitted from the full opening budget: the RPM limit, or
+    /// fewer if the lane sent fewer (0 without an RPM limit).
+    pub opening_burst_requests: u64,
+    /// Tokens charged from the full opening budget: the TPM limit, or fewer.
+    pub opening_burst_tokens: u64,
+    /// Requests per minute beyond the opening burst, over the wall time.
+    pub after_burst_rpm: f64,
+    /// Charged tokens per minute beyond the opening burst, over the wall time.
+    pub after_burst_tpm: f64,
+    /// `after_burst_rpm` / the RPM limit (at most about 1).
+    pub after_burst_rpm_share: Option<f64>,
+    /// `after_burst_tpm` / the TPM limit (at most about 1).
+    pub after_burst_tpm_share: Option<f64>,
 }
 
 /// Results already in the output before this run.
@@ -108,6 +129,11 @@ pub struct Summary {
     pub tpm_share: Option<f64>,
     /// Per lane.
     pub lanes: Vec<LaneSummary>,
+    /// What the answers in the output file cost by the usage they report
+    /// (earlier runs' answers included); `None` if it cannot be read.
+    pub cost: Option<Spent>,
+    /// Whether the answers came from the simulated provider (nothing billed).
+    pub cost_simulated: bool,
 }
 
 /// What [`Summary::new`] is computed from.
@@ -191,6 +217,10 @@ impl Summary {
             tpm_limit = tpm_limit.zip(tpm).map(|(a, b)| a + b);
             let achieved_rpm = per_minute(t.requests, wall);
             let achieved_tpm = per_minute(lane_charged, wall);
+            let opening_burst_requests = rpm.map_or(0, |rpm| rpm.min(t.requests));
+            let opening_burst_tokens = tpm.map_or(0, |tpm| tpm.min(lane_charged));
+            let after_burst_rpm = per_minute(t.requests - opening_burst_requests, wall);
+            let after_burst_tpm = per_minute(lane_charged - opening_burst_tokens, wall);
             lanes.push(LaneSummary {
                 lane: lane.lane.clone(),
                 limits: limiter.limits,
@@ -204,6 +234,12 @@ impl Summary {
                 achieved_tpm,
                 rpm_share: share(achieved_rpm, rpm),
                 tpm_share: share(achieved_tpm, tpm),
+                opening_burst_requests,
+                opening_burst_tokens,
+                after_burst_rpm,
+                after_burst_tpm,
+                after_burst_rpm_share: share(after_burst_rpm, rpm),
+                after_burst_tpm_share: share(after_burst_tpm, tpm),
             });
         }
         if lanes.is_empty() {
@@ -241,6 +277,8 @@ impl Summary {
             rpm_share: share(achieved_rpm, rpm_limit),
             tpm_share: share(achieved_tpm, tpm_limit),
             lanes,
+            cost: spent(input.output, input.lane_limits.prices()).ok(),
+            cost_simulated: input.lane_limits.simulated(),
         }
     }
 
@@ -270,7 +308,9 @@ impl Summary {
             thousands(self.lines),
         );
         eprintln!(
-            "  requests {} (attempts {}, retries {}, 429s {}) · tokens {} used, {} charged to the limits",
+            "  requests {} (attempts {}, retries {}, 429s {}) · tokens {} used (what the \
+             providers bill), {} charged to the rate limits (each request counts its prompt \
+             and its max_tokens when sent, as the providers count it)",
             thousands(self.requests),
             thousands(self.attempts),
             thousands(self.retries),
@@ -279,16 +319,142 @@ impl Summary {
             thousands(self.tokens_charged),
         );
         for lane in &self.lanes {
+            for line in lane.lines(self.wall_seconds) {
+                eprintln!("  {line}");
+            }
+        }
+        if let Some(cost) = &self.cost {
             eprintln!(
-                "  {}: {} RPM{} · {} TPM{} · limits {}",
-                lane.lane,
-                compact(lane.achieved_rpm),
-                of_limit(lane.rpm_share, lane.limits.rpm.map(|v| u64::from(v.get()))),
-                compact(lane.achieved_tpm),
-                of_limit(lane.tpm_share, lane.limits.tpm.map(|v| v.get())),
-                lane.limits_source,
+                "  {}",
+                cost_line(cost, self.already_done > 0, self.cost_simulated)
             );
         }
+    }
+}
+
+/// `cost: $0.0042 by the answers' reported usage (prices as of …)`.
+fn cost_line(cost: &Spent, earlier: bool, simulated: bool) -> String {
+    let mut line = format!(
+        "cost: {} by the usage the answers in the output file report{}; {}",
+        dollars(cost.usd),
+        if earlier {
+            ", earlier runs' included"
+        } else {
+            ""
+        },
+        cost.prices
+    );
+    if simulated {
+        line.push_str("; simulated provider: nothing was billed");
+    }
+    let unpriced: Vec<String> = cost
+        .unpriced()
+        .map(|model| format!("{} ({} answers)", model.model, thousands(model.answers)))
+        .collect();
+    if !unpriced.is_empty() {
+        line.push_str(&format!(
+            "; no price for {}, not counted",
+            unpriced.join(", ")
+        ));
+    }
+    line
+}
+
+impl LaneSummary {
+    /// The lane's lines of the printed summary.
+    fn lines(&self, wall_seconds: f64) -> Vec<String> {
+        let rpm = self.limits.rpm.map(|v| u64::from(v.get()));
+        let tpm = self.limits.tpm.map(|v| v.get());
+        let limits: Vec<String> = [
+            rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
+            tpm.map(|tpm| format!("{} TPM", thousands(tpm))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let limits = if limits.is_empty() {
+            format!("no per-minute limits ({})", self.limits_source)
+        } else {
+            format!("limits {} ({})", limits.join(", "), self.limits_source)
+        };
+        let mut lines = vec![format!(
+            "{}: {} requests, {} tokens charged in {} · {limits}",
+            self.lane,
+            thousands(self.requests),
+            thousands(self.tokens_charged),
+            duration(Duration::from_secs_f64(wall_seconds.max(0.0))),
+        )];
+        if rpm.is_none() && tpm.is_none() {
+            lines[0].push_str(&format!(
+                " · {} RPM, {} TPM",
+                compact(self.achieved_rpm),
+                compact(self.achieved_tpm)
+            ));
+            return lines;
+        }
+        let burst_whole = (rpm.is_none() || Some(self.opening_burst_requests) < rpm)
+            && (tpm.is_none() || Some(self.opening_burst_tokens) < tpm);
+        let daily = self.daily_line();
+        if burst_whole {
+            lines.push(
+                "  all within the opening per-minute budget (a full minute's worth)".to_owned(),
+            );
+            lines.extend(daily);
+            return lines;
+        }
+        // Only the axes whose opening budget was used up have a burst, and a
+        // rate beyond it worth holding against the limit.
+        let rpm_spent = rpm.is_some() && Some(self.opening_burst_requests) == rpm;
+        let tpm_spent = tpm.is_some() && Some(self.opening_burst_tokens) == tpm;
+        let mut burst = Vec::new();
+        let mut after = Vec::new();
+        if rpm_spent {
+            burst.push(format!(
+                "{} requests",
+                thousands(self.opening_burst_requests)
+            ));
+            after.push(format!(
+                "{} RPM{}",
+                compact(self.after_burst_rpm),
+                of_limit(self.after_burst_rpm_share, rpm)
+            ));
+        }
+        if tpm_spent {
+            burst.push(format!("{} tokens", thousands(self.opening_burst_tokens)));
+            after.push(format!(
+                "{} TPM{}",
+                compact(self.after_burst_tpm),
+                of_limit(self.after_burst_tpm_share, tpm)
+            ));
+        }
+        lines.push(format!(
+            "  opening burst {} (the budget starts full), then {}",
+            burst.join(", "),
+            after.join(" · ")
+        ));
+        lines.extend(daily);
+        lines
+    }
+
+    /// `  the daily budget held it back: 50 requests/day used up …`, when it did.
+    fn daily_line(&self) -> Option<String> {
+        let mut spent = Vec::new();
+        if let Some(rpd) = self.limits.rpd
+            && self.requests >= u64::from(rpd.get())
+        {
+            spent.push(format!("{} requests/day", thousands(u64::from(rpd.get()))));
+        }
+        if let Some(tpd) = self.limits.tpd
+            && self.tokens_charged >= tpd.get()
+        {
+            spent.push(format!("{} tokens/day", thousands(tpd.get())));
+        }
+        (!spent.is_empty()).then(|| {
+            format!(
+                "  the daily budget held it back: {} used up (it frees gradually over 24 h)",
+                spent.join(" and ")
+            )
+        })
     }
 }
 
@@ -312,5 +478,132 @@ mod tests {
         assert_eq!(share(50.0, Some(100)), Some(0.5));
         assert_eq!(share(50.0, None), None);
         assert_eq!(of_limit(Some(0.5), Some(1000)), " (50% of 1,000)");
+    }
+
+    fn lane(
+        requests: u64,
+        tokens: u64,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        wall: f64,
+    ) -> LaneSummary {
+        let limits = Limits {
+            rpm: rpm.and_then(std::num::NonZeroU32::new),
+            tpm: tpm.and_then(std::num::NonZeroU64::new),
+            ..Limits::unlimited()
+        };
+        let wall = Duration::from_secs_f64(wall);
+        let rpm = rpm.map(u64::from);
+        let burst_requests = rpm.map_or(0, |rpm| rpm.min(requests));
+        let burst_tokens = tpm.map_or(0, |tpm| tpm.min(tokens));
+        let after_rpm = per_minute(requests - burst_requests, wall);
+        let after_tpm = per_minute(tokens - burst_tokens, wall);
+        LaneSummary {
+            lane: "openai".into(),
+            limits,
+            limits_source: "configured",
+            requests,
+            tokens_used: tokens / 2,
+            tokens_charged: tokens,
+            rate_limited: 0,
+            latency_ms: 100.0,
+            achieved_rpm: per_minute(requests, wall),
+            achieved_tpm: per_minute(tokens, wall),
+            rpm_share: share(per_minute(requests, wall), rpm),
+            tpm_share: share(per_minute(tokens, wall), tpm),
+            opening_burst_requests: burst_requests,
+            opening_burst_tokens: burst_tokens,
+            after_burst_rpm: after_rpm,
+            after_burst_tpm: after_tpm,
+            after_burst_rpm_share: share(after_rpm, rpm),
+            after_burst_tpm_share: share(after_tpm, tpm),
+        }
+    }
+
+    #[test]
+    fn a_short_run_names_its_opening_burst_instead_of_265_percent() {
+        // 37 requests in 28 s at 30 RPM read as "80 RPM (265% of 30)" over the wall time.
+        let lane = lane(37, 8_222, Some(30), Some(90_000), 28.0);
+        assert!(lane.rpm_share.unwrap() > 2.6);
+        let lines = lane.lines(28.0);
+        assert_eq!(
+            lines[0],
+            "openai: 37 requests, 8,222 tokens charged in 28.0s · limits 30 RPM, 90,000 TPM (configured)"
+        );
+        assert_eq!(
+            lines[1],
+            "  opening burst 30 requests (the budget starts full), then 15 RPM (50% of 30)"
+        );
+    }
+
+    #[test]
+    fn a_steady_run_reads_at_or_under_its_limit_beyond_the_burst() {
+        // 10 minutes at 600 RPM: a full bucket, then 600 a minute.
+        let lane = lane(600 + 6_000, 0, Some(600), None, 600.0);
+        assert_eq!(lane.after_burst_rpm_share, Some(1.0));
+        assert!(
+            lane.lines(600.0)[1].ends_with("then 600 RPM (100% of 600)"),
+            "{:?}",
+            lane.lines(600.0)
+        );
+    }
+
+    #[test]
+    fn the_cost_line_names_its_prices_and_what_it_could_not_price() {
+        let spent = Spent {
+            prices: "prices as of 2025-08-15, the shipped table".into(),
+            usd: 0.0042,
+            models: vec![
+                crate::prices::SpentModel {
+                    model: "gpt-4o-mini".into(),
+                    answers: 30,
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                    usd: Some(0.0042),
+                },
+                crate::prices::SpentModel {
+                    model: "my-finetune".into(),
+                    answers: 2,
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                    usd: None,
+                },
+            ],
+        };
+        assert_eq!(
+            cost_line(&spent, false, false),
+            "cost: $0.0042 by the usage the answers in the output file report; prices as of \
+             2025-08-15, the shipped table; no price for my-finetune (2 answers), not counted"
+        );
+        let simulated = cost_line(&spent, true, true);
+        assert!(simulated.contains("earlier runs' included"), "{simulated}");
+        assert!(simulated.contains("nothing was billed"), "{simulated}");
+    }
+
+    #[test]
+    fn a_spent_daily_budget_is_named() {
+        let mut lane = lane(50, 1_500, Some(600), None, 10.0);
+        lane.limits.rpd = std::num::NonZeroU32::new(50);
+        let lines = lane.lines(10.0);
+        assert_eq!(
+            lines[2],
+            "  the daily budget held it back: 50 requests/day used up (it frees gradually over 24 h)"
+        );
+    }
+
+    #[test]
+    fn a_run_inside_its_opening_budget_says_the_limits_never_held_it_back() {
+        let lane = lane(12, 900, Some(30), Some(90_000), 3.0);
+        assert_eq!(
+            lane.lines(3.0)[1],
+            "  all within the opening per-minute budget (a full minute's worth)"
+        );
+        let unlimited = self::lane(12, 900, None, None, 60.0);
+        let lines = unlimited.lines(60.0);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].contains("no per-minute limits") && lines[0].ends_with("12 RPM, 900 TPM"),
+            "{lines:?}"
+        );
     }
 }

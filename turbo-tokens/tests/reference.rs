@@ -1,4 +1,4 @@
-//! Exact agreement with the reference counts in shared/testdata/token_counts.json.
+//! Exact agreement with the reference counts in turbo-tokens/tests/data/token_counts.json.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;

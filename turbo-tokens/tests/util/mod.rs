@@ -1,24 +1,16 @@
 //! Shared helpers for turbo-tokens' integration tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 
-/// `token_counts.json`, from the `shared/` folder that sits next to the repository checkout.
+/// The reference counts, compiled into the test binary from `tests/data/`, so the tests
+/// read nothing outside the repository at run time.
+const REFERENCE_JSON: &str = include_str!("../data/token_counts.json");
+
+/// `tests/data/token_counts.json`, parsed.
 pub fn reference_data() -> Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/token_counts.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "cannot read the reference token counts at {}: {error}. The tests expect the \
-             repository to be checked out next to a `shared/` folder holding \
-             testdata/token_counts.json.",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("{} is not valid JSON: {error}", path.display()))
+    serde_json::from_str(REFERENCE_JSON)
+        .unwrap_or_else(|error| panic!("tests/data/token_counts.json is not valid JSON: {error}"))
 }
 
 /// The reference texts as `(text, cl100k_base count, o200k_base count)`.

@@ -37,7 +37,9 @@ The redis-* scenarios start a redis-server of their own on a free loopback port
 
 Writes target/bench/report.json, target/bench/<scenario>.svg for the rate-limited
 scenarios, and the inputs, outputs and logs of each run under target/bench/work/.
-Exit status: 0 when no target was missed, 1 when one was or a scenario failed to run.";
+Exit status: 0 when no target was missed, 1 when one was or a scenario failed to run.
+A --quick run shows the full run's targets for reference but grades nothing: it
+exits 1 only when a scenario failed to run.";
 
 /// Parsed command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -290,6 +292,11 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         } else {
             run_with_one_retry(&context, scenario)
         };
+        let report = if options.quick {
+            report.ungraded()
+        } else {
+            report
+        };
         eprintln!(
             "xtask: scenario {} done in {:.1} s ({})",
             scenario.name,
@@ -340,9 +347,9 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     if options.quick {
         writeln!(
             stdout,
-            "--quick: each rate-limited run needs about 10 s of refill after the first minute's \
-             burst, so the client's start-up transient weighs about 15 times more than in the \
-             full run (150 s); the targets are meant for the full run."
+            "--quick: not graded. Each rate-limited run is a few seconds past the opening \
+             minute's burst, so start-up weighs about 15 times more than in the full run \
+             (150 s); the targets in brackets are the full run's, for reference."
         )?;
     }
     writeln!(

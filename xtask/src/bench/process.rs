@@ -105,7 +105,11 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatu
     }
 }
 
-/// Interrupts `child` like Ctrl-C, then kills it if it does not end within `grace`.
+/// How long a child has to end after SIGTERM before it is killed.
+const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+
+/// Interrupts `child` like Ctrl-C; if it does not end within `grace`, sends
+/// SIGTERM, and kills it if that does not end it either.
 fn interrupt(child: &mut Child, grace: Duration) -> Result<Option<ExitStatus>> {
     if let Some(status) = child.try_wait()? {
         return Ok(Some(status));
@@ -113,6 +117,15 @@ fn interrupt(child: &mut Child, grace: Duration) -> Result<Option<ExitStatus>> {
     // The child may end between the check and the signal; a failed kill is then fine.
     let _ = signal(child, "INT");
     if let Some(status) = wait_timeout(child, grace)? {
+        return Ok(Some(status));
+    }
+    // A process started with SIGINT ignored (a background job of a
+    // non-interactive shell passes that on to everything it starts) keeps
+    // ignoring it if it is a shell script: POSIX forbids trapping a signal
+    // ignored on entry. SIGTERM is not ignored that way, and turbo-run
+    // treats it like Ctrl-C.
+    let _ = signal(child, "TERM");
+    if let Some(status) = wait_timeout(child, TERMINATE_GRACE)? {
         return Ok(Some(status));
     }
     let _ = child.kill();
@@ -264,7 +277,9 @@ impl MockServer {
     pub fn stop(mut self) -> Result<()> {
         match interrupt(&mut self.child, Duration::from_secs(15))? {
             Some(_) => Ok(()),
-            None => bail!("mock-server ignored SIGINT for 15 s and was killed"),
+            None => {
+                bail!("mock-server ignored SIGINT for 15 s and SIGTERM after it, and was killed")
+            }
         }
     }
 }
@@ -744,11 +759,15 @@ mod tests {
     fn a_client_reports_its_summary_and_the_server_stops() {
         let dir = temp_dir("processes");
         // A server that listens (in name) until interrupted, and a client
-        // that writes the summary named after --summary-json and exits.
+        // that writes the summary named after --summary-json and exits. The
+        // server traps its signals before it announces itself, so a quick
+        // stop cannot find it without its trap; it traps SIGTERM too, since
+        // a test run started with SIGINT ignored leaves a shell unable to
+        // trap SIGINT (the "ignored SIGINT for 15 s" failure).
         let server_bin = script(
             &dir,
             "server",
-            "echo \"listening on http://127.0.0.1:9/v1\"\ntrap 'exit 0' INT\nwhile :; do sleep 1; done",
+            "trap 'exit 0' INT TERM\necho \"listening on http://127.0.0.1:9/v1\"\nwhile :; do sleep 1; done",
         );
         let client_bin = script(
             &dir,

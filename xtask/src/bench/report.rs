@@ -47,6 +47,9 @@ pub struct Check {
     pub target: Option<Target>,
     /// Whether the figure is a share shown as a percentage.
     pub percent: bool,
+    /// Whether the target grades the figure (a `--quick` run shows the full
+    /// run's target for reference but does not grade against it).
+    pub graded: bool,
 }
 
 impl Check {
@@ -58,6 +61,7 @@ impl Check {
             display,
             target: None,
             percent: false,
+            graded: true,
         }
     }
 
@@ -77,6 +81,7 @@ impl Check {
             display: format!("{}%", trim_float(value * 100.0, 3)),
             target,
             percent: true,
+            graded: true,
         }
     }
 
@@ -88,18 +93,22 @@ impl Check {
             display: value.to_string(),
             target,
             percent: false,
+            graded: true,
         }
     }
 
-    /// `Some(pass)` when there is a target.
+    /// `Some(pass)` when there is a target that grades.
     pub fn pass(&self) -> Option<bool> {
-        let target = self.target?;
+        let target = self.target.filter(|_| self.graded)?;
         Some(self.value.is_some_and(|value| target.holds(value)))
     }
 
     fn target_text(&self) -> String {
-        self.target
-            .map_or_else(|| "—".to_owned(), |target| target.describe(self.percent))
+        match self.target {
+            None => "—".to_owned(),
+            Some(target) if self.graded => target.describe(self.percent),
+            Some(target) => format!("(full run {})", target.describe(self.percent)),
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -108,6 +117,7 @@ impl Check {
             "value": self.value,
             "display": self.display,
             "target": self.target.map(|target| target.describe(self.percent)),
+            "graded": self.graded && self.target.is_some(),
             "pass": self.pass(),
         })
     }
@@ -190,6 +200,17 @@ impl ScenarioReport {
             message: Some(message),
             ..Self::new(name, about)
         }
+    }
+
+    /// Keeps the targets for reference but grades nothing against them: a
+    /// `--quick` run's workloads are too short for the full run's targets
+    /// (the opening burst and start-up weigh far more), and it has none of
+    /// its own.
+    pub fn ungraded(mut self) -> Self {
+        for check in &mut self.checks {
+            check.graded = false;
+        }
+        self
     }
 
     /// Whether a check failed or the scenario errored.
@@ -373,6 +394,32 @@ mod tests {
         assert!(widths.windows(2).all(|pair| pair[0] == pair[1]), "{text}");
         assert!(report.failed());
         assert_eq!(report.to_json()["checks"][1]["pass"], false);
+    }
+
+    #[test]
+    fn an_ungraded_report_shows_targets_but_never_fails() {
+        let mut report = ScenarioReport::new("rl-token-bound", "token-bound");
+        report.checks = vec![Check::target(
+            "efficiency",
+            0.5,
+            "0.5".into(),
+            Target::AtLeast(0.99),
+        )];
+        assert!(report.failed());
+        let report = report.ungraded();
+        assert!(!report.failed());
+        assert_eq!(report.checks[0].pass(), None);
+        assert_eq!(report.checks[0].target_text(), "(full run ≥ 0.99)");
+        let json = report.to_json();
+        assert_eq!(json["checks"][0]["graded"], false);
+        assert_eq!(json["checks"][0]["target"], "≥ 0.99");
+        let text = table(&[report]);
+        assert!(text.contains("| info") && !text.contains("FAIL"), "{text}");
+        let errored = ScenarioReport::not_run("x", "x", Status::Error, "broke".into()).ungraded();
+        assert!(
+            errored.failed(),
+            "a scenario that broke still fails a quick run"
+        );
     }
 
     #[test]

@@ -495,16 +495,6 @@ pub(super) fn write_chart(
     tpm: u64,
     markers: Vec<(f64, String)>,
 ) -> Result<String> {
-    let per_minute = |values: &[u64]| -> (Vec<f64>, Vec<f64>) {
-        let window = math::sliding_sums(values, 60)
-            .into_iter()
-            .map(|sum| sum as f64)
-            .collect();
-        let scaled = values.iter().map(|&value| value as f64 * 60.0).collect();
-        (window, scaled)
-    };
-    let (token_window, token_scaled) = per_minute(&stats.tokens_per_second);
-    let (request_window, request_scaled) = per_minute(&stats.admitted_per_second);
     let chart = Chart {
         title: format!("{name}: admissions against the limits"),
         subtitle,
@@ -513,14 +503,12 @@ pub(super) fn write_chart(
             Panel {
                 label: "tokens/min (charged)".to_owned(),
                 limit: Some(tpm as f64),
-                window: token_window,
-                per_second_x60: token_scaled,
+                per_second: stats.tokens_per_second.clone(),
             },
             Panel {
                 label: "requests/min (admitted)".to_owned(),
                 limit: Some(rpm as f64),
-                window: request_window,
-                per_second_x60: request_scaled,
+                per_second: stats.admitted_per_second.clone(),
             },
         ],
     };
@@ -1084,6 +1072,7 @@ fn engine_overhead(context: &Context, scenario: &Scenario) -> Result<ScenarioRep
                     display: "not measured".to_owned(),
                     target: Some(target),
                     percent: false,
+                    graded: true,
                 }),
                 (None, None) => {}
             }

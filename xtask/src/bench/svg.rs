@@ -1,20 +1,31 @@
 //! A hand-written SVG line chart: one panel per rate (tokens/min,
-//! requests/min), each with the 60 s sliding window, the per-second rate
-//! scaled to a minute, and the limit as a dashed line.
+//! requests/min), each with the 60 s sliding window against the limit (a
+//! dashed line), each second's admissions as bars on their own right-hand
+//! scale, and the opening minute shaded: a budget starts full and refills
+//! as it is spent, so that minute may carry up to twice the limit.
+//!
+//! Layout rules that keep it legible: every line runs the whole time axis
+//! (seconds after the last admission are zeros, so the window decays to 0
+//! rather than stopping short), nothing is clipped (the bars have their own
+//! scale), a limit far above the data is named as off scale instead of
+//! squashing the data flat, and labels are placed where no other label is.
+//!
+//! Hand-written rather than plotters: the chart is a few lines, bars and
+//! labels, and xtask keeps its dependencies to anyhow and serde_json.
 
 use std::fmt::Write as _;
+
+use super::math::sliding_sums;
 
 /// One panel of a chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
     /// What is plotted, e.g. `tokens/min`.
     pub label: String,
-    /// The server's limit, drawn as a dashed line.
+    /// The server's per-minute limit, drawn as a dashed line.
     pub limit: Option<f64>,
-    /// Sliding 60 s sums, one per second since the server started.
-    pub window: Vec<f64>,
-    /// Each second's admissions × 60, one per second.
-    pub per_second_x60: Vec<f64>,
+    /// What was admitted in each second since the server started.
+    pub per_second: Vec<u64>,
 }
 
 /// A chart of stacked panels sharing the time axis.
@@ -32,11 +43,17 @@ pub struct Chart {
 
 const WIDTH: f64 = 900.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 30.0;
+const RIGHT: f64 = 60.0;
 const TOP: f64 = 90.0;
 const PANEL_HEIGHT: f64 = 210.0;
 const PANEL_GAP: f64 = 70.0;
 const BOTTOM: f64 = 60.0;
+const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
+/// Width of one character of a 10 px label, for placing labels apart.
+const LABEL_CHAR: f64 = 5.6;
+const LABEL_ROW: f64 = 12.0;
+/// A limit more than this many times the data's peak is named, not drawn.
+const OFF_SCALE: f64 = 4.0;
 
 impl Chart {
     /// The chart as a standalone SVG document.
@@ -46,7 +63,7 @@ impl Chart {
         let seconds = self
             .panels
             .iter()
-            .map(|panel| panel.window.len().max(panel.per_second_x60.len()))
+            .map(|panel| panel.per_second.len())
             .max()
             .unwrap_or(0);
         let last_marker = self
@@ -85,28 +102,94 @@ impl Chart {
     }
 }
 
+/// Label boxes already placed in a panel, so that later ones go elsewhere.
+#[derive(Default)]
+struct Labels {
+    boxes: Vec<(f64, f64, f64, f64)>,
+}
+
+impl Labels {
+    fn free(&self, x0: f64, y0: f64, x1: f64, y1: f64) -> bool {
+        self.boxes
+            .iter()
+            .all(|&(a0, b0, a1, b1)| x1 <= a0 || a1 <= x0 || y1 <= b0 || b1 <= y0)
+    }
+
+    fn take(&mut self, x0: f64, y0: f64, x1: f64, y1: f64) {
+        self.boxes.push((x0, y0, x1, y1));
+    }
+
+    /// The first row (from `first_y` downwards) where a label of `text`
+    /// anchored at `x` (`start`, or `end` when it would leave the plot) is
+    /// free; returns its baseline and anchor.
+    fn place(&mut self, text: &str, x: f64, first_y: f64, rows: usize) -> (f64, f64, &'static str) {
+        let width = text.chars().count() as f64 * LABEL_CHAR;
+        let (x0, x1, label_x, anchor) = if x + 3.0 + width > LEFT + PLOT_WIDTH {
+            (x - 3.0 - width, x - 3.0, x - 3.0, "end")
+        } else {
+            (x + 3.0, x + 3.0 + width, x + 3.0, "start")
+        };
+        let mut baseline = first_y;
+        for row in 0..rows {
+            baseline = first_y + row as f64 * LABEL_ROW;
+            if self.free(x0, baseline - LABEL_ROW + 2.0, x1, baseline + 2.0) {
+                break;
+            }
+        }
+        self.take(x0, baseline - LABEL_ROW + 2.0, x1, baseline + 2.0);
+        (label_x, baseline, anchor)
+    }
+}
+
+/// A small label with a white halo, legible over lines and bars.
+fn label(svg: &mut String, x: f64, y: f64, anchor: &str, colour: &str, text: &str) {
+    let _ = write!(
+        svg,
+        r##"<text x="{x:.1}" y="{y:.1}" fill="{colour}" font-size="10" text-anchor="{anchor}" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"##,
+        escape(text)
+    );
+}
+
 fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: &[(f64, String)]) {
-    let plot_width = WIDTH - LEFT - RIGHT;
     let bottom = top + PANEL_HEIGHT;
-    // The scale follows the window and the limit; the per-second line is
-    // spiky (the initial burst is a whole minute of budget in one second)
-    // and is clipped at the top rather than flattening everything else.
-    let peak = panel
-        .window
-        .iter()
-        .copied()
-        .chain(panel.limit)
-        .filter(|value| value.is_finite())
-        .fold(0.0_f64, f64::max);
-    let y_step = nice_step(peak.max(1.0) * 1.1 / 4.0);
-    let y_max = (peak.max(1.0) * 1.1 / y_step).ceil() * y_step;
-    let x = |second: f64| LEFT + second / x_max * plot_width;
+    // Every line runs the whole axis: seconds past the last admission are
+    // zeros, and the window keeps sliding over them.
+    // (`x_max` is at least the last second with data, so nothing is cut.)
+    let mut per_second = panel.per_second.clone();
+    per_second.resize(x_max.floor() as usize + 1, 0);
+    let window: Vec<f64> = sliding_sums(&per_second, 60)
+        .into_iter()
+        .map(|sum| sum as f64)
+        .collect();
+    let peak = window.iter().copied().fold(0.0_f64, f64::max);
+    let limit = panel
+        .limit
+        .filter(|limit| limit.is_finite() && *limit > 0.0);
+    // A limit far above the data would flatten it into the bottom line
+    // (requests in a token-bound run): then the scale follows the data and
+    // the limit is named as off scale.
+    let limit_on_scale = limit.filter(|limit| peak * OFF_SCALE >= *limit);
+    let scale_top = peak.max(limit_on_scale.unwrap_or(0.0)).max(1.0) * 1.1;
+    let y_step = nice_step(scale_top / 4.0);
+    let y_max = (scale_top / y_step).ceil() * y_step;
+    let x = |second: f64| LEFT + second / x_max * PLOT_WIDTH;
     let y = |value: f64| bottom - value.clamp(0.0, y_max) / y_max * PANEL_HEIGHT;
+    let mut labels = Labels::default();
 
     let _ = write!(
         svg,
-        r##"<rect x="{LEFT}" y="{top}" width="{plot_width}" height="{PANEL_HEIGHT}" fill="none" stroke="#999"/>"##
+        r##"<rect x="{LEFT}" y="{top}" width="{PLOT_WIDTH}" height="{PANEL_HEIGHT}" fill="none" stroke="#999"/>"##
     );
+    // The opening minute, from the first admission.
+    if let Some(first) = per_second.iter().position(|&value| value > 0) {
+        let from = x(first as f64);
+        let to = x((first as f64 + 60.0).min(x_max));
+        let _ = write!(
+            svg,
+            r##"<rect x="{from:.1}" y="{top}" width="{:.1}" height="{PANEL_HEIGHT}" fill="#f3efe0"/>"##,
+            (to - from).max(0.0)
+        );
+    }
     // Horizontal grid and y labels.
     let mut value = 0.0;
     while value <= y_max + y_step / 2.0 {
@@ -114,18 +197,18 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
         let _ = write!(
             svg,
             r##"<line x1="{LEFT}" y1="{at:.1}" x2="{:.1}" y2="{at:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
-            LEFT + plot_width,
+            LEFT + PLOT_WIDTH,
             LEFT - 6.0,
             at + 4.0,
             escape(&si(value))
         );
         value += y_step;
     }
-    // Vertical ticks and x labels (seconds).
+    // Vertical ticks and x labels (seconds), never past the axis's end.
     let x_step = nice_step(x_max / 6.0).max(1.0);
     let mut second = 0.0;
-    while second <= x_max + x_step / 2.0 {
-        let at = x(second.min(x_max));
+    while second <= x_max + 1e-9 {
+        let at = x(second);
         let _ = write!(
             svg,
             r##"<line x1="{at:.1}" y1="{bottom}" x2="{at:.1}" y2="{:.1}" stroke="#999"/><text x="{at:.1}" y="{:.1}" text-anchor="middle" fill="#333">{}</text>"##,
@@ -138,7 +221,7 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
     let _ = write!(
         svg,
         r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#333">seconds since the server started</text>"##,
-        LEFT + plot_width / 2.0,
+        LEFT + PLOT_WIDTH / 2.0,
         bottom + 36.0
     );
     let _ = write!(
@@ -147,55 +230,127 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64, x_max: f64, markers: 
         top - 8.0,
         escape(&panel.label)
     );
+    bars(svg, &per_second, top, x_max);
+    if let Some(first) = per_second.iter().position(|&value| value > 0) {
+        let text = "opening minute: a full budget plus its refill, up to 2× the limit";
+        let (label_x, baseline, anchor) = labels.place(text, x(first as f64), bottom - 6.0, 1);
+        label(svg, label_x, baseline, anchor, "#8a7a3d", text);
+    }
 
-    for (index, (second, label)) in markers.iter().enumerate() {
-        if !second.is_finite() {
+    // The limit's label first (right end, above its line), then the
+    // markers' labels in the first free rows from the top.
+    if let Some(limit) = limit {
+        let text = match limit_on_scale {
+            Some(_) => format!("limit {}", si(limit)),
+            None => format!(
+                "limit {} per minute: off scale (the window peaks at {}, {:.0}% of it)",
+                si(limit),
+                si(peak),
+                peak / limit * 100.0
+            ),
+        };
+        let width = text.chars().count() as f64 * LABEL_CHAR;
+        let (x1, baseline) = match limit_on_scale {
+            Some(limit) => (LEFT + PLOT_WIDTH - 4.0, y(limit) - 4.0),
+            None => (LEFT + PLOT_WIDTH - 4.0, top + 12.0),
+        };
+        labels.take(x1 - width, baseline - LABEL_ROW + 2.0, x1, baseline + 2.0);
+        if let Some(limit) = limit_on_scale {
+            let at = y(limit);
+            let _ = write!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{at:.1}" x2="{:.1}" y2="{at:.1}" stroke="#c0392b" stroke-width="1.5" stroke-dasharray="6 4"/>"##,
+                LEFT + PLOT_WIDTH,
+            );
+        }
+        label(svg, x1, baseline, "end", "#c0392b", &text);
+    }
+    let mut ordered: Vec<&(f64, String)> = markers
+        .iter()
+        .filter(|(second, _)| second.is_finite())
+        .collect();
+    ordered.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (second, text) in ordered {
+        let at = x(second.clamp(0.0, x_max));
+        let _ = write!(
+            svg,
+            r##"<line x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{bottom}" stroke="#2e8b57" stroke-dasharray="2 3"/>"##
+        );
+        let (label_x, baseline, anchor) = labels.place(text, at, top + 12.0, 12);
+        label(svg, label_x, baseline, anchor, "#2e8b57", text);
+    }
+    polyline(svg, &window, "#1f5fbf", 2.0, &x, &y);
+    legend(svg, top);
+}
+
+/// Each second's admissions as bars on their own scale, labelled on the
+/// right: spiky (the opening burst is a minute of budget in a second or
+/// two), so sharing the window's scale would clip them or flatten it.
+fn bars(svg: &mut String, per_second: &[u64], top: f64, x_max: f64) {
+    let bottom = top + PANEL_HEIGHT;
+    let peak = per_second.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let step = nice_step(peak / 2.0);
+    let bar_max = (peak / step).ceil() * step;
+    let _ = write!(svg, r##"<g fill="#d5d5d5">"##);
+    for (second, &value) in per_second.iter().enumerate() {
+        if value == 0 || second as f64 > x_max {
             continue;
         }
-        let at = x(second.clamp(0.0, x_max));
-        // Labels near the right edge go to the left of their line.
-        let (label_x, anchor) = if at > LEFT + plot_width * 0.9 {
-            (at - 3.0, "end")
-        } else {
-            (at + 3.0, "start")
-        };
+        // Second s covers [s, s + 1), cut at the plot's right edge.
+        let from = LEFT + second as f64 / x_max * PLOT_WIDTH;
+        let to = (LEFT + (second as f64 + 1.0) / x_max * PLOT_WIDTH).min(LEFT + PLOT_WIDTH);
+        let height = value as f64 / bar_max * PANEL_HEIGHT;
         let _ = write!(
             svg,
-            r##"<line x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{bottom}" stroke="#2e8b57" stroke-dasharray="2 3"/><text x="{label_x:.1}" y="{:.1}" fill="#2e8b57" font-size="10" text-anchor="{anchor}">{}</text>"##,
-            // Staggered so that markers at nearly the same second stay legible.
-            top + 12.0 + (index % 4) as f64 * 11.0,
-            escape(label)
+            r#"<rect x="{from:.1}" y="{:.1}" width="{:.2}" height="{height:.1}"/>"#,
+            bottom - height,
+            (to - from).max(0.5)
         );
     }
-    polyline(svg, &panel.per_second_x60, "#bbb", 1.0, &x, &y);
-    polyline(svg, &panel.window, "#1f5fbf", 2.0, &x, &y);
-    if let Some(limit) = panel.limit.filter(|limit| limit.is_finite()) {
-        let at = y(limit);
+    svg.push_str("</g>");
+    let mut value = 0.0;
+    while value <= bar_max + step / 2.0 {
+        let at = bottom - value / bar_max * PANEL_HEIGHT;
         let _ = write!(
             svg,
-            r##"<line x1="{LEFT}" y1="{at:.1}" x2="{:.1}" y2="{at:.1}" stroke="#c0392b" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#c0392b">limit {}</text>"##,
-            LEFT + plot_width,
-            LEFT + plot_width - 4.0,
-            at - 5.0,
-            escape(&si(limit))
+            r##"<text x="{:.1}" y="{:.1}" fill="#999" font-size="10">{}/s</text>"##,
+            LEFT + PLOT_WIDTH + 4.0,
+            at + 4.0,
+            escape(&si(value))
         );
+        value += step;
     }
-    // Legend.
-    let legend_x = LEFT + plot_width - 330.0;
+}
+
+fn legend(svg: &mut String, top: f64) {
+    let y = top - 12.0;
+    let x = LEFT + PLOT_WIDTH - 435.0;
     let _ = write!(
         svg,
-        r##"<line x1="{legend_x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#1f5fbf" stroke-width="2"/><text x="{:.1}" y="{:.1}" fill="#333">last 60 s</text><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#bbb"/><text x="{:.1}" y="{:.1}" fill="#333">this second × 60</text>"##,
-        top - 12.0,
-        legend_x + 20.0,
-        top - 12.0,
-        legend_x + 25.0,
-        top - 8.0,
-        legend_x + 110.0,
-        top - 12.0,
-        legend_x + 130.0,
-        top - 12.0,
-        legend_x + 135.0,
-        top - 8.0,
+        r##"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#1f5fbf" stroke-width="2"/><text x="{:.1}" y="{:.1}" fill="#333">last 60 s</text>"##,
+        x + 20.0,
+        x + 25.0,
+        y + 4.0,
+    );
+    let x = x + 90.0;
+    let _ = write!(
+        svg,
+        r##"<rect x="{x:.1}" y="{:.1}" width="12" height="10" fill="#d5d5d5"/><text x="{:.1}" y="{:.1}" fill="#333">each second (right scale)</text>"##,
+        y - 5.0,
+        x + 17.0,
+        y + 4.0,
+    );
+    let x = x + 185.0;
+    let _ = write!(
+        svg,
+        r##"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#c0392b" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" fill="#333">limit</text><rect x="{:.1}" y="{:.1}" width="12" height="10" fill="#f3efe0"/><text x="{:.1}" y="{:.1}" fill="#333">opening minute</text>"##,
+        x + 20.0,
+        x + 25.0,
+        y + 4.0,
+        x + 60.0,
+        y - 5.0,
+        x + 77.0,
+        y + 4.0,
     );
 }
 
@@ -360,7 +515,6 @@ mod tests {
         let per_second: Vec<u64> = (0..120)
             .map(|second| if second == 0 { 300 } else { 5 })
             .collect();
-        let window = crate::bench::math::sliding_sums(&per_second, 60);
         Chart {
             title: "rl-token-bound <quick> & \"friends\"".to_owned(),
             subtitle: "300k TPM, 10k RPM".to_owned(),
@@ -372,17 +526,58 @@ mod tests {
                 Panel {
                     label: "tokens/min".to_owned(),
                     limit: Some(300_000.0),
-                    window: window.iter().map(|&v| v as f64 * 1000.0).collect(),
-                    per_second_x60: per_second.iter().map(|&v| v as f64 * 60_000.0).collect(),
+                    per_second: per_second.iter().map(|&v| v * 1000).collect(),
                 },
                 Panel {
                     label: "requests/min".to_owned(),
                     limit: None,
-                    window: window.iter().map(|&v| v as f64).collect(),
-                    per_second_x60: per_second.iter().map(|&v| v as f64 * 60.0).collect(),
+                    per_second,
                 },
             ],
         }
+    }
+
+    /// The points of the `index`-th polyline as (x, y).
+    fn points(svg: &str, index: usize) -> Vec<(f64, f64)> {
+        svg.split("points=\"")
+            .nth(index + 1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .split(' ')
+            .map(|pair| {
+                let (x, y) = pair.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// Every `<text …>` element's (x, y, anchor, text).
+    fn texts(svg: &str) -> Vec<(f64, f64, String, String)> {
+        svg.split("<text ")
+            .skip(1)
+            .map(|element| {
+                let attribute = |name: &str| {
+                    element
+                        .split(&format!(" {name}=\""))
+                        .nth(1)
+                        .or_else(|| element.strip_prefix(&format!("{name}=\"")))
+                        .and_then(|rest| rest.split('"').next())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let text = element
+                    .split_once('>')
+                    .and_then(|(_, rest)| rest.split("</text>").next())
+                    .unwrap_or_default()
+                    .to_owned();
+                (
+                    attribute("x").parse().unwrap(),
+                    attribute("y").parse().unwrap(),
+                    attribute("text-anchor"),
+                    text,
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -398,20 +593,163 @@ mod tests {
     #[test]
     fn chart_draws_every_second_and_the_limit_lines() {
         let svg = chart().render();
-        // Two series per panel, each one point per second.
-        assert_eq!(svg.matches("<polyline").count(), 4);
-        let first_points = svg
-            .split("points=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap();
-        assert_eq!(first_points.split(' ').count(), 120);
+        // One window line per panel, one point per second; the seconds
+        // themselves are bars.
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(points(&svg, 0).len(), 120);
         // Only the panel that has a limit gets a limit line; the finite
         // marker crosses both panels.
-        assert_eq!(svg.matches("stroke-dasharray=\"6 4\"").count(), 1);
-        assert_eq!(svg.matches("client start").count(), 2);
+        assert_eq!(svg.matches("stroke-dasharray=\"6 4\"").count(), 1 + 2);
+        assert_eq!(svg.matches(">client start<").count(), 2);
         assert!(!svg.contains("never"));
-        assert!(svg.contains("limit 300k"));
+        assert!(svg.contains(">limit 300k<"));
+        assert!(svg.contains("opening minute"));
+    }
+
+    #[test]
+    fn nothing_is_clipped_and_every_line_runs_to_the_axis_end() {
+        // A burst of 600 in the first second against 600/min, then 10 a
+        // second for 10 s, and the client ends at 30 s.
+        let mut per_second = vec![600];
+        per_second.extend([10; 10]);
+        let chart = Chart {
+            title: "t".into(),
+            subtitle: "s".into(),
+            markers: vec![(30.4, "end".into())],
+            panels: vec![Panel {
+                label: "requests/min".into(),
+                limit: Some(600.0),
+                per_second,
+            }],
+        };
+        let svg = chart.render();
+        let line = points(&svg, 0);
+        // To 30 s, not 10: the window keeps sliding over seconds without
+        // admissions, up to the axis's end (30.4 s, the client's end).
+        assert_eq!(line.len(), 31);
+        let right_edge = LEFT + PLOT_WIDTH;
+        assert!(
+            right_edge - line[30].0 < PLOT_WIDTH / 30.0,
+            "{:?}",
+            line[30]
+        );
+        // No point of the window sits on the plot's top edge (clipped), and
+        // the tallest bar (600 in one second) fits under it.
+        assert!(line.iter().all(|&(_, y)| y > TOP + 0.5), "{line:?}");
+        let tallest = svg
+            .split("<rect ")
+            .filter_map(|element| {
+                element
+                    .split("height=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .filter(|height| *height < PANEL_HEIGHT)
+            .fold(0.0_f64, f64::max);
+        assert!(tallest > 0.0 && tallest <= PANEL_HEIGHT, "{tallest}");
+        // Bars and lines stay inside the plot.
+        for element in svg.split("<rect ").skip(1) {
+            let attribute = |name: &str| -> f64 {
+                element
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            let (x0, width) = (attribute("x"), attribute("width"));
+            if x0 > 0.0 && width < WIDTH {
+                assert!(
+                    x0 >= LEFT - 0.1 && x0 + width <= right_edge + 0.1,
+                    "{element}"
+                );
+            }
+        }
+        assert!(line.iter().all(|&(x, _)| x <= right_edge + 0.1), "{line:?}");
+        // Seconds past the axis's end get no tick label.
+        let last_tick = texts(&svg)
+            .into_iter()
+            .filter(|(_, y, anchor, _)| {
+                anchor == "middle" && (*y - (TOP + PANEL_HEIGHT + 18.0)).abs() < 0.1
+            })
+            .map(|(x, _, _, _)| x)
+            .fold(0.0_f64, f64::max);
+        assert!(last_tick <= right_edge + 0.1, "{last_tick}");
+    }
+
+    #[test]
+    fn a_limit_far_above_the_data_is_named_not_drawn() {
+        // A token-bound run: 8 requests a second against 10,000 RPM.
+        let chart = Chart {
+            title: "t".into(),
+            subtitle: "s".into(),
+            markers: Vec::new(),
+            panels: vec![Panel {
+                label: "requests/min".into(),
+                limit: Some(10_000.0),
+                per_second: vec![8; 120],
+            }],
+        };
+        let svg = chart.render();
+        assert_eq!(
+            svg.matches("stroke-dasharray=\"6 4\"").count(),
+            1,
+            "legend only"
+        );
+        assert!(
+            svg.contains("limit 10k per minute: off scale (the window peaks at 480, 5% of it)")
+        );
+        // The data fills the panel instead of hugging its floor.
+        let highest = points(&svg, 0)
+            .iter()
+            .map(|&(_, y)| y)
+            .fold(f64::MAX, f64::min);
+        assert!(highest < TOP + PANEL_HEIGHT / 2.0, "{highest}");
+    }
+
+    #[test]
+    fn labels_at_nearly_the_same_place_do_not_overlap() {
+        let chart = Chart {
+            title: "t".into(),
+            subtitle: "s".into(),
+            markers: vec![
+                (1.0, "P1 start".into()),
+                (1.2, "P2 start".into()),
+                (1.4, "P3 start".into()),
+                (58.0, "B end".into()),
+                (59.0, "A end".into()),
+            ],
+            panels: vec![Panel {
+                label: "tokens/min".into(),
+                limit: Some(60_000.0),
+                per_second: vec![1_000; 60],
+            }],
+        };
+        let svg = chart.render();
+        let boxes: Vec<(f64, f64, f64, f64)> = texts(&svg)
+            .into_iter()
+            .filter(|(_, _, _, text)| {
+                text.ends_with(" start")
+                    || text.ends_with(" end")
+                    || text.starts_with("limit ")
+                    || text.starts_with("opening minute:")
+            })
+            .map(|(x, y, anchor, text)| {
+                let width = text.chars().count() as f64 * LABEL_CHAR;
+                let x0 = if anchor == "end" { x - width } else { x };
+                (x0, y - 10.0, x0 + width, y)
+            })
+            .collect();
+        assert_eq!(boxes.len(), 7, "{boxes:?}");
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                let apart = a.2 <= b.0 || b.2 <= a.0 || a.3 <= b.1 || b.3 <= a.1;
+                assert!(apart, "{a:?} overlaps {b:?}");
+            }
+        }
     }
 
     #[test]
@@ -423,8 +761,7 @@ mod tests {
             panels: vec![Panel {
                 label: "requests/min".to_owned(),
                 limit: Some(f64::NAN),
-                window: Vec::new(),
-                per_second_x60: vec![f64::INFINITY],
+                per_second: Vec::new(),
             }],
         }
         .render();
