@@ -69,6 +69,12 @@ pub(crate) const GROW_RATIO: f64 = 1.1;
 pub(crate) const UNLIMITED_TOLERANCE: f64 = 1.25;
 /// Latency ratio tolerated on a lane with limits.
 pub(crate) const LIMITED_TOLERANCE: f64 = 2.0;
+/// The lowest baseline the controller reads latency against. Below a few
+/// milliseconds (a server on loopback answering at once) latency is the two
+/// processes' scheduling, which grows with concurrency while throughput
+/// still rises; LLM servers answer in tens of milliseconds and more, where
+/// this floor never applies.
+pub(crate) const BASELINE_FLOOR: Duration = Duration::from_millis(3);
 /// What an overload signal multiplies the bound by.
 pub(crate) const OVERLOAD_FACTOR: f64 = 0.7;
 
@@ -169,7 +175,22 @@ impl Adaptive {
     }
 
     fn baseline(&self) -> Option<Duration> {
-        self.medians.iter().map(|(_, median)| *median).min()
+        self.medians
+            .iter()
+            .map(|(_, median)| *median)
+            .min()
+            .map(|baseline| baseline.max(BASELINE_FLOOR))
+    }
+
+    /// The lane has limits now (configured, or just learned from headers):
+    /// the bound becomes the brake described in the module docs at once,
+    /// instead of after its first window (a lane learning its limits admits
+    /// one request at a time, so that window would take many round trips).
+    pub(crate) fn limited(&mut self) {
+        if self.phase == Phase::SlowStart {
+            self.phase = Phase::Steady;
+            self.set(self.ceiling, BoundReason::Holding);
+        }
     }
 
     /// One answered attempt sent at `sent` (`overloaded` for 503/529,
@@ -373,6 +394,30 @@ mod tests {
         let back = &bounds[90..120];
         assert!((60..=72).contains(&median(back)), "{bounds:?}");
         assert_eq!(outside(back, 52..=80), 0, "{bounds:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sub_millisecond_latency_is_not_read_as_load() {
+        // A server on loopback answering at once: latency is scheduling,
+        // 50 µs per request in flight. The bound settles where latency
+        // reaches the tolerance over the 3 ms floor, not at a handful.
+        let start = Instant::now();
+        let mut adaptive = Adaptive::new(4096, true, start);
+        let mut now = start;
+        for _ in 0..2_000 {
+            let bound = adaptive.bound();
+            let rtt = Duration::from_micros(50 * bound as u64);
+            let sent = now;
+            for _ in 0..bound {
+                adaptive.sample(sent + rtt, sent, false, false);
+            }
+            now += rtt.max(Duration::from_millis(1));
+        }
+        assert!(
+            (56..=90).contains(&adaptive.bound()),
+            "bound {}",
+            adaptive.bound()
+        );
     }
 
     #[tokio::test(start_paused = true)]

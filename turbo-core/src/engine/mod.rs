@@ -1762,10 +1762,14 @@ impl Shared {
             return;
         }
         let limited = !budget::limits(&lane.budget).is_unlimited();
-        let changed = lane
-            .adaptive
-            .lock()
-            .sample(Instant::now(), sent, overloaded, limited);
+        let changed = {
+            let mut adaptive = lane.adaptive.lock();
+            let before = adaptive.bound();
+            if limited {
+                adaptive.limited();
+            }
+            adaptive.sample(Instant::now(), sent, overloaded, limited) || adaptive.bound() != before
+        };
         if changed {
             self.update_target(lane);
         }
