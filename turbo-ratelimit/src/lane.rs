@@ -12,9 +12,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Axis, LaneConfig, LaneKey, Limits, SettlePolicy};
+use std::num::NonZeroU64;
+
+use crate::config::{Axis, LaneConfig, LaneKey, Limits, SettlePolicy, Start, Unit, Window};
 use crate::error::{AcquireError, Error, TryAcquireError};
-use crate::feedback::Feedback;
+use crate::feedback::{Feedback, WindowObservation};
 use crate::stats::{LaneStats, LocalSnapshot, Tracker, Usage};
 use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketStore, Grant, LaneState};
 
@@ -103,6 +105,13 @@ impl From<Failure> for TryAcquireError {
 struct Local {
     config: LaneConfig,
     limits: Limits,
+    /// The limits the server last stated, per axis (feedback's `limit`).
+    server_limits: Limits,
+    /// Axes whose configured-vs-server mismatch has been logged.
+    warned: [bool; 4],
+    /// The store's buckets are still in their opening (as last seen): the
+    /// first answer, with or without feedback, must reach the store.
+    opening: bool,
     learning: bool,
     in_flight: u64,
     waiters: VecDeque<Waiter>,
@@ -196,6 +205,39 @@ impl Local {
         self.pause_end = Some(self.pause_end.map_or(end, |e| e.max(end)));
     }
 
+    /// Records the limits the server stated and warns once per axis when
+    /// they differ from the configured ones.
+    fn note_server_limits(&mut self, lane: &LaneKey, feedback: &Feedback) {
+        let observations = [
+            (Unit::Requests, feedback.requests),
+            (Unit::Tokens, feedback.tokens),
+        ];
+        for (unit, observation) in observations {
+            let Some(observation) = observation else {
+                continue;
+            };
+            let Some(limit) = observation.limit.and_then(NonZeroU64::new) else {
+                continue;
+            };
+            let axis = Axis::new(unit, observation.window);
+            self.server_limits.set(axis, Some(limit));
+            let configured = self.config.limits().get(axis);
+            if let Some(configured) = configured
+                && configured != limit.get()
+                && !self.warned[axis.index()]
+            {
+                self.warned[axis.index()] = true;
+                tracing::warn!(
+                    lane = %lane,
+                    axis = %axis,
+                    configured,
+                    server = limit.get(),
+                    "the server states a different limit than configured; using the server's"
+                );
+            }
+        }
+    }
+
     fn notify_head(&self) {
         if let Some(head) = self.waiters.front() {
             head.notify.notify_one();
@@ -252,9 +294,19 @@ impl Local {
 
     fn apply_state(&mut self, state: &LaneState) {
         self.limits = state.limits;
+        self.opening = state.opening;
         self.learning = self.config.learn() && state.limits.is_unlimited();
-        if let Some(paused) = state.paused_for {
-            self.note_pause(paused);
+        match state.paused_for {
+            Some(paused) => self.note_pause(paused),
+            None => {
+                // The store ended a pause early (an answer reported room):
+                // waiters resume from now, spread over the jitter.
+                let now = Instant::now();
+                if self.pause_end.is_some_and(|end| end > now) {
+                    self.pause_end = Some(now);
+                    self.release_cursor = None;
+                }
+            }
         }
         self.fail_unfit();
         self.notify_head();
@@ -331,6 +383,9 @@ impl Lane {
         let local = Local {
             config,
             limits,
+            server_limits: Limits::unlimited(),
+            warned: [false; 4],
+            opening: config.start() == Start::Probe && !limits.is_unlimited(),
             learning: config.learn() && limits.is_unlimited(),
             in_flight: 0,
             waiters: VecDeque::new(),
@@ -662,11 +717,80 @@ impl Lane {
             return Err(Error::ForeignTicket);
         }
         if feedback.is_empty() {
-            return Ok(());
+            // An answer without numbers still ends the opening.
+            return self.end_opening(ticket.grant).await;
         }
         let state = self.inner.store.correct(ticket.grant, feedback).await?;
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
+        local.note_server_limits(&self.inner.key, &feedback);
+        local.apply_state(&state);
+        Ok(())
+    }
+
+    /// An answer came back about `grant` without anything to correct from:
+    /// while the buckets are in their opening, that ends it (the configured
+    /// buckets are released; see [`crate::math`], "Opening").
+    async fn end_opening(&self, grant: Grant) -> Result<(), Error> {
+        if !self.inner.local.lock().opening {
+            return Ok(());
+        }
+        let state = self.inner.store.correct(grant, Feedback::default()).await?;
+        self.inner.local.lock().apply_state(&state);
+        Ok(())
+    }
+
+    /// The server refused the request behind `grant` (a 429) without
+    /// charging it: give its reservation back, then re-synchronise from the
+    /// refusal's feedback, or, when it carried no counts, from the refusal
+    /// itself (no room left on any limited axis when it was handled).
+    async fn refuse(
+        &self,
+        grant: Grant,
+        tokens: u64,
+        feedback: Option<Feedback>,
+    ) -> Result<(), Error> {
+        self.inner
+            .store
+            .adjust(Adjustment::Refund {
+                requests: 1,
+                tokens,
+            })
+            .await?;
+        let has_counts = |f: &Feedback| {
+            [f.requests, f.tokens]
+                .into_iter()
+                .flatten()
+                .any(|o| o.remaining.is_some() || o.reset.is_some())
+        };
+        let feedback = match feedback {
+            Some(f) if has_counts(&f) => f,
+            other => {
+                let limits = self.inner.local.lock().limits;
+                let mut empty = other.unwrap_or_default();
+                for unit in [Unit::Requests, Unit::Tokens] {
+                    // The per-minute axis if limited, else the per-day one.
+                    let window = [Window::Minute, Window::Day]
+                        .into_iter()
+                        .find(|&w| limits.get(Axis::new(unit, w)).is_some());
+                    let Some(window) = window else { continue };
+                    let observation = match unit {
+                        Unit::Requests => &mut empty.requests,
+                        Unit::Tokens => &mut empty.tokens,
+                    };
+                    let mut o = observation.unwrap_or(WindowObservation::new(window));
+                    if o.window == window {
+                        o.remaining = Some(0);
+                    }
+                    *observation = Some(o);
+                }
+                empty
+            }
+        };
+        let state = self.inner.store.correct(grant, feedback).await?;
+        let mut local = self.inner.local.lock();
+        local.tracker.totals.feedback += 1;
+        local.note_server_limits(&self.inner.key, &feedback);
         local.apply_state(&state);
         Ok(())
     }
@@ -730,6 +854,7 @@ impl Lane {
             let mut local = self.inner.local.lock();
             LocalSnapshot {
                 config: local.config,
+                server_limits: local.server_limits,
                 learning: local.learning,
                 waiters: local.waiters.len(),
                 in_flight: local.in_flight,
@@ -743,6 +868,9 @@ impl Lane {
             provider: self.inner.key.provider().to_owned(),
             model: self.inner.key.model().map(str::to_owned),
             limits: state.limits,
+            configured_limits: local.config.limits(),
+            server_limits: local.server_limits,
+            opening: state.opening,
             buckets: state.buckets,
             settle: local.config.settle(),
             learning: local.learning,
@@ -776,6 +904,12 @@ impl Lane {
                 totals.tokens_refunded = totals.tokens_refunded.saturating_add(tokens);
                 0
             }
+            End::Refused => {
+                let totals = &mut local.tracker.totals;
+                totals.refused += 1;
+                totals.tokens_refunded = totals.tokens_refunded.saturating_add(tokens);
+                0
+            }
             End::Dropped => {
                 local.tracker.totals.dropped_unsettled += 1;
                 tokens
@@ -786,7 +920,12 @@ impl Lane {
             local.tracker.record_used(admitted_at, used);
         }
         // Freed a learning slot or gave tokens back: let the head re-check.
-        if local.learning || matches!(end, End::Cancelled | End::Settled { refunded: 1.., .. }) {
+        if local.learning
+            || matches!(
+                end,
+                End::Cancelled | End::Refused | End::Settled { refunded: 1.., .. }
+            )
+        {
             local.notify_head();
         }
     }
@@ -809,6 +948,7 @@ enum End {
         refunded: u64,
     },
     Cancelled,
+    Refused,
     Dropped,
 }
 
@@ -904,6 +1044,9 @@ impl Reservation {
         if let Some(adjustment) = adjustment {
             self.lane.inner.store.adjust(adjustment).await?;
         }
+        // An answer came back: if it carried no counts (observe would have
+        // ended the opening), it still ends it.
+        self.lane.end_opening(self.grant).await?;
         self.done = true;
         self.lane.finish(
             self.tokens,
@@ -915,6 +1058,25 @@ impl Reservation {
             },
         );
         Ok(())
+    }
+
+    /// The server refused the request with a 429 **without charging it**
+    /// (OpenAI's and the mock server's default; when a provider does charge
+    /// refusals, [`Reservation::settle`] instead, after [`Lane::observe`]).
+    ///
+    /// Gives the reservation back, so no imaginary debt stays behind, then
+    /// re-synchronises the lane's level from `feedback` (the 429's rate-limit
+    /// numbers). Without counts in it, the refusal itself is the evidence:
+    /// every limited axis is taken to have had nothing left when the server
+    /// handled the request. Call [`Lane::rate_limited`] afterwards for the
+    /// pause; an in-order answer that later reports room ends that pause
+    /// early (see [`crate::math`], "After a 429").
+    pub async fn refused(mut self, feedback: Option<Feedback>) -> Result<(), Error> {
+        self.done = true;
+        let result = self.lane.refuse(self.grant, self.tokens, feedback).await;
+        self.lane
+            .finish(self.tokens, self.admitted_at, End::Refused);
+        result
     }
 
     /// The request was never sent: gives back the request and all its tokens.

@@ -84,7 +84,7 @@ mod store;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{
-    Axis, LaneConfig, LaneConfigBuilder, LaneKey, Limits, SettlePolicy, Unit, Window,
+    Axis, LaneConfig, LaneConfigBuilder, LaneKey, Limits, SettlePolicy, Start, Unit, Window,
 };
 pub use error::{AcquireError, Error, InvalidConfig, StoreError, TryAcquireError};
 pub use feedback::{Feedback, WindowObservation};
@@ -93,7 +93,7 @@ pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryBackend, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis_store::{FallbackTooSmall, RedisBackend, RedisBackendBuilder, RedisUnavailable};
-pub use stats::{HISTORY_MINUTES, LaneStats, MinuteUsage, Totals, Usage};
+pub use stats::{HISTORY_MINUTES, LaneStats, LimitSource, MinuteUsage, Totals, Usage};
 #[cfg(any(test, feature = "test-support"))]
 pub use store::MockBucketStore;
 pub use store::{

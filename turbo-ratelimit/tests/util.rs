@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use turbo_ratelimit::{Lane, LaneConfig, Limits, RateLimiter};
+use turbo_ratelimit::{Lane, LaneConfig, Limits, RateLimiter, Start};
 
 pub const SEC: Duration = Duration::from_secs(1);
 
@@ -23,10 +23,15 @@ pub fn per_minute(r: u32, t: u64) -> Limits {
     Limits::try_per_minute(r, t).unwrap()
 }
 
-/// A limiter with one provider lane "p" configured with `config`.
+/// A limiter with one provider lane "p" configured with `config`, its
+/// buckets starting full (these tests are about admission from a known
+/// state; the opening has its own tests in `opening.rs`).
 pub async fn lane_with(config: LaneConfig) -> (RateLimiter, Lane) {
     let limiter = RateLimiter::builder().jitter_seed(7).build();
-    let lane = limiter.configure("p", None, config).await.unwrap();
+    let lane = limiter
+        .configure("p", None, config.with_start(Start::Full))
+        .await
+        .unwrap();
     (limiter, lane)
 }
 
