@@ -538,11 +538,14 @@ impl Bucket {
     }
 
     /// The level once the opening ends without a count from the server: the
-    /// level of a bucket that had started full (clamped to `limit`).
+    /// level of a bucket that had started full, at `limit` (a larger limit
+    /// stated by the server adds its extra capacity; clamped to `limit`).
     pub fn released(&self, limit: u64, window: Window) -> i128 {
         let cap = capacity(limit, window);
+        let larger = cap.saturating_sub(capacity(self.limit, window)).max(0);
         self.level
             .saturating_add(self.withheld.max(0))
+            .saturating_add(larger)
             .clamp(debt_floor(cap), cap)
     }
 
@@ -799,9 +802,7 @@ impl LaneBuckets {
         let axis = Axis::new(unit, obs.window);
         let slot = &mut self.buckets[axis.index()];
         let current = *slot;
-        let Some(limit) = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit)) else {
-            return None;
-        };
+        let limit = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit))?;
         let remaining = obs.remaining.or_else(|| {
             obs.reset
                 .map(|r| remaining_from_reset(limit, r, obs.window))

@@ -150,10 +150,12 @@ local function probe_level(limit, w)
   return math.min(probe, cap)
 end
 
--- The level of a bucket that had started full.
+-- The level of a bucket that had started full, at `limit` (a larger limit
+-- adds its extra capacity).
 local function released(b, limit, w)
   local cap = limit * w
-  return clamp(b.level + math.max(b.withheld, 0), -cap, cap)
+  local larger = math.max(cap - b.limit * w, 0)
+  return clamp(b.level + math.max(b.withheld, 0) + larger, -cap, cap)
 end
 
 -- Keeps level + withheld <= cap.
