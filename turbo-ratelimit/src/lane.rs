@@ -1,4 +1,9 @@
 //! Lanes: per-process admission (FIFO waiting, learning, pauses) over a store.
+//!
+//! State: each lane owns one `Local` behind a `parking_lot::Mutex`, never
+//! held across an await or while calling the store; the store's own state is
+//! behind the store (one atomic step per call). Lock order: a lane's `Local`
+//! is the only lock taken here, and never together with another lane's.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -808,12 +813,15 @@ impl Lane {
     /// Reports a 429: counts it and pauses the lane for `retry_after`, or the
     /// lane's default pause when the server gave none.
     ///
-    /// Observe the 429's own feedback first if it carries any. Then end the
-    /// rejected request's reservation the way the provider counts it: if
-    /// rejected requests do not consume the limit, [`Reservation::cancel`] it;
-    /// if they do, settle or drop it. Keeping the local accounting in line
-    /// with the server's is what lets the foreign-use estimate (see
-    /// [`crate::math`]) keep a shared key free of 429s.
+    /// End the rejected request's reservation first, the way the provider
+    /// counts it: if rejected requests do not consume the limit,
+    /// [`Reservation::refused`] with the 429's feedback (it gives the
+    /// reservation back and re-synchronises the level, from the refusal
+    /// itself when the 429 carried no counts); if they do, observe the
+    /// feedback and settle. Keeping the local accounting in line with the
+    /// server's is what lets the foreign-use estimate (see [`crate::math`])
+    /// keep a shared key free of 429s. An in-order answer that reports room
+    /// on every axis it counts ends the pause early.
     pub async fn rate_limited(&self, retry_after: Option<Duration>) -> Result<(), Error> {
         let pause = {
             let mut local = self.inner.local.lock();

@@ -314,6 +314,64 @@ async fn corrections_reach_every_process() {
 }
 
 #[tokio::test]
+async fn a_key_that_comes_back_empty_opens_with_a_probe_again() {
+    let server = redis_or_skip!("a_key_that_comes_back_empty_opens_with_a_probe_again");
+    let prefix = unique_prefix("empty");
+    let clock = ManualClock::new();
+    let backend = backend_on(&server, &prefix, &clock).await;
+    let key = backend.key(&lane_key("p"));
+    let limits = Limits::try_per_minute(640, 64_000).unwrap();
+    let limiter = limiter(backend);
+    let lane = limiter
+        .configure("p", None, LaneConfig::new(limits))
+        .await
+        .unwrap();
+    let first = lane.acquire(100).await.unwrap();
+    assert!(lane.stats().await.unwrap().opening);
+    // A fresh key: the server's count opens the whole bucket.
+    lane.observe(
+        &first,
+        Feedback {
+            requests: None,
+            tokens: Some(
+                WindowObservation::new(Window::Minute)
+                    .limit(64_000)
+                    .remaining(63_900),
+            ),
+        },
+    )
+    .await
+    .unwrap();
+    first.settle(100).await.unwrap();
+    let stats = lane.stats().await.unwrap();
+    assert!(!stats.opening);
+    assert_eq!(level(&lane_state(&stats), Axis::TokensPerMinute), 63_900);
+    // Redis restarts empty (an outage, a flush): the next step recreates the
+    // lane with a probe, not with a full bucket.
+    let mut conn = raw(server.url()).await;
+    let _: () = conn.del(&key).await.unwrap();
+    let again = lane.acquire(100).await.unwrap();
+    let stats = lane.stats().await.unwrap();
+    assert!(stats.opening);
+    // 64_000 / 64 = 1_000 tokens, 100 of them taken; 640 / 64 = 10 requests.
+    assert_eq!(level(&lane_state(&stats), Axis::TokensPerMinute), 900);
+    assert_eq!(level(&lane_state(&stats), Axis::RequestsPerMinute), 9);
+    again.settle(100).await.unwrap();
+}
+
+/// The buckets of a lane's stats, as a state for [`level`].
+fn lane_state(stats: &turbo_ratelimit::LaneStats) -> LaneState {
+    LaneState {
+        limits: stats.limits,
+        buckets: stats.buckets.clone(),
+        paused_for: stats.paused_for,
+        requests_total: 0,
+        tokens_total: 0,
+        opening: stats.opening,
+    }
+}
+
+#[tokio::test]
 async fn keys_expire_once_the_lane_is_full_again_plus_the_idle_ttl() {
     let server = redis_or_skip!("keys_expire_once_the_lane_is_full_again_plus_the_idle_ttl");
     let prefix = unique_prefix("ttl");
