@@ -785,7 +785,14 @@ impl LaneBuckets {
         if in_order && room == Some(true) {
             self.paused_until = self.paused_until.min(now);
         }
-        if in_order {
+        // An answer without numbers (it only ends the opening) says nothing
+        // about what the server has handled.
+        let informative = |o: Option<WindowObservation>| {
+            o.is_some_and(|o| {
+                o.limit.is_some_and(|l| l > 0) || o.remaining.is_some() || o.reset.is_some()
+            })
+        };
+        if in_order && (informative(feedback.requests) || informative(feedback.tokens)) {
             self.newest_observed = Some(*grant);
         }
     }

@@ -571,7 +571,15 @@ local function correct(st, now)
   end
   -- The newest word from the server says it has room: a pause has done its job.
   if in_order and room then st.p = math.min(st.p, now) end
-  if in_order then st.newest = grant end
+  -- An answer without numbers says nothing about what the server handled.
+  local informative = false
+  for u = 1, 2 do
+    local o = 12 + (u - 1) * 5
+    if ARGV[o] == '1' and (num(ARGV[o + 2]) > 0 or num(ARGV[o + 3]) >= 0 or num(ARGV[o + 4]) >= 0) then
+      informative = true
+    end
+  end
+  if in_order and informative then st.newest = grant end
   return state_reply(st)
 end
 
