@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +18,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use std::num::NonZeroU64;
-
 use crate::config::{Axis, LaneConfig, LaneKey, Limits, SettlePolicy, Start, Unit, Window};
 use crate::error::{AcquireError, Error, TryAcquireError};
 use crate::feedback::{Feedback, WindowObservation};
+use crate::reservation::{End, Reservation, Ticket};
 use crate::stats::{LaneStats, LocalSnapshot, Tracker, Usage};
 use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketStore, Grant, LaneState};
 
@@ -40,13 +40,13 @@ use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketStore, Gran
 /// admission is a single store step.
 #[derive(Clone)]
 pub struct Lane {
-    inner: Arc<LaneInner>,
+    pub(crate) inner: Arc<LaneInner>,
 }
 
 pub(crate) struct LaneInner {
-    id: u64,
+    pub(crate) id: u64,
     key: LaneKey,
-    store: Arc<dyn BucketStore>,
+    pub(crate) store: Arc<dyn BucketStore>,
     clock: Arc<dyn Clock>,
     /// The store reads `clock` too, so a grant's instant is our "now" and
     /// admission needs no second clock read.
@@ -736,7 +736,7 @@ impl Lane {
     /// An answer came back about `grant` without anything to correct from:
     /// while the buckets are in their opening, that ends it (the configured
     /// buckets are released; see [`crate::math`], "Opening").
-    async fn end_opening(&self, grant: Grant) -> Result<(), Error> {
+    pub(crate) async fn end_opening(&self, grant: Grant) -> Result<(), Error> {
         if !self.inner.local.lock().opening {
             return Ok(());
         }
@@ -749,7 +749,7 @@ impl Lane {
     /// charging it: give its reservation back, then re-synchronise from the
     /// refusal's feedback, or, when it carried no counts, from the refusal
     /// itself (no room left on any limited axis when it was handled).
-    async fn refuse(
+    pub(crate) async fn refuse(
         &self,
         grant: Grant,
         tokens: u64,
@@ -891,7 +891,7 @@ impl Lane {
         })
     }
 
-    fn finish(&self, tokens: u64, admitted_at: Duration, end: End) {
+    pub(crate) fn finish(&self, tokens: u64, admitted_at: Duration, end: End) {
         let mut local = self.inner.local.lock();
         local.in_flight = local.in_flight.saturating_sub(1);
         let used = match end {
@@ -945,181 +945,5 @@ impl fmt::Debug for Lane {
             .field("key", &self.inner.key)
             .field("id", &self.inner.id)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum End {
-    Settled {
-        actual: u64,
-        extra: u64,
-        refunded: u64,
-    },
-    Cancelled,
-    Refused,
-    Dropped,
-}
-
-/// Identifies a reservation for [`Lane::observe`]: the lane that issued it and
-/// the store's [`Grant`] (cumulative counters and instant at reservation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket {
-    lane: u64,
-    grant: Grant,
-}
-
-impl Ticket {
-    /// The store's grant behind this ticket.
-    pub fn grant(&self) -> Grant {
-        self.grant
-    }
-}
-
-impl From<&Reservation> for Ticket {
-    fn from(r: &Reservation) -> Self {
-        r.ticket()
-    }
-}
-
-/// Capacity reserved on a lane for one request.
-///
-/// End it with [`Reservation::settle`] once the response's usage is known, or
-/// [`Reservation::cancel`] if the request was never sent. **Dropping it without
-/// either counts the reservation as fully used** (the request may have been
-/// sent): nothing is refunded, whatever the settle policy.
-#[must_use = "settle or cancel the reservation; dropping it counts it as fully used"]
-pub struct Reservation {
-    lane: Lane,
-    tokens: u64,
-    grant: Grant,
-    /// Limiter-clock instant of admission: usage statistics attribute the
-    /// tokens used to it.
-    admitted_at: Duration,
-    policy: SettlePolicy,
-    done: bool,
-}
-
-impl Reservation {
-    /// Tokens reserved (the estimate given to acquire).
-    pub fn tokens(&self) -> u64 {
-        self.tokens
-    }
-
-    /// The lane it was reserved on.
-    pub fn lane(&self) -> &Lane {
-        &self.lane
-    }
-
-    /// The ticket to pass to [`Lane::observe`] with the response's feedback.
-    pub fn ticket(&self) -> Ticket {
-        Ticket {
-            lane: self.lane.inner.id,
-            grant: self.grant,
-        }
-    }
-
-    /// The settle policy in force when it was reserved (applied by `settle`).
-    pub fn policy(&self) -> SettlePolicy {
-        self.policy
-    }
-
-    /// Settles against the tokens actually used.
-    ///
-    /// Usage above the reservation is charged on the token buckets (which may
-    /// go into debt; later acquisitions wait for it to refill). Usage below is
-    /// refunded only under [`SettlePolicy::RefundUnused`]. If the store fails,
-    /// the reservation counts as fully used and the error is returned.
-    pub async fn settle(mut self, actual_tokens: u64) -> Result<(), Error> {
-        let extra = actual_tokens.saturating_sub(self.tokens);
-        let unused = self.tokens.saturating_sub(actual_tokens);
-        let refunded = match self.policy {
-            SettlePolicy::RefundUnused => unused,
-            SettlePolicy::KeepReservation => 0,
-        };
-        let adjustment = if extra > 0 {
-            Some(Adjustment::Charge {
-                requests: 0,
-                tokens: extra,
-            })
-        } else if refunded > 0 {
-            Some(Adjustment::Refund {
-                requests: 0,
-                tokens: refunded,
-            })
-        } else {
-            None
-        };
-        if let Some(adjustment) = adjustment {
-            self.lane.inner.store.adjust(adjustment).await?;
-        }
-        // An answer came back: if it carried no counts (observe would have
-        // ended the opening), it still ends it.
-        self.lane.end_opening(self.grant).await?;
-        self.done = true;
-        self.lane.finish(
-            self.tokens,
-            self.admitted_at,
-            End::Settled {
-                actual: actual_tokens,
-                extra,
-                refunded,
-            },
-        );
-        Ok(())
-    }
-
-    /// The server refused the request with a 429 **without charging it**
-    /// (OpenAI's and the mock server's default; when a provider does charge
-    /// refusals, [`Reservation::settle`] instead, after [`Lane::observe`]).
-    ///
-    /// Gives the reservation back, so no imaginary debt stays behind, then
-    /// re-synchronises the lane's level from `feedback` (the 429's rate-limit
-    /// numbers). Without counts in it, the refusal itself is the evidence:
-    /// every limited axis is taken to have had nothing left when the server
-    /// handled the request. Call [`Lane::rate_limited`] afterwards for the
-    /// pause; an in-order answer that later reports room ends that pause
-    /// early (see [`crate::math`], "After a 429").
-    pub async fn refused(mut self, feedback: Option<Feedback>) -> Result<(), Error> {
-        self.done = true;
-        let result = self.lane.refuse(self.grant, self.tokens, feedback).await;
-        self.lane
-            .finish(self.tokens, self.admitted_at, End::Refused);
-        result
-    }
-
-    /// The request was never sent: gives back the request and all its tokens.
-    pub async fn cancel(mut self) -> Result<(), Error> {
-        self.lane
-            .inner
-            .store
-            .adjust(Adjustment::Refund {
-                requests: 1,
-                tokens: self.tokens,
-            })
-            .await?;
-        self.done = true;
-        self.lane
-            .finish(self.tokens, self.admitted_at, End::Cancelled);
-        Ok(())
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if !self.done {
-            self.lane
-                .finish(self.tokens, self.admitted_at, End::Dropped);
-        }
-    }
-}
-
-impl fmt::Debug for Reservation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("lane", &self.lane.inner.key)
-            .field("tokens", &self.tokens)
-            .field("grant", &self.grant)
-            .field("policy", &self.policy)
-            .finish()
     }
 }

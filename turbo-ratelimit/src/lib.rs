@@ -85,6 +85,7 @@ pub mod math;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod reservation;
 mod stats;
 mod store;
 
@@ -94,11 +95,12 @@ pub use config::{
 };
 pub use error::{AcquireError, Error, InvalidConfig, StoreError, TryAcquireError};
 pub use feedback::{Feedback, WindowObservation};
-pub use lane::{Lane, Reservation, Ticket};
+pub use lane::Lane;
 pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryBackend, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis_store::{FallbackTooSmall, RedisBackend, RedisBackendBuilder, RedisUnavailable};
+pub use reservation::{Reservation, Ticket};
 pub use stats::{HISTORY_MINUTES, LaneStats, LimitSource, MinuteUsage, Totals, Usage};
 #[cfg(any(test, feature = "test-support"))]
 pub use store::MockBucketStore;
