@@ -102,6 +102,15 @@
 //!      rounds its count down, so less than a unit is agreement, and a stale
 //!      value never raises the level.
 //!
+//! Outside the opening a correction never raises a level on a kept limit.
+//! An answer cannot tell "the server counts fewer tokens than we reserve"
+//! from "a request this one overtook is not counted yet", and a raise would
+//! let arbitrary feedback break the bound the proptests check (no 60 s
+//! window admits more than the limit plus one bucket of *our* estimates).
+//! So a server that charges less than our estimate leaves its surplus
+//! unused (0.90 of the limit at −10 %, see `tests/believe_server.rs`); one
+//! that charges more is read as foreign use and costs almost nothing.
+//!
 //! A server limit of 0 is ignored (a lane never has a zero limit); an axis
 //! with no limit from either side is left alone.
 //!
