@@ -89,8 +89,11 @@ impl Reservation {
     ///
     /// Usage above the reservation is charged on the token buckets (which may
     /// go into debt; later acquisitions wait for it to refill). Usage below is
-    /// refunded only under [`SettlePolicy::RefundUnused`]. If the store fails,
-    /// the reservation counts as fully used and the error is returned.
+    /// refunded only under [`SettlePolicy::RefundUnused`]. If the store fails
+    /// to apply that, the reservation counts as fully used and the error is
+    /// returned. While the lane is still in its opening (no answer has
+    /// reported counts), settling also ends the opening: an error from that
+    /// step is returned too, the settlement itself stands.
     pub async fn settle(mut self, actual_tokens: u64) -> Result<(), Error> {
         let extra = actual_tokens.saturating_sub(self.tokens);
         let unused = self.tokens.saturating_sub(actual_tokens);
@@ -114,9 +117,6 @@ impl Reservation {
         if let Some(adjustment) = adjustment {
             self.lane.inner.store.adjust(adjustment).await?;
         }
-        // An answer came back: if it carried no counts (observe would have
-        // ended the opening), it still ends it.
-        self.lane.end_opening(self.grant).await?;
         self.done = true;
         self.lane.finish(
             self.tokens,
@@ -127,7 +127,10 @@ impl Reservation {
                 refunded,
             },
         );
-        Ok(())
+        // An answer came back: if it carried no counts (observe would have
+        // ended the opening), it still ends it. The settlement itself is
+        // complete either way.
+        self.lane.end_opening(self.grant).await
     }
 
     /// The server refused the request with a 429 **without charging it**
