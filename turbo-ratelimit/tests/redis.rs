@@ -359,6 +359,46 @@ async fn a_key_that_comes_back_empty_opens_with_a_probe_again() {
     again.settle(100).await.unwrap();
 }
 
+#[tokio::test]
+async fn keys_written_before_the_opening_existed_are_read_as_known() {
+    let server = redis_or_skip!("keys_written_before_the_opening_existed_are_read_as_known");
+    let prefix = unique_prefix("schema2");
+    let clock = ManualClock::new();
+    let backend = backend_on(&server, &prefix, &clock).await;
+    let key = backend.key(&lane_key("p"));
+    // A schema-2 hash: 1_000 TPM at 400 tokens, last updated at the clock's now.
+    let now_us = clock.now().as_micros().to_string();
+    let level = (400u128 * 60_000_000_000).to_string();
+    let mut conn = raw(server.url()).await;
+    let fields = [
+        ("s", "2"),
+        ("t", now_us.as_str()),
+        ("p", "0"),
+        ("rt", "3"),
+        ("tt", "600"),
+        ("l2", "1000"),
+        ("v2", level.as_str()),
+        ("f2", "0"),
+    ];
+    let _: () = conn.hset_multiple(&key, &fields).await.unwrap();
+    let store = backend.open_starting(&lane_key("p"), &tpm_limits(1_000), Start::Probe);
+    let state = store.state().await.unwrap();
+    assert!(!state.opening);
+    assert_eq!(level_of(&state), 400);
+    assert_eq!(state.tokens_total, 600);
+}
+
+fn tpm_limits(tpm: u64) -> Limits {
+    Limits {
+        tpm: NonZeroU64::new(tpm),
+        ..Limits::unlimited()
+    }
+}
+
+fn level_of(state: &LaneState) -> i64 {
+    level(state, Axis::TokensPerMinute)
+}
+
 /// The buckets of a lane's stats, as a state for [`level`].
 fn lane_state(stats: &turbo_ratelimit::LaneStats) -> LaneState {
     LaneState {

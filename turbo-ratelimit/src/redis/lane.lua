@@ -250,7 +250,9 @@ local function load(now)
   end
   local h = {}
   for j = 1, #raw, 2 do h[raw[j]] = raw[j + 1] end
-  if h.s ~= SCHEMA then
+  -- Schema 2 (before the opening) has no o<i>/h<i>: its buckets are known,
+  -- which is what their absence means; the next save writes schema 3.
+  if h.s ~= SCHEMA and h.s ~= '2' then
     return redis.error_reply('turbo-ratelimit: ' .. key .. ' has schema ' .. tostring(h.s) .. ', expected ' .. SCHEMA)
   end
   local st = {t = num(h.t), p = num(h.p), rt = num(h.rt), tt = num(h.tt), b = {}}
