@@ -124,6 +124,10 @@
 //! refilling at the full rate, and remembers `withheld = C − probe`: what a
 //! bucket that had started full would hold beyond it (refill that a full
 //! bucket would have wasted is trimmed from it, so `level + withheld ≤ C`).
+//! A request larger than the probe is admitted once the level holds the
+//! probe and `level + withheld` holds the request ([`Bucket::enough_for`]),
+//! going into debt: with small limits (6,000 TPM, a 1,000-token request) the
+//! first request must not wait for the refill of a whole request.
 //!
 //! * The first answer whose feedback gives an axis a remaining count (or a
 //!   reset) sets that axis's level to the estimate of step 2, in **both**
@@ -558,6 +562,17 @@ impl Bucket {
             .clamp(debt_floor(cap), cap)
     }
 
+    /// The level admission of `need` waits for: `need`, or, in the opening,
+    /// only the probe (a request larger than the probe still goes first, into
+    /// debt) as long as a bucket that had started full would hold `need`.
+    pub fn enough_for(&self, need: i128, window: Window) -> i128 {
+        if self.opening && self.level.saturating_add(self.withheld) >= need {
+            need.min(probe_level(self.limit, window))
+        } else {
+            need
+        }
+    }
+
     /// Keeps `level + withheld ≤ C`: refill that a full bucket would have
     /// wasted is no longer withheld.
     fn trim_withheld(&mut self, window: Window) {
@@ -678,8 +693,9 @@ impl LaneBuckets {
             }
             let need = scaled(requested, axis.window());
             needs[axis.index()] = need;
-            if b.level < need {
-                wait = wait.max(wait_ns(b.level, need, b.rate()));
+            let enough = b.enough_for(need, axis.window());
+            if b.level < enough {
+                wait = wait.max(wait_ns(b.level, enough, b.rate()));
             }
         }
         if wait > 0 {
@@ -690,7 +706,8 @@ impl LaneBuckets {
         }
         for (slot, need) in self.buckets.iter_mut().zip(needs) {
             if let Some(b) = slot {
-                // level ≥ need ≥ 0 here, so this stays within [0, capacity].
+                // level ≥ need ≥ 0 here, or (opening) level ≥ probe and
+                // need ≤ capacity: this stays within [−capacity, capacity].
                 b.level -= need;
             }
         }

@@ -185,3 +185,23 @@ async fn server_limits_win_and_stats_say_where_they_came_from() {
 async fn lane_full() -> (RateLimiter, Lane) {
     util::lane_limited(per_minute(600, 64_000)).await
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_the_probe_goes_first_with_small_limits() {
+    // Groq's free tier: 6_000 TPM, a probe of 93 tokens.
+    let limiter = RateLimiter::builder().jitter_seed(7).build();
+    let lane = limiter
+        .configure("groq", None, LaneConfig::new(per_minute(30, 6_000)))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let first = lane.acquire(1_000).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // Into debt: the next one waits for the refill, as with any debt.
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 93 - 1_000);
+    assert!(matches!(
+        lane.try_acquire(1_000).await,
+        Err(TryAcquireError::WouldWait { wait: Some(_) })
+    ));
+    first.settle(1_000).await.unwrap();
+}

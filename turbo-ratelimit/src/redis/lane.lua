@@ -366,8 +366,14 @@ local function acquire(st, now)
       end
       local need = requested * W[i]
       needs[i] = need
-      if b.level < need then
-        wait = math.max(wait, wait_ns(b.level, need, rate_of(b.limit, b.foreign)))
+      -- In the opening only the probe is waited for, while a bucket that had
+      -- started full would hold the request.
+      local enough = need
+      if b.opening and b.level + b.withheld >= need then
+        enough = math.min(need, probe_level(b.limit, W[i]))
+      end
+      if b.level < enough then
+        wait = math.max(wait, wait_ns(b.level, enough, rate_of(b.limit, b.foreign)))
       end
     end
   end
