@@ -84,6 +84,20 @@ pub(crate) async fn settle(
     }
 }
 
+/// A request the provider refused with a 429: its reservation is refunded
+/// (a refused request is not charged) and the lane's level corrected from the
+/// 429's own counts, or, without any, taken as exhausted. No imaginary debt.
+pub(crate) async fn refused(
+    lane: &Lane,
+    reservation: Reserved,
+    snapshot: Option<&RateLimitSnapshot>,
+) {
+    let feedback = snapshot.and_then(feedback_from);
+    if let Err(error) = reservation.refused(feedback).await {
+        warn!(lane = %lane.key(), %error, "could not record a refused request");
+    }
+}
+
 pub(crate) async fn rate_limited(lane: &Lane, retry_after: Option<Duration>) {
     if let Err(error) = lane.rate_limited(retry_after).await {
         warn!(lane = %lane.key(), %error, "could not pause the lane after a 429");

@@ -481,11 +481,15 @@ async fn auto_concurrency_sizes_in_flight_from_limits_and_latency() {
     // (Little's law), plus room for one full bucket still in flight after a
     // burst: more than the fixed 120 workers would allow.
     let latency = Duration::from_secs(10);
+    // A full start: this is about sizing, not the opening probe a lane of
+    // unknown state makes (the limiter's own tests cover that).
     let engine_600_rpm = |concurrency| {
         builder()
-            .limits(
+            .lane_config(
                 Provider::Groq,
-                Limits::try_per_minute(600, 100_000_000).unwrap(),
+                None,
+                turbo_core::LaneConfig::new(Limits::try_per_minute(600, 100_000_000).unwrap())
+                    .with_start(turbo_ratelimit::Start::Full),
             )
             .concurrency(concurrency)
             .build()

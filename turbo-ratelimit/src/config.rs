@@ -278,10 +278,29 @@ impl fmt::Display for LaneKey {
     }
 }
 
+/// How a lane whose store holds no state yet (a new process, a resumed run,
+/// a shared key that expired or came back empty) fills its buckets before the
+/// server has said anything (see [`crate::math`], "Opening").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// A small opening wave ([`crate::math::probe_level`]) refilling at the
+    /// full rate; the first answer that reports a remaining count sets the
+    /// level, and the first answer without one releases the configured
+    /// bucket. Costs nothing against a correct configuration on a fresh key
+    /// and sends no burst into a drained one.
+    #[default]
+    Probe,
+    /// Full buckets at once: only for a key known to be unused, or for tests
+    /// about admission itself.
+    Full,
+}
+
 /// Configuration of one lane. Build with [`LaneConfig::new`] or [`LaneConfig::builder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaneConfig {
     limits: Limits,
+    start: Start,
     settle: SettlePolicy,
     learn: bool,
     learn_max_in_flight: NonZeroU32,
@@ -305,6 +324,7 @@ impl LaneConfig {
         Self {
             limits,
             settle: SettlePolicy::KeepReservation,
+            start: Start::Probe,
             learn: false,
             learn_max_in_flight: NonZeroU32::MIN,
             pause_jitter: Self::DEFAULT_PAUSE_JITTER,
@@ -337,6 +357,11 @@ impl LaneConfig {
         self.settle
     }
 
+    /// How the buckets start when the store has no state for the lane.
+    pub const fn start(&self) -> Start {
+        self.start
+    }
+
     /// Whether the lane learns limits from feedback while it has none.
     pub const fn learn(&self) -> bool {
         self.learn
@@ -361,6 +386,13 @@ impl LaneConfig {
     #[must_use]
     pub const fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// This configuration with another [`Start`].
+    #[must_use]
+    pub const fn with_start(mut self, start: Start) -> Self {
+        self.start = start;
         self
     }
 }
@@ -389,6 +421,14 @@ impl LaneConfigBuilder {
     #[must_use]
     pub fn settle(mut self, settle: SettlePolicy) -> Self {
         self.config.settle = settle;
+        self
+    }
+
+    /// How the buckets start when the store has no state yet (default
+    /// [`Start::Probe`]).
+    #[must_use]
+    pub fn start(mut self, start: Start) -> Self {
+        self.config.start = start;
         self
     }
 

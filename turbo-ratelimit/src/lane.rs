@@ -1,7 +1,13 @@
 //! Lanes: per-process admission (FIFO waiting, learning, pauses) over a store.
+//!
+//! State: each lane owns one `Local` behind a `parking_lot::Mutex`, never
+//! held across an await or while calling the store; the store's own state is
+//! behind the store (one atomic step per call). Lock order: a lane's `Local`
+//! is the only lock taken here, and never together with another lane's.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +18,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Axis, LaneConfig, LaneKey, Limits, SettlePolicy};
+use crate::config::{Axis, LaneConfig, LaneKey, Limits, SettlePolicy, Start, Unit, Window};
 use crate::error::{AcquireError, Error, TryAcquireError};
-use crate::feedback::Feedback;
+use crate::feedback::{Feedback, WindowObservation};
+use crate::reservation::{End, Reservation, Ticket};
 use crate::stats::{LaneStats, LocalSnapshot, Tracker, Usage};
 use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketStore, Grant, LaneState};
 
@@ -33,13 +40,13 @@ use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketStore, Gran
 /// admission is a single store step.
 #[derive(Clone)]
 pub struct Lane {
-    inner: Arc<LaneInner>,
+    pub(crate) inner: Arc<LaneInner>,
 }
 
 pub(crate) struct LaneInner {
-    id: u64,
+    pub(crate) id: u64,
     key: LaneKey,
-    store: Arc<dyn BucketStore>,
+    pub(crate) store: Arc<dyn BucketStore>,
     clock: Arc<dyn Clock>,
     /// The store reads `clock` too, so a grant's instant is our "now" and
     /// admission needs no second clock read.
@@ -103,6 +110,13 @@ impl From<Failure> for TryAcquireError {
 struct Local {
     config: LaneConfig,
     limits: Limits,
+    /// The limits the server last stated, per axis (feedback's `limit`).
+    server_limits: Limits,
+    /// Axes whose configured-vs-server mismatch has been logged.
+    warned: [bool; 4],
+    /// The store's buckets are still in their opening (as last seen): the
+    /// first answer, with or without feedback, must reach the store.
+    opening: bool,
     learning: bool,
     in_flight: u64,
     waiters: VecDeque<Waiter>,
@@ -196,6 +210,39 @@ impl Local {
         self.pause_end = Some(self.pause_end.map_or(end, |e| e.max(end)));
     }
 
+    /// Records the limits the server stated and warns once per axis when
+    /// they differ from the configured ones.
+    fn note_server_limits(&mut self, lane: &LaneKey, feedback: &Feedback) {
+        let observations = [
+            (Unit::Requests, feedback.requests),
+            (Unit::Tokens, feedback.tokens),
+        ];
+        for (unit, observation) in observations {
+            let Some(observation) = observation else {
+                continue;
+            };
+            let Some(limit) = observation.limit.and_then(NonZeroU64::new) else {
+                continue;
+            };
+            let axis = Axis::new(unit, observation.window);
+            self.server_limits.set(axis, Some(limit));
+            let configured = self.config.limits().get(axis);
+            if let Some(configured) = configured
+                && configured != limit.get()
+                && !self.warned[axis.index()]
+            {
+                self.warned[axis.index()] = true;
+                tracing::warn!(
+                    lane = %lane,
+                    axis = %axis,
+                    configured,
+                    server = limit.get(),
+                    "the server states a different limit than configured; using the server's"
+                );
+            }
+        }
+    }
+
     fn notify_head(&self) {
         if let Some(head) = self.waiters.front() {
             head.notify.notify_one();
@@ -252,9 +299,19 @@ impl Local {
 
     fn apply_state(&mut self, state: &LaneState) {
         self.limits = state.limits;
+        self.opening = state.opening;
         self.learning = self.config.learn() && state.limits.is_unlimited();
-        if let Some(paused) = state.paused_for {
-            self.note_pause(paused);
+        match state.paused_for {
+            Some(paused) => self.note_pause(paused),
+            None => {
+                // The store ended a pause early (an answer reported room):
+                // waiters resume from now, spread over the jitter.
+                let now = Instant::now();
+                if self.pause_end.is_some_and(|end| end > now) {
+                    self.pause_end = Some(now);
+                    self.release_cursor = None;
+                }
+            }
         }
         self.fail_unfit();
         self.notify_head();
@@ -331,6 +388,9 @@ impl Lane {
         let local = Local {
             config,
             limits,
+            server_limits: Limits::unlimited(),
+            warned: [false; 4],
+            opening: config.start() == Start::Probe && !limits.is_unlimited(),
             learning: config.learn() && limits.is_unlimited(),
             in_flight: 0,
             waiters: VecDeque::new(),
@@ -662,11 +722,80 @@ impl Lane {
             return Err(Error::ForeignTicket);
         }
         if feedback.is_empty() {
-            return Ok(());
+            // An answer without numbers still ends the opening.
+            return self.end_opening(ticket.grant).await;
         }
         let state = self.inner.store.correct(ticket.grant, feedback).await?;
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
+        local.note_server_limits(&self.inner.key, &feedback);
+        local.apply_state(&state);
+        Ok(())
+    }
+
+    /// An answer came back about `grant` without anything to correct from:
+    /// while the buckets are in their opening, that ends it (the configured
+    /// buckets are released; see [`crate::math`], "Opening").
+    pub(crate) async fn end_opening(&self, grant: Grant) -> Result<(), Error> {
+        if !self.inner.local.lock().opening {
+            return Ok(());
+        }
+        let state = self.inner.store.correct(grant, Feedback::default()).await?;
+        self.inner.local.lock().apply_state(&state);
+        Ok(())
+    }
+
+    /// The server refused the request behind `grant` (a 429) without
+    /// charging it: give its reservation back, then re-synchronise from the
+    /// refusal's feedback, or, when it carried no counts, from the refusal
+    /// itself (no room left on any limited axis when it was handled).
+    pub(crate) async fn refuse(
+        &self,
+        grant: Grant,
+        tokens: u64,
+        feedback: Option<Feedback>,
+    ) -> Result<(), Error> {
+        self.inner
+            .store
+            .adjust(Adjustment::Refund {
+                requests: 1,
+                tokens,
+            })
+            .await?;
+        let has_counts = |f: &Feedback| {
+            [f.requests, f.tokens]
+                .into_iter()
+                .flatten()
+                .any(|o| o.remaining.is_some() || o.reset.is_some())
+        };
+        let feedback = match feedback {
+            Some(f) if has_counts(&f) => f,
+            other => {
+                let limits = self.inner.local.lock().limits;
+                let mut empty = other.unwrap_or_default();
+                for unit in [Unit::Requests, Unit::Tokens] {
+                    // The per-minute axis if limited, else the per-day one.
+                    let window = [Window::Minute, Window::Day]
+                        .into_iter()
+                        .find(|&w| limits.get(Axis::new(unit, w)).is_some());
+                    let Some(window) = window else { continue };
+                    let observation = match unit {
+                        Unit::Requests => &mut empty.requests,
+                        Unit::Tokens => &mut empty.tokens,
+                    };
+                    let mut o = observation.unwrap_or(WindowObservation::new(window));
+                    if o.window == window {
+                        o.remaining = Some(0);
+                    }
+                    *observation = Some(o);
+                }
+                empty
+            }
+        };
+        let state = self.inner.store.correct(grant, feedback).await?;
+        let mut local = self.inner.local.lock();
+        local.tracker.totals.feedback += 1;
+        local.note_server_limits(&self.inner.key, &feedback);
         local.apply_state(&state);
         Ok(())
     }
@@ -684,12 +813,15 @@ impl Lane {
     /// Reports a 429: counts it and pauses the lane for `retry_after`, or the
     /// lane's default pause when the server gave none.
     ///
-    /// Observe the 429's own feedback first if it carries any. Then end the
-    /// rejected request's reservation the way the provider counts it: if
-    /// rejected requests do not consume the limit, [`Reservation::cancel`] it;
-    /// if they do, settle or drop it. Keeping the local accounting in line
-    /// with the server's is what lets the foreign-use estimate (see
-    /// [`crate::math`]) keep a shared key free of 429s.
+    /// End the rejected request's reservation first, the way the provider
+    /// counts it: if rejected requests do not consume the limit,
+    /// [`Reservation::refused`] with the 429's feedback (it gives the
+    /// reservation back and re-synchronises the level, from the refusal
+    /// itself when the 429 carried no counts); if they do, observe the
+    /// feedback and settle. Keeping the local accounting in line with the
+    /// server's is what lets the foreign-use estimate (see [`crate::math`])
+    /// keep a shared key free of 429s. An in-order answer that reports room
+    /// on every axis it counts ends the pause early.
     pub async fn rate_limited(&self, retry_after: Option<Duration>) -> Result<(), Error> {
         let pause = {
             let mut local = self.inner.local.lock();
@@ -730,6 +862,7 @@ impl Lane {
             let mut local = self.inner.local.lock();
             LocalSnapshot {
                 config: local.config,
+                server_limits: local.server_limits,
                 learning: local.learning,
                 waiters: local.waiters.len(),
                 in_flight: local.in_flight,
@@ -743,6 +876,9 @@ impl Lane {
             provider: self.inner.key.provider().to_owned(),
             model: self.inner.key.model().map(str::to_owned),
             limits: state.limits,
+            configured_limits: local.config.limits(),
+            server_limits: local.server_limits,
+            opening: state.opening,
             buckets: state.buckets,
             settle: local.config.settle(),
             learning: local.learning,
@@ -755,7 +891,7 @@ impl Lane {
         })
     }
 
-    fn finish(&self, tokens: u64, admitted_at: Duration, end: End) {
+    pub(crate) fn finish(&self, tokens: u64, admitted_at: Duration, end: End) {
         let mut local = self.inner.local.lock();
         local.in_flight = local.in_flight.saturating_sub(1);
         let used = match end {
@@ -776,6 +912,12 @@ impl Lane {
                 totals.tokens_refunded = totals.tokens_refunded.saturating_add(tokens);
                 0
             }
+            End::Refused => {
+                let totals = &mut local.tracker.totals;
+                totals.refused += 1;
+                totals.tokens_refunded = totals.tokens_refunded.saturating_add(tokens);
+                0
+            }
             End::Dropped => {
                 local.tracker.totals.dropped_unsettled += 1;
                 tokens
@@ -786,7 +928,12 @@ impl Lane {
             local.tracker.record_used(admitted_at, used);
         }
         // Freed a learning slot or gave tokens back: let the head re-check.
-        if local.learning || matches!(end, End::Cancelled | End::Settled { refunded: 1.., .. }) {
+        if local.learning
+            || matches!(
+                end,
+                End::Cancelled | End::Refused | End::Settled { refunded: 1.., .. }
+            )
+        {
             local.notify_head();
         }
     }
@@ -798,158 +945,5 @@ impl fmt::Debug for Lane {
             .field("key", &self.inner.key)
             .field("id", &self.inner.id)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum End {
-    Settled {
-        actual: u64,
-        extra: u64,
-        refunded: u64,
-    },
-    Cancelled,
-    Dropped,
-}
-
-/// Identifies a reservation for [`Lane::observe`]: the lane that issued it and
-/// the store's [`Grant`] (cumulative counters and instant at reservation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket {
-    lane: u64,
-    grant: Grant,
-}
-
-impl Ticket {
-    /// The store's grant behind this ticket.
-    pub fn grant(&self) -> Grant {
-        self.grant
-    }
-}
-
-impl From<&Reservation> for Ticket {
-    fn from(r: &Reservation) -> Self {
-        r.ticket()
-    }
-}
-
-/// Capacity reserved on a lane for one request.
-///
-/// End it with [`Reservation::settle`] once the response's usage is known, or
-/// [`Reservation::cancel`] if the request was never sent. **Dropping it without
-/// either counts the reservation as fully used** (the request may have been
-/// sent): nothing is refunded, whatever the settle policy.
-#[must_use = "settle or cancel the reservation; dropping it counts it as fully used"]
-pub struct Reservation {
-    lane: Lane,
-    tokens: u64,
-    grant: Grant,
-    /// Limiter-clock instant of admission: usage statistics attribute the
-    /// tokens used to it.
-    admitted_at: Duration,
-    policy: SettlePolicy,
-    done: bool,
-}
-
-impl Reservation {
-    /// Tokens reserved (the estimate given to acquire).
-    pub fn tokens(&self) -> u64 {
-        self.tokens
-    }
-
-    /// The lane it was reserved on.
-    pub fn lane(&self) -> &Lane {
-        &self.lane
-    }
-
-    /// The ticket to pass to [`Lane::observe`] with the response's feedback.
-    pub fn ticket(&self) -> Ticket {
-        Ticket {
-            lane: self.lane.inner.id,
-            grant: self.grant,
-        }
-    }
-
-    /// The settle policy in force when it was reserved (applied by `settle`).
-    pub fn policy(&self) -> SettlePolicy {
-        self.policy
-    }
-
-    /// Settles against the tokens actually used.
-    ///
-    /// Usage above the reservation is charged on the token buckets (which may
-    /// go into debt; later acquisitions wait for it to refill). Usage below is
-    /// refunded only under [`SettlePolicy::RefundUnused`]. If the store fails,
-    /// the reservation counts as fully used and the error is returned.
-    pub async fn settle(mut self, actual_tokens: u64) -> Result<(), Error> {
-        let extra = actual_tokens.saturating_sub(self.tokens);
-        let unused = self.tokens.saturating_sub(actual_tokens);
-        let refunded = match self.policy {
-            SettlePolicy::RefundUnused => unused,
-            SettlePolicy::KeepReservation => 0,
-        };
-        let adjustment = if extra > 0 {
-            Some(Adjustment::Charge {
-                requests: 0,
-                tokens: extra,
-            })
-        } else if refunded > 0 {
-            Some(Adjustment::Refund {
-                requests: 0,
-                tokens: refunded,
-            })
-        } else {
-            None
-        };
-        if let Some(adjustment) = adjustment {
-            self.lane.inner.store.adjust(adjustment).await?;
-        }
-        self.done = true;
-        self.lane.finish(
-            self.tokens,
-            self.admitted_at,
-            End::Settled {
-                actual: actual_tokens,
-                extra,
-                refunded,
-            },
-        );
-        Ok(())
-    }
-
-    /// The request was never sent: gives back the request and all its tokens.
-    pub async fn cancel(mut self) -> Result<(), Error> {
-        self.lane
-            .inner
-            .store
-            .adjust(Adjustment::Refund {
-                requests: 1,
-                tokens: self.tokens,
-            })
-            .await?;
-        self.done = true;
-        self.lane
-            .finish(self.tokens, self.admitted_at, End::Cancelled);
-        Ok(())
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if !self.done {
-            self.lane
-                .finish(self.tokens, self.admitted_at, End::Dropped);
-        }
-    }
-}
-
-impl fmt::Debug for Reservation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("lane", &self.lane.inner.key)
-            .field("tokens", &self.tokens)
-            .field("grant", &self.grant)
-            .field("policy", &self.policy)
-            .finish()
     }
 }

@@ -15,7 +15,13 @@
 //! 3. [`Lane::observe`] feeds the server's limit/remaining/reset numbers back;
 //!    the lane lowers its buckets to the server's view, discounting what it
 //!    reserved since (see [`math`]), and adopts server limits.
-//! 4. On a 429, [`Lane::rate_limited`] pauses the lane until `retry-after`.
+//! 4. On a 429, [`Reservation::refused`] gives the refused request back and
+//!    re-synchronises the level from the refusal; [`Lane::rate_limited`]
+//!    pauses the lane (an answer that reports room ends the pause early).
+//!
+//! A lane whose store has no state yet opens with a small probe instead of
+//! full buckets and takes its level from the server's first answer
+//! ([`Start`], and [`math`], "Opening").
 //!
 //! Each limit (requests or tokens, per minute or per day) is a bucket of
 //! capacity = the limit, refilling continuously at limit/60 s or limit/86 400 s,
@@ -79,21 +85,23 @@ pub mod math;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod reservation;
 mod stats;
 mod store;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{
-    Axis, LaneConfig, LaneConfigBuilder, LaneKey, Limits, SettlePolicy, Unit, Window,
+    Axis, LaneConfig, LaneConfigBuilder, LaneKey, Limits, SettlePolicy, Start, Unit, Window,
 };
 pub use error::{AcquireError, Error, InvalidConfig, StoreError, TryAcquireError};
 pub use feedback::{Feedback, WindowObservation};
-pub use lane::{Lane, Reservation, Ticket};
+pub use lane::Lane;
 pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryBackend, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis_store::{FallbackTooSmall, RedisBackend, RedisBackendBuilder, RedisUnavailable};
-pub use stats::{HISTORY_MINUTES, LaneStats, MinuteUsage, Totals, Usage};
+pub use reservation::{Reservation, Ticket};
+pub use stats::{HISTORY_MINUTES, LaneStats, LimitSource, MinuteUsage, Totals, Usage};
 #[cfg(any(test, feature = "test-support"))]
 pub use store::MockBucketStore;
 pub use store::{

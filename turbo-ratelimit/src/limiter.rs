@@ -173,7 +173,9 @@ impl RateLimiter {
 
 impl Shared {
     fn open(&self, key: LaneKey, config: LaneConfig) -> Lane {
-        let store = self.backend.open(&key, &config.limits());
+        let store = self
+            .backend
+            .open_starting(&key, &config.limits(), config.start());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let lane = Lane::new(
             key,

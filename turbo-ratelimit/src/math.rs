@@ -7,7 +7,8 @@
 //! A limit of `L` units (requests or tokens) per window of `W` seconds
 //! (60 for a minute, 86 400 for a day) is a bucket of capacity `L` that
 //! refills continuously at `L / W` units per second, the way OpenAI and Groq
-//! enforce their limits. A bucket starts full. Admission takes `n` units
+//! enforce their limits. A bucket whose state is known starts full; one whose
+//! state is unknown opens with a probe (see "Opening"). Admission takes `n` units
 //! from every limited axis of the lane at once, and only when each holds at
 //! least `n` (a request is 1 unit on request axes and its estimate on token
 //! axes).
@@ -101,8 +102,60 @@
 //!      rounds its count down, so less than a unit is agreement, and a stale
 //!      value never raises the level.
 //!
+//! Outside the opening a correction never raises a level on a kept limit.
+//! An answer cannot tell "the server counts fewer tokens than we reserve"
+//! from "a request this one overtook is not counted yet", and a raise would
+//! let arbitrary feedback break the bound the proptests check (no 60 s
+//! window admits more than the limit plus one bucket of *our* estimates).
+//! So a server that charges less than our estimate leaves its surplus
+//! unused (0.90 of the limit at −10 %, see `tests/believe_server.rs`); one
+//! that charges more is read as foreign use and costs almost nothing.
+//!
 //! A server limit of 0 is ignored (a lane never has a zero limit); an axis
 //! with no limit from either side is left alone.
+//!
+//! # Opening: a lane whose state is unknown
+//!
+//! A new process, a resumed run, or a shared key that expired or came back
+//! empty after a Redis outage knows nothing of the server's bucket, which
+//! may be full (a fresh key) or drained (a run killed a moment ago). Such a
+//! lane ([`LaneBuckets::starting`] with [`Start::Probe`], the default) opens
+//! each bucket at [`probe_level`] `= max(U, C/64)` ([`PROBE_FRACTION`]),
+//! refilling at the full rate, and remembers `withheld = C − probe`: what a
+//! bucket that had started full would hold beyond it (refill that a full
+//! bucket would have wasted is trimmed from it, so `level + withheld ≤ C`).
+//! A request larger than the probe is admitted once the level holds the
+//! probe and `level + withheld` holds the request ([`Bucket::enough_for`]),
+//! going into debt: with small limits (6,000 TPM, a 1,000-token request) the
+//! first request must not wait for the refill of a whole request.
+//!
+//! * The first answer whose feedback gives an axis a remaining count (or a
+//!   reset) sets that axis's level to the estimate of step 2, in **both**
+//!   directions, but never above `level + withheld` (so the opening never
+//!   admits more than a full start would: the proptest bound holds), and
+//!   ends its opening; its sync point starts there, its foreign rate at 0.
+//! * Any answer (feedback without a count for an axis, or none at all: the
+//!   lane sends an empty correction when a reservation is settled while the
+//!   store is still opening) releases the axes it said nothing about to
+//!   `level + withheld`: the configured bucket, as if it had started full.
+//!
+//! Cost with a correct configuration on a fresh key: none in throughput.
+//! The server's bucket keeps what the probe did not spend (it is not full,
+//! so its refill is not wasted) and the lane takes it one round trip later;
+//! only the end of a run that is shorter than a round trip plus one bucket
+//! can finish later. Into a drained key it sends `C/64` plus the refill
+//! instead of a full bucket, and the first refusal (with or without counts,
+//! see below) sets the level to the server's.
+//!
+//! # After a 429
+//!
+//! A refused request that the server did not charge is refunded first and
+//! then corrected from ([`crate::Reservation::refused`]): from the 429's own
+//! counts, or, without any, as if every limited axis had `remaining = 0`
+//! when it was handled. No imaginary debt stays behind, and the requests
+//! reserved after it are discounted as usual. An answer that is in order
+//! (step 2) and whose every count is at least 1 ends a pause at once: the
+//! server has room again, and the level already says how much.
 //!
 //! # Sharing a key: the foreign-consumption rate
 //!
@@ -128,7 +181,7 @@
 //! * `seen = d` if `d ≥ U` (the server has less than we think), else
 //!   `min(d, 0)` (less than a unit above is rounding);
 //! * `evidence = clamp(seen − residual, −M, M)` with
-//!   `M = L × max(Δ, τ/10)`, `Δ = t_R − t_prev`: a rate of at most `L` cannot
+//!   `M = L × max(Δ, τ/100)`, `Δ = t_R − t_prev`: a rate of at most `L` cannot
 //!   move the divergence further (give or take single requests over short
 //!   intervals); more is a one-off, such as another process spending its full
 //!   bucket at once, which the level correction removes but the rate must not
@@ -172,7 +225,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Axis, Limits, Unit, Window};
+use crate::config::{Axis, Limits, Start, Unit, Window};
 use crate::feedback::{Feedback, WindowObservation};
 use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketSnapshot, Grant, LaneState};
 
@@ -319,6 +372,19 @@ pub fn corrected_level(
     }
 }
 
+/// The opening wave is `1/PROBE_FRACTION` of a bucket (module docs, "Opening").
+pub const PROBE_FRACTION: i128 = 64;
+
+/// The level a bucket opens with when its state is unknown: `C / 64`, at
+/// least one unit, at most `C`.
+pub const fn probe_level(limit: u64, window: Window) -> i128 {
+    let cap = capacity(limit, window);
+    let unit = scaled(1, window);
+    let probe = cap / PROBE_FRACTION;
+    let probe = if probe < unit { unit } else { probe };
+    if probe > cap { cap } else { probe }
+}
+
 /// A server bucket fuller than `1 − 1/UNCONTESTED_FRACTION` of its capacity
 /// teaches nothing about others (module docs, "Sharing a key").
 pub const UNCONTESTED_FRACTION: i128 = 16;
@@ -383,10 +449,12 @@ pub fn learn_foreign(
     };
     // A rate (at most the limit) moves the divergence by at most
     // `limit × interval`, give or take single requests: over intervals
-    // shorter than τ/10 those are allowed for. Beyond that it is a one-off
-    // (another process spending a full bucket at once), which the level
-    // correction removes and the rate must not learn.
-    let span = interval_ns.max(foreign_time_constant_ns(window) / 10);
+    // shorter than τ/100 those are allowed for. Beyond that it is a one-off
+    // (another process spending its bucket, faster than any rate), which the
+    // level correction removes and the rate must not learn. (The floor was
+    // τ/10: answers 0.1 s apart, each carrying a neighbour's opening burst,
+    // then pushed the rate up by L/10 each, to its ceiling within a second.)
+    let span = interval_ns.max(foreign_time_constant_ns(window) / 100);
     let most = i128::from(limit).saturating_mul(i128::from(span));
     let evidence = seen.saturating_sub(residual).clamp(-most, most);
     let updated = update_foreign_rate(foreign, limit, window, evidence, interval_ns);
@@ -448,6 +516,12 @@ pub struct Bucket {
     pub foreign: u64,
     /// Last alignment with server feedback.
     pub sync: Option<SyncPoint>,
+    /// Still in the opening (module docs, "Opening"): the level is a probe
+    /// plus its refill, not yet set from the server's count.
+    pub opening: bool,
+    /// Scaled, `≥ 0`, `level + withheld ≤ C`: what a bucket that had started
+    /// full would hold beyond this one (0 once the opening ends).
+    pub withheld: i128,
 }
 
 impl Bucket {
@@ -458,6 +532,53 @@ impl Bucket {
             level: capacity(limit, window),
             foreign: 0,
             sync: None,
+            opening: false,
+            withheld: 0,
+        }
+    }
+
+    /// A bucket in its opening: [`probe_level`], not yet synchronised.
+    pub const fn probe(limit: u64, window: Window) -> Self {
+        let level = probe_level(limit, window);
+        Self {
+            limit,
+            level,
+            foreign: 0,
+            sync: None,
+            opening: true,
+            withheld: capacity(limit, window) - level,
+        }
+    }
+
+    /// The level once the opening ends without a count from the server: the
+    /// level of a bucket that had started full, at `limit` (a larger limit
+    /// stated by the server adds its extra capacity; clamped to `limit`).
+    pub fn released(&self, limit: u64, window: Window) -> i128 {
+        let cap = capacity(limit, window);
+        let larger = cap.saturating_sub(capacity(self.limit, window)).max(0);
+        self.level
+            .saturating_add(self.withheld.max(0))
+            .saturating_add(larger)
+            .clamp(debt_floor(cap), cap)
+    }
+
+    /// The level admission of `need` waits for: `need`, or, in the opening,
+    /// only the probe (a request larger than the probe still goes first, into
+    /// debt) as long as a bucket that had started full would hold `need`.
+    pub fn enough_for(&self, need: i128, window: Window) -> i128 {
+        if self.opening && self.level.saturating_add(self.withheld) >= need {
+            need.min(probe_level(self.limit, window))
+        } else {
+            need
+        }
+    }
+
+    /// Keeps `level + withheld ≤ C`: refill that a full bucket would have
+    /// wasted is no longer withheld.
+    fn trim_withheld(&mut self, window: Window) {
+        if self.withheld > 0 {
+            let room = capacity(self.limit, window).saturating_sub(self.level);
+            self.withheld = self.withheld.min(room.max(0));
         }
     }
 
@@ -501,13 +622,20 @@ pub struct LaneBuckets {
 }
 
 impl LaneBuckets {
-    /// A lane with full buckets for `limits`.
+    /// A lane with full buckets for `limits` (its state known: [`Start::Full`]).
     pub fn new(limits: &Limits, now: Duration) -> Self {
+        Self::starting(limits, now, Start::Full)
+    }
+
+    /// A lane whose state is unknown, opening as `start` says (module docs,
+    /// "Opening").
+    pub fn starting(limits: &Limits, now: Duration, start: Start) -> Self {
         let mut buckets = [None; 4];
         for axis in Axis::ALL {
-            buckets[axis.index()] = limits
-                .get(axis)
-                .map(|limit| Bucket::full(limit, axis.window()));
+            buckets[axis.index()] = limits.get(axis).map(|limit| match start {
+                Start::Full => Bucket::full(limit, axis.window()),
+                Start::Probe => Bucket::probe(limit, axis.window()),
+            });
         }
         Self {
             buckets,
@@ -530,6 +658,7 @@ impl LaneBuckets {
             for axis in Axis::ALL {
                 if let Some(b) = &mut self.buckets[axis.index()] {
                     b.level = refill(b.level, capacity(b.limit, axis.window()), b.rate(), elapsed);
+                    b.trim_withheld(axis.window());
                 }
             }
             self.updated = now;
@@ -564,8 +693,9 @@ impl LaneBuckets {
             }
             let need = scaled(requested, axis.window());
             needs[axis.index()] = need;
-            if b.level < need {
-                wait = wait.max(wait_ns(b.level, need, b.rate()));
+            let enough = b.enough_for(need, axis.window());
+            if b.level < enough {
+                wait = wait.max(wait_ns(b.level, enough, b.rate()));
             }
         }
         if wait > 0 {
@@ -576,7 +706,8 @@ impl LaneBuckets {
         }
         for (slot, need) in self.buckets.iter_mut().zip(needs) {
             if let Some(b) = slot {
-                // level ≥ need ≥ 0 here, so this stays within [0, capacity].
+                // level ≥ need ≥ 0 here, or (opening) level ≥ probe and
+                // need ≤ capacity: this stays within [−capacity, capacity].
                 b.level -= need;
             }
         }
@@ -609,6 +740,7 @@ impl LaneBuckets {
                 } else {
                     charge(b.level, amount, debt_floor(cap))
                 };
+                b.trim_withheld(axis.window());
             }
         }
     }
@@ -647,6 +779,8 @@ impl LaneBuckets {
             (Unit::Requests, feedback.requests),
             (Unit::Tokens, feedback.tokens),
         ];
+        // Every count this answer carried reports room (none: no evidence).
+        let mut room = None;
         for (unit, observation) in observations {
             if let Some(observation) = observation {
                 let seen = Answered {
@@ -656,15 +790,41 @@ impl LaneBuckets {
                     elapsed,
                     in_order,
                 };
-                self.correct_axis(unit, &observation, seen);
+                if let Some(remaining) = self.correct_axis(unit, &observation, seen) {
+                    room = Some(room.unwrap_or(true) && remaining >= 1);
+                }
             }
         }
-        if in_order {
+        // The first answer ends the opening: axes it gave no count for get
+        // their configured bucket (module docs, "Opening").
+        for axis in Axis::ALL {
+            if let Some(b) = &mut self.buckets[axis.index()]
+                && b.opening
+            {
+                b.level = b.released(b.limit, axis.window());
+                b.opening = false;
+                b.withheld = 0;
+            }
+        }
+        // The newest word from the server says it has room: a pause (after a
+        // 429) has done its job (module docs, "After a 429").
+        if in_order && room == Some(true) {
+            self.paused_until = self.paused_until.min(now);
+        }
+        // An answer without numbers (it only ends the opening) says nothing
+        // about what the server has handled.
+        let informative = |o: Option<WindowObservation>| {
+            o.is_some_and(|o| {
+                o.limit.is_some_and(|l| l > 0) || o.remaining.is_some() || o.reset.is_some()
+            })
+        };
+        if in_order && (informative(feedback.requests) || informative(feedback.tokens)) {
             self.newest_observed = Some(*grant);
         }
     }
 
-    fn correct_axis(&mut self, unit: Unit, obs: &WindowObservation, seen: Answered) {
+    /// Corrects one axis; returns the server's remaining count it used, if any.
+    fn correct_axis(&mut self, unit: Unit, obs: &WindowObservation, seen: Answered) -> Option<u64> {
         let Answered {
             reserved_at,
             later,
@@ -675,32 +835,44 @@ impl LaneBuckets {
         let axis = Axis::new(unit, obs.window);
         let slot = &mut self.buckets[axis.index()];
         let current = *slot;
-        let Some(limit) = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit)) else {
-            return;
-        };
+        let limit = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit))?;
         let remaining = obs.remaining.or_else(|| {
             obs.reset
                 .map(|r| remaining_from_reset(limit, r, obs.window))
         });
-        // A learned axis or a raised limit starts afresh (step 4).
-        let kept = current.filter(|b| limit <= b.limit);
+        // A learned axis, a raised limit or the opening starts afresh (step 4).
+        let kept = current.filter(|b| limit <= b.limit && !b.opening);
         let Some(b) = kept else {
             let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
-            *slot = Some(Bucket {
-                limit,
-                level: corrected_level(
-                    current.map(|b| (b.level, b.limit)),
+            let level = match (current, estimate) {
+                (Some(b), None) if b.opening => b.released(limit, obs.window),
+                // The server's level, but never more than a bucket that had
+                // started full would hold: the opening may only cost, never
+                // admit more than a known full start would.
+                (Some(b), Some(est)) if b.opening => {
+                    let cap = capacity(limit, obs.window);
+                    est.clamp(debt_floor(cap), cap)
+                        .min(b.released(limit, obs.window))
+                }
+                _ => corrected_level(
+                    current.filter(|b| !b.opening).map(|b| (b.level, b.limit)),
                     limit,
                     obs.window,
                     estimate,
                 ),
+            };
+            *slot = Some(Bucket {
+                limit,
+                level,
                 foreign: 0,
                 sync: estimate.map(|_| SyncPoint {
                     at: reserved_at,
                     residual: 0,
                 }),
+                opening: false,
+                withheld: 0,
             });
-            return;
+            return remaining;
         };
         let cap = capacity(limit, obs.window);
         let b = Bucket {
@@ -708,12 +880,14 @@ impl LaneBuckets {
             level: b.level.clamp(debt_floor(cap), cap),
             foreign: clamp_foreign(b.foreign, limit),
             sync: b.sync,
+            opening: false,
+            withheld: 0,
         };
         let Some(estimate) = remaining
             .map(|r| estimate_level_at_rate(r, later, limit, b.rate(), obs.window, elapsed))
         else {
             *slot = Some(b);
-            return;
+            return None;
         };
         let local = b.level;
         let divergence = local - estimate;
@@ -782,7 +956,10 @@ impl LaneBuckets {
             level,
             foreign,
             sync,
+            opening: false,
+            withheld: 0,
         });
+        remaining
     }
 
     /// Pauses until `now + duration` unless already paused longer; returns the remaining pause.
@@ -807,6 +984,10 @@ impl LaneBuckets {
                         level: b.level.clamp(debt_floor(cap), cap),
                         foreign: clamp_foreign(b.foreign, limit),
                         sync: b.sync,
+                        opening: b.opening,
+                        withheld: b
+                            .withheld
+                            .min((cap - b.level.clamp(debt_floor(cap), cap)).max(0)),
                     }
                 }
                 None => Bucket::full(limit, axis.window()),
@@ -841,11 +1022,13 @@ impl LaneBuckets {
                         b.rate(),
                     )),
                     foreign: b.foreign,
+                    opening: b.opening,
                 })
             })
             .collect();
         let pause = self.paused_until.saturating_sub(now);
         LaneState {
+            opening: self.buckets.iter().flatten().any(|b| b.opening),
             limits: self.limits(),
             buckets,
             paused_for: (!pause.is_zero()).then_some(pause),
@@ -1229,9 +1412,9 @@ mod tests {
         let (f, r) = learn_foreign(0, 6000, w, 100 * u, 0, 1_000_000_000);
         assert_eq!((f, r), (600, 100 * u));
         // 5000 missing within 10 ms cannot be a rate (at most 6000/min, i.e.
-        // 100 over the τ/10 = 1 s floor): it moves the rate by 600 only.
+        // 10 over the τ/100 = 100 ms floor): it moves the rate by 60 only.
         let (f, _) = learn_foreign(0, 6000, w, 5000 * u, 0, 10_000_000);
-        assert_eq!(f, 600);
+        assert_eq!(f, 60);
         // Rounding is no evidence.
         let (f, r) = learn_foreign(0, 6000, w, u - 1, 0, 1_000_000_000);
         assert_eq!((f, r), (0, 0));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::clock::Clock;
-use crate::config::{LaneKey, Limits};
+use crate::config::{LaneKey, Limits, Start};
 use crate::error::StoreError;
 use crate::feedback::Feedback;
 use crate::math::LaneBuckets;
@@ -24,7 +24,12 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A lane with full buckets for `limits`.
     pub fn new(limits: &Limits, clock: Arc<dyn Clock>) -> Self {
-        let state = Mutex::new(LaneBuckets::new(limits, clock.now()));
+        Self::starting(limits, clock, Start::Full)
+    }
+
+    /// A lane for `limits` whose buckets open as `start` says.
+    pub fn starting(limits: &Limits, clock: Arc<dyn Clock>, start: Start) -> Self {
+        let state = Mutex::new(LaneBuckets::starting(limits, clock.now(), start));
         Self { clock, state }
     }
 
@@ -97,5 +102,18 @@ impl MemoryBackend {
 impl StoreBackend for MemoryBackend {
     fn open(&self, _lane: &LaneKey, limits: &Limits) -> Arc<dyn BucketStore> {
         Arc::new(MemoryStore::new(limits, Arc::clone(&self.clock)))
+    }
+
+    fn open_starting(
+        &self,
+        _lane: &LaneKey,
+        limits: &Limits,
+        start: Start,
+    ) -> Arc<dyn BucketStore> {
+        Arc::new(MemoryStore::starting(
+            limits,
+            Arc::clone(&self.clock),
+            start,
+        ))
     }
 }

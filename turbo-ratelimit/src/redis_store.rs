@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use turbo_retry::{Jitter, RetryConfig};
 
 use crate::clock::{Clock, TokioClock};
-use crate::config::{Axis, LaneKey, Limits, Window};
+use crate::config::{Axis, LaneKey, Limits, Start, Window};
 use crate::error::{Error, InvalidConfig, StoreError};
 use crate::feedback::{Feedback, WindowObservation};
 use crate::memory::MemoryStore;
@@ -267,10 +267,15 @@ impl fmt::Debug for RedisBackend {
 
 impl StoreBackend for RedisBackend {
     fn open(&self, lane: &LaneKey, limits: &Limits) -> Arc<dyn BucketStore> {
+        self.open_starting(lane, limits, Start::Full)
+    }
+
+    fn open_starting(&self, lane: &LaneKey, limits: &Limits, start: Start) -> Arc<dyn BucketStore> {
         Arc::new(RedisStore {
             shared: Arc::clone(&self.shared),
             key: lane_key(&self.shared.prefix, lane),
             known: Mutex::new(*limits),
+            start,
             fallback: Mutex::new(None),
         })
     }
@@ -631,6 +636,9 @@ struct RedisStore {
     /// The lane's full limits as last known here: creates the key when it is
     /// missing and sizes the fallback.
     known: Mutex<Limits>,
+    /// How a missing key is created (a new lane, or one that expired or came
+    /// back empty after an outage).
+    start: Start,
     /// The fallback bucket and the full limits it was sized for.
     fallback: Mutex<Option<(Arc<MemoryStore>, Limits)>>,
 }
@@ -644,11 +652,18 @@ enum Routed {
 impl RedisStore {
     fn args(&self, op: &str, extra: usize) -> Vec<String> {
         let known = *self.known.lock();
-        let mut args = Vec::with_capacity(7 + extra);
+        let mut args = Vec::with_capacity(8 + extra);
         args.push(op.to_owned());
         args.push(self.shared.idle_ttl_ms.to_string());
         args.push(self.shared.now_arg());
         push_limits(&mut args, &known);
+        args.push(
+            match self.start {
+                Start::Probe => "p",
+                Start::Full => "f",
+            }
+            .to_owned(),
+        );
         args
     }
 
@@ -951,13 +966,13 @@ fn parse_state(values: &[String]) -> Result<LaneState, StoreError> {
     let [paused, requests_total, tokens_total, axes @ ..] = values else {
         return Err(invalid("state reply"));
     };
-    if axes.len() != 4 * Axis::ALL.len() {
+    if axes.len() != 5 * Axis::ALL.len() {
         return Err(invalid("state reply"));
     }
     let mut limits = Limits::unlimited();
     let mut buckets = Vec::with_capacity(Axis::ALL.len());
-    for (axis, fields) in Axis::ALL.into_iter().zip(axes.chunks_exact(4)) {
-        let [limit, level, full_in, foreign] = fields else {
+    for (axis, fields) in Axis::ALL.into_iter().zip(axes.chunks_exact(5)) {
+        let [limit, level, full_in, foreign, opening] = fields else {
             return Err(invalid("state reply"));
         };
         let Some(limit) = NonZeroU64::new(parse_u64(limit)?) else {
@@ -970,10 +985,12 @@ fn parse_state(values: &[String]) -> Result<LaneState, StoreError> {
             level: parse_i64(level)?,
             full_in: Duration::from_micros(parse_u64(full_in)?),
             foreign: parse_u64(foreign)?,
+            opening: opening == "1",
         });
     }
     let paused = Duration::from_micros(parse_u64(paused)?);
     Ok(LaneState {
+        opening: buckets.iter().any(|b| b.opening),
         limits,
         buckets,
         paused_for: (!paused.is_zero()).then_some(paused),
@@ -1030,8 +1047,8 @@ mod tests {
         assert!(parse_acquire(&strings(&["N", "5", "1", "1"])).is_err());
         assert!(parse_acquire(&strings(&["X"])).is_err());
 
-        let mut reply = strings(&["250000", "7", "700", "10", "-3", "18000000", "2"]);
-        reply.extend(strings(&["0"; 12]));
+        let mut reply = strings(&["250000", "7", "700", "10", "-3", "18000000", "2", "1"]);
+        reply.extend(strings(&["0"; 15]));
         let state = parse_state(&reply).unwrap();
         assert_eq!(state.limits.get(Axis::RequestsPerMinute), Some(10));
         assert_eq!(state.limits.get(Axis::TokensPerMinute), None);
@@ -1043,9 +1060,11 @@ mod tests {
                 limit: 10,
                 level: -3,
                 full_in: Duration::from_secs(18),
-                foreign: 2
+                foreign: 2,
+                opening: true,
             }]
         );
+        assert!(state.opening);
         assert!(parse_state(&reply[..10]).is_err());
         reply[1] = "NaN".to_owned();
         assert!(parse_state(&reply).is_err());

@@ -64,6 +64,8 @@ pub struct Totals {
     pub settled: u64,
     /// Reservations cancelled (never sent).
     pub cancelled: u64,
+    /// Reservations ended as refused by the server (429, not charged).
+    pub refused: u64,
     /// Reservations dropped without settle or cancel (counted as fully used).
     pub dropped_unsettled: u64,
     /// 429 responses reported through `rate_limited`.
@@ -83,8 +85,14 @@ pub struct LaneStats {
     pub provider: String,
     /// The model of a per-model lane.
     pub model: Option<String>,
-    /// The limits now in force (configured, set or learned).
+    /// The limits now in force (configured, set or stated by the server).
     pub limits: Limits,
+    /// The limits the lane was configured with (or last set to).
+    pub configured_limits: Limits,
+    /// The limits the server last stated in its feedback, per axis.
+    pub server_limits: Limits,
+    /// The buckets are still in their opening (no answer has come back yet).
+    pub opening: bool,
     /// One entry per limited axis.
     pub buckets: Vec<BucketSnapshot>,
     /// Settle policy.
@@ -104,6 +112,30 @@ pub struct LaneStats {
     /// Per-minute usage, oldest first, at most [`HISTORY_MINUTES`] entries
     /// (minutes without activity are omitted).
     pub history: Vec<MinuteUsage>,
+}
+
+/// Where a limit in force came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitSource {
+    /// The configuration (or [`crate::Lane::set_limits`]); the server has
+    /// not stated a different limit for this axis.
+    Configured,
+    /// The server's feedback: it differs from the configuration, or the
+    /// configuration had none (learned).
+    Server,
+}
+
+impl LaneStats {
+    /// Where the limit in force on `axis` came from; `None` when unlimited.
+    pub fn limit_source(&self, axis: crate::Axis) -> Option<LimitSource> {
+        let in_force = self.limits.get(axis)?;
+        Some(if self.configured_limits.get(axis) == Some(in_force) {
+            LimitSource::Configured
+        } else {
+            LimitSource::Server
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -228,6 +260,7 @@ impl Tracker {
 /// Everything but the store's view, filled in by the lane.
 pub(crate) struct LocalSnapshot {
     pub(crate) config: LaneConfig,
+    pub(crate) server_limits: Limits,
     pub(crate) learning: bool,
     pub(crate) waiters: usize,
     pub(crate) in_flight: u64,

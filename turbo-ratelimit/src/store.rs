@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Axis, LaneKey, Limits, Unit};
+use crate::config::{Axis, LaneKey, Limits, Start, Unit};
 use crate::error::StoreError;
 use crate::feedback::Feedback;
 
@@ -132,6 +132,9 @@ pub struct BucketSnapshot {
     /// Estimated use of the same server-side limit by others (units per
     /// window); the bucket refills at `limit − foreign` (see [`crate::math`]).
     pub foreign: u64,
+    /// Still in its opening: no answer has set the level yet (see
+    /// [`crate::math`], "Opening").
+    pub opening: bool,
 }
 
 /// A lane's state as read from the store.
@@ -147,6 +150,9 @@ pub struct LaneState {
     pub requests_total: u64,
     /// Tokens reserved since the lane's creation.
     pub tokens_total: u64,
+    /// Some bucket is still in its opening: the first answer (feedback, or
+    /// an empty [`BucketStore::correct`] for an answer without any) ends it.
+    pub opening: bool,
 }
 
 impl LaneState {
@@ -193,4 +199,11 @@ pub trait StoreBackend: Send + Sync {
     /// buckets) if the backend has none yet. Must neither block nor fail: a
     /// remote backend connects lazily and reports errors from the operations.
     fn open(&self, lane: &LaneKey, limits: &Limits) -> Arc<dyn BucketStore>;
+
+    /// [`StoreBackend::open`], creating missing state as `start` says (the
+    /// limiter opens every lane this way). The default ignores `start`.
+    fn open_starting(&self, lane: &LaneKey, limits: &Limits, start: Start) -> Arc<dyn BucketStore> {
+        let _ = start;
+        self.open(lane, limits)
+    }
 }

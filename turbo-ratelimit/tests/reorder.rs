@@ -36,6 +36,7 @@ fn scenario(clients: Vec<Client>, minutes: u64, seed: u64) -> Scenario {
         duration: Duration::from_secs(60 * minutes),
         warmup: Duration::ZERO,
         seed,
+        server: Default::default(),
     }
 }
 

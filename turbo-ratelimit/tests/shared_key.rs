@@ -132,16 +132,20 @@ async fn run_with(workers: &[usize], latency: Latency, observe: bool, jobs: u64)
                     tokio::time::sleep(delay(latency.uplink)).await;
                     let (ok, feedback, retry_after) = server.handle();
                     tokio::time::sleep(delay(latency.downlink)).await;
-                    if observe {
-                        lane.observe(&r, feedback).await.unwrap();
-                    }
                     if ok {
+                        if observe {
+                            lane.observe(&r, feedback).await.unwrap();
+                        }
                         done.fetch_add(1, Ordering::SeqCst);
                         r.settle(TOKENS).await.unwrap();
                     } else {
                         rejected.fetch_add(1, Ordering::SeqCst);
                         // This server does not count rejected requests.
-                        r.cancel().await.unwrap();
+                        if observe {
+                            r.refused(Some(feedback)).await.unwrap();
+                        } else {
+                            r.cancel().await.unwrap();
+                        }
                         lane.rate_limited(Some(retry_after)).await.unwrap();
                     }
                 }
@@ -174,9 +178,10 @@ async fn feedback_keeps_a_shared_key_nearly_free_of_429s() {
     let with = run(&[4, 4], true, 300).await;
     let without = run(&[4, 4], false, 300).await;
     eprintln!(
-        "two processes: 429s with feedback {} (slowdown {:.3}), without {} (slowdown {:.3})",
+        "two processes: 429s with feedback {} (slowdown {:.3}, foreign {:?}), without {} (slowdown {:.3})",
         with.rejected,
         with.slowdown(),
+        with.foreign,
         without.rejected,
         without.slowdown()
     );

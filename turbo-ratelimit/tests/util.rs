@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use turbo_ratelimit::{Lane, LaneConfig, Limits, RateLimiter};
+use turbo_ratelimit::{Lane, LaneConfig, Limits, RateLimiter, Start};
 
 pub const SEC: Duration = Duration::from_secs(1);
 
@@ -23,10 +23,15 @@ pub fn per_minute(r: u32, t: u64) -> Limits {
     Limits::try_per_minute(r, t).unwrap()
 }
 
-/// A limiter with one provider lane "p" configured with `config`.
+/// A limiter with one provider lane "p" configured with `config`, its
+/// buckets starting full (these tests are about admission from a known
+/// state; the opening has its own tests in `opening.rs`).
 pub async fn lane_with(config: LaneConfig) -> (RateLimiter, Lane) {
     let limiter = RateLimiter::builder().jitter_seed(7).build();
-    let lane = limiter.configure("p", None, config).await.unwrap();
+    let lane = limiter
+        .configure("p", None, config.with_start(Start::Full))
+        .await
+        .unwrap();
     (limiter, lane)
 }
 
@@ -116,7 +121,7 @@ pub mod sim {
     use rand::{Rng, SeedableRng};
     use turbo_ratelimit::math::{LaneBuckets, window_ns};
     use turbo_ratelimit::{
-        AcquireOutcome, AcquireRequest, Adjustment, Axis, Feedback, Grant, Limits, Window,
+        AcquireOutcome, AcquireRequest, Adjustment, Axis, Feedback, Grant, Limits, Start, Window,
         WindowObservation,
     };
 
@@ -166,6 +171,11 @@ pub mod sim {
         pub limits: Option<(u32, u64)>,
         /// When it starts.
         pub start: Duration,
+        /// Opens with a probe ([`Start::Probe`]) instead of full buckets.
+        pub probe: bool,
+        /// Killed at this instant and restarted at once (a new process: its
+        /// answers in flight are lost, it opens afresh).
+        pub restart_at: Option<Duration>,
     }
 
     impl Client {
@@ -185,7 +195,27 @@ pub mod sim {
                 observe: true,
                 limits: None,
                 start: Duration::ZERO,
+                probe: false,
+                restart_at: None,
             }
+        }
+
+        /// Opens with a probe, as a new process does.
+        pub const fn probing(mut self) -> Self {
+            self.probe = true;
+            self
+        }
+
+        /// Configured with these limits, still feeding the server's numbers back.
+        pub const fn told(mut self, rpm: u32, tpm: u64) -> Self {
+            self.limits = Some((rpm, tpm));
+            self
+        }
+
+        /// Killed and restarted at `at`.
+        pub const fn restarting(mut self, at: Duration) -> Self {
+            self.restart_at = Some(at);
+            self
         }
 
         /// Starts at `at`.
@@ -211,7 +241,8 @@ pub mod sim {
     /// What one client achieved.
     #[derive(Debug, Clone, Default)]
     pub struct ClientReport {
-        /// (server handling instant, tokens) of each admitted request.
+        /// (server handling instant, tokens the server charged) of each
+        /// admitted request.
         pub admitted: Vec<(Duration, u64)>,
         /// Requests the server rejected (429).
         pub rejected: u64,
@@ -258,6 +289,87 @@ pub mod sim {
         pub fn rejected_share(&self) -> f64 {
             self.rejected as f64 / self.sent.max(1) as f64
         }
+
+        /// The longest time without an admission, from `from` (the first
+        /// admission counts as the end of a gap too) to the last admission.
+        pub fn longest_gap(&self, from: Duration) -> Duration {
+            self.longest_gap_ending(from).0
+        }
+
+        /// [`ClientReport::longest_gap`] and the admission that ended it.
+        pub fn longest_gap_ending(&self, from: Duration) -> (Duration, Duration) {
+            let mut last = from;
+            let mut gap = (Duration::ZERO, from);
+            for (t, _) in &self.admitted {
+                if *t >= from {
+                    if *t - last > gap.0 {
+                        gap = (*t - last, *t);
+                    }
+                    last = *t;
+                }
+            }
+            gap
+        }
+    }
+
+    /// How the simulated server differs from a plain one with full buckets.
+    #[derive(Debug, Clone, Default)]
+    pub struct ServerSpec {
+        /// Initial level of both buckets as a fraction of capacity (`None`: full).
+        pub fill: Option<f64>,
+        /// The server charges `tokens × num / den` (rounded up) for a request
+        /// we estimated at `tokens` (`None`: the same count).
+        pub token_factor: Option<(u64, u64)>,
+        /// `(at, rpm, tpm)`: the server's limits change at these instants.
+        pub changes: Vec<(Duration, u32, u64)>,
+    }
+
+    impl ServerSpec {
+        fn charge(&self, tokens: u64) -> u64 {
+            self.token_factor
+                .map_or(tokens, |(num, den)| (tokens * num).div_ceil(den))
+        }
+    }
+
+    impl Scenario {
+        /// Requests and server tokens the server's limits allowed over the
+        /// run: the initial level plus the refill at the limits in force.
+        pub fn capacity(&self) -> (f64, f64) {
+            let fill = self.server.fill.unwrap_or(1.0);
+            let mut requests = fill * f64::from(self.rpm);
+            let mut tokens = fill * self.tpm as f64;
+            let mut at = Duration::ZERO;
+            let (mut rpm, mut tpm) = (self.rpm, self.tpm);
+            let mut changes = self.server.changes.clone();
+            changes.push((self.duration, rpm, tpm));
+            for (when, r, t) in changes {
+                let when = when.min(self.duration);
+                let minutes = (when - at).as_secs_f64() / 60.0;
+                requests += f64::from(rpm) * minutes;
+                tokens += tpm as f64 * minutes;
+                at = when;
+                (rpm, tpm) = (r, t);
+            }
+            (requests, tokens)
+        }
+
+        /// What `reports[client]` achieved of what the server allowed and
+        /// the other clients left: the larger of the request and token
+        /// shares (the binding axis).
+        pub fn efficiency(&self, reports: &[ClientReport], client: usize) -> f64 {
+            let (requests, tokens) = self.capacity();
+            let (mut others_r, mut others_t) = (0.0, 0.0);
+            for (i, r) in reports.iter().enumerate() {
+                if i != client {
+                    others_r += r.admitted.len() as f64;
+                    others_t += r.tokens_between(Duration::ZERO, self.duration) as f64;
+                }
+            }
+            let ours = &reports[client];
+            let r = ours.admitted.len() as f64 / (requests - others_r);
+            let t = ours.tokens_between(Duration::ZERO, self.duration) as f64 / (tokens - others_t);
+            r.max(t)
+        }
     }
 
     /// The whole setting.
@@ -270,23 +382,29 @@ pub mod sim {
         /// Foreign estimates before this instant are not reported in `foreign_max`.
         pub warmup: Duration,
         pub seed: u64,
+        pub server: ServerSpec,
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
     enum Event {
         WorkArrives(usize),
         TryHead(usize),
+        Restart(usize),
+        ServerLimits(u32, u64),
         Arrive {
             client: usize,
+            epoch: u32,
             grant: GrantKey,
             tokens: u64,
         },
         Respond {
             client: usize,
+            epoch: u32,
             grant: GrantKey,
             tokens: u64,
             ok: bool,
             remaining: (u64, u64),
+            limits: (u64, u64),
             retry_ns: u64,
         },
     }
@@ -313,6 +431,7 @@ pub mod sim {
 
     struct ClientState {
         spec: Client,
+        epoch: u32,
         lane: LaneBuckets,
         idle: usize,
         ready: usize,
@@ -363,6 +482,7 @@ pub mod sim {
             .iter()
             .map(|spec| ClientState {
                 spec: *spec,
+                epoch: 0,
                 lane: LaneBuckets::new(
                     &spec
                         .limits
@@ -377,14 +497,36 @@ pub mod sim {
                 report: ClientReport::default(),
             })
             .collect();
+        let client_limits = |spec: &Client| {
+            spec.limits
+                .map_or(limits, |(r, t)| Limits::try_per_minute(r, t).unwrap())
+        };
+        let opening = |spec: &Client| {
+            if spec.probe {
+                Start::Probe
+            } else {
+                Start::Full
+            }
+        };
+        if let Some(fill) = s.server.fill {
+            let empty = |limit: f64| (limit * (1.0 - fill)).round() as u64;
+            server.adjust(
+                Duration::ZERO,
+                Adjustment::Charge {
+                    requests: empty(f64::from(s.rpm)),
+                    tokens: empty(s.tpm as f64),
+                },
+            );
+        }
+        for (at, rpm, tpm) in &s.server.changes {
+            q.push(*at, Event::ServerLimits(*rpm, *tpm));
+        }
         for (i, c) in clients.iter_mut().enumerate() {
             let start = c.spec.start;
-            c.lane = LaneBuckets::new(
-                &c.spec
-                    .limits
-                    .map_or(limits, |(r, t)| Limits::try_per_minute(r, t).unwrap()),
-                start,
-            );
+            c.lane = LaneBuckets::starting(&client_limits(&c.spec), start, opening(&c.spec));
+            if let Some(at) = c.spec.restart_at {
+                q.push(at, Event::Restart(i));
+            }
             if c.spec.demand_tpm.is_some() {
                 q.push(start, Event::WorkArrives(i));
             } else {
@@ -399,6 +541,19 @@ pub mod sim {
                 break;
             }
             match event {
+                Event::ServerLimits(rpm, tpm) => {
+                    server.set_limits(now, &Limits::try_per_minute(rpm, tpm).unwrap());
+                }
+                Event::Restart(i) => {
+                    let c = &mut clients[i];
+                    c.epoch += 1;
+                    c.lane = LaneBuckets::starting(&client_limits(&c.spec), now, opening(&c.spec));
+                    // Every worker is free again; answers still in flight are lost.
+                    c.ready = c.spec.workers;
+                    c.idle = 0;
+                    c.pending_try = None;
+                    schedule_try(&mut q, c, i, now);
+                }
                 Event::WorkArrives(i) => {
                     let c = &mut clients[i];
                     if c.idle > 0 {
@@ -428,6 +583,7 @@ pub mod sim {
                                     at,
                                     Event::Arrive {
                                         client: i,
+                                        epoch: c.epoch,
                                         grant: grant.into(),
                                         tokens,
                                     },
@@ -443,11 +599,15 @@ pub mod sim {
                 }
                 Event::Arrive {
                     client,
+                    epoch,
                     grant,
                     tokens,
                 } => {
-                    let outcome = server.try_acquire(now, AcquireRequest::one(tokens));
+                    let charged = s.server.charge(tokens);
+                    let outcome = server.try_acquire(now, AcquireRequest::one(charged));
                     let state = server.state(now);
+                    let limit = |axis| state.bucket(axis).map_or(0, |b| b.limit);
+                    let limits = (limit(Axis::RequestsPerMinute), limit(Axis::TokensPerMinute));
                     let left = |axis| state.bucket(axis).map_or(0, |b| b.level.max(0) as u64);
                     let remaining = (left(Axis::RequestsPerMinute), left(Axis::TokensPerMinute));
                     let (ok, retry_ns) = match outcome {
@@ -458,7 +618,7 @@ pub mod sim {
                     let c = &mut clients[client];
                     c.report.sent += 1;
                     if ok {
-                        c.report.admitted.push((now, tokens));
+                        c.report.admitted.push((now, charged));
                     } else {
                         c.report.rejected += 1;
                         c.report.rejections.push(now);
@@ -468,23 +628,31 @@ pub mod sim {
                         at,
                         Event::Respond {
                             client,
+                            epoch,
                             grant,
                             tokens,
                             ok,
                             remaining,
+                            limits,
                             retry_ns,
                         },
                     );
                 }
                 Event::Respond {
                     client,
+                    epoch,
                     grant,
                     tokens,
                     ok,
                     remaining,
+                    limits: (server_rpm, server_tpm),
                     retry_ns,
                 } => {
                     let c = &mut clients[client];
+                    if epoch != c.epoch {
+                        // Its process was killed: nobody hears this answer.
+                        continue;
+                    }
                     if !ok {
                         // The server does not count rejected requests: give it all back.
                         c.lane.adjust(
@@ -501,12 +669,12 @@ pub mod sim {
                         let feedback = Feedback {
                             requests: Some(
                                 WindowObservation::new(Window::Minute)
-                                    .limit(u64::from(s.rpm))
+                                    .limit(server_rpm)
                                     .remaining(remaining.0),
                             ),
                             tokens: Some(
                                 WindowObservation::new(Window::Minute)
-                                    .limit(s.tpm)
+                                    .limit(server_tpm)
                                     .remaining(remaining.1),
                             ),
                         };

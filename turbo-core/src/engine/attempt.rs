@@ -133,11 +133,16 @@ impl Shared {
                 }
             };
             let provider_error = error.provider_error();
+            let refused = provider_error.is_some_and(|e| e.status() == Some(429));
             if let Some(reservation) = reservation {
                 let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
-                Box::pin(budget::settle(&lane.budget, reservation, None, snapshot)).await;
+                if refused {
+                    Box::pin(budget::refused(&lane.budget, reservation, snapshot)).await;
+                } else {
+                    Box::pin(budget::settle(&lane.budget, reservation, None, snapshot)).await;
+                }
             }
-            if provider_error.is_some_and(|e| e.status() == Some(429)) {
+            if refused {
                 let since = *refused_since.get_or_insert(sent);
                 Box::pin(self.rate_limited(lane, id, sent, since, attempt, error)).await?;
             } else {

@@ -11,7 +11,8 @@
 -- ARGV[3]  '' to read Redis's clock, else "now" in us from an injected clock.
 -- ARGV[4..7]  limits rpm, tpm, rpd, tpd (0 = none) used only to create the
 --          lane when the key does not exist.
--- ARGV[8..]   the operation's arguments (see each operation below).
+-- ARGV[8]  how a missing lane starts: 'p' (probe: the opening) or 'f' (full).
+-- ARGV[9..]   the operation's arguments (see each operation below).
 -- Every reply is an array of strings.
 --
 -- Time is Redis's own clock (TIME), so every process sharing the key agrees on
@@ -37,11 +38,13 @@
 --   per axis i (1 rpm, 2 tpm, 3 rpd, 4 tpd), present only when limited:
 --   l<i> limit   v<i> level (scaled)   f<i> foreign rate (units/window)
 --   a<i>, r<i>   sync point: reservation instant (us) and residual (scaled)
+--   o<i> '1' while the bucket is in its opening
 
-local SCHEMA = '2'
+local SCHEMA = '3'
 local W = {60000000000, 60000000000, 86400000000000, 86400000000000}
 local TOKENS = {false, true, false, true}
 local UNCONTESTED_FRACTION = 16
+local PROBE_FRACTION = 64
 
 local function num(s)
   return tonumber(s) or 0
@@ -141,6 +144,27 @@ local function estimate_level_at_rate(remaining, later, limit, rate, w, elapsed_
   return math.max(refilled - later * w, -cap)
 end
 
+local function probe_level(limit, w)
+  local cap = limit * w
+  local probe = math.max(tdiv(cap, PROBE_FRACTION), w)
+  return math.min(probe, cap)
+end
+
+-- The level of a bucket that had started full, at `limit` (a larger limit
+-- adds its extra capacity).
+local function released(b, limit, w)
+  local cap = limit * w
+  local larger = math.max(cap - b.limit * w, 0)
+  return clamp(b.level + math.max(b.withheld, 0) + larger, -cap, cap)
+end
+
+-- Keeps level + withheld <= cap.
+local function trim_withheld(b, w)
+  if b.withheld > 0 then
+    b.withheld = math.min(b.withheld, math.max(b.limit * w - b.level, 0))
+  end
+end
+
 local function corrected_level(local_level, old_limit, new_limit, w, est)
   local cap = new_limit * w
   if est then est = clamp(est, -cap, cap) end
@@ -167,8 +191,7 @@ end
 local function learn_foreign(foreign, limit, w, divergence, residual, interval_ns)
   local seen
   if divergence >= w then seen = divergence else seen = math.min(divergence, 0) end
-  local span = math.max(interval_ns, idiv(tau(w), 10))
-  local most = limit * span
+  local most = limit * math.max(interval_ns, idiv(tau(w), 100))
   local evidence = clamp(seen - residual, -most, most)
   local updated = update_foreign_rate(foreign, limit, w, evidence, interval_ns)
   if evidence >= 0 then
@@ -204,7 +227,15 @@ local function now_us()
 end
 
 local function full_bucket(limit, i)
-  return {limit = limit, level = limit * W[i], foreign = 0}
+  return {limit = limit, level = limit * W[i], foreign = 0, opening = false, withheld = 0}
+end
+
+local function new_bucket(limit, i)
+  if ARGV[8] == 'p' then
+    local level = probe_level(limit, W[i])
+    return {limit = limit, level = level, foreign = 0, opening = true, withheld = limit * W[i] - level}
+  end
+  return full_bucket(limit, i)
 end
 
 local function load(now)
@@ -213,13 +244,15 @@ local function load(now)
     local st = {t = now, p = 0, rt = 0, tt = 0, b = {}}
     for i = 1, 4 do
       local limit = num(ARGV[3 + i])
-      if limit > 0 then st.b[i] = full_bucket(limit, i) end
+      if limit > 0 then st.b[i] = new_bucket(limit, i) end
     end
     return st
   end
   local h = {}
   for j = 1, #raw, 2 do h[raw[j]] = raw[j + 1] end
-  if h.s ~= SCHEMA then
+  -- Schema 2 (before the opening) has no o<i>/h<i>: its buckets are known,
+  -- which is what their absence means; the next save writes schema 3.
+  if h.s ~= SCHEMA and h.s ~= '2' then
     return redis.error_reply('turbo-ratelimit: ' .. key .. ' has schema ' .. tostring(h.s) .. ', expected ' .. SCHEMA)
   end
   local st = {t = num(h.t), p = num(h.p), rt = num(h.rt), tt = num(h.tt), b = {}}
@@ -227,7 +260,7 @@ local function load(now)
   for i = 1, 4 do
     local l = h['l' .. i]
     if l then
-      local b = {limit = num(l), level = num(h['v' .. i]), foreign = num(h['f' .. i])}
+      local b = {limit = num(l), level = num(h['v' .. i]), foreign = num(h['f' .. i]), opening = h['o' .. i] == '1', withheld = num(h['h' .. i])}
       if h['a' .. i] then b.sync = {at = num(h['a' .. i]), residual = num(h['r' .. i])} end
       st.b[i] = b
     end
@@ -241,7 +274,10 @@ local function advance(st, now)
     local dt = (now - st.t) * 1000
     for i = 1, 4 do
       local b = st.b[i]
-      if b then b.level = refill(b.level, b.limit * W[i], rate_of(b.limit, b.foreign), dt) end
+      if b then
+        b.level = refill(b.level, b.limit * W[i], rate_of(b.limit, b.foreign), dt)
+        trim_withheld(b, W[i])
+      end
     end
     st.t = now
   end
@@ -267,6 +303,15 @@ local function save(st)
         set[#set + 1] = kv[1] .. n
         set[#set + 1] = fmt(kv[2])
       end
+      if b.opening then
+        set[#set + 1] = 'o' .. n
+        set[#set + 1] = '1'
+        set[#set + 1] = 'h' .. n
+        set[#set + 1] = fmt(b.withheld)
+      else
+        del[#del + 1] = 'o' .. n
+        del[#del + 1] = 'h' .. n
+      end
       if b.sync then
         set[#set + 1] = 'a' .. n
         set[#set + 1] = fmt(b.sync.at)
@@ -278,7 +323,7 @@ local function save(st)
       end
       busy_ns = math.max(busy_ns, full_in_ns(b, W[i]))
     else
-      for _, f in ipairs({'l', 'v', 'f', 'a', 'r'}) do del[#del + 1] = f .. n end
+      for _, f in ipairs({'l', 'v', 'f', 'a', 'r', 'o', 'h'}) do del[#del + 1] = f .. n end
     end
   end
   redis.call('HSET', key, unpack(set))
@@ -295,8 +340,9 @@ local function state_reply(st)
       out[#out + 1] = int(idiv(b.level, W[i]))
       out[#out + 1] = int(us_up(full_in_ns(b, W[i])))
       out[#out + 1] = int(b.foreign)
+      out[#out + 1] = b.opening and '1' or '0'
     else
-      for _ = 1, 4 do out[#out + 1] = '0' end
+      for _ = 1, 5 do out[#out + 1] = '0' end
     end
   end
   return out
@@ -304,10 +350,10 @@ end
 
 -- Operations ------------------------------------------------------------------
 
--- ARGV[8] requests, ARGV[9] tokens.
+-- ARGV[9] requests, ARGV[10] tokens.
 -- Reply: {'R', at, rt, tt} | {'W', wait_us, paused_us or -1} | {'N', axis, requested, capacity}
 local function acquire(st, now)
-  local req = {num(ARGV[8]), num(ARGV[9])}
+  local req = {num(ARGV[9]), num(ARGV[10])}
   local wait = math.max(0, st.p - now) * 1000
   local paused = wait > 0
   local needs = {}
@@ -320,8 +366,14 @@ local function acquire(st, now)
       end
       local need = requested * W[i]
       needs[i] = need
-      if b.level < need then
-        wait = math.max(wait, wait_ns(b.level, need, rate_of(b.limit, b.foreign)))
+      -- In the opening only the probe is waited for, while a bucket that had
+      -- started full would hold the request.
+      local enough = need
+      if b.opening and b.level + b.withheld >= need then
+        enough = math.min(need, probe_level(b.limit, W[i]))
+      end
+      if b.level < enough then
+        wait = math.max(wait, wait_ns(b.level, enough, rate_of(b.limit, b.foreign)))
       end
     end
   end
@@ -339,10 +391,10 @@ local function acquire(st, now)
   return {'R', int(now), int(st.rt), int(st.tt)}
 end
 
--- ARGV[8] 'charge' | 'refund', ARGV[9] requests, ARGV[10] tokens.
+-- ARGV[9] 'charge' | 'refund', ARGV[10] requests, ARGV[11] tokens.
 local function adjust(st)
-  local refund = ARGV[8] == 'refund'
-  local req = {num(ARGV[9]), num(ARGV[10])}
+  local refund = ARGV[9] == 'refund'
+  local req = {num(ARGV[10]), num(ARGV[11])}
   for i = 1, 4 do
     local b = st.b[i]
     if b then
@@ -353,21 +405,22 @@ local function adjust(st)
       else
         b.level = math.max(b.level - amount, -cap)
       end
+      trim_withheld(b, W[i])
     end
   end
   return {'OK'}
 end
 
--- ARGV[8] pause in us. Reply: {remaining pause in us}.
+-- ARGV[9] pause in us. Reply: {remaining pause in us}.
 local function pause(st, now)
-  st.p = math.max(st.p, now + num(ARGV[8]))
+  st.p = math.max(st.p, now + num(ARGV[9]))
   return {int(st.p - now)}
 end
 
--- ARGV[8..11] the new limits (0 = none).
+-- ARGV[9..12] the new limits (0 = none).
 local function set_limits(st)
   for i = 1, 4 do
-    local limit = num(ARGV[7 + i])
+    local limit = num(ARGV[8 + i])
     local b = st.b[i]
     if limit <= 0 then
       st.b[i] = nil
@@ -376,6 +429,7 @@ local function set_limits(st)
       b.level = clamp(b.level, -cap, cap)
       b.foreign = clamp_foreign(b.foreign, limit)
       b.limit = limit
+      b.withheld = math.min(b.withheld, math.max(cap - b.level, 0))
     else
       st.b[i] = full_bucket(limit, i)
     end
@@ -390,7 +444,7 @@ local function correct_axis(st, i, obs, seen)
   local current = st.b[i]
   local limit = obs.limit
   if limit <= 0 then
-    if not current then return end
+    if not current then return nil end
     limit = current.limit
   end
   local remaining = nil
@@ -399,20 +453,26 @@ local function correct_axis(st, i, obs, seen)
   elseif obs.reset >= 0 then
     remaining = remaining_from_reset(limit, obs.reset, w)
   end
-  -- A learned axis or a raised limit starts afresh.
-  if not current or limit > current.limit then
+  -- A learned axis, a raised limit or the opening starts afresh.
+  if not current or limit > current.limit or current.opening then
     local est = nil
     if remaining then est = estimate_level_at_rate(remaining, seen.later, limit, limit, w, seen.elapsed) end
     local level
-    if current then
+    if current and current.opening and not est then
+      level = released(current, limit, w)
+    elseif current and current.opening then
+      -- Never more than a bucket that had started full would hold.
+      local cap = limit * w
+      level = math.min(clamp(est, -cap, cap), released(current, limit, w))
+    elseif current and not current.opening then
       level = corrected_level(current.level, current.limit, limit, w, est)
     else
       level = corrected_level(nil, 0, limit, w, est)
     end
     local sync = nil
     if est then sync = {at = seen.reserved_at, residual = 0} end
-    st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync}
-    return
+    st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync, opening = false, withheld = 0}
+    return remaining
   end
   local cap = limit * w
   local b = {
@@ -420,15 +480,18 @@ local function correct_axis(st, i, obs, seen)
     level = clamp(current.level, -cap, cap),
     foreign = clamp_foreign(current.foreign, limit),
     sync = current.sync,
+    opening = false,
+    withheld = 0,
   }
   st.b[i] = b
-  if not remaining then return end
-  local est = estimate_level_at_rate(remaining, seen.later, limit, rate_of(limit, b.foreign), w, seen.elapsed)
+  local later = seen.later
+  if not remaining then return nil end
+  local est = estimate_level_at_rate(remaining, later, limit, rate_of(limit, b.foreign), w, seen.elapsed)
   local lvl = b.level
   local divergence = lvl - est
   -- A nearly full server bucket wastes refill that our level does not:
   -- nobody contests it, and others' use hardly shows in it.
-  local uncontested = est + seen.later * w >= cap - idiv(cap, UNCONTESTED_FRACTION)
+  local uncontested = est + later * w >= cap - idiv(cap, UNCONTESTED_FRACTION)
   local learned, learned_foreign, learned_residual = false, b.foreign, 0
   local prev = b.sync
   if prev and seen.in_order and seen.reserved_at >= prev.at and not uncontested then
@@ -457,14 +520,15 @@ local function correct_axis(st, i, obs, seen)
     -- The first sync point, or an uncontested bucket: start afresh.
     sync = {at = seen.reserved_at, residual = 0}
   end
-  st.b[i] = {limit = limit, level = level, foreign = learned_foreign, sync = sync}
+  st.b[i] = {limit = limit, level = level, foreign = learned_foreign, sync = sync, opening = false, withheld = 0}
+  return remaining
 end
 
--- ARGV[8..10] grant at (us), requests_total, tokens_total;
--- ARGV[11..15] requests observation: present (0/1), window ('m'/'d'), limit, remaining, reset_us;
--- ARGV[16..20] tokens observation, same layout. Absent numbers are -1 (a limit of 0 too).
+-- ARGV[9..11] grant at (us), requests_total, tokens_total;
+-- ARGV[12..16] requests observation: present (0/1), window ('m'/'d'), limit, remaining, reset_us;
+-- ARGV[17..21] tokens observation, same layout. Absent numbers are -1 (a limit of 0 too).
 local function correct(st, now)
-  local grant = {at = num(ARGV[8]), rt = num(ARGV[9]), tt = num(ARGV[10])}
+  local grant = {at = num(ARGV[9]), rt = num(ARGV[10]), tt = num(ARGV[11])}
   local elapsed = math.max(0, now - grant.at) * 1000
   local previous = st.newest
   local in_order = not (previous and not is_newer(grant, previous))
@@ -481,24 +545,49 @@ local function correct(st, now)
   end
   local totals = {st.rt, st.tt}
   local refs = {reference.rt, reference.tt}
+  -- Every count this answer carried reports room (nil: no evidence).
+  local room = nil
   for u = 1, 2 do
-    local o = 11 + (u - 1) * 5
+    local o = 12 + (u - 1) * 5
     if ARGV[o] == '1' then
       local i = u
       if ARGV[o + 1] == 'd' then i = i + 2 end
       local reset = num(ARGV[o + 4])
       if reset >= 0 then reset = reset * 1000 end
       local obs = {limit = num(ARGV[o + 2]), remaining = num(ARGV[o + 3]), reset = reset}
-      correct_axis(st, i, obs, {
+      local remaining = correct_axis(st, i, obs, {
         reserved_at = grant.at,
         later = math.max(0, totals[u] - refs[u]),
         between = between[u],
         elapsed = elapsed,
         in_order = in_order,
       })
+      if remaining then
+        room = (room == nil or room) and remaining >= 1
+      end
     end
   end
-  if in_order then st.newest = grant end
+  -- The first answer ends the opening: axes without a count get their
+  -- configured bucket.
+  for i = 1, 4 do
+    local b = st.b[i]
+    if b and b.opening then
+      b.level = released(b, b.limit, W[i])
+      b.opening = false
+      b.withheld = 0
+    end
+  end
+  -- The newest word from the server says it has room: a pause has done its job.
+  if in_order and room then st.p = math.min(st.p, now) end
+  -- An answer without numbers says nothing about what the server handled.
+  local informative = false
+  for u = 1, 2 do
+    local o = 12 + (u - 1) * 5
+    if ARGV[o] == '1' and (num(ARGV[o + 2]) > 0 or num(ARGV[o + 3]) >= 0 or num(ARGV[o + 4]) >= 0) then
+      informative = true
+    end
+  end
+  if in_order and informative then st.newest = grant end
   return state_reply(st)
 end
 
