@@ -98,6 +98,21 @@ pub struct Sample {
     pub rpm_limit: Option<u64>,
     /// Sum of the tokens/minute limits of the lanes in use.
     pub tpm_limit: Option<u64>,
+    /// Requests in flight, every lane.
+    pub in_flight: u64,
+    /// The in-flight bound of the busiest lane in auto mode, and why it last
+    /// moved (the adaptive bound for servers without published limits).
+    pub concurrency_bound: Option<u64>,
+    pub concurrency_reason: Option<&'static str>,
+}
+
+/// The busiest lane's auto bound and why it moved; `None` with fixed workers.
+fn bound_of(stats: &turbo_core::EngineStats) -> Option<(u64, &'static str)> {
+    stats
+        .lanes
+        .iter()
+        .max_by_key(|lane| lane.in_flight)
+        .and_then(|lane| Some((lane.concurrency_target?, lane.concurrency_reason?)))
 }
 
 /// The timeline file.
@@ -258,6 +273,9 @@ pub async fn monitor(
                 tokens_last_minute: totals.tokens_last_minute,
                 rpm_limit: totals.rpm_limit,
                 tpm_limit: totals.tpm_limit,
+                in_flight: stats.in_flight,
+                concurrency_bound: bound_of(&stats).map(|(bound, _)| bound),
+                concurrency_reason: bound_of(&stats).map(|(_, reason)| reason),
             });
         }
         previous = totals;
@@ -281,11 +299,22 @@ pub async fn monitor(
             .remaining
             .map(|eta| format!("ETA {}", duration(eta)))
             .unwrap_or_else(|| "ETA –".to_owned());
-        let waits: String = estimate
+        let mut waits: String = estimate
             .daily_waits
             .iter()
             .map(|wait| format!(" · {}", daily_wait(wait, SystemTime::now())))
             .collect();
+        // A lane without published limits is paced by its adaptive bound:
+        // say where it stands and why.
+        if let Some((bound, reason)) = bound_of(&stats)
+            && totals.rpm_limit.is_none()
+            && totals.tpm_limit.is_none()
+        {
+            waits.push_str(&format!(
+                " · {} in flight, bound {bound} ({reason})",
+                stats.in_flight
+            ));
+        }
         match (&bar, config.mode) {
             (Some(bar), _) => bar.set_message(format!("{eta} · {rates}{waits}")),
             (None, ProgressMode::Plain) if last_plain.elapsed() >= Duration::from_secs(5) => {
