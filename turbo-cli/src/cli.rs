@@ -211,6 +211,18 @@ pub struct RunArgs {
     /// Key prefix in Redis; processes with the same prefix share a budget.
     #[arg(long, value_name = "PREFIX", default_value = "turbo:")]
     pub redis_prefix: String,
+    /// OpenAI's base URL (any OpenAI-compatible server), whichever provider is
+    /// the default; overrides `OPENAI_BASE_URL` and `--base-url`.
+    #[arg(long, value_name = "URL")]
+    pub openai_base_url: Option<String>,
+    /// Groq's base URL, whichever provider is the default; overrides
+    /// `GROQ_BASE_URL` and `--base-url`.
+    #[arg(long, value_name = "URL")]
+    pub groq_base_url: Option<String>,
+    /// Also write the run's timeline as an SVG chart: requests and tokens per
+    /// minute against the limits, 429s, requests in flight, lines done.
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<PathBuf>,
 }
 
 /// `turbo-run plan`.

@@ -28,8 +28,10 @@ pub enum ClientSource {
     Http {
         /// The provider `base_url` applies to.
         default_provider: Provider,
-        /// `--base-url`, for the default provider.
-        base_url: Option<String>,
+        /// Each provider's base URL from the flags (OpenAI, Groq): its own
+        /// `--openai-base-url`/`--groq-base-url`, else `--base-url` for the
+        /// default provider; `None` falls back to the environment.
+        base_urls: [Option<String>; 2],
         /// `--timeout` (a whole request) and `--idle-timeout` (a body that
         /// stops arriving).
         timeouts: (Duration, Duration),
@@ -162,7 +164,7 @@ pub fn build(
         }
         ClientSource::Http {
             default_provider,
-            base_url,
+            base_urls,
             timeouts: (timeout, idle_timeout),
         } => {
             let mut configs = Vec::new();
@@ -172,7 +174,7 @@ pub fn build(
                     continue;
                 }
                 let is_default = provider == *default_provider;
-                let flag_url = base_url.as_deref().filter(|_| is_default);
+                let flag_url = base_urls[i].as_deref();
                 let (key_env, base_url_env) = env_names(provider);
                 let lookup = |name: &str| {
                     if name == base_url_env

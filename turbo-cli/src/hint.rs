@@ -42,6 +42,12 @@ pub fn resume_command(args: &RunArgs, output: &Path) -> String {
     if let Some(url) = &args.base_url {
         push(&mut words, "--base-url", without_password(url));
     }
+    if let Some(url) = &args.openai_base_url {
+        push(&mut words, "--openai-base-url", without_password(url));
+    }
+    if let Some(url) = &args.groq_base_url {
+        push(&mut words, "--groq-base-url", without_password(url));
+    }
     if let Some(rpm) = args.limits.rpm {
         push(&mut words, "--rpm", rpm.to_string());
     }

@@ -25,6 +25,7 @@ mod output;
 mod plan;
 mod prices;
 mod progress;
+mod report;
 mod resume;
 mod run;
 mod signals;

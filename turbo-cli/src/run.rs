@@ -618,7 +618,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         ClientSource::Http {
             default_provider,
-            base_url: args.base_url.clone(),
+            base_urls: [
+                args.openai_base_url.clone().or_else(|| {
+                    args.base_url
+                        .clone()
+                        .filter(|_| default_provider == Provider::OpenAi)
+                }),
+                args.groq_base_url.clone().or_else(|| {
+                    args.base_url
+                        .clone()
+                        .filter(|_| default_provider == Provider::Groq)
+                }),
+            ],
             timeouts: (args.timeout, args.idle_timeout),
         }
     };
@@ -757,7 +768,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         MonitorConfig {
             mode,
             todo,
-            timeline: args.timeline_json.is_some(),
+            timeline: args.timeline_json.is_some() || args.report.is_some(),
         },
         console.clone(),
         monitor_stop,
@@ -880,6 +891,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     if let Some(path) = &args.timeline_json {
         write_json(path, &timeline)?;
+    }
+    if let Some(path) = &args.report {
+        let title = format!("turbo-run {} → {}", args.input.display(), output.display());
+        std::fs::write(path, crate::report::svg(&timeline, &title))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if unsaved > 0 {
         eprintln!(

@@ -421,3 +421,48 @@ async fn the_mock_server_subcommand_serves_a_run() {
     assert_eq!(stats["requests"], 5);
     assert_eq!(stats["ok"], 5);
 }
+
+/// Each provider gets its own base URL (`--openai-base-url`,
+/// `--groq-base-url`), and `--report` draws the run's timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_provider_has_its_own_base_url_and_the_run_draws_its_report() {
+    let openai = EchoServer::start(Duration::ZERO).await;
+    let groq = EchoServer::start(Duration::ZERO).await;
+    let dir = temp_dir("base-urls");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let report = dir.join("report.svg");
+    let mut lines = Vec::new();
+    for i in 0..4 {
+        lines.push(line(&format!("o{i}"), &format!("o{i}: to openai"), &[]));
+        let mut to_groq = line(&format!("g{i}"), &format!("g{i}: to groq"), &[]);
+        to_groq["provider"] = json!("groq");
+        to_groq["body"]["model"] = json!("llama-3.1-8b-instant");
+        lines.push(to_groq);
+    }
+    write_lines(&input, &lines);
+    let run = run_to_end(vec![
+        "run".into(),
+        input.display().to_string(),
+        "-o".into(),
+        output.display().to_string(),
+        "--openai-base-url".into(),
+        openai.base_url(),
+        "--groq-base-url".into(),
+        groq.base_url(),
+        "--no-limits".into(),
+        "--report".into(),
+        report.display().to_string(),
+    ])
+    .await;
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert_eq!(by_id(&results(&output)).len(), 8);
+    for i in 0..4 {
+        assert_eq!(openai.count(&format!("o{i}")), 1);
+        assert_eq!(groq.count(&format!("g{i}")), 1);
+        assert_eq!(openai.count(&format!("g{i}")), 0);
+    }
+    let svg = std::fs::read_to_string(&report).unwrap();
+    assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
+    assert!(svg.contains("requests over the last 60 s"));
+}
