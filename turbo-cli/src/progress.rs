@@ -106,12 +106,14 @@ pub struct Sample {
     pub concurrency_reason: Option<&'static str>,
 }
 
-/// The busiest lane's auto bound and why it moved; `None` with fixed workers.
+/// The auto bound of the lane that has carried the most work so far, and
+/// why it moved; `None` with fixed workers. (The lane busiest at the moment
+/// would flip between lanes from one second to the next.)
 fn bound_of(stats: &turbo_core::EngineStats) -> Option<(u64, &'static str)> {
     stats
         .lanes
         .iter()
-        .max_by_key(|lane| lane.in_flight)
+        .max_by_key(|lane| lane.tokens_reserved)
         .and_then(|lane| Some((lane.concurrency_target?, lane.concurrency_reason?)))
 }
 

@@ -12,7 +12,7 @@ const WIDTH: f64 = 900.0;
 const PANEL: f64 = 180.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 60.0;
 const GAP: f64 = 50.0;
 
 /// One series of a panel.
@@ -81,7 +81,7 @@ pub fn svg(timeline: &Timeline, title: &str) -> String {
     panel(
         &mut out,
         2,
-        "requests in flight (and the auto bound) · lines done",
+        "requests in flight (and the auto bound) · lines done (dashed, own scale)",
         &seconds,
         end,
         &[
