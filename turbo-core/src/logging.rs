@@ -4,7 +4,7 @@
 //! Every engine task runs inside a `turbo_run{instance=…}` span, so each line an
 //! engine writes carries its 6-character instance id.
 //!
-//! The file writer and [`init_file_logging`] need the `file-log` feature:
+//! The file writer and `init_file_logging` need the `file-log` feature:
 //! they install a process-wide subscriber, which is an application's choice,
 //! not a library's.
 

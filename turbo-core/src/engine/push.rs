@@ -1,0 +1,241 @@
+//! Pushing: a node into the graph and, when ready, into its lane's queue;
+//! lanes (and their dispatchers) are made on first use.
+//!
+//! Every function here runs under `Shared::state` (see the module docs of
+//! `engine` for the lock order).
+
+use super::lifecycle::RuntimeWatch;
+use super::*;
+
+impl Shared {
+    pub(super) fn estimate(&self, node: &WorkNode) -> u32 {
+        if let Some(fixed) = node.estimate {
+            return fixed;
+        }
+        node.request
+            .estimate(
+                self.counter.as_ref(),
+                self.default_output[node.provider as usize],
+            )
+            .total()
+    }
+
+    pub(super) fn push(
+        self: &Arc<Self>,
+        node: WorkNode,
+        deps: &[NodeId],
+    ) -> Result<NodeId, PushError> {
+        // Counting tokens is the costly part: done before taking the lock.
+        let estimate = self.estimate(&node);
+        let mut state = self.state.lock();
+        self.push_locked(&mut state, node, deps, estimate)
+    }
+
+    pub(super) fn push_batch<D: AsRef<[NodeId]>>(
+        self: &Arc<Self>,
+        nodes: Vec<(WorkNode, D)>,
+    ) -> Vec<Result<NodeId, PushError>> {
+        let estimates: Vec<u32> = nodes.iter().map(|(node, _)| self.estimate(node)).collect();
+        let mut state = self.state.lock();
+        nodes
+            .into_iter()
+            .zip(estimates)
+            .map(|((node, deps), estimate)| {
+                self.push_locked(&mut state, node, deps.as_ref(), estimate)
+            })
+            .collect()
+    }
+
+    pub(super) fn push_locked(
+        self: &Arc<Self>,
+        state: &mut State,
+        node: WorkNode,
+        deps: &[NodeId],
+        estimate: u32,
+    ) -> Result<NodeId, PushError> {
+        let id = node.id;
+        if self.runtime_lost.load(Ordering::Acquire) {
+            return Err(PushError::RuntimeGone);
+        }
+        if !state.accepting {
+            return Err(PushError::ShuttingDown);
+        }
+        // A completed dependency whose entry is gone had its result released:
+        // the node would run without it (an unfilled `{{key}}` sent and paid
+        // for). Checked before anything changes, so a refusal changes nothing.
+        for dep in deps {
+            if !state.nodes.contains_key(dep)
+                && matches!(
+                    state.graph.state(dep),
+                    Some(turbo_graph::NodeState::Completed)
+                )
+            {
+                return Err(PushError::DependencyReleased {
+                    node: id,
+                    dependency: *dep,
+                });
+            }
+        }
+        let lane = self.lane_for(state, node.provider, &node.request.model);
+        if self.runtime_lost.load(Ordering::Acquire) {
+            // The lane's dispatcher could not start: its runtime is gone.
+            self.abandon_all(state);
+            return Err(PushError::RuntimeGone);
+        }
+        let added = state.graph.add(id, deps).map_err(|error| match error {
+            GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
+                node: id,
+                dependency,
+            },
+            GraphError::SelfDependency { .. } => PushError::SelfDependency { node: id },
+            GraphError::DuplicateId { .. } => PushError::Duplicate { node: id },
+            _ => PushError::Capacity,
+        })?;
+        Counters::bump(&self.counters.pushed);
+        let unique_deps = dedup_in_order(deps);
+        for dep in &unique_deps {
+            if let Some(entry) = state.nodes.get_mut(dep) {
+                entry.live_dependents += 1;
+            }
+        }
+        let has_keyed_deps = unique_deps
+            .iter()
+            .any(|dep| state.nodes.get(dep).is_some_and(|e| e.key.is_some()));
+        let job = Job {
+            provider: node.provider,
+            fixed_estimate: node.estimate.is_some() || !has_keyed_deps,
+            request: node.request,
+            work: node.work,
+            retry: node.retry,
+            priority: node.priority,
+        };
+        state.nodes.insert(
+            id,
+            NodeEntry {
+                status: Phase::Pending,
+                lane,
+                estimate,
+                job: Some(Box::new(job)),
+                key: node.key,
+                deps: unique_deps.into_boxed_slice(),
+                queue_handle: None,
+                result: None,
+                listeners: None,
+                abort: None,
+                live_dependents: 0,
+                delivered: false,
+            },
+        );
+        match added {
+            Added::Ready => self.enqueue(state, id),
+            Added::Waiting { .. } => {}
+            Added::Skipped { cause, kind } => {
+                let error = NodeError::Skipped {
+                    failed_dependency: cause,
+                    cancelled: kind == AbortKind::Cancelled,
+                };
+                self.deliver(state, id, Err(error));
+            }
+        }
+        Ok(id)
+    }
+
+    /// The lane of a provider/model, creating its runtime and dispatcher on
+    /// first use.
+    pub(super) fn lane_for(
+        self: &Arc<Self>,
+        state: &mut State,
+        provider: Provider,
+        model: &str,
+    ) -> u32 {
+        if let Some(index) = state.lane_cache.get(&(provider, Arc::from(model))) {
+            return *index;
+        }
+        let budget = self.limiter.lane(provider.name(), Some(model));
+        let budget_for_adaptive = budget.clone();
+        let name = budget::lane_name(&budget);
+        let index = match state.lanes.iter().position(|lane| lane.name == name) {
+            Some(index) => index as u32,
+            None => {
+                let index = state.lanes.len() as u32;
+                let initial_target = match self.concurrency {
+                    Concurrency::Fixed(n) => n.get(),
+                    Concurrency::Auto { ceiling } => ceiling.get(),
+                };
+                let runtime = Arc::new(LaneRuntime {
+                    name,
+                    budget,
+                    work_ready: Notify::new(),
+                    slot_freed: Notify::new(),
+                    launch_cancelled: Notify::new(),
+                    in_flight: AtomicUsize::new(0),
+                    target: AtomicUsize::new(initial_target),
+                    latency_ewma_us: AtomicU64::new(
+                        u64::try_from(INITIAL_LATENCY.as_micros()).unwrap_or(u64::MAX),
+                    ),
+                    latency_observed: AtomicBool::new(false),
+                    estimate_ewma: AtomicU64::new(0),
+                    tokens_reserved: AtomicU64::new(0),
+                    tokens_used: AtomicU64::new(0),
+                    storm: Mutex::new(Storm::default()),
+                    store_outage: Mutex::new(None),
+                    adaptive: Mutex::new(Adaptive::new(
+                        initial_target,
+                        budget::limits(&budget_for_adaptive).is_unlimited(),
+                        Instant::now(),
+                    )),
+                });
+                if let Concurrency::Auto { ceiling } = self.concurrency {
+                    let limits = budget::limits(&runtime.budget);
+                    runtime.target.store(
+                        runtime.auto_target(limits, ceiling.get()),
+                        Ordering::Relaxed,
+                    );
+                }
+                state.lanes.push(runtime.clone());
+                state.queues.push(PriorityQueue::new());
+                state.launching.push(0);
+                let shared = self.clone();
+                let span = self.span.clone();
+                let watch = RuntimeWatch {
+                    shared: Arc::downgrade(self),
+                };
+                self.runtime.spawn(
+                    async move {
+                        let _watch = watch;
+                        shared.dispatch(runtime, index).await;
+                    }
+                    .instrument(span),
+                );
+                index
+            }
+        };
+        state.lane_cache.insert((provider, Arc::from(model)), index);
+        index
+    }
+
+    /// Puts a ready node in its lane's queue.
+    pub(super) fn enqueue(&self, state: &mut State, id: NodeId) {
+        let epoch = (self.started.elapsed().as_nanos() / EPOCH.as_nanos()) as u32;
+        state.enqueued = state.enqueued.wrapping_add(1);
+        let order = Reverse(state.enqueued);
+        let Some(entry) = state.nodes.get_mut(&id) else {
+            return;
+        };
+        let priority = entry.job.as_ref().map_or(0, |job| job.priority);
+        let rank = Rank {
+            priority,
+            epoch: Reverse(epoch),
+            estimate: entry.estimate,
+            order,
+        };
+        let lane = entry.lane as usize;
+        entry.status = Phase::Queued;
+        notify_watch(entry);
+        let handle = state.queues[lane].push(id, rank);
+        if let Some(entry) = state.nodes.get_mut(&id) {
+            entry.queue_handle = Some(handle);
+        }
+        state.lanes[lane].work_ready.notify_one();
+    }
+}

@@ -1,0 +1,192 @@
+//! Recording: ended runs are recorded in batches by one task at a time;
+//! a node's end releases or skips its dependents and wakes its waiters.
+//!
+//! Lock order: `Shared::finished` is swapped out before `Shared::state` is
+//! taken; they are never held together.
+
+use super::*;
+
+impl Shared {
+    /// Records a node's terminal result, releases or skips its dependents,
+    /// and wakes everyone waiting for it.
+    pub(super) fn finish(&self, state: &mut State, id: NodeId, result: RunResult) {
+        let Some(entry) = state.nodes.get(&id) else {
+            return;
+        };
+        if entry.status.is_done() {
+            return;
+        }
+        match &result {
+            Ok(_) => match state.graph.complete(&id) {
+                Ok(ready) => {
+                    // After shutdown began, newly ready nodes never start.
+                    let stopping = !state.accepting;
+                    for dependent in ready {
+                        if stopping {
+                            self.finish(state, dependent, Err(NodeError::Cancelled));
+                        } else {
+                            self.enqueue(state, dependent);
+                        }
+                    }
+                }
+                Err(error) => warn!(node = %id, %error, "graph refused completion"),
+            },
+            Err(error) => {
+                let kind = if matches!(error, NodeError::Cancelled) {
+                    AbortKind::Cancelled
+                } else {
+                    AbortKind::Failed
+                };
+                match state.graph.abort(&id, kind) {
+                    Ok(skipped) => {
+                        for skip in skipped {
+                            let error = NodeError::Skipped {
+                                failed_dependency: skip.cause,
+                                cancelled: skip.kind == AbortKind::Cancelled,
+                            };
+                            self.remove_from_queue(state, skip.id);
+                            self.deliver(state, skip.id, Err(error));
+                        }
+                    }
+                    Err(error) => warn!(node = %id, %error, "graph refused failure"),
+                }
+            }
+        }
+        self.deliver(state, id, result);
+    }
+
+    pub(super) fn remove_from_queue(&self, state: &mut State, id: NodeId) {
+        if let Some(entry) = state.nodes.get_mut(&id)
+            && let Some(handle) = entry.queue_handle.take()
+        {
+            let lane = entry.lane as usize;
+            state.queues[lane].remove(handle);
+        }
+    }
+
+    /// Stores the result and hands it to waiters, watchers and the
+    /// completion stream. The graph has already been told.
+    pub(super) fn deliver(&self, state: &mut State, id: NodeId, result: RunResult) {
+        if let Some(entry) = state.nodes.get(&id)
+            && entry.status == Phase::Launching
+        {
+            let lane = entry.lane as usize;
+            state.launching[lane] = state.launching[lane].saturating_sub(1);
+        }
+        let Some(entry) = state.nodes.get_mut(&id) else {
+            return;
+        };
+        let status = match &result {
+            Ok(_) => NodeStatus::Completed,
+            Err(error) => error.status(),
+        };
+        let counter = match status {
+            NodeStatus::Completed => &self.counters.completed,
+            NodeStatus::Skipped => &self.counters.skipped,
+            NodeStatus::Cancelled => &self.counters.cancelled,
+            _ => &self.counters.failed,
+        };
+        Counters::bump(counter);
+        entry.status = Phase::Done(status);
+        entry.job = None;
+        entry.abort = None;
+        entry.queue_handle = None;
+        notify_watch(entry);
+        let waiters = entry
+            .listeners
+            .as_mut()
+            .map(|listeners| std::mem::take(&mut listeners.waiters))
+            .unwrap_or_default();
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+        let mut delivered = true;
+        if let Some(stream) = &state.completions {
+            delivered = stream
+                .send(Completion {
+                    id,
+                    result: result.clone(),
+                })
+                .is_ok();
+        }
+        let deps = std::mem::take(&mut entry.deps);
+        entry.delivered = delivered;
+        entry.result = Some(Box::new(result));
+        if !self.retain_results {
+            for dep in deps.iter() {
+                if let Some(dep_entry) = state.nodes.get_mut(dep) {
+                    dep_entry.live_dependents = dep_entry.live_dependents.saturating_sub(1);
+                }
+                self.maybe_release(state, *dep);
+            }
+            self.maybe_release(state, id);
+        } else {
+            for dep in deps.iter() {
+                if let Some(dep_entry) = state.nodes.get_mut(dep) {
+                    dep_entry.live_dependents = dep_entry.live_dependents.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Without result retention, a finished node's entry goes once it has
+    /// been delivered and nothing unfinished depends on it.
+    pub(super) fn maybe_release(&self, state: &mut State, id: NodeId) {
+        if let Some(entry) = state.nodes.get(&id)
+            && entry.status.is_done()
+            && entry.delivered
+            && entry.live_dependents == 0
+            && entry
+                .listeners
+                .as_ref()
+                .is_none_or(|listeners| listeners.waiters.is_empty())
+        {
+            state.nodes.remove(&id);
+        }
+    }
+
+    /// Records an ended run. Runs ending together do not queue on the state
+    /// lock one by one: the first becomes the recorder and records every run
+    /// that ends meanwhile, in batches under one lock; the others only add
+    /// themselves to the queue and return. No await happens while recording,
+    /// so aborting the recording task cannot strand a result.
+    pub(super) fn record(self: &Arc<Self>, finished: Finished) {
+        {
+            let mut queue = self.finished.lock();
+            queue.runs.push(finished);
+            if queue.recording {
+                return;
+            }
+            queue.recording = true;
+        }
+        self.record_queued();
+    }
+
+    /// The recorder's loop; see [`Shared::record`].
+    pub(super) fn record_queued(self: &Arc<Self>) {
+        let mut batch = Vec::new();
+        let mut slots = Vec::new();
+        for _ in 0..RECORD_ROUNDS {
+            {
+                let mut queue = self.finished.lock();
+                if queue.runs.is_empty() {
+                    queue.recording = false;
+                    return;
+                }
+                std::mem::swap(&mut batch, &mut queue.runs);
+            }
+            {
+                let mut state = self.state.lock();
+                for Finished { id, result, slot } in batch.drain(..) {
+                    self.finish(&mut state, id, result);
+                    slots.push(slot);
+                }
+            }
+            // Freed outside the lock: freeing wakes dispatchers and drains.
+            slots.clear();
+        }
+        // Still busy: a fresh task takes over, still marked as recording.
+        let shared = self.clone();
+        self.runtime.spawn(async move { shared.record_queued() });
+    }
+}
