@@ -62,11 +62,11 @@ pub(crate) const BASELINE_HORIZON: Duration = Duration::from_secs(60);
 /// window of about two round trips every 20 s: ~1 % of throughput).
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(20);
 /// Latency ratio that ends slow start.
-pub(crate) const SLOW_START_RATIO: f64 = 1.15;
+pub(crate) const SLOW_START_RATIO: f64 = 1.1;
 /// Latency ratio under which the bound grows.
 pub(crate) const GROW_RATIO: f64 = 1.1;
 /// Latency ratio tolerated on a lane without limits.
-pub(crate) const UNLIMITED_TOLERANCE: f64 = 1.25;
+pub(crate) const UNLIMITED_TOLERANCE: f64 = 1.22;
 /// Latency ratio tolerated on a lane with limits.
 pub(crate) const LIMITED_TOLERANCE: f64 = 2.0;
 /// The lowest baseline the controller reads latency against. Below a few
