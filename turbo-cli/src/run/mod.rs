@@ -46,6 +46,15 @@ use crate::resume::{self, Existing, Prior, ScanError};
 use crate::summary::{Summary, SummaryInput};
 use crate::{Outcome, UsageError, signals};
 
+mod feeder;
+mod writes;
+
+use feeder::feed;
+use writes::{WRITE_RETRY_EVERY, save_the_rest};
+
+/// Most results recorded before their lines are written out together.
+const COMPLETION_BATCH: usize = 256;
+
 /// A line's state in this run.
 mod state {
     pub const TODO: u8 = 0;
@@ -196,50 +205,6 @@ impl RunContext {
         Ok(())
     }
 
-    /// Writes the queued lines; a result counts (in the progress, and as done
-    /// for a resumed run) only once its line is written. A failed write stops
-    /// the run from sending anything more; the lines stay queued in memory and
-    /// later calls try again. Returns whether everything queued is written.
-    fn flush(&self) -> bool {
-        let mut written = Vec::new();
-        let result = self.writer.lock().flush_tagged(&mut written);
-        if !written.is_empty() {
-            let ledger = self.ledger.lock();
-            for index in &written {
-                let counter = match ledger.state[*index as usize] {
-                    state::COMPLETED => &self.outcomes.completed,
-                    state::FAILED => &self.outcomes.failed,
-                    _ => &self.outcomes.skipped,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let mut failure = self.write_failure.lock();
-        match result {
-            Ok(()) => {
-                if let Some(error) = failure.take() {
-                    eprintln!(
-                        "turbo-run: writing results again ({error} is over); nothing was lost"
-                    );
-                }
-                true
-            }
-            Err(error) => {
-                if failure.is_none() {
-                    let queued = self.writer.lock().queued();
-                    eprintln!(
-                        "turbo-run: cannot write results: {error}. Stopping: nothing more is \
-                         sent; {queued} answers are kept in memory and the write is retried \
-                         (free some space to save them)"
-                    );
-                    self.stop.send_replace(true);
-                    *failure = Some(error);
-                }
-                false
-            }
-        }
-    }
-
     /// Records one result from the engine and queues its line; the caller
     /// flushes the writer once the results at hand are recorded.
     fn record(&self, completion: Completion) -> anyhow::Result<()> {
@@ -311,171 +276,6 @@ impl RunContext {
         self.window.add_permits(1);
         queued.map(|_| ()).context("cannot queue a result line")
     }
-}
-
-/// Most results recorded before their lines are written out together.
-const COMPLETION_BATCH: usize = 256;
-
-/// The parts of a validated line that are sent.
-#[derive(serde::Deserialize)]
-struct Runnable {
-    #[serde(default)]
-    priority: Option<i32>,
-    body: ChatRequest,
-}
-
-/// What the feeder decided for one line.
-enum Next {
-    Done,
-    Skip(u32),
-    Push {
-        engine_deps: Vec<NodeId>,
-        from_file: Vec<u32>,
-        keyed: bool,
-    },
-    Stop,
-}
-
-async fn feed(
-    ctx: Arc<RunContext>,
-    order: Vec<u32>,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut reader = LineReader::open(&ctx.batch.path)
-        .with_context(|| format!("cannot read {}", ctx.batch.path.display()))?;
-    for index in order {
-        if *stop.borrow() {
-            break;
-        }
-        let next = {
-            let ledger = ctx.ledger.lock();
-            decide(&ctx, &ledger, index)?
-        };
-        let (engine_deps, from_file, keyed) = match next {
-            Next::Done => continue,
-            Next::Stop => break,
-            Next::Skip(root) => {
-                ctx.skip_directly(index, root)?;
-                continue;
-            }
-            Next::Push {
-                engine_deps,
-                from_file,
-                keyed,
-            } => (engine_deps, from_file, keyed),
-        };
-        let permit = tokio::select! {
-            permit = ctx.window.acquire() => permit.context("the engine window closed")?,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        permit.forget();
-        let meta = ctx.batch.lines[index as usize];
-        let text = reader.read(&meta).with_context(|| {
-            format!(
-                "cannot read line {} of {}",
-                meta.line,
-                ctx.batch.path.display()
-            )
-        })?;
-        // The line was validated: read just what is sent, without building
-        // a JSON tree first.
-        let entry = match serde_json::from_str::<Runnable>(text) {
-            Ok(entry) => entry,
-            Err(_) => {
-                let problems = parse_entry(text).err().unwrap_or_default();
-                return Err(anyhow!(
-                    "{}:{}: the input changed while running: {}",
-                    ctx.batch.path.display(),
-                    meta.line,
-                    problems.join("; ")
-                ));
-            }
-        };
-        let mut request = entry.body;
-        if !from_file.is_empty() {
-            fill_placeholders(&mut request, |key| {
-                from_file
-                    .iter()
-                    .find(|&&dep| ctx.batch.ids.name(dep) == key)
-                    .and_then(|dep| ctx.answers.get(dep))
-                    .map(String::as_str)
-            });
-        }
-        let mut node = match meta.provider {
-            Provider::OpenAi => WorkNode::retryable_for_openai(request),
-            Provider::Groq => WorkNode::retryable_for_groq(request),
-        }
-        .with_priority(entry.priority.unwrap_or(0));
-        if keyed {
-            node = node.with_key(ctx.batch.ids.name(index));
-        }
-        let node_id = node.id();
-        {
-            let mut ledger = ctx.ledger.lock();
-            ledger.line_of.insert(node_id, index);
-            ledger.node_of[index as usize] = Some(node_id);
-            ledger.state[index as usize] = state::PUSHED;
-        }
-        match ctx.engine.push_with_dependencies(node, &engine_deps) {
-            Ok(_) => {
-                ctx.pushed.fetch_add(1, Ordering::Release);
-            }
-            Err(error) => {
-                {
-                    let mut ledger = ctx.ledger.lock();
-                    ledger.line_of.remove(&node_id);
-                    ledger.node_of[index as usize] = None;
-                    ledger.state[index as usize] = state::TODO;
-                }
-                ctx.window.add_permits(1);
-                if error == PushError::ShuttingDown {
-                    break;
-                }
-                return Err(anyhow!(
-                    "internal error: the engine refused line {}: {error}",
-                    meta.line
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn decide(ctx: &RunContext, ledger: &Ledger, index: u32) -> anyhow::Result<Next> {
-    if ledger.state[index as usize] != state::TODO {
-        return Ok(Next::Done);
-    }
-    let mut engine_deps = Vec::new();
-    let mut from_file = Vec::new();
-    for &dep in ctx.batch.deps.of(index) {
-        let d = dep as usize;
-        match ledger.state[d] {
-            state::COMPLETED => match ledger.node_of[d] {
-                Some(node) => engine_deps.push(node),
-                None => from_file.push(dep),
-            },
-            state::PUSHED => match ledger.node_of[d] {
-                Some(node) => engine_deps.push(node),
-                None => return Err(anyhow!("internal error: a pushed line has no node")),
-            },
-            state::FAILED => return Ok(Next::Skip(dep)),
-            state::SKIPPED => {
-                return Ok(Next::Skip(ledger.root_of.get(&dep).copied().unwrap_or(dep)));
-            }
-            state::CANCELLED => return Ok(Next::Stop),
-            _ => {
-                return Err(anyhow!(
-                    "internal error: line {} comes before its dependency",
-                    ctx.batch.lines[index as usize].line
-                ));
-            }
-        }
-    }
-    Ok(Next::Push {
-        engine_deps,
-        from_file,
-        keyed: ledger.pending_dependents[index as usize] > 0,
-    })
 }
 
 /// Runs the batch; returns the exit outcome.
@@ -913,44 +713,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         );
     }
     Ok(outcome)
-}
-
-/// How often a failed result write is tried again.
-const WRITE_RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// After the run: tries to write what is still queued for up to `patience`;
-/// the lines that stay unwritten go back to "not run" (a resumed run sends
-/// them). Returns how many could not be saved.
-async fn save_the_rest(ctx: &RunContext, patience: Duration) -> usize {
-    if ctx.writer.lock().queued() == 0 {
-        return 0;
-    }
-    let give_up = tokio::time::Instant::now() + patience;
-    let mut announced = false;
-    loop {
-        if ctx.flush() {
-            return 0;
-        }
-        if tokio::time::Instant::now() >= give_up {
-            break;
-        }
-        if !announced {
-            announced = true;
-            eprintln!(
-                "turbo-run: {} answers are still waiting to be written; retrying for up to {} \
-                 (free some space, or Ctrl-C to give up)",
-                ctx.writer.lock().queued(),
-                seconds(patience)
-            );
-        }
-        tokio::time::sleep(WRITE_RETRY_EVERY).await;
-    }
-    let unsaved: Vec<u32> = ctx.writer.lock().queued_tags();
-    let mut ledger = ctx.ledger.lock();
-    for index in &unsaved {
-        ledger.state[*index as usize] = state::CANCELLED;
-    }
-    unsaved.len()
 }
 
 /// A duration for messages: "30 s", "1.5 s".
