@@ -157,6 +157,13 @@ async fn a_hung_server_is_noticed_per_attempt() {
     .spawn()
     .unwrap();
     poll_until("five lines are answered", || results(&output).len() >= 5).await;
+    // The hung request goes out last (requests go one at a time without
+    // rate-limit headers): interrupt only once the server holds it, or it
+    // is cancelled before it is sent and nothing is abandoned.
+    poll_until("the hung request reaches the server", || {
+        server.count("HANG") >= 3
+    })
+    .await;
     signal(&child, "INT");
     let stderr = stderr_until(&mut child, "abandoned 1 requests").await;
     let status = wait_child(&mut child).await;
