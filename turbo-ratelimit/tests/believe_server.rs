@@ -274,3 +274,35 @@ fn a_steady_neighbour_at_thirty_percent_keeps_its_share() {
         );
     }
 }
+
+/// Told twice the limits with hundreds of requests in flight: the first
+/// answer lets a whole bucket go at once, and the answers of that burst come
+/// back in another order than the server handled it. An early request's
+/// count then already includes requests reserved after it, which the lane
+/// discounts again: read as up to 64k tokens of someone else's use, it
+/// stalled the lane for up to 43 s. A newer answer showing the room gives
+/// the misreading back.
+#[test]
+fn a_burst_answered_out_of_order_does_not_stall_the_lane() {
+    for seed in 1..=6 {
+        let client = Client::busy(1024, (250, 250), Delay::ms(1, 5), Delay::ms(400, 2_000))
+            .probing()
+            .told(2 * RPM, 2 * TPM);
+        let s = scenario(vec![client], ServerSpec::default(), seed);
+        let reports = sim::run(&s);
+        let ours = &reports[0];
+        let efficiency = s.efficiency(&reports, 0);
+        let (gap, end) = ours.longest_gap_ending(Duration::ZERO);
+        eprintln!(
+            "burst out of order, seed {seed}: efficiency {efficiency:.4}, 429s {} of {}, longest gap {:.2} s ending at {:.1} s, largest lowering {:.0} tokens",
+            ours.rejected,
+            ours.sent,
+            gap.as_secs_f64(),
+            end.as_secs_f64(),
+            ours.largest_lowering
+        );
+        assert!(efficiency >= WRONG.efficiency, "seed {seed}: {efficiency}");
+        assert!(gap <= WRONG.gap, "seed {seed}: stalled {gap:?}");
+        assert!(ours.rejected_share() <= 0.05, "seed {seed}");
+    }
+}

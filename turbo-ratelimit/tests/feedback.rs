@@ -41,7 +41,10 @@ async fn feedback_lowers_the_bucket_discounting_later_reservations() {
     // Local view: 6000 − 600 + 200 refilled = 5600.
     assert_eq!(level(&lane, Axis::TokensPerMinute).await, 5600);
     // When the server handled A it had 2000 left (another process shares the
-    // key). Since then: +200 refilled, −500 reserved by B and C.
+    // key). Since then: +200 refilled, −500 reserved by B and C. But B and C
+    // were reserved at A's instant, 300 more than the limit's pace explains
+    // over the 2 s since: they may be in A's count already (a burst
+    // misread), and only 200 of them are discounted.
     lane.observe(
         &a,
         tokens(
@@ -52,7 +55,7 @@ async fn feedback_lowers_the_bucket_discounting_later_reservations() {
     )
     .await
     .unwrap();
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 1700);
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 2000);
     // B's response arrives later with a stale, higher count: no raise.
     lane.observe(
         b.ticket(),
@@ -60,13 +63,13 @@ async fn feedback_lowers_the_bucket_discounting_later_reservations() {
     )
     .await
     .unwrap();
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 1700);
-    // Admission now follows the corrected level: 1800 needs 100 more = 1 s.
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 2000);
+    // Admission now follows the corrected level: 2100 needs 100 more = 1 s.
     let start = Instant::now();
-    lane.acquire(1800)
+    lane.acquire(2100)
         .await
         .unwrap()
-        .settle(1800)
+        .settle(2100)
         .await
         .unwrap();
     assert_eq!(start.elapsed(), SEC);

@@ -58,6 +58,9 @@ impl Server {
 
 struct Run {
     rejected: u64,
+    /// Of them, those after the first [`OPENING`] (every process starting
+    /// at once, each with its own opening).
+    rejected_after_opening: u64,
     /// Each process's foreign-use estimate of its token bucket at the end.
     foreign: Vec<u64>,
     /// Successful requests (at least `jobs`: requests in flight at the end complete too).
@@ -95,6 +98,9 @@ const JITTERY: Latency = Latency {
     downlink: (200, 1500),
 };
 
+/// The first seconds, when every process opens at once.
+const OPENING: Duration = Duration::from_secs(30);
+
 /// Runs one process per entry of `workers` (with that many concurrent
 /// workers) until `jobs` requests succeeded.
 async fn run(workers: &[usize], observe: bool, jobs: u64) -> Run {
@@ -110,6 +116,7 @@ async fn run_with(workers: &[usize], latency: Latency, observe: bool, jobs: u64)
     });
     let done = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
+    let rejected_late = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let mut lanes = Vec::new();
     for (process, &count) in workers.iter().enumerate() {
@@ -120,8 +127,13 @@ async fn run_with(workers: &[usize], latency: Latency, observe: bool, jobs: u64)
             .unwrap();
         lanes.push(lane.clone());
         for worker in 0..count {
-            let (lane, server, done, rejected) =
-                (lane.clone(), server.clone(), done.clone(), rejected.clone());
+            let (lane, server, done, rejected, rejected_late) = (
+                lane.clone(),
+                server.clone(),
+                done.clone(),
+                rejected.clone(),
+                rejected_late.clone(),
+            );
             let mut rng = SmallRng::seed_from_u64((process * 1000 + worker) as u64);
             let mut delay =
                 move |(lo, hi): (u64, u64)| Duration::from_millis(rng.random_range(lo..=hi));
@@ -140,6 +152,9 @@ async fn run_with(workers: &[usize], latency: Latency, observe: bool, jobs: u64)
                         r.settle(TOKENS).await.unwrap();
                     } else {
                         rejected.fetch_add(1, Ordering::SeqCst);
+                        if server.clock.now() >= OPENING {
+                            rejected_late.fetch_add(1, Ordering::SeqCst);
+                        }
                         // This server does not count rejected requests.
                         if observe {
                             r.refused(Some(feedback)).await.unwrap();
@@ -167,6 +182,7 @@ async fn run_with(workers: &[usize], latency: Latency, observe: bool, jobs: u64)
     }
     Run {
         rejected: rejected.load(Ordering::SeqCst),
+        rejected_after_opening: rejected_late.load(Ordering::SeqCst),
         foreign,
         succeeded: done.load(Ordering::SeqCst),
         took: clock.now(),
@@ -316,18 +332,29 @@ async fn a_lone_process_whose_requests_overtake_each_other_runs_at_full_speed() 
     );
 }
 
+/// Every process opens at once with a full bucket and up to 16 requests
+/// reserved in the same instant, which overtake each other on the way: the
+/// first seconds cost up to 2 % of the requests in 429s (20 of 1,251 with
+/// 16 + 16 workers; 9 before burst misreads were allowed for, see
+/// `math.rs`, "Bursts"), after which the key is shared nearly free of them.
 #[tokio::test(start_paused = true)]
 async fn processes_whose_requests_overtake_each_other_share_a_key_nearly_free_of_429s() {
     for workers in [&[4, 4][..], &[1, 3, 6], &[16, 16]] {
         let run = run_with(workers, JITTERY, true, 1200).await;
         let sent = run.succeeded + run.rejected;
         eprintln!(
-            "{workers:?}, overtaking: 429s {} of {sent} (slowdown {:.3}), foreign {:?}",
+            "{workers:?}, overtaking: 429s {} of {sent}, {} after the opening (slowdown {:.3}), foreign {:?}",
             run.rejected,
+            run.rejected_after_opening,
             run.slowdown(),
             run.foreign
         );
-        assert!(run.rejected * 100 <= sent, "at most 1 %: {}", run.rejected);
+        assert!(run.rejected * 50 <= sent, "at most 2 %: {}", run.rejected);
+        assert!(
+            run.rejected_after_opening * 200 <= sent,
+            "at most 0.5 % after the opening: {}",
+            run.rejected_after_opening
+        );
         // The key is used at 95 % or more.
         assert!(run.slowdown() < 1.05, "{}", run.slowdown());
     }

@@ -438,7 +438,7 @@ local function set_limits(st)
 end
 
 -- obs: limit/remaining/reset_ns, each < 0 when absent (a limit of 0 too).
--- seen: reserved_at (us), later, between, elapsed (ns), in_order.
+-- seen: reserved_at (us), later, between, between_ns, elapsed (ns), in_order.
 local function correct_axis(st, i, obs, seen)
   local w = W[i]
   local current = st.b[i]
@@ -488,6 +488,15 @@ local function correct_axis(st, i, obs, seen)
   if not remaining then return nil end
   local est = estimate_level_at_rate(remaining, later, limit, rate_of(limit, b.foreign), w, seen.elapsed)
   local lvl = b.level
+  -- A burst misread: requests reserved after this one faster than the limit
+  -- refills may be in its count already; only the part of a lowering that
+  -- neither they nor a rate up to the limit since the sync point explain counts.
+  local since = 0
+  if b.sync then since = math.max(0, seen.reserved_at - b.sync.at) * 1000 end
+  local explained = limit * math.max(since, idiv(tau(w), 100))
+  local burst = later * w - limit * seen.elapsed
+  local misread = clamp(lvl - est - explained, 0, math.max(burst, 0))
+  est = est + misread
   local divergence = lvl - est
   -- A nearly full server bucket wastes refill that our level does not:
   -- nobody contests it, and others' use hardly shows in it.
@@ -505,7 +514,9 @@ local function correct_axis(st, i, obs, seen)
   if learned then
     local confirmed = math.min(learned_foreign, b.foreign)
     local unsure = 0
-    if confirmed > 0 then unsure = seen.between * w end
+    -- Reserved at one instant (a burst), requests are in no order: only what
+    -- the limit's pace could have reserved in between may be uncounted.
+    if confirmed > 0 then unsure = math.min(seen.between * w, limit * seen.between_ns + w) end
     claim = own_share(est - unsure, rate_of(limit, confirmed), limit)
   end
   local level = corrected_level(lvl, limit, limit, w, claim)
@@ -537,7 +548,9 @@ local function correct(st, now)
   -- Reserved between the previous newest answered request and this one: the
   -- server may not have counted them yet.
   local between = {0, 0}
+  local between_ns = 0
   if in_order and previous then
+    between_ns = math.max(0, grant.at - previous.at) * 1000
     local span = math.max(0, grant.rt - previous.rt)
     local count = math.max(0, span - 1)
     local tokens = math.max(0, grant.tt - previous.tt)
@@ -559,6 +572,7 @@ local function correct(st, now)
         reserved_at = grant.at,
         later = math.max(0, totals[u] - refs[u]),
         between = between[u],
+        between_ns = between_ns,
         elapsed = elapsed,
         in_order = in_order,
       })
