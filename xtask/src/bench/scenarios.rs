@@ -46,7 +46,7 @@ pub(super) const SIGMA: f64 = 0.3;
 
 /// Every scenario, in the order they run.
 pub fn all() -> Vec<Scenario> {
-    vec![
+    let mut all = vec![
         Scenario {
             name: "engine-overhead",
             about: "turbo-core engine on the in-process simulated provider: nodes/s, independent and layered, peak RSS",
@@ -131,7 +131,9 @@ pub fn all() -> Vec<Scenario> {
             needs_cli: true,
             run: super::redis::redis_shared_budget,
         },
-    ]
+    ];
+    all.extend(super::believe::scenarios());
+    all
 }
 
 /// Seconds of refill beyond the first full minute a rate-limited run needs.
