@@ -543,16 +543,26 @@ impl Situation {
 
 /// An axis whose per-minute limit is `limits[i].1` from second
 /// `limits[i].0` on, starting `fill` full: the earliest moment `charged`
-/// units can have been admitted (a saturated bucket keeps its level across
-/// a limit change, as the mock server does), expressed as an [`Axis`] with
-/// the starting level as capacity and the average refill rate up to that
-/// moment, so [`Axis::budget_seconds`] returns it.
+/// units can have been admitted, expressed as an [`Axis`] with the starting
+/// level as capacity and the average refill rate up to that moment, so
+/// [`Axis::budget_seconds`] returns it. The mock server keeps what was used
+/// across a change: an upgrade adds its extra capacity at once, and a
+/// client that keeps the bucket empty (the fastest one) loses nothing at a
+/// downgrade.
 fn piecewise_axis(fill: f64, limits: &[(f64, u64)], charged: f64) -> Axis {
     let start = fill * limits[0].1 as f64;
     let mut need = charged - start;
     let mut at = 0.0;
     if need > 0.0 {
         for (index, (from, limit)) in limits.iter().enumerate() {
+            if index > 0 {
+                let extra = limit.saturating_sub(limits[index - 1].1) as f64;
+                if need <= extra {
+                    at = *from;
+                    break;
+                }
+                need -= extra;
+            }
             let rate = *limit as f64 / 60.0;
             let until = limits.get(index + 1).map_or(f64::INFINITY, |next| next.0);
             let span = until - from;
@@ -684,15 +694,16 @@ mod tests {
     }
 
     #[test]
-    fn a_doubled_limit_shortens_the_budget_by_its_extra_refill() {
-        // 600/min start full; 10/s until 10 s, 20/s until 20 s, then 10/s:
-        // 600 + 100 + 200 = 900 by 20 s, 1,000 at 30 s.
+    fn a_doubled_limit_adds_its_extra_capacity_and_refill() {
+        // 600/min start full; 10/s until 10 s (700 by then), +600 at the
+        // upgrade (1,300), 20/s until 20 s (1,500), then 10/s: 1,600 at 30 s.
         let limits = [(0.0, 600), (10.0, 1_200), (20.0, 600)];
-        let axis = piecewise_axis(1.0, &limits, 1_000.0);
-        assert!((axis.budget_seconds() - 30.0).abs() < 1e-9);
-        let axis = piecewise_axis(1.0, &limits, 800.0);
-        assert!((axis.budget_seconds() - 15.0).abs() < 1e-9);
-        assert_eq!(piecewise_axis(1.0, &limits, 500.0).budget_seconds(), 0.0);
+        let at = |charged: f64| piecewise_axis(1.0, &limits, charged).budget_seconds();
+        assert!((at(1_600.0) - 30.0).abs() < 1e-9);
+        assert!((at(1_400.0) - 15.0).abs() < 1e-9);
+        assert!((at(1_000.0) - 10.0).abs() < 1e-9, "{}", at(1_000.0));
+        assert!((at(650.0) - 5.0).abs() < 1e-9);
+        assert_eq!(at(500.0), 0.0);
     }
 
     fn stats(timeline: Value) -> ServerStats {
