@@ -26,8 +26,13 @@ pub struct LaneSummary {
     pub lane: String,
     /// The limits in force at the end (configured, default or learned).
     pub limits: Limits,
-    /// `configured`, `configured per model`, `learned`, `default` or `unlimited`.
+    /// `configured`, `configured per model`, `learned`, `default`,
+    /// `unlimited`, or `server` when the server's headers stated limits other
+    /// than the configured ones and those won.
     pub limits_source: &'static str,
+    /// With `limits_source` `server`: what the configuration said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configured_limits: Option<Limits>,
     /// Requests admitted, retries included.
     pub requests: u64,
     /// Tokens the provider reported used.
@@ -213,6 +218,11 @@ impl Summary {
             tokens_charged += lane_charged;
             let rpm = limiter.limits.rpm.map(|v| u64::from(v.get()));
             let tpm = limiter.limits.tpm.map(|v| v.get());
+            // Configured limits the server's headers overrode (a lane that
+            // had none learned them: that is `learned`, not an override).
+            let overridden = (!limiter.configured_limits.is_unlimited()
+                && limiter.configured_limits != limiter.limits)
+                .then_some(limiter.configured_limits);
             rpm_limit = rpm_limit.zip(rpm).map(|(a, b)| a + b);
             tpm_limit = tpm_limit.zip(tpm).map(|(a, b)| a + b);
             let achieved_rpm = per_minute(t.requests, wall);
@@ -224,7 +234,9 @@ impl Summary {
             lanes.push(LaneSummary {
                 lane: lane.lane.clone(),
                 limits: limiter.limits,
-                limits_source: source(input.lane_limits, &lane.lane),
+                limits_source: overridden
+                    .map_or_else(|| source(input.lane_limits, &lane.lane), |_| "server"),
+                configured_limits: overridden,
                 requests: t.requests,
                 tokens_used: lane.tokens_used,
                 tokens_charged: lane_charged,
@@ -372,10 +384,34 @@ impl LaneSummary {
         .into_iter()
         .flatten()
         .collect();
+        let source = match &self.configured_limits {
+            Some(configured) => {
+                let configured: Vec<String> = [
+                    configured
+                        .rpm
+                        .map(|v| format!("{} RPM", thousands(u64::from(v.get())))),
+                    configured
+                        .tpm
+                        .map(|v| format!("{} TPM", thousands(v.get()))),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                format!(
+                    "stated by the server; configured {}",
+                    if configured.is_empty() {
+                        "per day only".to_owned()
+                    } else {
+                        configured.join(", ")
+                    }
+                )
+            }
+            None => self.limits_source.to_owned(),
+        };
         let limits = if limits.is_empty() {
-            format!("no per-minute limits ({})", self.limits_source)
+            format!("no per-minute limits ({source})")
         } else {
-            format!("limits {} ({})", limits.join(", "), self.limits_source)
+            format!("limits {} ({source})", limits.join(", "))
         };
         let mut lines = vec![format!(
             "{}: {} requests, {} tokens charged in {} · {limits}",
@@ -502,6 +538,7 @@ mod tests {
             lane: "openai".into(),
             limits,
             limits_source: "configured",
+            configured_limits: None,
             requests,
             tokens_used: tokens / 2,
             tokens_charged: tokens,

@@ -236,6 +236,54 @@ async fn retryable_failures_are_retried_under_learned_limits() {
     assert_eq!(server.stats().requests, 8);
 }
 
+/// Limits the server's headers contradict lose to them, and the summary
+/// says so: the limits in force, `server` as their source, and what the
+/// configuration said (issue 11: "the summary says which was used").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_names_server_limits_that_overrode_the_configuration() {
+    let config = MockServerConfig::default()
+        .with_rpm(600.try_into().unwrap())
+        .with_tpm(90_000.try_into().unwrap());
+    let server = MockServer::start(config).await.unwrap();
+    let dir = temp_dir("server-limits");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let summary = dir.join("summary.json");
+    let lines: Vec<Value> = (0..4)
+        .map(|i| line(&format!("l{i}"), &format!("l{i}: hello"), &[]))
+        .collect();
+    write_lines(&input, &lines);
+    let summary_arg = summary.display().to_string();
+    let run = run_to_end(run_args(
+        &input,
+        &output,
+        &server.base_url(),
+        &[
+            "--rpm",
+            "1200",
+            "--tpm",
+            "180000",
+            "--summary-json",
+            &summary_arg,
+        ],
+    ))
+    .await;
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let lane = &summary["lanes"][0];
+    assert_eq!(lane["limits"]["rpm"], 600, "{summary}");
+    assert_eq!(lane["limits"]["tpm"], 90_000, "{summary}");
+    assert_eq!(lane["limits_source"], "server", "{summary}");
+    assert_eq!(lane["configured_limits"]["rpm"], 1200, "{summary}");
+    assert!(
+        run.stderr.contains(
+            "limits 600 RPM, 90,000 TPM (stated by the server; configured 1,200 RPM, 180,000 TPM)"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Without retries an injected 5xx is a failed line with its status; its
 /// dependent is skipped; exit 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
