@@ -446,7 +446,7 @@ impl Drop for Slot {
 /// The engine's 6-character instance id: lower-case letters and digits,
 /// each drawn uniformly.
 fn instance_id() -> String {
-    use rand::Rng;
+    use rand::RngExt;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..6)
