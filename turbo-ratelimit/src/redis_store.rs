@@ -154,7 +154,19 @@ pub struct RedisUnavailable {
     address: String,
     attempts: u32,
     elapsed: Duration,
-    cause: String,
+    /// The last attempt's cause: the client's [`RedisError`], or a
+    /// [`NoAnswer`] when this store's own timeout fired.
+    #[source]
+    cause: Cause,
+}
+
+/// This store's own timeout fired before Redis answered (the client's
+/// timeouts are [`RedisError`]s): a source of [`RedisUnavailable`].
+#[derive(Debug, thiserror::Error)]
+#[error("no {what} within {within:?}")]
+pub struct NoAnswer {
+    what: &'static str,
+    within: Duration,
 }
 
 impl RedisUnavailable {
@@ -464,12 +476,15 @@ enum Attempts {
 /// How one attempt failed.
 enum Failure {
     /// The step did not run (no connection, or the server refused it for now).
-    NotRun(String),
+    NotRun(Cause),
     /// The connection failed while the step was under way: it may have run.
-    Unknown(String),
+    Unknown(Cause),
     /// The server rejected the step for good (a script error, a wrong type).
-    Rejected(String),
+    Rejected(RedisError),
 }
+
+/// Why an attempt failed, kept whole: a [`RedisError`] or a [`NoAnswer`].
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Shared {
     fn now_arg(&self) -> String {
@@ -511,12 +526,12 @@ impl Shared {
         let connected = tokio::time::timeout(self.timeout, self.connection()).await;
         let (generation, mut conn) = match connected {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(Failure::NotRun(e.to_string())),
+            Ok(Err(e)) => return Err(Failure::NotRun(Box::new(e))),
             Err(_) => {
-                return Err(Failure::NotRun(format!(
-                    "no connection within {:?}",
-                    self.timeout
-                )));
+                return Err(Failure::NotRun(Box::new(NoAnswer {
+                    what: "connection",
+                    within: self.timeout,
+                })));
             }
         };
         // The client's own response timeout normally fires first; this
@@ -540,30 +555,29 @@ impl Shared {
             Ok(Err(e)) => Err(self.classify(e, generation)),
             Err(_) => {
                 self.reset_connection(generation);
-                Err(Failure::Unknown(format!(
-                    "no answer within {:?}",
-                    self.timeout.saturating_mul(2)
-                )))
+                Err(Failure::Unknown(Box::new(NoAnswer {
+                    what: "answer",
+                    within: self.timeout.saturating_mul(2),
+                })))
             }
         }
     }
 
     fn classify(&self, e: RedisError, generation: u64) -> Failure {
-        let message = e.to_string();
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
             self.reset_connection(generation);
-            return Failure::Unknown(message);
+            return Failure::Unknown(Box::new(e));
         }
         match e.retry_method() {
             RetryMethod::Reconnect | RetryMethod::ReconnectFromInitialConnections => {
                 self.reset_connection(generation);
-                Failure::Unknown(message)
+                Failure::Unknown(Box::new(e))
             }
             // BUSY, LOADING, TRYAGAIN, MASTERDOWN...: refused before running.
             RetryMethod::RetryImmediately
             | RetryMethod::WaitAndRetry
-            | RetryMethod::RefreshSlotsAndRetry => Failure::NotRun(message),
-            _ => Failure::Rejected(message),
+            | RetryMethod::RefreshSlotsAndRetry => Failure::NotRun(Box::new(e)),
+            _ => Failure::Rejected(e),
         }
     }
 
@@ -576,7 +590,7 @@ impl Shared {
                 Err(failure) => failure,
             };
             let (cause, retry) = match failure {
-                Failure::Rejected(reason) => return Err(StoreError::InvalidState { reason }),
+                Failure::Rejected(error) => return Err(StoreError::Rejected(Box::new(error))),
                 Failure::NotRun(cause) => (cause, attempts != Attempts::Once),
                 Failure::Unknown(cause) => (cause, attempts == Attempts::Full),
             };
@@ -1152,6 +1166,9 @@ mod tests {
         };
         let unavailable = source.downcast_ref::<RedisUnavailable>().unwrap();
         assert_eq!(unavailable.attempts(), 3);
+        // The client's own error stays the cause, typed.
+        let cause = std::error::Error::source(unavailable).unwrap();
+        assert!(cause.downcast_ref::<RedisError>().is_some(), "{cause:?}");
         let message = err.to_string();
         assert!(message.contains("127.0.0.1:1"), "{message}");
         assert!(message.contains("3 attempt(s)"), "{message}");
