@@ -1,4 +1,4 @@
-//! The Redis store against a real redis-server (see `redis_util` for how the
+//! The Redis store against a real redis-server (see `turbo_test_support::redis` for how the
 //! server is found or started, and when these tests skip).
 //!
 //! Tests that need exact levels inject a [`ManualClock`] into the backend;
@@ -6,8 +6,6 @@
 //! assert on counts against the bucket math over Redis's timestamps (every
 //! grant carries the Redis instant of its reservation), never on sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod redis_util;
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
@@ -17,7 +15,6 @@ use parking_lot::Mutex;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use redis::AsyncCommands;
-use redis_util::{RedisServer, raw, unique_prefix};
 use turbo_ratelimit::{
     AcquireError, AcquireOutcome, AcquireRequest, Adjustment, Axis, BucketStore, Clock,
     FallbackTooSmall, Feedback, Grant, LaneConfig, LaneKey, LaneState, Limits, ManualClock,
@@ -25,6 +22,8 @@ use turbo_ratelimit::{
     StoreError, TryAcquireError, Window, WindowObservation,
 };
 use turbo_retry::{Jitter, RetryConfig};
+use turbo_test_support::redis::{RedisServer, raw, unique_prefix};
+use turbo_test_support::redis_or_skip;
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
