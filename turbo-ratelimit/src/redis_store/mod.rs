@@ -85,10 +85,13 @@ const FALLBACK_MARK: u64 = 1 << 63;
 /// * **The same arithmetic.** Lua has only doubles. Levels are scaled as in
 ///   [`crate::math`] (`units × window_ns`) and instants kept in microseconds,
 ///   so refills, charges, comparisons and floors are the same integer
-///   arithmetic, exact below 2⁵³ (capacities up to ~150,000 units per minute);
-///   beyond that they round to 53 bits (relative error 10⁻¹⁶ per step) with
-///   the same clamps and rounding directions. Waits round up to the
-///   microsecond.
+///   arithmetic, exact within 2⁵³ scaled units (capacities up to 150,119
+///   units per minute, 104 per day); beyond that they round to 53 bits
+///   (relative error 10⁻¹⁶ per step, tens of scaled units against 6·10¹⁰
+///   per unit) with the same clamps and rounding directions, so at real
+///   keys' limits (340k–9M tokens a minute) whole-unit levels and every
+///   decision still agree (`tests/redis/agreement.rs`). Waits round up to
+///   the microsecond.
 /// * **Expiry.** Each write sets `PEXPIRE` to the time until the lane is full
 ///   and unpaused again plus the idle TTL ([`RedisBackendBuilder::idle_ttl`]),
 ///   so a key only disappears once it is indistinguishable from a fresh lane.
