@@ -82,18 +82,84 @@ fn observation_strategy(max: u64) -> impl Strategy<Value = Option<WindowObservat
     )
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
+/// Random operations: advances of up to 20 s, acquisitions of up to
+/// `largest` tokens, charges and refunds of up to `adjust`, pauses,
+/// corrections from `requests` and `tokens` observations, and new `limits`.
+fn ops<L, R, T>(
+    limits: L,
+    largest: u64,
+    adjust: u64,
+    requests: R,
+    tokens: T,
+) -> impl Strategy<Value = Op>
+where
+    L: Strategy<Value = Limits>,
+    R: Strategy<Value = Option<WindowObservation>>,
+    T: Strategy<Value = Option<WindowObservation>>,
+{
     prop_oneof![
         3 => (1u64..=20_000_000).prop_map(Op::Advance),
-        4 => (0u64..=6_000).prop_map(Op::Acquire),
-        1 => (0u64..=3, 0u64..=3_000).prop_map(|(r, t)| Op::Charge(r, t)),
-        1 => (0u64..=3, 0u64..=3_000).prop_map(|(r, t)| Op::Refund(r, t)),
+        4 => (0u64..=largest).prop_map(Op::Acquire),
+        1 => (0u64..=3, 0u64..=adjust).prop_map(|(r, t)| Op::Charge(r, t)),
+        1 => (0u64..=3, 0u64..=adjust).prop_map(|(r, t)| Op::Refund(r, t)),
         1 => (0u64..=30_000).prop_map(Op::Pause),
-        3 => (any::<usize>(), observation_strategy(2_500), observation_strategy(60_000))
+        3 => (any::<usize>(), requests, tokens)
             .prop_map(|(i, requests, tokens)| Op::Correct(i, Feedback { requests, tokens })),
-        1 => limits_strategy().prop_map(Op::SetLimits),
+        1 => limits.prop_map(Op::SetLimits),
         1 => Just(Op::State),
     ]
+}
+
+/// One case: the lane's limits, how it opens, and up to 40 operations.
+fn case_strategy(
+    limits: impl Strategy<Value = Limits>,
+    ops: impl Strategy<Value = Op>,
+) -> impl Strategy<Value = (Limits, Start, Vec<Op>)> {
+    (
+        limits,
+        prop_oneof![Just(Start::Probe), Just(Start::Full)],
+        proptest::collection::vec(ops, 1..40),
+    )
+}
+
+/// Runs `cases` random cases on the script and the memory store side by
+/// side, each on a fresh key under one manual clock (which only moves
+/// forward), with `slack` whole units allowed between levels.
+fn agree(
+    server: &RedisServer,
+    name: &str,
+    cases: u32,
+    strategy: impl Strategy<Value = (Limits, Start, Vec<Op>)>,
+    slack: u64,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new();
+    let prefix = unique_prefix(name);
+    let backend = runtime.block_on(backend_on(server, &prefix, &clock));
+    let config = Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/redis.txt",
+        ))),
+        ..Config::default()
+    };
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let mut runner = TestRunner::new(config);
+    runner
+        .run(&strategy, |(limits, start, ops)| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let lane = lane_key(&format!("{name}{n}"));
+            runtime.block_on(run_both(
+                &backend, &clock, &lane, limits, start, &ops, slack,
+            ));
+            Ok(())
+        })
+        .unwrap();
+    // The clock really moved, so refills were exercised.
+    assert!(clock.now() > SEC);
 }
 
 /// The script rounds waits up to the microsecond, the memory store to the
@@ -228,40 +294,20 @@ async fn run_both(
 #[test]
 fn the_script_agrees_with_the_memory_store_on_random_operations() {
     let server = redis_or_skip!("the_script_agrees_with_the_memory_store_on_random_operations");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let clock = ManualClock::new();
-    let prefix = unique_prefix("agree");
-    let backend = runtime.block_on(backend_on(&server, &prefix, &clock));
-    let config = Config {
-        cases: 96,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/redis.txt",
-        ))),
-        ..Config::default()
-    };
-    let case = std::sync::atomic::AtomicU64::new(0);
-    let mut runner = TestRunner::new(config);
-    runner
-        .run(
-            &(
-                limits_strategy(),
-                prop_oneof![Just(Start::Probe), Just(Start::Full)],
-                proptest::collection::vec(op_strategy(), 1..40),
-            ),
-            |(limits, start, ops)| {
-                // A fresh key per case; the shared clock only moves forward.
-                let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let lane = lane_key(&format!("case{n}"));
-                runtime.block_on(run_both(&backend, &clock, &lane, limits, start, &ops, 0));
-                Ok(())
-            },
-        )
-        .unwrap();
-    // The clock really moved, so refills were exercised.
-    assert!(clock.now() > SEC);
+    let ops = ops(
+        limits_strategy(),
+        6_000,
+        3_000,
+        observation_strategy(2_500),
+        observation_strategy(60_000),
+    );
+    agree(
+        &server,
+        "agree",
+        96,
+        case_strategy(limits_strategy(), ops),
+        0,
+    );
 }
 
 /// Realistic limits: 500–30,000 RPM and 340k–9M TPM (Groq's to OpenAI's
@@ -280,34 +326,22 @@ fn realistic_limits_strategy() -> impl Strategy<Value = Limits> {
         })
 }
 
-fn realistic_op_strategy() -> impl Strategy<Value = Op> {
-    let observation = |max: u64| {
-        proptest::option::weighted(
-            0.7,
-            (
-                proptest::option::of(1..=max),
-                proptest::option::of(0..=max),
-                proptest::option::weighted(0.3, 0u64..=60_000),
-            )
-                .prop_map(|(limit, remaining, reset_ms)| WindowObservation {
-                    window: Window::Minute,
-                    limit,
-                    remaining,
-                    reset: reset_ms.map(Duration::from_millis),
-                }),
+/// A minute window's observation, with values up to `max`.
+fn minute_observation(max: u64) -> impl Strategy<Value = Option<WindowObservation>> {
+    proptest::option::weighted(
+        0.7,
+        (
+            proptest::option::of(1..=max),
+            proptest::option::of(0..=max),
+            proptest::option::weighted(0.3, 0u64..=60_000),
         )
-    };
-    prop_oneof![
-        3 => (1u64..=20_000_000).prop_map(Op::Advance),
-        4 => (0u64..=100_000).prop_map(Op::Acquire),
-        1 => (0u64..=3, 0u64..=50_000).prop_map(|(r, t)| Op::Charge(r, t)),
-        1 => (0u64..=3, 0u64..=50_000).prop_map(|(r, t)| Op::Refund(r, t)),
-        1 => (0u64..=30_000).prop_map(Op::Pause),
-        3 => (any::<usize>(), observation(30_000), observation(9_000_000))
-            .prop_map(|(i, requests, tokens)| Op::Correct(i, Feedback { requests, tokens })),
-        1 => realistic_limits_strategy().prop_map(Op::SetLimits),
-        1 => Just(Op::State),
-    ]
+            .prop_map(|(limit, remaining, reset_ms)| WindowObservation {
+                window: Window::Minute,
+                limit,
+                remaining,
+                reset: reset_ms.map(Duration::from_millis),
+            }),
+    )
 }
 
 /// Above 2^53 scaled units the script's doubles round (tens of scaled units,
@@ -320,38 +354,20 @@ fn realistic_op_strategy() -> impl Strategy<Value = Op> {
 #[test]
 fn the_script_agrees_with_the_memory_store_at_realistic_limits() {
     let server = redis_or_skip!("the_script_agrees_with_the_memory_store_at_realistic_limits");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let clock = ManualClock::new();
-    let prefix = unique_prefix("agree-big");
-    let backend = runtime.block_on(backend_on(&server, &prefix, &clock));
-    let config = Config {
-        cases: 64,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/redis.txt",
-        ))),
-        ..Config::default()
-    };
-    let case = std::sync::atomic::AtomicU64::new(0);
-    let mut runner = TestRunner::new(config);
-    runner
-        .run(
-            &(
-                realistic_limits_strategy(),
-                prop_oneof![Just(Start::Probe), Just(Start::Full)],
-                proptest::collection::vec(realistic_op_strategy(), 1..40),
-            ),
-            |(limits, start, ops)| {
-                let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let lane = lane_key(&format!("big{n}"));
-                runtime.block_on(run_both(&backend, &clock, &lane, limits, start, &ops, 1));
-                Ok(())
-            },
-        )
-        .unwrap();
-    assert!(clock.now() > SEC);
+    let ops = ops(
+        realistic_limits_strategy(),
+        100_000,
+        50_000,
+        minute_observation(30_000),
+        minute_observation(9_000_000),
+    );
+    agree(
+        &server,
+        "agree-big",
+        64,
+        case_strategy(realistic_limits_strategy(), ops),
+        1,
+    );
 }
 
 /// Limits at the edge of exactness: per-minute capacities of 100,000 up to
@@ -373,59 +389,23 @@ fn bound_limits_strategy() -> impl Strategy<Value = Limits> {
         })
 }
 
-fn bound_op_strategy() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (1u64..=20_000_000).prop_map(Op::Advance),
-        4 => (0u64..=MINUTE_EXACT_MAX).prop_map(Op::Acquire),
-        1 => (0u64..=3, 0u64..=50_000).prop_map(|(r, t)| Op::Charge(r, t)),
-        1 => (0u64..=3, 0u64..=50_000).prop_map(|(r, t)| Op::Refund(r, t)),
-        1 => (0u64..=30_000).prop_map(Op::Pause),
-        3 => (
-            any::<usize>(),
-            observation_strategy(MINUTE_EXACT_MAX),
-            observation_strategy(MINUTE_EXACT_MAX)
-        )
-            .prop_map(|(i, requests, tokens)| Op::Correct(i, Feedback { requests, tokens })),
-        1 => bound_limits_strategy().prop_map(Op::SetLimits),
-        1 => Just(Op::State),
-    ]
-}
-
 /// Up to the 2^53 bound the script is exact: the two agree on everything
 /// with no slack at all, at the largest capacities that stay exact.
 #[test]
 fn the_script_agrees_exactly_up_to_the_2_53_bound() {
     let server = redis_or_skip!("the_script_agrees_exactly_up_to_the_2_53_bound");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let clock = ManualClock::new();
-    let prefix = unique_prefix("agree-edge");
-    let backend = runtime.block_on(backend_on(&server, &prefix, &clock));
-    let config = Config {
-        cases: 96,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/redis.txt",
-        ))),
-        ..Config::default()
-    };
-    let case = std::sync::atomic::AtomicU64::new(0);
-    let mut runner = TestRunner::new(config);
-    runner
-        .run(
-            &(
-                bound_limits_strategy(),
-                prop_oneof![Just(Start::Probe), Just(Start::Full)],
-                proptest::collection::vec(bound_op_strategy(), 1..40),
-            ),
-            |(limits, start, ops)| {
-                let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let lane = lane_key(&format!("edge{n}"));
-                runtime.block_on(run_both(&backend, &clock, &lane, limits, start, &ops, 0));
-                Ok(())
-            },
-        )
-        .unwrap();
-    assert!(clock.now() > SEC);
+    let ops = ops(
+        bound_limits_strategy(),
+        MINUTE_EXACT_MAX,
+        50_000,
+        observation_strategy(MINUTE_EXACT_MAX),
+        observation_strategy(MINUTE_EXACT_MAX),
+    );
+    agree(
+        &server,
+        "agree-edge",
+        96,
+        case_strategy(bound_limits_strategy(), ops),
+        0,
+    );
 }
