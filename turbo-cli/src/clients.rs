@@ -165,7 +165,7 @@ pub fn build(
                     continue;
                 }
                 let config = SimulatedConfig {
-                    provider: kind(provider),
+                    provider: provider.kind(),
                     latency: if latency.is_zero() {
                         LatencyModel::Zero
                     } else {
@@ -207,7 +207,7 @@ pub fn build(
                     }
                     std::env::var(name).ok()
                 };
-                match ClientConfig::from_env_with(kind(provider), lookup) {
+                match ClientConfig::from_env_with(provider.kind(), lookup) {
                     Ok(config) => configs.push((
                         i,
                         provider,
@@ -271,13 +271,6 @@ fn set(clients: &mut Clients, provider: Provider, client: Arc<dyn ChatClient>) {
     match provider {
         Provider::OpenAi => clients.openai = Some(client),
         Provider::Groq => clients.groq = Some(client),
-    }
-}
-
-fn kind(provider: Provider) -> ProviderKind {
-    match provider {
-        Provider::OpenAi => ProviderKind::OpenAi,
-        Provider::Groq => ProviderKind::Groq,
     }
 }
 
