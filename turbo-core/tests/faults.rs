@@ -327,14 +327,17 @@ impl StoreBackend for FlakyBackend {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
-    let down = Arc::new(AtomicBool::new(true));
+/// An engine whose Groq lane's store fails with `error()` while `down` is
+/// set, and the count of requests its client sent.
+fn engine_on_flaky_store(
+    error: fn() -> StoreError,
+    down: Arc<AtomicBool>,
+) -> (TurboRun, Arc<AtomicU32>) {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let backend = FlakyBackend {
         memory: MemoryBackend::new(clock.clone()),
-        down: down.clone(),
-        error: unreachable_store,
+        down,
+        error,
     };
     let sent = Arc::new(AtomicU32::new(0));
     let counted = sent.clone();
@@ -355,6 +358,13 @@ async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
         )
         .build()
         .unwrap();
+    (engine, sent)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
+    let down = Arc::new(AtomicBool::new(true));
+    let (engine, sent) = engine_on_flaky_store(unreachable_store, down.clone());
     let ids: Vec<NodeId> = (0..3)
         .map(|i| push(&engine, WorkNode::for_groq(request(&format!("n{i}"))), &[]))
         .collect();
@@ -380,31 +390,7 @@ async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_that_rejects_the_step_fails_the_node_with_its_error() {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-    let backend = FlakyBackend {
-        memory: MemoryBackend::new(clock.clone()),
-        down: Arc::new(AtomicBool::new(true)),
-        error: rejecting_store,
-    };
-    let sent = Arc::new(AtomicU32::new(0));
-    let counted = sent.clone();
-    let provider = SimulatedProvider::instant(ProviderKind::Groq).with_failure_hook(move |_, _| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        None
-    });
-    let engine = TurboRun::builder()
-        .groq(Arc::new(provider))
-        .limits(
-            Provider::Groq,
-            Limits::try_per_minute(600, 1_000_000).unwrap(),
-        )
-        .rate_limiter(
-            RateLimiter::builder()
-                .clock(clock)
-                .backend(Arc::new(backend)),
-        )
-        .build()
-        .unwrap();
+    let (engine, sent) = engine_on_flaky_store(rejecting_store, Arc::new(AtomicBool::new(true)));
     let id = push(&engine, WorkNode::for_groq(request("n")), &[]);
     // Waiting would not help: the node fails at once, with the store's error.
     let result = tokio::time::timeout(Duration::from_secs(1), engine.wait_for(id))
