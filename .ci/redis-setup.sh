@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure redis-server is on PATH for the Redis store's tests
-# (turbo-ratelimit/tests/redis.rs starts its own servers on free loopback
+# (turbo-ratelimit/tests/redis/ starts its own servers on free loopback
 # ports; nothing is left running). Installs Debian's package when missing.
 set -euo pipefail
 

@@ -63,7 +63,13 @@ pub enum ClientError {
         missing: Vec<MissingKey>,
     },
     /// A bad base URL or configuration.
-    Config(String),
+    Config {
+        /// The provider whose client could not be built, when it is one
+        /// provider's (not the shared HTTP client).
+        provider: Option<Provider>,
+        /// The client's own error.
+        source: ProviderError,
+    },
 }
 
 impl std::fmt::Display for MissingKey {
@@ -105,12 +111,26 @@ impl std::fmt::Display for ClientError {
                     "; to try without a key or network, run with --provider mock"
                 )
             }
-            ClientError::Config(message) => f.write_str(message),
+            ClientError::Config {
+                provider: Some(provider),
+                source,
+            } => write!(f, "{provider}: {source}"),
+            ClientError::Config {
+                provider: None,
+                source,
+            } => write!(f, "{source}"),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::MissingKey { .. } => None,
+            ClientError::Config { source, .. } => Some(source),
+        }
+    }
+}
 
 /// One client per provider the run needs (by index: OpenAI, Groq).
 pub struct Clients {
@@ -145,7 +165,7 @@ pub fn build(
                     continue;
                 }
                 let config = SimulatedConfig {
-                    provider: kind(provider),
+                    provider: provider.kind(),
                     latency: if latency.is_zero() {
                         LatencyModel::Zero
                     } else {
@@ -157,8 +177,11 @@ pub fn build(
                     failure_rate: *error_rate,
                     ..SimulatedConfig::default()
                 };
-                let client = SimulatedProvider::new(config)
-                    .map_err(|error| ClientError::Config(error.to_string()))?;
+                let client =
+                    SimulatedProvider::new(config).map_err(|source| ClientError::Config {
+                        provider: Some(provider),
+                        source,
+                    })?;
                 set(&mut clients, provider, Arc::new(client));
             }
         }
@@ -184,7 +207,7 @@ pub fn build(
                     }
                     std::env::var(name).ok()
                 };
-                match ClientConfig::from_env_with(kind(provider), lookup) {
+                match ClientConfig::from_env_with(provider.kind(), lookup) {
                     Ok(config) => configs.push((
                         i,
                         provider,
@@ -201,7 +224,10 @@ pub fn build(
                         is_default,
                     }),
                     Err(other) => {
-                        return Err(ClientError::Config(format!("{provider}: {other}")));
+                        return Err(ClientError::Config {
+                            provider: Some(provider),
+                            source: other,
+                        });
                     }
                 }
             }
@@ -211,12 +237,18 @@ pub fn build(
             if configs.is_empty() {
                 return Ok(clients);
             }
-            let http =
-                default_http_client().map_err(|error| ClientError::Config(error.to_string()))?;
+            let http = default_http_client().map_err(|source| ClientError::Config {
+                provider: None,
+                source,
+            })?;
             for (i, provider, config) in configs {
                 let base = config.base_url().to_owned();
-                let client = OpenAiCompatClient::new(http.clone(), config)
-                    .map_err(|error| ClientError::Config(format!("{provider}: {error}")))?;
+                let client = OpenAiCompatClient::new(http.clone(), config).map_err(|source| {
+                    ClientError::Config {
+                        provider: Some(provider),
+                        source,
+                    }
+                })?;
                 let client: Arc<dyn ChatClient> = if learned[i] {
                     Arc::new(HeaderWatch {
                         inner: client,
@@ -239,13 +271,6 @@ fn set(clients: &mut Clients, provider: Provider, client: Arc<dyn ChatClient>) {
     match provider {
         Provider::OpenAi => clients.openai = Some(client),
         Provider::Groq => clients.groq = Some(client),
-    }
-}
-
-fn kind(provider: Provider) -> ProviderKind {
-    match provider {
-        Provider::OpenAi => ProviderKind::OpenAi,
-        Provider::Groq => ProviderKind::Groq,
     }
 }
 

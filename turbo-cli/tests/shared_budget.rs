@@ -5,24 +5,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
-// The redis-server launcher of turbo-ratelimit's Redis tests (TURBO_REDIS_URL,
-// else a server of our own on a free loopback port, else a visible skip).
-#[path = "../../turbo-ratelimit/tests/redis_util/server.rs"]
-mod redis_util;
 
 use std::num::NonZeroU64;
 use std::time::Duration;
 
 use serde_json::Value;
 use turbo_providers::LatencyModel;
+// TURBO_REDIS_URL, else a server of our own on a free loopback port, else a
+// visible skip.
 use turbo_providers::mock_server::{MockServer, MockServerConfig};
+use turbo_test_support::redis::RedisServer;
 use util::{by_id, finish, line, results, run_args, temp_dir, turbo_run, write_lines};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_one_budget_without_429s() {
-    let Some(redis) =
-        redis_util::RedisServer::start("three_processes_share_one_budget_without_429s")
-    else {
+    let Some(redis) = RedisServer::start("three_processes_share_one_budget_without_429s") else {
         return;
     };
     // 240 requests a minute: the bucket holds 240 and refills 4 a second.
@@ -105,9 +102,7 @@ async fn three_processes_share_one_budget_without_429s() {
 /// on stderr) instead of failing lines, then completes every line once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_is_waited_out_and_no_line_fails() {
-    let Some(mut redis) =
-        redis_util::RedisServer::own("a_redis_outage_is_waited_out_and_no_line_fails")
-    else {
+    let Some(mut redis) = RedisServer::own("a_redis_outage_is_waited_out_and_no_line_fails") else {
         return;
     };
     let server = util::EchoServer::start(Duration::from_millis(20)).await;

@@ -139,7 +139,7 @@ mod file {
         },
         /// A global subscriber is already installed.
         #[error("a global tracing subscriber is already installed")]
-        AlreadyInstalled,
+        AlreadyInstalled(#[source] tracing::subscriber::SetGlobalDefaultError),
     }
 
     /// Installs a global `tracing` subscriber that appends to `path` (use
@@ -158,7 +158,7 @@ mod file {
             .with_ansi(false)
             .with_writer(writer)
             .finish();
-        tracing::subscriber::set_global_default(subscriber).map_err(|_| LogError::AlreadyInstalled)
+        tracing::subscriber::set_global_default(subscriber).map_err(LogError::AlreadyInstalled)
     }
 
     /// The filter used by [`init_file_logging`]: `RUST_LOG` if set, else a level

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use turbo_providers::ChatRequest;
+use turbo_providers::{ChatRequest, ProviderKind};
 use turbo_retry::RetryConfig;
 
 use crate::context::WorkContext;
@@ -60,12 +60,18 @@ impl Provider {
     /// Both providers.
     pub const ALL: [Provider; 2] = [Provider::Groq, Provider::OpenAi];
 
+    /// The client-side kind of this provider; its name and parsing are this
+    /// provider's too.
+    pub const fn kind(self) -> ProviderKind {
+        match self {
+            Provider::Groq => ProviderKind::Groq,
+            Provider::OpenAi => ProviderKind::OpenAi,
+        }
+    }
+
     /// Lower-case name, used as the rate-limit lane name: `"groq"`, `"openai"`.
     pub const fn name(self) -> &'static str {
-        match self {
-            Provider::Groq => "groq",
-            Provider::OpenAi => "openai",
-        }
+        self.kind().name()
     }
 }
 
@@ -84,9 +90,10 @@ impl FromStr for Provider {
     type Err = UnknownProvider;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "groq" => Ok(Provider::Groq),
-            "openai" => Ok(Provider::OpenAi),
+        match text.parse::<ProviderKind>() {
+            Ok(ProviderKind::Groq) => Ok(Provider::Groq),
+            Ok(ProviderKind::OpenAi) => Ok(Provider::OpenAi),
+            // `custom` is a client kind, not an engine provider.
             _ => Err(UnknownProvider(text.to_owned())),
         }
     }
@@ -305,6 +312,10 @@ mod tests {
         assert_eq!("OpenAI".parse::<Provider>(), Ok(Provider::OpenAi));
         assert_eq!("groq".parse::<Provider>(), Ok(Provider::Groq));
         assert!("mistral".parse::<Provider>().is_err());
+        assert!("custom".parse::<Provider>().is_err());
+        for provider in Provider::ALL {
+            assert_eq!(provider.to_string().parse::<Provider>(), Ok(provider));
+        }
         assert_eq!(Provider::OpenAi.to_string(), "openai");
     }
 }

@@ -110,11 +110,16 @@ pub enum WorkError {
         axis: turbo_ratelimit::Axis,
     },
     /// The rate-limit store failed in a way waiting cannot fix.
-    #[error("rate-limit store error: {message}")]
+    #[error("rate-limit store error: {source}")]
     Budget {
-        /// What went wrong.
-        message: String,
+        /// The store's own error, kept whole.
+        #[source]
+        source: ErrorSource<turbo_ratelimit::StoreError>,
     },
+    /// The rate limiter was closed before the node could reserve budget (the
+    /// engine is going away).
+    #[error("the rate limiter is closed")]
+    LimiterClosed,
     /// The attempt did not end within the engine's attempt timeout
     /// ([`crate::TurboRunBuilder::attempt_timeout`]). Retryable.
     #[error("the attempt timed out after {after:?}")]
@@ -147,31 +152,40 @@ pub enum WorkError {
     },
 }
 
-/// A work function's own error, shared by every waiter of the node: the
-/// `source` of [`WorkError::Custom`], so that its chain is not lost. Two are
-/// equal when they are the same error (one allocation).
-#[derive(Clone)]
-pub struct ErrorSource(pub Arc<dyn std::error::Error + Send + Sync + 'static>);
+/// An error kept whole as the `source` of a [`WorkError`] and shared by
+/// every waiter of the node (a [`WorkError`] is `Clone`, most errors are
+/// not): a work function's own error in [`WorkError::Custom`] (any type), the
+/// store's [`turbo_ratelimit::StoreError`] in [`WorkError::Budget`]. It
+/// displays as the error itself and passes its chain on. Two are equal when
+/// they are the same error (one allocation).
+pub struct ErrorSource<E: ?Sized = dyn std::error::Error + Send + Sync + 'static>(pub Arc<E>);
 
-impl PartialEq for ErrorSource {
+// Not derived: a derive would ask `E: Clone`, and sharing is the point.
+impl<E: ?Sized> Clone for ErrorSource<E> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<E: ?Sized> PartialEq for ErrorSource<E> {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl std::fmt::Debug for ErrorSource {
+impl<E: std::fmt::Debug + ?Sized> std::fmt::Debug for ErrorSource<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&self.0, f)
     }
 }
 
-impl std::fmt::Display for ErrorSource {
+impl<E: std::fmt::Display + ?Sized> std::fmt::Display for ErrorSource<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&self.0, f)
     }
 }
 
-impl std::error::Error for ErrorSource {
+impl<E: std::error::Error + ?Sized> std::error::Error for ErrorSource<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
@@ -233,6 +247,7 @@ impl WorkError {
             WorkError::NoClient { .. } => "no_client",
             WorkError::NeverFits { .. } => "exceeds_rate_limit",
             WorkError::Budget { .. } => "rate_limit_store",
+            WorkError::LimiterClosed => "rate_limiter_closed",
             WorkError::TimedOut { .. } => "timeout",
             WorkError::RateLimitDeadline { .. } => "rate_limit_exceeded",
             WorkError::DependencyReleased { .. } => "dependency_released",
@@ -249,6 +264,7 @@ impl Retryable for WorkError {
             WorkError::Panicked { .. }
             | WorkError::NoClient { .. }
             | WorkError::NeverFits { .. }
+            | WorkError::LimiterClosed
             | WorkError::RateLimitDeadline { .. }
             | WorkError::DependencyReleased { .. } => false,
         }
@@ -382,6 +398,30 @@ mod tests {
         assert_eq!(source.to_string(), "bad bytes");
         assert!(!error.is_retryable());
         assert_eq!(error.clone(), error, "a clone is the same error");
+    }
+
+    #[test]
+    fn a_store_error_stays_typed_behind_a_budget_failure() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let store = turbo_ratelimit::StoreError::Unavailable(Box::new(io));
+        let error = WorkError::Budget {
+            source: ErrorSource(Arc::new(store)),
+        };
+        assert_eq!(error.code(), "rate_limit_store");
+        let WorkError::Budget { source } = &error else {
+            unreachable!()
+        };
+        assert!(matches!(
+            *source.0,
+            turbo_ratelimit::StoreError::Unavailable(_)
+        ));
+        // The chain goes on to the store's own cause.
+        let cause = std::error::Error::source(&error)
+            .and_then(std::error::Error::source)
+            .expect("the store's cause");
+        assert_eq!(cause.to_string(), "refused");
+        assert_eq!(WorkError::LimiterClosed.code(), "rate_limiter_closed");
+        assert!(!WorkError::LimiterClosed.is_retryable());
     }
 
     #[test]

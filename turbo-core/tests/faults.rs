@@ -258,16 +258,26 @@ async fn a_hung_attempt_times_out_and_is_retried() {
     engine.shutdown().await;
 }
 
-/// A bucket store that fails every operation while `down` is set.
+/// A bucket store that fails every operation with `error()` while `down` is
+/// set.
 struct Flaky {
     inner: Arc<dyn BucketStore>,
     down: Arc<AtomicBool>,
+    error: fn() -> StoreError,
+}
+
+fn unreachable_store() -> StoreError {
+    StoreError::Unavailable("connection refused (test)".into())
+}
+
+fn rejecting_store() -> StoreError {
+    StoreError::Rejected("WRONGTYPE key holds the wrong kind of value (test)".into())
 }
 
 impl Flaky {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("connection refused (test)".into()));
+            return Err((self.error)());
         }
         Ok(())
     }
@@ -304,6 +314,7 @@ impl BucketStore for Flaky {
 struct FlakyBackend {
     memory: MemoryBackend,
     down: Arc<AtomicBool>,
+    error: fn() -> StoreError,
 }
 
 impl StoreBackend for FlakyBackend {
@@ -311,17 +322,22 @@ impl StoreBackend for FlakyBackend {
         Arc::new(Flaky {
             inner: self.memory.open(lane, limits),
             down: self.down.clone(),
+            error: self.error,
         })
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
-    let down = Arc::new(AtomicBool::new(true));
+/// An engine whose Groq lane's store fails with `error()` while `down` is
+/// set, and the count of requests its client sent.
+fn engine_on_flaky_store(
+    error: fn() -> StoreError,
+    down: Arc<AtomicBool>,
+) -> (TurboRun, Arc<AtomicU32>) {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let backend = FlakyBackend {
         memory: MemoryBackend::new(clock.clone()),
-        down: down.clone(),
+        down,
+        error,
     };
     let sent = Arc::new(AtomicU32::new(0));
     let counted = sent.clone();
@@ -342,6 +358,13 @@ async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
         )
         .build()
         .unwrap();
+    (engine, sent)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
+    let down = Arc::new(AtomicBool::new(true));
+    let (engine, sent) = engine_on_flaky_store(unreachable_store, down.clone());
     let ids: Vec<NodeId> = (0..3)
         .map(|i| push(&engine, WorkNode::for_groq(request(&format!("n{i}"))), &[]))
         .collect();
@@ -361,6 +384,27 @@ async fn a_store_outage_is_waited_out_and_nothing_is_sent_meanwhile() {
         assert!(engine.wait_for(id).await.is_ok());
     }
     assert_eq!(sent.load(Ordering::SeqCst), 3);
+    assert!(engine.stats().await.lanes[0].store_outage.is_none());
+    engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_rejects_the_step_fails_the_node_with_its_error() {
+    let (engine, sent) = engine_on_flaky_store(rejecting_store, Arc::new(AtomicBool::new(true)));
+    let id = push(&engine, WorkNode::for_groq(request("n")), &[]);
+    // Waiting would not help: the node fails at once, with the store's error.
+    let result = tokio::time::timeout(Duration::from_secs(1), engine.wait_for(id))
+        .await
+        .expect("no waiting on a store that answers");
+    let Err(NodeError::Failed {
+        error: WorkError::Budget { source },
+        attempts: 0,
+    }) = &result
+    else {
+        panic!("{result:?}")
+    };
+    assert!(matches!(*source.0, StoreError::Rejected(_)), "{source:?}");
+    assert_eq!(sent.load(Ordering::SeqCst), 0, "sent without a budget");
     assert!(engine.stats().await.lanes[0].store_outage.is_none());
     engine.shutdown().await;
 }

@@ -1,5 +1,9 @@
 //! End to end over real HTTP on loopback: the engine against the
 //! rate-limited mock server, with the client's limits equal to the server's.
+//!
+//! Both run on one runtime with tokio's clock paused: the server's buckets
+//! (on tokio's clock) and the client's refill waits advance together, and a
+//! wait on the refill costs no wall time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::num::NonZeroU64;
@@ -9,11 +13,12 @@ use turbo_core::{ChatMessage, ChatRequest, Concurrency, Limits, Provider, TurboR
 use turbo_providers::mock_server::{MockServer, MockServerConfig};
 use turbo_providers::{ClientConfig, OpenAiCompatClient, ProviderKind};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn limits_hold_against_the_mock_server_without_a_single_429() {
     // 12,000 tokens/min: the bucket starts full and refills 200 tokens/s.
-    // 230 requests of ~60 tokens need ~13,800 tokens, so about 9 s of the
-    // run waits on the refill: the limiter, not luck, must keep 429s away.
+    // 230 requests of ~60 tokens need ~13,800 tokens, so about 9 s (of
+    // paused time) the run waits on the refill: the limiter, not luck, must
+    // keep 429s away.
     let server = MockServer::start(
         MockServerConfig::default()
             .with_rpm(NonZeroU64::new(10_000).unwrap())
@@ -57,7 +62,7 @@ async fn limits_hold_against_the_mock_server_without_a_single_429() {
                 .unwrap(),
         );
     }
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let results = engine.wait_for_all(&ids).await;
     for result in &results {
         assert!(result.is_ok(), "{result:?}");
@@ -80,6 +85,15 @@ async fn limits_hold_against_the_mock_server_without_a_single_429() {
     assert!(
         stats.tokens_charged > 12_000,
         "the run must exceed the initial bucket"
+    );
+    // And it waited on the refill for what the excess needs (on the paused
+    // clock, so this costs no wall time).
+    let refill = std::time::Duration::from_millis((stats.tokens_charged - 12_000) * 1000 / 200);
+    assert!(
+        started.elapsed() >= refill.mul_f64(0.9),
+        "{:?} for {} tokens",
+        started.elapsed(),
+        stats.tokens_charged
     );
     let engine_stats = engine.stats().await;
     eprintln!(

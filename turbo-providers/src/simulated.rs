@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::json;
 
 use crate::client::{ChatClient, ProviderKind};
@@ -234,15 +234,18 @@ impl ChatClient for SimulatedProvider {
 /// An RNG for models that never draw (zero and fixed latency).
 struct NoRng;
 
-impl rand::RngCore for NoRng {
-    fn next_u32(&mut self) -> u32 {
-        0
+impl rand::TryRng for NoRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(0)
     }
-    fn next_u64(&mut self) -> u64 {
-        0
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(0)
     }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
         dest.fill(0);
+        Ok(())
     }
 }
 

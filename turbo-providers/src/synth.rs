@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 use turbo_tokens::{DefaultOutput, Estimate, TiktokenCounter, estimate_from_prompt};
 

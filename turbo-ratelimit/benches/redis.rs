@@ -11,14 +11,13 @@
 //!   estimate needs no store step: one round trip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/redis_util/mod.rs"]
-mod redis_util;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use turbo_ratelimit::{Lane, LaneConfig, Limits, RateLimiter, RedisBackend, SettlePolicy};
+use turbo_test_support::percentile;
+use turbo_test_support::redis::{RedisServer, unique_prefix};
 
 /// Limits that never make anyone wait: the bench times the store, not the buckets.
 fn limits() -> Limits {
@@ -26,7 +25,7 @@ fn limits() -> Limits {
 }
 
 async fn lane(url: &str, policy: SettlePolicy) -> Lane {
-    let prefix = redis_util::unique_prefix("bench");
+    let prefix = unique_prefix("bench");
     let backend = RedisBackend::builder(url)
         .prefix(prefix)
         .connect()
@@ -44,11 +43,6 @@ async fn lane(url: &str, policy: SettlePolicy) -> Lane {
 async fn round_trip(lane: &Lane) {
     let reservation = lane.acquire(100).await.unwrap();
     reservation.settle(60).await.unwrap();
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 fn tail(runtime: &tokio::runtime::Runtime, name: &str, lane: &Lane, calls: usize) {
@@ -74,7 +68,7 @@ fn tail(runtime: &tokio::runtime::Runtime, name: &str, lane: &Lane, calls: usize
 }
 
 fn main() {
-    let Some(server) = redis_util::RedisServer::start("benches/redis") else {
+    let Some(server) = RedisServer::start("benches/redis") else {
         return;
     };
     let quick = std::env::args().any(|a| a == "--quick");

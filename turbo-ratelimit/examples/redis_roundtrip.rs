@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use turbo_ratelimit::{
     Lane, LaneConfig, Limits, RateLimiter, RedisBackend, SettlePolicy, TryAcquireError,
 };
+use turbo_test_support::percentile;
 
 /// What one cycle reserves and then reports as used (below the estimate).
 const ESTIMATE: u64 = 100;
@@ -107,12 +108,6 @@ async fn cycle(lane: &Lane) -> Result<(), String> {
         Err(error) => return Err(error.to_string()),
     };
     reservation.settle(USED).await.map_err(|e| e.to_string())
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1));
-    sorted.get(rank - 1).copied().unwrap_or_default()
 }
 
 fn micros(duration: Duration) -> f64 {

@@ -67,6 +67,10 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// The store refused the step for good (a remote store's script error,
+    /// a key of the wrong type...): trying again will not help.
+    #[error("bucket store rejected the step: {0}")]
+    Rejected(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// Why [`crate::Lane::acquire`] failed.

@@ -99,7 +99,9 @@ pub use lane::Lane;
 pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryBackend, MemoryStore};
 #[cfg(feature = "redis")]
-pub use redis_store::{FallbackTooSmall, RedisBackend, RedisBackendBuilder, RedisUnavailable};
+pub use redis_store::{
+    FallbackTooSmall, NoAnswer, RedisBackend, RedisBackendBuilder, RedisUnavailable,
+};
 pub use reservation::{Reservation, Ticket};
 pub use stats::{HISTORY_MINUTES, LaneStats, LimitSource, MinuteUsage, Totals, Usage};
 #[cfg(any(test, feature = "test-support"))]

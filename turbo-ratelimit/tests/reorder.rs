@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use turbo_ratelimit::math::LaneBuckets;
 use turbo_ratelimit::{AcquireOutcome, AcquireRequest, Axis, Feedback, Window, WindowObservation};
 use util::per_minute;

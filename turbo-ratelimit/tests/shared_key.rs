@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use turbo_ratelimit::math::LaneBuckets;
 use turbo_ratelimit::{
     AcquireOutcome, AcquireRequest, Axis, Clock, Feedback, LaneConfig, RateLimiter, TokioClock,

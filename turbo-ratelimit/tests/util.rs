@@ -118,7 +118,7 @@ pub mod sim {
     use std::time::Duration;
 
     use rand::rngs::SmallRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use turbo_ratelimit::math::{LaneBuckets, window_ns};
     use turbo_ratelimit::{
         AcquireOutcome, AcquireRequest, Adjustment, Axis, Feedback, Grant, Limits, Start, Window,

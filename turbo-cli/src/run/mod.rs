@@ -443,7 +443,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             eprintln!("turbo-run: {error}");
             return Ok(Outcome::BadInput);
         }
-        Err(ClientError::Config(message)) => return Err(UsageError(message).into()),
+        // The command line's mistake, shown with its cause's text.
+        Err(error @ ClientError::Config { .. }) => {
+            return Err(UsageError(error.to_string()).into());
+        }
     };
 
     if todo > 0 {

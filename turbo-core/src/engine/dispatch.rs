@@ -171,7 +171,10 @@ impl Shared {
 
     /// Reserves budget, waiting out bucket-store outages: a store that cannot
     /// be reached means waiting (with backoff, announced once per outage),
-    /// never a failed node and never a request sent without a budget.
+    /// never a failed node and never a request sent without a budget. A store
+    /// that answers but refuses the step or returns nonsense (a script error,
+    /// a key of the wrong type) will not get better by waiting: that error is
+    /// returned, and fails the node with [`WorkError::Budget`].
     pub(super) async fn acquire_through_outages(
         &self,
         lane: &LaneRuntime,
@@ -180,7 +183,7 @@ impl Shared {
         let mut delay = STORE_RETRY_FIRST;
         loop {
             match budget::acquire(&lane.budget, tokens).await {
-                Err(BudgetError::Store(error)) => {
+                Err(BudgetError::Store(error @ turbo_ratelimit::StoreError::Unavailable(_))) => {
                     lane.store_failed(&self.span, &error);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(STORE_RETRY_MAX);

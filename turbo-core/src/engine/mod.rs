@@ -79,7 +79,7 @@ use crate::builder::{Concurrency, TurboRunBuilder};
 use crate::context::{Clients, Dependency};
 use crate::node::{NodeId, Provider, RetryPolicy, WorkFn, WorkNode};
 use crate::placeholders::fill_placeholders;
-use crate::result::{NodeError, NodeStatus, RunResult, WorkError};
+use crate::result::{ErrorSource, NodeError, NodeStatus, RunResult, WorkError};
 use crate::stats::{Counters, EngineStats, LaneStats};
 
 /// Errors from pushing a node.
@@ -446,7 +446,7 @@ impl Drop for Slot {
 /// The engine's 6-character instance id: lower-case letters and digits,
 /// each drawn uniformly.
 fn instance_id() -> String {
-    use rand::Rng;
+    use rand::RngExt;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..6)
@@ -732,10 +732,8 @@ fn budget_error(lane: &LaneRuntime, error: BudgetError) -> WorkError {
             axis,
         },
         BudgetError::Store(error) => WorkError::Budget {
-            message: error.to_string(),
+            source: ErrorSource(Arc::new(error)),
         },
-        BudgetError::Closed => WorkError::Budget {
-            message: "the rate limiter is closed".to_owned(),
-        },
+        BudgetError::Closed => WorkError::LimiterClosed,
     }
 }

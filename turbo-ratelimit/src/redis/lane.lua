@@ -24,8 +24,9 @@
 -- Numbers. Lua has only doubles. Levels are scaled exactly like math.rs:
 -- S = units * W with W the window in nanoseconds, so refills (rate * dt),
 -- charges, comparisons and the floors below are the same integer arithmetic,
--- exact while values stay below 2^53 (capacities up to ~150,000 units per
--- minute or ~100 per day); beyond that they are rounded to 53 bits, a
+-- exact while values stay within 2^53 (capacities up to 150,119 units per
+-- minute or 104 per day: tests/redis/agreement.rs checks the script against
+-- math.rs with no slack at that edge); beyond that they are rounded to 53 bits, a
 -- relative error of 1e-16 per step, with the same clamps and rounding
 -- directions (waits up, levels down). Values are stored with %.17g, so a
 -- save/load round trip is exact.

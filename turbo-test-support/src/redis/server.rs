@@ -1,5 +1,4 @@
-//! A real redis-server for tests and benchmarks (std only, so turbo-cli's
-//! process tests include this file too).
+//! A real redis-server for tests and benchmarks.
 //!
 //! How a test finds a server, in this order:
 //! 1. `TURBO_REDIS_URL` set: that server (shared; every test uses its own
@@ -14,7 +13,8 @@
 //! Tests that kill the server need one of their own, so they ignore
 //! `TURBO_REDIS_URL` and skip (or fail under `TURBO_REQUIRE_REDIS=1`) without
 //! the binary.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// Test support: a server that cannot be started fails the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -82,6 +82,7 @@ impl RedisServer {
         panic!("{test}: could not start redis-server: {last}");
     }
 
+    /// The server's `redis://` URL.
     pub fn url(&self) -> &str {
         &self.url
     }
