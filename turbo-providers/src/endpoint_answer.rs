@@ -18,6 +18,7 @@ const MAX_MOCK_DIMENSIONS: u32 = 4096;
 /// answers carry no `usage`; `usage` still says what was counted).
 pub(crate) struct Answer {
     pub body: Value,
+    #[cfg_attr(not(feature = "mock-server"), allow(dead_code))]
     pub usage: Usage,
 }
 
@@ -67,7 +68,18 @@ pub(crate) fn answer(request: &EndpointRequest, parts: &AnswerParts<'_>) -> Answ
             }
         }
         Endpoint::Moderations => {
-            let results: Vec<Value> = (0..request.input_pieces().len().max(1))
+            // One result per string input; parts make up one multimodal input.
+            let multimodal = request
+                .body()
+                .get("input")
+                .and_then(Value::as_array)
+                .is_some_and(|items| items.iter().any(Value::is_object));
+            let inputs = if multimodal {
+                1
+            } else {
+                request.input_pieces().len().max(1)
+            };
+            let results: Vec<Value> = (0..inputs)
                 .map(|_| {
                     json!({
                         "flagged": false,

@@ -157,6 +157,8 @@ impl<'de> Deserialize<'de> for EnvelopeKey {
     }
 }
 
+/// `usage` in any endpoint's shape (`prompt_tokens`/`completion_tokens`, or
+/// the Responses API's `input_tokens`/`output_tokens`).
 fn read_usage(usage: &Value) -> Option<Usage> {
     usage
         .is_object()
@@ -585,6 +587,10 @@ mod tests {
                     prompt_tokens: 2,
                     ..Usage::default()
                 }),
+            ),
+            (
+                r#"{"usage":{"input_tokens":3,"output_tokens":4,"total_tokens":7,"input_tokens_details":{"cached_tokens":0}}}"#,
+                Some(Usage::new(3, 4)),
             ),
             (
                 r#"{"u\u0073age":{"completion_tokens":5}}"#,
