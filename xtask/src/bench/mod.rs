@@ -3,6 +3,7 @@
 //! rate-limited scenario.
 
 mod capacity;
+mod embeddings;
 mod faults;
 mod math;
 mod process;
