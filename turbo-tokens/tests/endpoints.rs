@@ -91,12 +91,7 @@ fn every_reference_endpoint_case() {
                 )
             }
             "/v1/responses" => {
-                let prompt = responses_prompt_tokens(
-                    messages(body)
-                        .into_iter()
-                        .map(|(role, texts)| (role, texts)),
-                    count,
-                );
+                let prompt = responses_prompt_tokens(messages(body), count);
                 (
                     prompt,
                     responses_reservation(
