@@ -567,6 +567,45 @@ mod tests {
         assert_eq!(moderation.model(), DEFAULT_MODERATION_MODEL);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_valid_input_round_trips_and_counts_as_its_parts(
+            texts in proptest::collection::vec("\\PC{0,24}", 1..5),
+            extra in proptest::collection::btree_map("[a-z_]{1,10}", any_json(), 0..4),
+            endpoint in proptest::sample::select(vec![Endpoint::Embeddings, Endpoint::Completions, Endpoint::Moderations]),
+        ) {
+            let field = input_field(endpoint);
+            let mut body = serde_json::Map::new();
+            for (key, value) in extra {
+                if !["model", "stream", "input", "prompt", "max_tokens", "n", "best_of", "dimensions"].contains(&key.as_str()) {
+                    body.insert(key, value);
+                }
+            }
+            body.insert("model".into(), json!("text-embedding-3-small"));
+            body.insert(field.into(), json!(texts));
+            let body = Value::Object(body);
+            let request = EndpointRequest::new(endpoint, body.clone()).unwrap();
+            proptest::prop_assert_eq!(request.to_value(), body);
+            let counter = TiktokenCounter::new();
+            let expected: u32 = texts
+                .iter()
+                .map(|text| counter.count_text(turbo_tokens::Encoding::Cl100kBase, text) as u32)
+                .sum();
+            let estimate = request.estimate(&counter, DefaultOutput::Tokens(0));
+            proptest::prop_assert_eq!(estimate.prompt_tokens, expected);
+        }
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            Just(Value::Null),
+        ]
+    }
+
     #[test]
     fn unknown_fields_pass_through() {
         let body = json!({"model": "m", "input": "x", "user": "u-1", "encoding_format": "float", "dimensions": 8});
