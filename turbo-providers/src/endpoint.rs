@@ -18,8 +18,10 @@ use crate::endpoint_request::EndpointRequest;
 use crate::error::ProviderError;
 use crate::request::ChatRequest;
 
-/// One OpenAI-compatible endpoint a batch line may target.
+/// One OpenAI-compatible endpoint a batch line may target. Non-exhaustive:
+/// more endpoints (Anthropic's `/v1/messages`) are to join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// `/v1/chat/completions`.
     ChatCompletions,

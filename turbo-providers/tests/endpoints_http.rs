@@ -106,7 +106,7 @@ async fn every_endpoint_answers_in_its_shape_and_is_charged_by_its_formula() {
                 assert_eq!(response.usage(), None);
                 assert_eq!(estimate.output_reservation, 0);
             }
-            Endpoint::ChatCompletions => unreachable!(),
+            other => panic!("not a case: {other}"),
         }
     }
     let stats = server.stats();
