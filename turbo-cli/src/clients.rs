@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use turbo_core::{ChatClient, ChatRequest, ChatResponse, Provider, ProviderError};
+use turbo_core::{ChatClient, ChatRequest, ChatResponse, EndpointRequest, Provider, ProviderError};
 use turbo_providers::{
     ClientConfig, LatencyModel, OpenAiCompatClient, ProviderKind, SimulatedConfig,
     SimulatedProvider, default_http_client,
@@ -292,10 +292,8 @@ struct HeaderWatch {
     console: Arc<Console>,
 }
 
-#[async_trait]
-impl ChatClient for HeaderWatch {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let response = self.inner.chat(request).await?;
+impl HeaderWatch {
+    fn watch(&self, response: ChatResponse) -> ChatResponse {
         if response.rate_limit().is_empty() && !self.warned.swap(true, Ordering::Relaxed) {
             self.console.warn(&format!(
                 "{} at {} sends no x-ratelimit-* headers, so its limits cannot be learned and \
@@ -303,7 +301,21 @@ impl ChatClient for HeaderWatch {
                 self.provider, self.base_url
             ));
         }
-        Ok(response)
+        response
+    }
+}
+
+#[async_trait]
+impl ChatClient for HeaderWatch {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        Ok(self.watch(self.inner.chat(request).await?))
+    }
+
+    async fn send_endpoint(
+        &self,
+        request: &EndpointRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        Ok(self.watch(self.inner.send_endpoint(request).await?))
     }
 
     fn provider(&self) -> ProviderKind {

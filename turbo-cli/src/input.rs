@@ -14,11 +14,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use turbo_core::{ChatRequest, Provider, placeholder_keys};
+use turbo_core::{ApiRequest, ChatRequest, Endpoint, EndpointRequest, Provider, placeholder_keys};
 use turbo_graph::{BatchProblem, BuildIdHasher, DependencyGraph};
 
-/// The only endpoint a batch line may target.
-pub const CHAT_COMPLETIONS_URL: &str = "/v1/chat/completions";
+/// The endpoints a batch line may target, for messages.
+fn supported_urls() -> String {
+    Endpoint::ALL
+        .iter()
+        .map(|endpoint| format!("\"{}\"", endpoint.url()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// At most this many problems are printed; the rest are counted.
 const MAX_PRINTED_PROBLEMS: usize = 1000;
@@ -84,8 +90,8 @@ pub struct Entry {
     pub provider: Option<Provider>,
     /// Its `depends_on`, as written.
     pub depends_on: Vec<String>,
-    /// Its `body`.
-    pub request: ChatRequest,
+    /// Its `body`, for the endpoint its `url` names.
+    pub request: ApiRequest,
 }
 
 /// Parses one line. Every problem of the line is returned, not just the first.
@@ -115,16 +121,21 @@ pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
             short(other)
         )),
     }
-    match object.get("url") {
-        None => problems.push(format!(
-            "missing \"url\" (must be \"{CHAT_COMPLETIONS_URL}\")"
-        )),
-        Some(Value::String(url)) if url == CHAT_COMPLETIONS_URL => {}
-        Some(other) => problems.push(format!(
-            "\"url\" is {}; only \"{CHAT_COMPLETIONS_URL}\" is supported",
-            short(other)
-        )),
-    }
+    let endpoint = match object.get("url") {
+        None => {
+            problems.push(format!("missing \"url\" (one of {})", supported_urls()));
+            None
+        }
+        Some(Value::String(url)) if Endpoint::from_url(url).is_some() => Endpoint::from_url(url),
+        Some(other) => {
+            problems.push(format!(
+                "\"url\" is {}; supported: {}",
+                short(other),
+                supported_urls()
+            ));
+            None
+        }
+    };
     let provider = match object.get("provider") {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => match name.parse::<Provider>() {
@@ -184,7 +195,13 @@ pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
             problems.push("missing \"body\"".to_owned());
             None
         }
-        Some(body @ Value::Object(_)) => check_body(body, &depends_on, &mut problems),
+        // A line with an unknown url still has its body checked (as chat).
+        Some(body @ Value::Object(_)) => check_body(
+            endpoint.unwrap_or(Endpoint::ChatCompletions),
+            body,
+            &depends_on,
+            &mut problems,
+        ),
         Some(other) => {
             problems.push(format!(
                 "\"body\" must be an object, found {}",
@@ -200,19 +217,59 @@ pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
             depends_on,
             request,
         }),
-        _ => Err(problems),
+        (Some(custom_id), _) => Err(problems
+            .into_iter()
+            .map(|problem| format!("{problem} (custom_id {custom_id:?})"))
+            .collect()),
+        (None, _) => Err(problems),
     }
 }
 
 fn check_body(
+    endpoint: Endpoint,
     body: Value,
     depends_on: &[String],
     problems: &mut Vec<String>,
-) -> Option<ChatRequest> {
+) -> Option<ApiRequest> {
+    let mut request = if endpoint == Endpoint::ChatCompletions {
+        ApiRequest::Chat(check_chat_body(body, problems)?)
+    } else {
+        let found = EndpointRequest::problems(endpoint, &body);
+        if !found.is_empty() {
+            problems.extend(found);
+            return None;
+        }
+        match EndpointRequest::new(endpoint, body) {
+            Ok(request) => ApiRequest::Endpoint(request),
+            Err(error) => {
+                problems.push(format!("body: {error}"));
+                return None;
+            }
+        }
+    };
+    let before = problems.len();
+    let mut unknown: Vec<String> = Vec::new();
+    request.for_each_text_mut(|text| {
+        for key in placeholder_keys(text) {
+            if !depends_on.iter().any(|dep| dep == key) && !unknown.iter().any(|k| k == key) {
+                unknown.push(key.to_owned());
+            }
+        }
+    });
+    for key in unknown {
+        problems.push(format!(
+            "placeholder {{{{{key}}}}} names {key:?}, which is not in \"depends_on\""
+        ));
+    }
+    (problems.len() == before).then_some(request)
+}
+
+/// A chat body's own checks (placeholders are checked by the caller).
+fn check_chat_body(body: Value, problems: &mut Vec<String>) -> Option<ChatRequest> {
     if let Value::Object(object) = &body {
         check_body_types(object, problems);
     }
-    let mut request = match ChatRequest::deserialize(&body) {
+    let request = match ChatRequest::deserialize(&body) {
         Ok(request) => request,
         Err(error) => {
             problems.push(format!("body: {error}"));
@@ -230,19 +287,6 @@ fn check_body(
         problems.push(
             "body.stream is true: batch requests cannot stream; remove \"stream\"".to_owned(),
         );
-    }
-    let mut unknown: Vec<String> = Vec::new();
-    request.for_each_text_mut(|text| {
-        for key in placeholder_keys(text) {
-            if !depends_on.iter().any(|dep| dep == key) && !unknown.iter().any(|k| k == key) {
-                unknown.push(key.to_owned());
-            }
-        }
-    });
-    for key in unknown {
-        problems.push(format!(
-            "placeholder {{{{{key}}}}} names {key:?}, which is not in \"depends_on\""
-        ));
     }
     (problems.len() == before).then_some(request)
 }
@@ -401,6 +445,8 @@ pub struct LineMeta {
     pub line: u32,
     /// The provider, with the default applied.
     pub provider: Provider,
+    /// The endpoint its `url` names.
+    pub endpoint: Endpoint,
 }
 
 /// A valid batch, compactly.
@@ -592,6 +638,7 @@ pub fn load(
             len,
             line: line_no,
             provider: entry.provider.unwrap_or(default_provider),
+            endpoint: entry.request.endpoint(),
         });
         dep_names.extend(
             entry
@@ -720,19 +767,67 @@ mod tests {
         let entry = parse_entry(&line("b", &["a"], "use {{a}}")).unwrap();
         assert_eq!(entry.custom_id, "b");
         assert_eq!(entry.depends_on, vec!["a"]);
-        assert_eq!(entry.request.model, "gpt-4o-mini");
+        assert_eq!(entry.request.model(), "gpt-4o-mini");
         assert_eq!(entry.provider, None);
     }
 
     #[test]
+    fn every_endpoint_parses_and_bad_bodies_name_the_custom_id() {
+        let endpoint_line = |url: &str, body: serde_json::Value| {
+            serde_json::json!({"custom_id": "e1", "method": "POST", "url": url, "body": body, "depends_on": ["a"]})
+                .to_string()
+        };
+        for (url, body) in [
+            (
+                "/v1/embeddings",
+                serde_json::json!({"model": "text-embedding-3-small", "input": ["x {{a}}", "y"], "dimensions": 8}),
+            ),
+            (
+                "/v1/completions",
+                serde_json::json!({"model": "gpt-3.5-turbo-instruct", "prompt": "{{a}}", "best_of": 2}),
+            ),
+            (
+                "/v1/responses",
+                serde_json::json!({"model": "gpt-4o", "input": "{{a}}", "instructions": "brief"}),
+            ),
+            (
+                "/v1/moderations",
+                serde_json::json!({"input": [{"type": "text", "text": "{{a}}"}]}),
+            ),
+        ] {
+            let entry = parse_entry(&endpoint_line(url, body.clone())).unwrap();
+            assert_eq!(entry.request.endpoint().url(), url);
+            assert_eq!(entry.request.to_value(), body);
+        }
+        let chat_shaped = endpoint_line(
+            "/v1/embeddings",
+            serde_json::json!({"model": "text-embedding-3-small", "messages": [{"role": "user", "content": "x"}]}),
+        );
+        let problems = parse_entry(&chat_shaped).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("body.input is missing")
+                && problems[0].contains("\"messages\" is for /v1/chat/completions")
+                && problems[0].ends_with("(custom_id \"e1\")"),
+            "{problems:?}"
+        );
+        let placeholder = endpoint_line(
+            "/v1/responses",
+            serde_json::json!({"model": "gpt-4o", "input": "{{zz}}"}),
+        );
+        let problems = parse_entry(&placeholder).unwrap_err();
+        assert!(problems[0].contains("placeholder {{zz}}"), "{problems:?}");
+    }
+
+    #[test]
     fn every_problem_of_a_line_is_reported() {
-        let text = r#"{"method":"GET","url":"/v1/embeddings","body":{"model":"m","messages":[],"stream":true},"provider":"mistral","priority":1.5}"#;
+        let text = r#"{"method":"GET","url":"/v1/images/generations","body":{"model":"m","messages":[],"stream":true},"provider":"mistral","priority":1.5}"#;
         let problems = parse_entry(text).unwrap_err();
         let all = problems.join("\n");
         for expected in [
             "missing \"custom_id\"",
             "\"method\" is \"GET\"",
-            "\"url\" is \"/v1/embeddings\"",
+            "\"url\" is \"/v1/images/generations\"; supported: \"/v1/chat/completions\", \"/v1/embeddings\"",
             "unknown provider \"mistral\"",
             "\"priority\" must be an integer",
             "body.messages is empty",
@@ -830,7 +925,7 @@ mod tests {
             let batch = Batch {
                 path: PathBuf::new(),
                 ids: IdTable::default(),
-                lines: vec![LineMeta { offset: 0, len: 0, line: 1, provider: Provider::OpenAi }; n],
+                lines: vec![LineMeta { offset: 0, len: 0, line: 1, provider: Provider::OpenAi, endpoint: Endpoint::ChatCompletions }; n],
                 deps: adjacency,
             };
             let order = batch.push_order();

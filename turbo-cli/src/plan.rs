@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
-use turbo_core::{Limits, Provider};
+use turbo_core::{Endpoint, Limits, Provider};
 use turbo_providers::turbo_tokens::{DefaultOutput, TiktokenCounter};
 
 use crate::cli::PlanArgs;
@@ -54,6 +54,15 @@ struct CostFigures {
     unpriced_models: Vec<String>,
 }
 
+/// Totals of one endpoint (`/v1/embeddings`, …).
+#[derive(Debug, Default, Clone, Serialize)]
+struct EndpointFigures {
+    endpoint: String,
+    requests: u64,
+    prompt_tokens: u64,
+    output_tokens: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct LaneFigures {
     lane: String,
@@ -81,6 +90,7 @@ struct PlanReport {
     prompt_tokens: u64,
     output_tokens: u64,
     models: Vec<ModelFigures>,
+    endpoints: Vec<EndpointFigures>,
     lanes: Vec<LaneFigures>,
     critical_path: CriticalPathFigures,
     cost: CostFigures,
@@ -126,27 +136,35 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let default_provider = args.limits.provider.default_provider();
     let counter = TiktokenCounter::new();
     let mut models: BTreeMap<(Provider, String), ModelFigures> = BTreeMap::new();
+    let mut endpoints: BTreeMap<Endpoint, EndpointFigures> = BTreeMap::new();
     let mut lanes: BTreeMap<String, (u64, u64, Option<Limits>, String)> = BTreeMap::new();
     let mut estimates: Vec<(u32, String, u64)> = Vec::new();
     let loaded = input::load(&args.input, default_provider, |index, entry| {
         let provider = entry.provider.unwrap_or(default_provider);
         let estimate = entry.request.estimate(&counter, default_output(provider));
+        let model = entry.request.model();
+        let endpoint = entry.request.endpoint();
+        let by_endpoint = endpoints
+            .entry(endpoint)
+            .or_insert_with(|| EndpointFigures {
+                endpoint: endpoint.url().to_owned(),
+                ..EndpointFigures::default()
+            });
+        by_endpoint.requests += 1;
+        by_endpoint.prompt_tokens += u64::from(estimate.prompt_tokens);
+        by_endpoint.output_tokens += u64::from(estimate.output_reservation);
         let figures = models
-            .entry((provider, entry.request.model.clone()))
+            .entry((provider, model.to_owned()))
             .or_insert_with(|| ModelFigures {
                 provider: provider.name().to_owned(),
-                model: entry.request.model.clone(),
+                model: model.to_owned(),
                 ..ModelFigures::default()
             });
         figures.requests += 1;
         figures.prompt_tokens += u64::from(estimate.prompt_tokens);
         figures.output_tokens += u64::from(estimate.output_reservation);
-        let (lane, lane_limits) = limits.lane_for(provider, &entry.request.model);
-        let source = match limits
-            .models(provider)
-            .iter()
-            .any(|(m, _)| *m == entry.request.model)
-        {
+        let (lane, lane_limits) = limits.lane_for(provider, model);
+        let source = match limits.models(provider).iter().any(|(m, _)| *m == model) {
             true => "configured per model".to_owned(),
             false => limits.lane(provider).describe(),
         };
@@ -232,6 +250,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         prompt_tokens: models.iter().map(|m| m.prompt_tokens).sum(),
         output_tokens: models.iter().map(|m| m.output_tokens).sum(),
         models,
+        endpoints: endpoints.into_values().collect(),
         lanes: lane_figures,
         critical_path: CriticalPathFigures {
             length: chain.len(),
@@ -351,6 +370,19 @@ fn write_text(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> 
         thousands(report.prompt_tokens + report.output_tokens)
     )?;
     writeln!(out)?;
+    writeln!(out, "requests by endpoint (estimated tokens):")?;
+    for endpoint in &report.endpoints {
+        writeln!(
+            out,
+            "  {:<36} {:>9} requests  {:>12} + {:>12} = {:>12} tokens",
+            endpoint.endpoint,
+            thousands(endpoint.requests),
+            thousands(endpoint.prompt_tokens),
+            thousands(endpoint.output_tokens),
+            thousands(endpoint.prompt_tokens + endpoint.output_tokens)
+        )?;
+    }
+    writeln!(out)?;
     write_cost(out, report)?;
     writeln!(out)?;
     writeln!(out, "lanes:")?;
@@ -447,6 +479,7 @@ mod tests {
             prompt_tokens: 0,
             output_tokens: 0,
             models,
+            endpoints: Vec::new(),
             lanes: Vec::new(),
             critical_path: CriticalPathFigures {
                 length: 0,

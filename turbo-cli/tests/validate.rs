@@ -40,8 +40,12 @@ async fn each_kind_of_problem_is_reported_with_its_line() {
             "\"method\" is \"GET\"",
         ),
         (
+            with(base.clone(), "url", json!("/v1/images/generations")),
+            "\"url\" is \"/v1/images/generations\"",
+        ),
+        (
             with(base.clone(), "url", json!("/v1/embeddings")),
-            "\"url\" is \"/v1/embeddings\"",
+            "body.input is missing: an embeddings request takes \"input\" (\"messages\" is for /v1/chat/completions) (custom_id \"b\")",
         ),
         (body_stream.to_string(), "body.stream is true"),
         (no_model.to_string(), "body: missing field `model`"),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use turbo_providers::{ChatClient, ChatRequest};
+use turbo_providers::{ApiRequest, ChatClient};
 
 use crate::node::{NodeId, Provider};
 use crate::result::{NodeOutput, RunResult};
@@ -41,7 +41,7 @@ pub struct WorkContext {
     pub(crate) node: NodeId,
     pub(crate) provider: Provider,
     pub(crate) attempt: u32,
-    pub(crate) request: Arc<ChatRequest>,
+    pub(crate) request: Arc<ApiRequest>,
     pub(crate) clients: Clients,
     pub(crate) dependencies: Arc<[Dependency]>,
 }
@@ -62,8 +62,9 @@ impl WorkContext {
         self.attempt
     }
 
-    /// The node's request (with `{{key}}` placeholders already filled).
-    pub fn request(&self) -> &ChatRequest {
+    /// The node's request (with `{{key}}` placeholders already filled);
+    /// [`ApiRequest::as_chat`] gives a chat request's messages.
+    pub fn request(&self) -> &ApiRequest {
         &self.request
     }
 

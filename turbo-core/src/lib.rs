@@ -71,12 +71,13 @@ pub use context::{Dependency, WorkContext};
 pub use engine::{Completion, PushError, RateLimitPolicy, TurboRun};
 pub use global::{AlreadyInitialized, NotInitialized};
 pub use node::{NodeId, Provider, UnknownProvider, WorkFn, WorkFuture, WorkNode};
-pub use placeholders::{fill_placeholders, fill_text, placeholder_keys};
+pub use placeholders::{PlaceholderTexts, fill_placeholders, fill_text, placeholder_keys};
 pub use result::{ErrorSource, NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
 pub use stats::{EngineStats, LaneStats, StoreOutageStats};
 
 pub use turbo_providers::{
-    ChatClient, ChatMessage, ChatRequest, ChatResponse, ProviderError, Usage,
+    ApiRequest, ChatClient, ChatMessage, ChatRequest, ChatResponse, Endpoint, EndpointRequest,
+    ProviderError, Usage,
 };
 pub use turbo_ratelimit::{LaneConfig, Limits, RateLimiter, RateLimiterBuilder};
 pub use turbo_retry::{Jitter, RetryConfig};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use turbo_providers::{ChatRequest, ProviderKind};
+use turbo_providers::{ApiRequest, ProviderKind};
 use turbo_retry::RetryConfig;
 
 use crate::context::WorkContext;
@@ -132,7 +132,7 @@ pub(crate) enum RetryPolicy {
 pub struct WorkNode {
     pub(crate) id: NodeId,
     pub(crate) provider: Provider,
-    pub(crate) request: ChatRequest,
+    pub(crate) request: ApiRequest,
     pub(crate) priority: i32,
     pub(crate) retry: RetryPolicy,
     pub(crate) work: Option<WorkFn>,
@@ -145,7 +145,8 @@ impl fmt::Debug for WorkNode {
         f.debug_struct("WorkNode")
             .field("id", &self.id)
             .field("provider", &self.provider)
-            .field("model", &self.request.model)
+            .field("endpoint", &self.request.endpoint())
+            .field("model", &self.request.model())
             .field("priority", &self.priority)
             .field("retry", &self.retry)
             .field("custom_work", &self.work.is_some())
@@ -155,12 +156,14 @@ impl fmt::Debug for WorkNode {
 }
 
 impl WorkNode {
-    /// A node that sends `request` to `provider`, once.
-    pub fn new(provider: Provider, request: ChatRequest) -> Self {
+    /// A node that sends `request` to `provider`, once: a [`ChatRequest`](turbo_providers::ChatRequest),
+    /// or an [`EndpointRequest`](turbo_providers::EndpointRequest) for
+    /// embeddings, completions, responses or moderations.
+    pub fn new(provider: Provider, request: impl Into<ApiRequest>) -> Self {
         Self {
             id: NodeId::next(),
             provider,
-            request,
+            request: request.into(),
             priority: 0,
             retry: RetryPolicy::Never,
             work: None,
@@ -170,24 +173,24 @@ impl WorkNode {
     }
 
     /// A node that sends `request` to Groq, once (the original's `NewWorkNode` for Groq).
-    pub fn for_groq(request: ChatRequest) -> Self {
+    pub fn for_groq(request: impl Into<ApiRequest>) -> Self {
         Self::new(Provider::Groq, request)
     }
 
     /// A node that sends `request` to OpenAI, once.
-    pub fn for_openai(request: ChatRequest) -> Self {
+    pub fn for_openai(request: impl Into<ApiRequest>) -> Self {
         Self::new(Provider::OpenAi, request)
     }
 
     /// A Groq node that retries retryable failures with the engine's default
     /// [`RetryConfig`] (3 retries, 200 ms doubling to at most 5 s, with jitter).
-    pub fn retryable_for_groq(request: ChatRequest) -> Self {
+    pub fn retryable_for_groq(request: impl Into<ApiRequest>) -> Self {
         Self::for_groq(request).with_default_retries()
     }
 
     /// An OpenAI node that retries retryable failures with the engine's
     /// default [`RetryConfig`].
-    pub fn retryable_for_openai(request: ChatRequest) -> Self {
+    pub fn retryable_for_openai(request: impl Into<ApiRequest>) -> Self {
         Self::for_openai(request).with_default_retries()
     }
 
@@ -263,7 +266,7 @@ impl WorkNode {
     }
 
     /// The request this node sends.
-    pub fn request(&self) -> &ChatRequest {
+    pub fn request(&self) -> &ApiRequest {
         &self.request
     }
 
@@ -281,7 +284,7 @@ impl WorkNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use turbo_providers::ChatMessage;
+    use turbo_providers::{ChatMessage, ChatRequest};
 
     fn request() -> ChatRequest {
         ChatRequest::new("m", vec![ChatMessage::user("x")])

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use turbo_providers::ChatRequest;
+use turbo_providers::{ApiRequest, ChatRequest, EndpointRequest};
 
 /// Replaces every `{{key}}` in `text` for which `lookup(key)` gives an answer;
 /// unknown keys are left as they are. Whitespace inside the braces is ignored
@@ -48,14 +48,40 @@ pub fn fill_text<'t, 'a>(text: &'t str, lookup: impl Fn(&str) -> Option<&'a str>
     Cow::Owned(out)
 }
 
-/// Fills `{{key}}` placeholders in every message text of `request`.
+/// A request whose texts may hold `{{key}}` placeholders: a chat request's
+/// message texts, the other endpoints' input texts (see
+/// [`EndpointRequest::for_each_text_mut`]).
+pub trait PlaceholderTexts {
+    /// Calls `f` on every text placeholders may appear in.
+    fn each_text_mut(&mut self, f: &mut dyn FnMut(&mut String));
+}
+
+impl PlaceholderTexts for ChatRequest {
+    fn each_text_mut(&mut self, f: &mut dyn FnMut(&mut String)) {
+        self.for_each_text_mut(f);
+    }
+}
+
+impl PlaceholderTexts for EndpointRequest {
+    fn each_text_mut(&mut self, f: &mut dyn FnMut(&mut String)) {
+        self.for_each_text_mut(f);
+    }
+}
+
+impl PlaceholderTexts for ApiRequest {
+    fn each_text_mut(&mut self, f: &mut dyn FnMut(&mut String)) {
+        self.for_each_text_mut(f);
+    }
+}
+
+/// Fills `{{key}}` placeholders in every text of `request`.
 /// Returns whether anything changed.
-pub fn fill_placeholders<'a>(
-    request: &mut ChatRequest,
+pub fn fill_placeholders<'a, R: PlaceholderTexts + ?Sized>(
+    request: &mut R,
     lookup: impl Fn(&str) -> Option<&'a str>,
 ) -> bool {
     let mut changed = false;
-    request.for_each_text_mut(|text| {
+    request.each_text_mut(&mut |text| {
         if let Cow::Owned(filled) = fill_text(text, &lookup) {
             *text = filled;
             changed = true;

@@ -89,7 +89,11 @@ async fn custom_work_reads_dependency_results_and_placeholders_are_filled() {
                 .collect();
             parts.sort();
             // The request the work function sees has its placeholders filled.
-            let prompt = ctx.request().messages[0].text().into_owned();
+            let prompt = ctx
+                .request()
+                .as_chat()
+                .map(|chat| chat.messages[0].text().into_owned())
+                .unwrap_or_default();
             Ok(NodeOutput::text(format!("{} | {prompt}", parts.join(","))))
         });
     let joined = push(&engine, joiner, &[a, b]);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint_request::EndpointRequest;
 use crate::error::ProviderError;
 use crate::headers::LimitWindow;
 use crate::request::ChatRequest;
@@ -86,6 +87,22 @@ pub trait ChatClient: Send + Sync {
     /// Sends one chat-completions request and waits for the whole answer.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
 
+    /// Sends one request to another endpoint (embeddings, completions,
+    /// responses, moderations) and waits for the whole answer, in that
+    /// endpoint's shape. Clients that speak chat only keep this default,
+    /// which refuses with [`ProviderError::Unsupported`].
+    async fn send_endpoint(
+        &self,
+        request: &EndpointRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        Err(ProviderError::Unsupported {
+            feature: format!(
+                "{} on this client (it speaks chat only)",
+                request.endpoint()
+            ),
+        })
+    }
+
     /// The provider this client talks to.
     fn provider(&self) -> ProviderKind;
 }
@@ -94,6 +111,13 @@ pub trait ChatClient: Send + Sync {
 impl<T: ChatClient + ?Sized> ChatClient for Arc<T> {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         (**self).chat(request).await
+    }
+
+    async fn send_endpoint(
+        &self,
+        request: &EndpointRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        (**self).send_endpoint(request).await
     }
 
     fn provider(&self) -> ProviderKind {
@@ -105,6 +129,13 @@ impl<T: ChatClient + ?Sized> ChatClient for Arc<T> {
 impl<T: ChatClient + ?Sized> ChatClient for Box<T> {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         (**self).chat(request).await
+    }
+
+    async fn send_endpoint(
+        &self,
+        request: &EndpointRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        (**self).send_endpoint(request).await
     }
 
     fn provider(&self) -> ProviderKind {

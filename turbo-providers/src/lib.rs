@@ -1,10 +1,13 @@
-//! OpenAI-compatible chat clients (OpenAI, Groq, any base URL), a
-//! rate-limited mock server and a simulated provider.
+//! OpenAI-compatible clients (OpenAI, Groq, any base URL) for every Batch API
+//! endpoint ([`Endpoint`]: chat, embeddings, completions, responses,
+//! moderations), a rate-limited mock server and a simulated provider.
 //!
 //! - [`ChatClient`] is the one trait the engine drives: `chat(&ChatRequest)`
 //!   returns a [`ChatResponse`] or a typed [`ProviderError`] that says whether
 //!   a retry may help ([`ProviderError::is_retryable`]) and how long the
-//!   provider asked to wait ([`ProviderError::retry_after`]).
+//!   provider asked to wait ([`ProviderError::retry_after`]); the other
+//!   endpoints go through `send_endpoint(&EndpointRequest)`, and
+//!   [`ApiRequest`] is either kind of request.
 //! - [`OpenAiCompatClient`] implements it over an injected `reqwest::Client`
 //!   for OpenAI, Groq and any OpenAI-compatible server ([`ClientConfig`]).
 //! - Every response carries the provider's `x-ratelimit-*` headers as a
@@ -51,6 +54,9 @@
 #![warn(missing_docs)]
 
 mod client;
+mod endpoint;
+mod endpoint_answer;
+mod endpoint_request;
 mod error;
 mod headers;
 #[cfg(feature = "mock-server")]
@@ -65,6 +71,8 @@ mod synth;
 #[cfg(any(test, feature = "test-support"))]
 pub use client::MockChatClient;
 pub use client::{ChatClient, ProviderKind, UnknownProvider};
+pub use endpoint::{ApiRequest, Endpoint};
+pub use endpoint_request::{DEFAULT_MODERATION_MODEL, EndpointRequest};
 pub use error::ProviderError;
 pub use headers::{
     GoDuration, HeaderParseError, LimitWindow, RateLimitSnapshot, format_go_duration,

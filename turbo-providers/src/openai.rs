@@ -1,4 +1,6 @@
-//! The one HTTP implementation: any OpenAI-compatible `/chat/completions` endpoint.
+//! The one HTTP implementation: any OpenAI-compatible server, every endpoint
+//! of [`Endpoint`] (chat completions, embeddings, completions, responses,
+//! moderations) below one base URL.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::client::{ChatClient, ProviderKind};
+use crate::endpoint::Endpoint;
+use crate::endpoint_request::EndpointRequest;
 use crate::error::ProviderError;
 use crate::headers::{RateLimitSnapshot, retry_after_from_headers};
 use crate::request::ChatRequest;
@@ -222,7 +226,12 @@ impl ClientConfig {
 
     /// `{base_url}/chat/completions`.
     pub fn chat_completions_url(&self) -> String {
-        format!("{}/chat/completions", self.base_url)
+        self.endpoint_url(Endpoint::ChatCompletions)
+    }
+
+    /// `{base_url}/{path}` of `endpoint`, e.g. `{base_url}/embeddings`.
+    pub fn endpoint_url(&self, endpoint: Endpoint) -> String {
+        format!("{}/{}", self.base_url, endpoint.path())
     }
 }
 
@@ -277,8 +286,9 @@ pub struct OpenAiCompatClient {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
-    // Parsed once: parsing per request showed up in profiles.
-    url: reqwest::Url,
+    // Parsed once: parsing per request showed up in profiles. Indexed by
+    // `Endpoint::ALL`'s order.
+    urls: Vec<reqwest::Url>,
     headers: HeaderMap,
 }
 
@@ -304,16 +314,21 @@ impl OpenAiCompatClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let url = reqwest::Url::parse(&config.chat_completions_url()).map_err(|error| {
-            ProviderError::InvalidConfig {
-                message: format!("invalid base URL {:?}: {error}", config.base_url),
-            }
-        })?;
+        let urls = Endpoint::ALL
+            .into_iter()
+            .map(|endpoint| {
+                reqwest::Url::parse(&config.endpoint_url(endpoint)).map_err(|error| {
+                    ProviderError::InvalidConfig {
+                        message: format!("invalid base URL {:?}: {error}", config.base_url),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 config,
-                url,
+                urls,
                 headers,
             }),
         })
@@ -335,19 +350,29 @@ impl OpenAiCompatClient {
     }
 }
 
-#[async_trait]
-impl ChatClient for OpenAiCompatClient {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        request.check_sendable()?;
+impl OpenAiCompatClient {
+    /// Posts `request` to `endpoint` and reads the whole answer.
+    async fn post(
+        &self,
+        endpoint: Endpoint,
+        request: &impl serde::Serialize,
+    ) -> Result<ChatResponse, ProviderError> {
         let inner = &*self.inner;
         let body = serde_json::to_vec(request).map_err(|error| ProviderError::InvalidRequest {
             message: error.to_string(),
         })?;
+        let url = Endpoint::ALL
+            .iter()
+            .position(|known| *known == endpoint)
+            .and_then(|index| inner.urls.get(index))
+            .ok_or_else(|| ProviderError::Unsupported {
+                feature: format!("{endpoint} on this client"),
+            })?;
         let timeout = inner.config.timeout;
         let started = Instant::now();
         let response = inner
             .http
-            .post(inner.url.clone())
+            .post(url.clone())
             .headers(inner.headers.clone())
             .timeout(timeout)
             .body(body)
@@ -359,6 +384,22 @@ impl ChatClient for OpenAiCompatClient {
         let bytes = read_body(response, timeout, inner.config.idle_timeout).await?;
         let latency = started.elapsed();
         interpret(inner.config.provider, status, meta, &bytes, latency)
+    }
+}
+
+#[async_trait]
+impl ChatClient for OpenAiCompatClient {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        request.check_sendable()?;
+        self.post(Endpoint::ChatCompletions, request).await
+    }
+
+    async fn send_endpoint(
+        &self,
+        request: &EndpointRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        request.check_sendable()?;
+        self.post(request.endpoint(), request).await
     }
 
     fn provider(&self) -> ProviderKind {

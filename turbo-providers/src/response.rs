@@ -14,11 +14,11 @@ use crate::headers::RateLimitSnapshot;
 /// Token usage the provider reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
-    /// Tokens of the prompt.
-    #[serde(default)]
+    /// Tokens of the prompt (the Responses API's `input_tokens`).
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u32,
-    /// Tokens of all completions.
-    #[serde(default)]
+    /// Tokens of all completions (the Responses API's `output_tokens`).
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u32,
     /// Their sum, as the provider reports it.
     #[serde(default)]
@@ -157,6 +157,8 @@ impl<'de> Deserialize<'de> for EnvelopeKey {
     }
 }
 
+/// `usage` in any endpoint's shape (`prompt_tokens`/`completion_tokens`, or
+/// the Responses API's `input_tokens`/`output_tokens`).
 fn read_usage(usage: &Value) -> Option<Usage> {
     usage
         .is_object()
@@ -375,12 +377,32 @@ impl ChatResponse {
         }
     }
 
-    /// The text of the first choice's message, when it is a string.
+    /// The text of the first choice's message, when it is a string; for a
+    /// completions answer the first choice's `text`, for a responses answer
+    /// the first `output_text` part of its output.
     pub fn text(&self) -> Option<&str> {
         match &self.content {
             Content::Synthetic(synthetic) => (synthetic.choices > 0).then_some(&*synthetic.text),
-            Content::Json(_) | Content::Raw(_) => self.choice_texts().next().flatten(),
+            Content::Json(_) | Content::Raw(_) => self
+                .choice_texts()
+                .next()
+                .flatten()
+                .or_else(|| self.choices().first()?.get("text")?.as_str())
+                .or_else(|| self.output_text()),
         }
+    }
+
+    /// The first `output_text` part of a Responses API answer's `output`.
+    fn output_text(&self) -> Option<&str> {
+        self.body()
+            .get("output")?
+            .as_array()?
+            .iter()
+            .filter_map(|item| item.get("content")?.as_array())
+            .flatten()
+            .find(|part| part.get("type").and_then(Value::as_str) == Some("output_text"))?
+            .get("text")?
+            .as_str()
     }
 
     /// The message text of every choice, in order (`None` for a choice whose
@@ -565,6 +587,10 @@ mod tests {
                     prompt_tokens: 2,
                     ..Usage::default()
                 }),
+            ),
+            (
+                r#"{"usage":{"input_tokens":3,"output_tokens":4,"total_tokens":7,"input_tokens_details":{"cached_tokens":0}}}"#,
+                Some(Usage::new(3, 4)),
             ),
             (
                 r#"{"u\u0073age":{"completion_tokens":5}}"#,

@@ -11,6 +11,8 @@ use rand::{RngExt, SeedableRng};
 use serde_json::json;
 
 use crate::client::{ChatClient, ProviderKind};
+use crate::endpoint_answer::{AnswerParts, answer};
+use crate::endpoint_request::EndpointRequest;
 use crate::error::ProviderError;
 use crate::headers::RateLimitSnapshot;
 use crate::request::ChatRequest;
@@ -170,24 +172,65 @@ impl SimulatedProvider {
     }
 }
 
-#[async_trait]
-impl ChatClient for SimulatedProvider {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+/// One call's draws: its index, latency, injected failure and answer length.
+struct Draw {
+    call: u64,
+    latency: std::time::Duration,
+    failure: Option<u16>,
+    wanted_tokens: u32,
+}
+
+impl SimulatedProvider {
+    fn draw(&self) -> Draw {
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        request.check_sendable()?;
         let config = &self.config;
-        let (latency, random_failure, wanted_tokens) = if self.needs_rng {
+        if self.needs_rng {
             let mut rng = self.rng.lock();
             let rng = &mut *rng;
             let latency = config.latency.sample(rng);
             let failure = (config.failure_rate > 0.0 && rng.random_bool(config.failure_rate))
                 .then(|| if rng.random_bool(0.5) { 500 } else { 503 });
-            (latency, failure, config.completion_tokens.sample(rng))
+            Draw {
+                call,
+                latency,
+                failure,
+                wanted_tokens: config.completion_tokens.sample(rng),
+            }
         } else {
             // Nothing draws: zero or fixed latency, fixed length, no failures.
-            let latency = config.latency.sample(&mut NoRng);
-            (latency, None, config.completion_tokens.sample(&mut NoRng))
-        };
+            Draw {
+                call,
+                latency: config.latency.sample(&mut NoRng),
+                failure: None,
+                wanted_tokens: config.completion_tokens.sample(&mut NoRng),
+            }
+        }
+    }
+}
+
+fn injected_failure(status: u16, call: u64) -> ProviderError {
+    ProviderError::Server {
+        status,
+        retry_after: None,
+        body: Some(json!({"error": {
+            "message": "injected failure (simulated provider)",
+            "type": "server_error", "param": null, "code": null
+        }})),
+        request_id: Some(format!("req_sim_{call}")),
+    }
+}
+
+#[async_trait]
+impl ChatClient for SimulatedProvider {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let Draw {
+            call,
+            latency,
+            failure: random_failure,
+            wanted_tokens,
+        } = self.draw();
+        request.check_sendable()?;
+        let config = &self.config;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -195,15 +238,7 @@ impl ChatClient for SimulatedProvider {
             return Err(error);
         }
         if let Some(status) = random_failure {
-            return Err(ProviderError::Server {
-                status,
-                retry_after: None,
-                body: Some(json!({"error": {
-                    "message": "injected failure (simulated provider)",
-                    "type": "server_error", "param": null, "code": null
-                }})),
-                request_id: Some(format!("req_sim_{call}")),
-            });
+            return Err(injected_failure(status, call));
         }
         let estimate = config
             .token_counting
@@ -220,6 +255,49 @@ impl ChatClient for SimulatedProvider {
         )
         .with_request_id(format!("req_sim_{call}"))
         .with_latency(latency);
+        if let Some(snapshot) = &config.rate_limit {
+            response = response.with_rate_limit(snapshot.clone());
+        }
+        Ok(response)
+    }
+
+    /// Answers in the endpoint's shape (the failure hook, which sees chat
+    /// requests, is not consulted; the failure rate and latency apply).
+    async fn send_endpoint(
+        &self,
+        request: &EndpointRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        let Draw {
+            call,
+            latency,
+            failure,
+            wanted_tokens,
+        } = self.draw();
+        request.check_sendable()?;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if let Some(status) = failure {
+            return Err(injected_failure(status, call));
+        }
+        let config = &self.config;
+        let estimate = config
+            .token_counting
+            .estimate_endpoint(request, turbo_tokens::DefaultOutput::Tokens(0));
+        let id = format!("sim-{call}");
+        let answer = answer(
+            request,
+            &AnswerParts {
+                id: &id,
+                created: 0,
+                prompt_tokens: estimate.prompt_tokens,
+                wanted_tokens,
+                echo_words: config.echo_words,
+            },
+        );
+        let mut response = ChatResponse::from_body(200, answer.body)
+            .with_request_id(format!("req_sim_{call}"))
+            .with_latency(latency);
         if let Some(snapshot) = &config.rate_limit {
             response = response.with_rate_limit(snapshot.clone());
         }

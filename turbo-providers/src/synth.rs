@@ -7,6 +7,8 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 use turbo_tokens::{DefaultOutput, Estimate, TiktokenCounter, estimate_from_prompt};
 
+use crate::endpoint::ApiRequest;
+use crate::endpoint_request::EndpointRequest;
 use crate::error::ProviderError;
 use crate::request::ChatRequest;
 
@@ -185,6 +187,31 @@ impl TokenCounting {
     }
 }
 
+impl TokenCounting {
+    /// [`Self::estimate`] for a request to any endpoint: the endpoint's
+    /// formula with exact or `ceil(chars / 4)` text counts.
+    pub fn estimate_api(self, request: &ApiRequest, default_output: DefaultOutput) -> Estimate {
+        match request {
+            ApiRequest::Chat(chat) => self.estimate(chat, default_output),
+            ApiRequest::Endpoint(other) => self.estimate_endpoint(other, default_output),
+        }
+    }
+
+    pub(crate) fn estimate_endpoint(
+        self,
+        request: &EndpointRequest,
+        default_output: DefaultOutput,
+    ) -> Estimate {
+        match self {
+            Self::Tiktoken => request.estimate(&TiktokenCounter::new(), default_output),
+            Self::Approximate => request.estimate_with(
+                |text: &str| text.chars().count().div_ceil(4),
+                default_output,
+            ),
+        }
+    }
+}
+
 /// OpenAI's chat formula with `ceil(chars / 4)` per text: 3 tokens of reply
 /// priming, 3 per message, 1 more per name.
 pub(crate) fn approximate_prompt_tokens(request: &ChatRequest) -> usize {
@@ -223,6 +250,17 @@ pub(crate) fn complete(request: &ChatRequest, wanted_tokens: u32, echo_words: us
         .last_user_text()
         .or_else(|| request.messages.last().map(|message| message.text()))
         .unwrap_or_default();
+    let text = echo_text(&source, echo_words);
+    Completion {
+        text,
+        tokens_per_choice,
+        finish_reason,
+        choices: request.n.unwrap_or(1).max(1),
+    }
+}
+
+/// `"echo: "` and the first `echo_words` words of `source`.
+pub(crate) fn echo_text(source: &str, echo_words: usize) -> String {
     let mut text = String::with_capacity(ECHO_PREFIX.len() + source.len().min(echo_words * 8));
     text.push_str(ECHO_PREFIX);
     for (index, word) in source.split_whitespace().take(echo_words).enumerate() {
@@ -231,12 +269,7 @@ pub(crate) fn complete(request: &ChatRequest, wanted_tokens: u32, echo_words: us
         }
         text.push_str(word);
     }
-    Completion {
-        text,
-        tokens_per_choice,
-        finish_reason,
-        choices: request.n.unwrap_or(1).max(1),
-    }
+    text
 }
 
 #[cfg(test)]

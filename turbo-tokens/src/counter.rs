@@ -126,11 +126,11 @@ pub trait TokenCounter: Send + Sync {
 }
 
 /// Tokens per message besides its fields (`<|start|>`, role separator, `<|end|>`).
-const TOKENS_PER_MESSAGE: usize = 3;
+pub(crate) const TOKENS_PER_MESSAGE: usize = 3;
 /// Extra token a `name` costs.
 const TOKENS_PER_NAME: usize = 1;
 /// Tokens that prime the assistant's reply (`<|start|>assistant<|message|>`).
-const REPLY_PRIMING_TOKENS: usize = 3;
+pub(crate) const REPLY_PRIMING_TOKENS: usize = 3;
 
 /// [`TokenCounter::count_chat`]'s formula over any text counter.
 pub fn chat_tokens(messages: &[MessageRef<'_>], mut count: impl FnMut(&str) -> usize) -> usize {

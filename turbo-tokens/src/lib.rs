@@ -1,4 +1,5 @@
-//! Token estimation for OpenAI-compatible chat requests on tiktoken-rs.
+//! Token estimation for OpenAI-compatible requests (chat, and the formulas of
+//! embeddings, completions, responses and moderations) on tiktoken-rs.
 //!
 //! A rate limiter that charges requests against a tokens-per-minute budget needs to know,
 //! before sending, how many tokens a request will cost: its prompt, counted the way the
@@ -10,7 +11,10 @@
 //!   tiktoken's vocabularies (read from tiktoken-rs once per process) and gives tiktoken's
 //!   exact counts, and `MockTokenCounter` (feature `test-support`) mocks it;
 //! - [`TokenCounter::estimate`] and [`estimate_json`] add the output reservation:
-//!   `max_completion_tokens`, else `max_tokens`, times `n`, else a [`DefaultOutput`].
+//!   `max_completion_tokens`, else `max_tokens`, times `n`, else a [`DefaultOutput`];
+//! - the other endpoints' formulas ([`input_tokens`], [`completions_reservation`],
+//!   [`responses_prompt_tokens`], [`responses_reservation`]) are documented in one table
+//!   on [`InputPiece`]'s module (see `src/endpoints.rs`).
 //!
 //! ```
 //! use turbo_tokens::{DefaultOutput, MessageRef, RequestShape, TiktokenCounter, TokenCounter};
@@ -45,6 +49,7 @@
 mod bpe;
 mod counter;
 mod encoding;
+mod endpoints;
 mod error;
 mod json;
 
@@ -55,5 +60,9 @@ pub use counter::{
     estimate_from_prompt, output_reservation,
 };
 pub use encoding::{Encoding, UnknownEncoding, encoding_for_model};
+pub use endpoints::{
+    COMPLETIONS_DEFAULT_MAX_TOKENS, InputPiece, completions_reservation, estimate_of, input_tokens,
+    responses_prompt_tokens, responses_reservation, text_counter,
+};
 pub use error::TokenError;
 pub use json::estimate_json;

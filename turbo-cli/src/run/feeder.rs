@@ -4,12 +4,32 @@
 
 use super::*;
 
-/// The parts of a validated line that are sent.
+/// The parts of a validated chat line that are sent (parsed straight into
+/// the typed request: chat lines are the bulk of most batches).
 #[derive(serde::Deserialize)]
 struct Runnable {
     #[serde(default)]
     priority: Option<i32>,
     body: ChatRequest,
+}
+
+/// The parts of a validated line for another endpoint.
+#[derive(serde::Deserialize)]
+struct RunnableOther {
+    #[serde(default)]
+    priority: Option<i32>,
+    body: serde_json::Value,
+}
+
+/// Reads what is sent from a validated line of `endpoint`.
+fn runnable(text: &str, endpoint: Endpoint) -> Option<(Option<i32>, ApiRequest)> {
+    if endpoint == Endpoint::ChatCompletions {
+        let entry = serde_json::from_str::<Runnable>(text).ok()?;
+        return Some((entry.priority, ApiRequest::Chat(entry.body)));
+    }
+    let entry = serde_json::from_str::<RunnableOther>(text).ok()?;
+    let request = EndpointRequest::new(endpoint, entry.body).ok()?;
+    Some((entry.priority, ApiRequest::Endpoint(request)))
 }
 
 /// What the feeder decided for one line.
@@ -67,9 +87,9 @@ pub(super) async fn feed(
         })?;
         // The line was validated: read just what is sent, without building
         // a JSON tree first.
-        let entry = match serde_json::from_str::<Runnable>(text) {
-            Ok(entry) => entry,
-            Err(_) => {
+        let (priority, mut request) = match runnable(text, meta.endpoint) {
+            Some(entry) => entry,
+            None => {
                 let problems = parse_entry(text).err().unwrap_or_default();
                 return Err(anyhow!(
                     "{}:{}: the input changed while running: {}",
@@ -79,7 +99,6 @@ pub(super) async fn feed(
                 ));
             }
         };
-        let mut request = entry.body;
         if !from_file.is_empty() {
             fill_placeholders(&mut request, |key| {
                 from_file
@@ -93,7 +112,7 @@ pub(super) async fn feed(
             Provider::OpenAi => WorkNode::retryable_for_openai(request),
             Provider::Groq => WorkNode::retryable_for_groq(request),
         }
-        .with_priority(entry.priority.unwrap_or(0));
+        .with_priority(priority.unwrap_or(0));
         if keyed {
             node = node.with_key(ctx.batch.ids.name(index));
         }

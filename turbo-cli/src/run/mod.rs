@@ -30,8 +30,8 @@ use anyhow::{Context, anyhow};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
 use turbo_core::{
-    ChatRequest, Completion, NodeError, NodeId, Provider, PushError, RetryConfig, TurboRun,
-    WorkNode, fill_placeholders,
+    ApiRequest, ChatRequest, Completion, Endpoint, EndpointRequest, NodeError, NodeId, Provider,
+    PushError, RetryConfig, TurboRun, WorkNode, fill_placeholders,
 };
 use turbo_graph::BuildIdHasher;
 use turbo_providers::turbo_tokens::{Encoding, TiktokenCounter, TokenCounter, encoding_for_model};
@@ -327,7 +327,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     let mut encodings = [false; 2];
     let loaded = input::load(&args.input, default_provider, |_, entry| {
-        encodings[encoding_slot(encoding_for_model(&entry.request.model))] = true;
+        encodings[encoding_slot(encoding_for_model(entry.request.model()))] = true;
     });
     let batch = match loaded {
         Ok(batch) => batch,

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::debug;
-use turbo_providers::{ChatClient, ChatRequest, ProviderError};
+use turbo_providers::{ApiRequest, ChatClient, ProviderError};
 use turbo_retry::Retryable;
 
 use super::{Job, LaneRuntime, Shared, budget_error};
@@ -290,10 +290,13 @@ fn is_overload(error: &WorkError) -> bool {
 async fn send(
     client: Option<&dyn ChatClient>,
     provider: Provider,
-    request: &ChatRequest,
+    request: &ApiRequest,
 ) -> Result<NodeOutput, WorkError> {
     let client = client.ok_or(WorkError::NoClient { provider })?;
-    let response = client.chat(request).await?;
+    let response = match request {
+        ApiRequest::Chat(chat) => client.chat(chat).await?,
+        ApiRequest::Endpoint(other) => client.send_endpoint(other).await?,
+    };
     Ok(NodeOutput::from_response(response))
 }
 

@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 use turbo_graph::{AbortKind, Added, BuildIdHasher, DependencyGraph, GraphError};
 use turbo_pq::{Handle as QueueHandle, PriorityQueue};
-use turbo_providers::ChatRequest;
+use turbo_providers::ApiRequest;
 use turbo_ratelimit::{Lane, Limits, RateLimiter};
 use turbo_retry::RetryConfig;
 use turbo_tokens::{DefaultOutput, TokenCounter};
@@ -336,7 +336,7 @@ const RECORD_ROUNDS: usize = 8;
 /// What a node needs to run; taken out of its entry at launch.
 struct Job {
     provider: Provider,
-    request: ChatRequest,
+    request: ApiRequest,
     work: Option<WorkFn>,
     retry: RetryPolicy,
     priority: i32,

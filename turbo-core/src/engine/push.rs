@@ -76,7 +76,7 @@ impl Shared {
                 });
             }
         }
-        let lane = self.lane_for(state, node.provider, &node.request.model);
+        let lane = self.lane_for(state, node.provider, node.request.model());
         if self.runtime_lost.load(Ordering::Acquire) {
             // The lane's dispatcher could not start: its runtime is gone.
             self.abandon_all(state);

@@ -1,5 +1,7 @@
-//! The HTTP side: routes and the chat-completions handler, from admission
-//! through the capacity queue and latency to the answer (and its fault).
+//! The HTTP side: routes and the one handler of every endpoint (chat
+//! completions, embeddings, completions, responses, moderations), from
+//! admission through the capacity queue and latency to the answer (and its
+//! fault). Every endpoint is charged by its own token formula.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +24,8 @@ use super::responses::{
     json_response,
 };
 use super::state::{InFlight, ServerState, now};
+use crate::endpoint::{ApiRequest, Endpoint};
+use crate::endpoint_answer::{AnswerParts, answer};
 use crate::request::ChatRequest;
 use crate::response::Usage;
 use crate::synth::complete;
@@ -32,9 +36,16 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const MAX_CHOICES: u32 = 128;
 
 pub(super) fn router(state: Arc<ServerState>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/openai/v1/chat/completions", post(chat_completions))
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        let serve = move |state: State<Arc<ServerState>>, request: axum::extract::Request| {
+            handle(state, request, endpoint)
+        };
+        router = router
+            .route(endpoint.url(), post(serve))
+            .route(&format!("/openai{}", endpoint.url()), post(serve));
+    }
+    router
         .route("/stats", get(stats))
         .route("/reset", post(reset))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -54,6 +65,15 @@ fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
+}
+
+/// The text a prompt is known by (the mock's prompt statistics): the last
+/// user message of a chat, the last text input of the other endpoints.
+fn prompt_text(request: &ApiRequest) -> String {
+    match request {
+        ApiRequest::Chat(chat) => last_user_text(chat),
+        ApiRequest::Endpoint(other) => other.last_text(),
+    }
 }
 
 fn last_user_text(request: &ChatRequest) -> String {
@@ -76,9 +96,10 @@ fn stopping(request_id: Option<HeaderValue>) -> Response {
     )
 }
 
-async fn chat_completions(
+async fn handle(
     State(state): State<Arc<ServerState>>,
     request: axum::extract::Request,
+    endpoint: Endpoint,
 ) -> Response {
     // Taking the parts by value avoids the header-map clone of the
     // `HeaderMap` extractor, which showed up in profiles.
@@ -125,7 +146,7 @@ async fn chat_completions(
             );
         }
     };
-    let request = match parse_request(&body) {
+    let request = match parse_request(endpoint, &body) {
         Ok(request) => request,
         Err(message) => {
             counters.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -142,7 +163,7 @@ async fn chat_completions(
     let estimate = state
         .config
         .token_counting
-        .estimate(&request, state.config.default_output);
+        .estimate_api(&request, state.config.default_output);
     let cost = state.config.charge(u64::from(estimate.total()));
     let admitted_at = now();
     let admission = state.limiter.lock().admit(cost, admitted_at);
@@ -159,9 +180,9 @@ async fn chat_completions(
                 counters.requests_charged.fetch_add(1, Ordering::Relaxed);
                 counters.tokens_charged.fetch_add(cost, Ordering::Relaxed);
             }
-            state.count_prompt(|| last_user_text(&request), charged, false);
+            state.count_prompt(|| prompt_text(&request), charged, false);
             let refusal = Refusal {
-                model: &request.model,
+                model: request.model(),
                 cost,
                 reports,
                 over,
@@ -201,7 +222,7 @@ async fn chat_completions(
             Err(NoSlot::Overloaded) => {
                 counters.overloaded.fetch_add(1, Ordering::Relaxed);
                 state.limiter.lock().record_fault(now());
-                state.count_prompt(|| last_user_text(&request), true, false);
+                state.count_prompt(|| prompt_text(&request), true, false);
                 return finish(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The server is overloaded: too many requests are waiting. Please retry later.",
@@ -229,7 +250,7 @@ async fn chat_completions(
     let response = if let Some(status) = draw.failure {
         counters.injected_failures.fetch_add(1, Ordering::Relaxed);
         state.limiter.lock().record_fault(now());
-        state.count_prompt(|| last_user_text(&request), true, false);
+        state.count_prompt(|| prompt_text(&request), true, false);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         error_response(
             status,
@@ -240,8 +261,6 @@ async fn chat_completions(
         )
     } else {
         let fault = draw.fault.filter(|_| conn.is_some());
-        let completion = complete(&request, draw.completion_tokens, state.config.echo_words);
-        let usage = Usage::new(estimate.prompt_tokens, completion.completion_tokens());
         let echo = headers
             .get("x-mock-echo")
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"))
@@ -250,25 +269,24 @@ async fn chat_completions(
             .as_ref()
             .and_then(|id| id.to_str().ok())
             .unwrap_or("mock");
-        let body = CompletionBody {
-            id: format!("chatcmpl-{id}"),
-            object: "chat.completion",
-            created: unix_seconds(),
-            model: &request.model,
-            choices: (0..completion.choices)
-                .map(|index| ChoiceBody {
-                    index,
-                    message: MessageBody {
-                        role: "assistant",
-                        content: &completion.text,
+        let (mut response, usage) = match &request {
+            ApiRequest::Chat(chat) => chat_answer(chat, id, &estimate, &draw, &state, echo),
+            ApiRequest::Endpoint(other) => {
+                let mut answer = answer(
+                    other,
+                    &AnswerParts {
+                        id,
+                        created: unix_seconds(),
+                        prompt_tokens: estimate.prompt_tokens,
+                        wanted_tokens: draw.completion_tokens,
+                        echo_words: state.config.echo_words,
                     },
-                    logprobs: None,
-                    finish_reason: completion.finish_reason,
-                })
-                .collect(),
-            usage,
-            system_fingerprint: "fp_turbo_mock",
-            mock_echo: echo,
+                );
+                if let (Some(echo), Some(body)) = (echo, answer.body.as_object_mut()) {
+                    body.insert("mock_echo".to_owned(), echo);
+                }
+                (json_response(StatusCode::OK, &answer.body), answer.usage)
+            }
         };
         // A trickled answer arrives whole in the end; the others do not.
         let delivered = matches!(fault, None | Some(FaultKind::Trickle));
@@ -286,8 +304,7 @@ async fn chat_completions(
                 .completion_tokens
                 .fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
         }
-        state.count_prompt(|| last_user_text(&request), true, delivered);
-        let mut response = json_response(StatusCode::OK, &body);
+        state.count_prompt(|| prompt_text(&request), true, delivered);
         if let Some(request_id) = request_id {
             response
                 .headers_mut()
@@ -301,7 +318,52 @@ async fn chat_completions(
     finish(response)
 }
 
-fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
+/// A chat answer in OpenAI's shape, and its usage (serialised straight from
+/// typed parts: this is the benchmarks' hot path).
+fn chat_answer(
+    request: &ChatRequest,
+    id: &str,
+    estimate: &turbo_tokens::Estimate,
+    draw: &super::state::Draw,
+    state: &ServerState,
+    echo: Option<serde_json::Value>,
+) -> (Response, Usage) {
+    let completion = complete(request, draw.completion_tokens, state.config.echo_words);
+    let usage = Usage::new(estimate.prompt_tokens, completion.completion_tokens());
+    let body = CompletionBody {
+        id: format!("chatcmpl-{id}"),
+        object: "chat.completion",
+        created: unix_seconds(),
+        model: &request.model,
+        choices: (0..completion.choices)
+            .map(|index| ChoiceBody {
+                index,
+                message: MessageBody {
+                    role: "assistant",
+                    content: &completion.text,
+                },
+                logprobs: None,
+                finish_reason: completion.finish_reason,
+            })
+            .collect(),
+        usage,
+        system_fingerprint: "fp_turbo_mock",
+        mock_echo: echo,
+    };
+    (json_response(StatusCode::OK, &body), usage)
+}
+
+fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ApiRequest, String> {
+    if endpoint != Endpoint::ChatCompletions {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+            format!("We could not parse the JSON body of your request: {error}")
+        })?;
+        return ApiRequest::from_value(endpoint, value).map_err(|error| error.to_string());
+    }
+    parse_chat(body).map(ApiRequest::Chat)
+}
+
+fn parse_chat(body: &[u8]) -> Result<ChatRequest, String> {
     let request: ChatRequest = serde_json::from_slice(body)
         .map_err(|error| format!("We could not parse the JSON body of your request: {error}"))?;
     if request.model.is_empty() {
@@ -326,29 +388,25 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_described() {
-        assert!(parse_request(b"{").unwrap_err().contains("parse"));
-        assert!(parse_request(br#"{"model":"m","messages":[]}"#).is_err());
+        assert!(parse_chat(b"{").unwrap_err().contains("parse"));
+        assert!(parse_chat(br#"{"model":"m","messages":[]}"#).is_err());
+        assert!(parse_chat(br#"{"model":"","messages":[{"role":"user","content":"x"}]}"#).is_err());
         assert!(
-            parse_request(br#"{"model":"","messages":[{"role":"user","content":"x"}]}"#).is_err()
-        );
-        assert!(
-            parse_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#)
+            parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#)
                 .is_err()
         );
         assert!(
-            parse_request(
+            parse_chat(
                 br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#
             )
             .is_err()
         );
-        assert!(
-            parse_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).is_ok()
-        );
+        assert!(parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).is_ok());
     }
 
     #[test]
     fn the_prompt_key_is_the_last_user_message() {
-        let request = parse_request(
+        let request = parse_chat(
             br#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"},{"role":"system","content":"d"}]}"#,
         )
         .unwrap();

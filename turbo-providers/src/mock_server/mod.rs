@@ -1,7 +1,9 @@
 //! A rate-limited, OpenAI-compatible HTTP server for tests, the CLI and benchmarks.
 //!
-//! It serves `POST /v1/chat/completions` and `POST /openai/v1/chat/completions`
-//! (Groq's path), `GET /stats` and `POST /reset`. It is the *referee* of the
+//! It serves `POST /v1/chat/completions`, `/v1/embeddings`, `/v1/completions`,
+//! `/v1/responses` and `/v1/moderations`, each also under `/openai/v1/`
+//! (Groq's path), in OpenAI's answer shapes, and `GET /stats` and
+//! `POST /reset`. It is the *referee* of the
 //! workspace's rate-limit claims, so it keeps its own, deliberately simple
 //! limiter rather than reusing the engine's, and it can be made as hostile
 //! as real servers. By default ([`MockServerConfig::default`]) it behaves
@@ -12,7 +14,9 @@
 //! - a request is charged at arrival, as OpenAI does: one request, and its
 //!   prompt tokens (tiktoken, OpenAI's chat formula) plus its maximum output
 //!   (`max_completion_tokens`, else `max_tokens`, times `n`; without either,
-//!   [`MockServerConfig::default_output`]). Usage is never settled afterwards;
+//!   [`MockServerConfig::default_output`]); the other endpoints by their own
+//!   formulas (`turbo_tokens`' endpoint table: embeddings and moderations
+//!   their input only). Usage is never settled afterwards;
 //! - a request over budget gets a 429 with OpenAI's error JSON,
 //!   `retry-after` (whole seconds, rounded up) and `retry-after-ms`, and is
 //!   **not** charged (a request larger than the whole token limit can never

@@ -61,3 +61,24 @@ pub fn reference_chats() -> Vec<(Value, u32)> {
 pub fn body(model: &str, messages: Value) -> Value {
     serde_json::json!({ "model": model, "messages": messages })
 }
+
+/// The reference endpoint cases: `(endpoint, body, prompt tokens, output reservation)`.
+pub fn reference_endpoints() -> Vec<(String, Value, u32, u32)> {
+    let data = reference_data();
+    let cases = data["endpoints"]
+        .as_array()
+        .expect("`endpoints` is an array");
+    assert!(!cases.is_empty(), "`endpoints` is empty");
+    cases
+        .iter()
+        .map(|case| {
+            let number = |key: &str| u32::try_from(case[key].as_u64().expect(key)).unwrap();
+            (
+                case["endpoint"].as_str().expect("endpoint").to_owned(),
+                case["body"].clone(),
+                number("prompt_tokens"),
+                number("output_reservation"),
+            )
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@
 
 mod believe;
 mod capacity;
+mod embeddings;
 mod faults;
 mod math;
 mod process;

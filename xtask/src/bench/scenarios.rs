@@ -66,6 +66,12 @@ pub fn all() -> Vec<Scenario> {
             run: rl_token_bound,
         },
         Scenario {
+            name: "rl-embeddings",
+            about: "token-bound /v1/embeddings run, ~1,500-token inputs, 1 s log-normal latency, client limits = server limits",
+            needs_cli: true,
+            run: super::embeddings::rl_embeddings,
+        },
+        Scenario {
             name: "rl-request-bound",
             about: "request-bound run, 1 s log-normal latency, client limits = server limits",
             needs_cli: true,
