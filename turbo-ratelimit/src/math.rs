@@ -90,7 +90,10 @@
 //!    faster than the limit refills, and `M = L·max(t_R − t_sync, τ/100)`
 //!    what a rate up to the limit explains since the last sync point;
 //!    `est ← est + misread` for everything that follows (the foreign rate
-//!    included). Paced requests (`later` within the limit's pace) are read in
+//!    included), when the misread is at least `C/64` ([`MISREAD_FRACTION`]:
+//!    a few requests' worth is noise the next answers settle, and reading it
+//!    as a misread let three processes on one Redis bucket overrun it by a
+//!    request now and then). Paced requests (`later` within the limit's pace) are read in
 //!    full. What a burst really took shows up one round trip later, in the
 //!    answers of requests reserved after it. The price: with several busy
 //!    processes opening at once on one key, the first seconds cost more 429s
@@ -391,6 +394,10 @@ pub fn corrected_level(
         }
     }
 }
+
+/// A burst misread smaller than `1/MISREAD_FRACTION` of a bucket is read as
+/// use like any other divergence (module docs, "Bursts").
+pub const MISREAD_FRACTION: i128 = 64;
 
 /// The opening wave is `1/PROBE_FRACTION` of a bucket (module docs, "Opening").
 pub const PROBE_FRACTION: i128 = 64;
@@ -943,6 +950,13 @@ impl LaneBuckets {
         let misread = (local - estimate)
             .saturating_sub(explained)
             .clamp(0, burst.max(0));
+        // A few requests' worth is noise the next answers settle; reading it
+        // as a misread would let a shared bucket overrun by as much.
+        let misread = if misread >= cap / MISREAD_FRACTION {
+            misread
+        } else {
+            0
+        };
         let estimate = estimate.saturating_add(misread);
         let divergence = local - estimate;
         // The server's bucket by now, before what we reserved since: nearly

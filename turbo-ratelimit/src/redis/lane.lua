@@ -46,6 +46,7 @@ local W = {60000000000, 60000000000, 86400000000000, 86400000000000}
 local TOKENS = {false, true, false, true}
 local UNCONTESTED_FRACTION = 16
 local PROBE_FRACTION = 64
+local MISREAD_FRACTION = 64
 
 local function num(s)
   return tonumber(s) or 0
@@ -497,6 +498,7 @@ local function correct_axis(st, i, obs, seen)
   local explained = limit * math.max(since, idiv(tau(w), 100))
   local burst = later * w - limit * seen.elapsed
   local misread = clamp(lvl - est - explained, 0, math.max(burst, 0))
+  if misread < tdiv(cap, MISREAD_FRACTION) then misread = 0 end
   est = est + misread
   local divergence = lvl - est
   -- A nearly full server bucket wastes refill that our level does not:
