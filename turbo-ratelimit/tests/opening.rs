@@ -13,7 +13,7 @@ use turbo_ratelimit::{
 };
 use util::{SEC, per_minute};
 
-/// 600 RPM, 64_000 TPM: the probe is 9 requests and 1_000 tokens.
+/// 600 RPM, 64_000 TPM: the probe (C/256) is 2 requests and 250 tokens.
 async fn probing() -> (RateLimiter, Lane) {
     let limiter = RateLimiter::builder().jitter_seed(7).build();
     let lane = limiter
@@ -47,24 +47,24 @@ async fn level(lane: &Lane, axis: Axis) -> i64 {
 async fn the_opening_sends_a_probe_then_takes_what_the_server_reports() {
     let (_l, lane) = probing().await;
     assert!(lane.stats().await.unwrap().opening);
-    let first = lane.try_acquire(500).await.unwrap();
-    let second = lane.try_acquire(500).await.unwrap();
-    // The probe (1_000 tokens) is spent: no full bucket is assumed.
+    let first = lane.try_acquire(125).await.unwrap();
+    let second = lane.try_acquire(125).await.unwrap();
+    // The probe (250 tokens) is spent: no full bucket is assumed.
     assert!(matches!(
-        lane.try_acquire(500).await,
+        lane.try_acquire(125).await,
         Err(TryAcquireError::WouldWait { wait: Some(_) })
     ));
-    // The key was fresh: the server had 63_500 tokens left after `first`,
+    // The key was fresh: the server had 63_875 tokens left after `first`,
     // `second` was reserved after it.
-    lane.observe(&first, counts(600, 599, 64_000, 63_500))
+    lane.observe(&first, counts(600, 599, 64_000, 63_875))
         .await
         .unwrap();
     let stats = lane.stats().await.unwrap();
     assert!(!stats.opening);
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 63_000);
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 63_750);
     assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 598);
-    first.settle(500).await.unwrap();
-    second.settle(500).await.unwrap();
+    first.settle(125).await.unwrap();
+    second.settle(125).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -93,7 +93,8 @@ async fn a_drained_key_is_not_burst_into() {
 async fn an_answer_without_counts_releases_the_configured_bucket() {
     let (_l, lane) = probing().await;
     let r = lane.acquire(1_000).await.unwrap();
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 0);
+    // Larger than the probe (250): it goes first, into debt.
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, -750);
     // Settled with no observe: the answer carried no rate-limit headers.
     r.settle(1_000).await.unwrap();
     let stats = lane.stats().await.unwrap();
@@ -191,7 +192,7 @@ async fn lane_full() -> (RateLimiter, Lane) {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_larger_than_the_probe_goes_first_with_small_limits() {
-    // Groq's free tier: 6_000 TPM, a probe of 93 tokens.
+    // Groq's free tier: 6_000 TPM, a probe of 23 tokens.
     let limiter = RateLimiter::builder().jitter_seed(7).build();
     let lane = limiter
         .configure("groq", None, LaneConfig::new(per_minute(30, 6_000)))
@@ -201,7 +202,7 @@ async fn a_request_larger_than_the_probe_goes_first_with_small_limits() {
     let first = lane.acquire(1_000).await.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO);
     // Into debt: the next one waits for the refill, as with any debt.
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 93 - 1_000);
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 23 - 1_000);
     assert!(matches!(
         lane.try_acquire(1_000).await,
         Err(TryAcquireError::WouldWait { wait: Some(_) })

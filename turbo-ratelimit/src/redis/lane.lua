@@ -45,7 +45,7 @@ local SCHEMA = '3'
 local W = {60000000000, 60000000000, 86400000000000, 86400000000000}
 local TOKENS = {false, true, false, true}
 local UNCONTESTED_FRACTION = 16
-local PROBE_FRACTION = 64
+local PROBE_FRACTION = 256
 local MISREAD_FRACTION = 64
 
 local function num(s)

@@ -281,9 +281,9 @@ async fn a_key_that_comes_back_empty_opens_with_a_probe_again() {
     let again = lane.acquire(100).await.unwrap();
     let stats = lane.stats().await.unwrap();
     assert!(stats.opening);
-    // 64_000 / 64 = 1_000 tokens, 100 of them taken; 640 / 64 = 10 requests.
-    assert_eq!(level(&lane_state(&stats), Axis::TokensPerMinute), 900);
-    assert_eq!(level(&lane_state(&stats), Axis::RequestsPerMinute), 9);
+    // 64_000 / 256 = 250 tokens, 100 of them taken; 640 / 256 = 2 requests.
+    assert_eq!(level(&lane_state(&stats), Axis::TokensPerMinute), 150);
+    assert_eq!(level(&lane_state(&stats), Axis::RequestsPerMinute), 1);
     again.settle(100).await.unwrap();
 }
 
