@@ -120,10 +120,14 @@
 //!    * the axis had no limit (learning, or the configuration had none): `est`,
 //!      or full when the server sent no remaining count;
 //!    * the server raised the limit: `est` (it may raise the level);
-//!    * otherwise (same or lower limit), with `local` clamped to the new
-//!      capacity: `claim` if `local − claim ≥ U`, else `local`. The server
-//!      rounds its count down, so less than a unit is agreement, and a stale
-//!      value never raises the level.
+//!    * the server lowered the limit (a downgrade): `est` if
+//!      `local − est ≥ U`, else `local` clamped to the new capacity, with
+//!      the foreign rate and the sync point started afresh (the gap a
+//!      downgrade opens is no one's use: read as foreign use it held a lane
+//!      at 0.9 of the new limit for tens of seconds);
+//!    * otherwise (same limit): `claim` if `local − claim ≥ U`, else
+//!      `local`. The server rounds its count down, so less than a unit is
+//!      agreement, and a stale value never raises the level.
 //!
 //! Outside the opening a correction never raises a level on a kept limit.
 //! An answer cannot tell "the server counts fewer tokens than we reserve"
@@ -232,7 +236,7 @@
 //! When another process stops, our surplus grows (the server refills faster
 //! than we model) and `foreign` decays with time constant `τ`; it does so
 //! while the server's bucket refills from empty to nearly full, which
-//! takes at least `W·15/16 · L/foreign ≥ 5.6 τ`. Learning an axis or a raised
+//! takes at least `W·15/16 · L/foreign ≥ 5.6 τ`. Learning an axis or a changed
 //! limit resets `foreign` to 0; feedback without a usable remaining count
 //! leaves it as it is. With a shared store (every process spending from the
 //! same buckets) the divergence stays near 0 and so does `foreign`.
@@ -888,8 +892,9 @@ impl LaneBuckets {
             obs.reset
                 .map(|r| remaining_from_reset(limit, r, obs.window))
         });
-        // A learned axis, a raised limit or the opening starts afresh (step 4).
-        let kept = current.filter(|b| limit <= b.limit && !b.opening);
+        // A learned axis, a changed limit or the opening starts afresh (step
+        // 4): what a change moved is the limit, not anyone's use.
+        let kept = current.filter(|b| limit == b.limit && !b.opening);
         let Some(b) = kept else {
             let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
             let level = match (current, estimate) {

@@ -455,8 +455,8 @@ local function correct_axis(st, i, obs, seen)
   elseif obs.reset >= 0 then
     remaining = remaining_from_reset(limit, obs.reset, w)
   end
-  -- A learned axis, a raised limit or the opening starts afresh.
-  if not current or limit > current.limit or current.opening then
+  -- A learned axis, a changed limit or the opening starts afresh.
+  if not current or limit ~= current.limit or current.opening then
     local est = nil
     if remaining then est = estimate_level_at_rate(remaining, seen.later, limit, limit, w, seen.elapsed) end
     local level
