@@ -413,6 +413,49 @@ async fn answers_are_counted_per_prompt() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn stats_count_connections_opened_and_open() {
+    let server = start(MockServerConfig::default()).await;
+    // One pooled client reuses one connection for requests made in turn.
+    let http = reqwest::Client::new();
+    for text in ["a", "b", "c"] {
+        assert_eq!(
+            post_chat(&http, &server.base_url(), text).await.status(),
+            200
+        );
+    }
+    let stats = server.stats();
+    assert_eq!(stats.connections_opened, 1, "{stats:?}");
+    assert_eq!(stats.max_open_connections, 1);
+    // Three raw connections held open at once.
+    let mut held = Vec::new();
+    for text in ["x", "y", "z"] {
+        let mut stream = send_raw_chat(server.addr(), text).await;
+        let mut buffer = [0u8; 4096];
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "an answer on connection {text}");
+        held.push(stream);
+    }
+    let stats = server.stats();
+    assert_eq!(stats.connections_opened, 4);
+    assert_eq!(stats.connections_open, 4);
+    assert_eq!(stats.max_open_connections, 4);
+    drop(held);
+    drop(http);
+    within(async {
+        while server.stats().connections_open > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let stats = server.stats();
+    assert_eq!(
+        (stats.connections_opened, stats.max_open_connections),
+        (4, 4)
+    );
+    server.shutdown().await;
+}
+
 /// One raw request on a fresh connection: the answer's head.
 async fn raw_head(addr: std::net::SocketAddr, text: &str) -> String {
     let mut stream = send_raw_chat(addr, text).await;

@@ -96,11 +96,58 @@ impl ConnFaults {
     }
 }
 
+/// Connections accepted so far and open now (a client's connection pool
+/// size is what a server pays for per client). Counted when the listener
+/// accepts and when the connection is dropped; no lock.
+#[derive(Debug, Default)]
+pub(super) struct ConnectionCounts {
+    opened: AtomicU64,
+    open: AtomicU64,
+    max_open: AtomicU64,
+}
+
+impl ConnectionCounts {
+    /// (accepted since start or the last reset, open now, most open at once).
+    pub(super) fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.open.load(Ordering::Relaxed),
+            self.max_open.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Starts counting afresh from the connections open now.
+    pub(super) fn reset(&self) {
+        self.opened.store(0, Ordering::Relaxed);
+        self.max_open
+            .store(self.open.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Held by a connection for its lifetime.
+struct OpenConnection(Arc<ConnectionCounts>);
+
+impl OpenConnection {
+    fn open(counts: &Arc<ConnectionCounts>) -> Self {
+        counts.opened.fetch_add(1, Ordering::Relaxed);
+        let now = counts.open.fetch_add(1, Ordering::Relaxed) + 1;
+        counts.max_open.fetch_max(now, Ordering::Relaxed);
+        Self(Arc::clone(counts))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What every wrapped connection shares.
 #[derive(Debug, Clone)]
 pub(super) struct ConnEnv {
     pub(super) trickle: TrickleShape,
     pub(super) active: Arc<ActiveFaults>,
+    pub(super) connections: Arc<ConnectionCounts>,
     /// Becomes `true` when the server stops: held connections are reset.
     pub(super) halt: watch::Sender<bool>,
 }
@@ -129,6 +176,7 @@ impl Listener for FaultListener {
         let io = FaultIo {
             stream,
             faults: ConnFaults::default(),
+            _open: OpenConnection::open(&self.env.connections),
             env: self.env.clone(),
             playing: None,
         };
@@ -163,6 +211,7 @@ struct Playing {
 pub(super) struct FaultIo {
     stream: TcpStream,
     faults: ConnFaults,
+    _open: OpenConnection,
     env: ConnEnv,
     playing: Option<Playing>,
 }

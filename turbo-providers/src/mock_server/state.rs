@@ -133,6 +133,7 @@ impl ServerState {
             conn: ConnEnv {
                 trickle: config.trickle,
                 active: Arc::new(ActiveFaults::default()),
+                connections: Arc::default(),
                 halt: watch::Sender::new(false),
             },
             config,
@@ -142,7 +143,12 @@ impl ServerState {
     pub(super) fn stats(&self) -> MockStats {
         let c = &self.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (connections_opened, connections_open, max_open_connections) =
+            self.conn.connections.snapshot();
         MockStats {
+            connections_opened,
+            connections_open,
+            max_open_connections,
             requests: load(&c.requests),
             ok: load(&c.ok),
             rate_limited: load(&c.rate_limited),
@@ -206,6 +212,7 @@ impl ServerState {
             counter.store(0, Ordering::Relaxed);
         }
         self.faults.reset();
+        self.conn.connections.reset();
         self.latency.reset();
         if let Some(book) = &self.prompts {
             book.lock().clear();

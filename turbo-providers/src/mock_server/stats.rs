@@ -46,6 +46,12 @@ pub struct MockStats {
     pub in_flight: u64,
     /// The most requests handled at once.
     pub max_in_flight: u64,
+    /// TCP connections accepted (since start or the last reset).
+    pub connections_opened: u64,
+    /// TCP connections open right now.
+    pub connections_open: u64,
+    /// The most TCP connections open at once: a client's pool size.
+    pub max_open_connections: u64,
     /// Time from admission to the answer being handed to the connection,
     /// of admitted requests (queueing and capacity slowdown included).
     pub latency: LatencyStats,

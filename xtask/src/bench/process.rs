@@ -263,6 +263,11 @@ impl MockServer {
         ServerStats::from_json(&value)
     }
 
+    /// CPU time the server has used so far (user + system, all threads).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_of(self.child.id())
+    }
+
     /// An error if the server has exited (it should run until we stop it).
     pub fn check_running(&mut self) -> Result<()> {
         match self.child.try_wait()? {
@@ -367,6 +372,8 @@ pub struct ServerStats {
     pub tokens_charged: u64,
     /// Most requests in flight at once.
     pub max_in_flight: u64,
+    /// Most TCP connections open at once (0 from a server that does not say).
+    pub max_open_connections: u64,
     /// Requests admitted (charged) per second since the server started.
     pub admitted_per_second: Vec<u64>,
     /// Tokens charged per second.
@@ -392,6 +399,7 @@ impl ServerStats {
             injected_failures: field("injected_failures")?,
             tokens_charged: field("tokens_charged")?,
             max_in_flight: field("max_in_flight")?,
+            max_open_connections: field("max_open_connections").unwrap_or(0),
             ..Self::default()
         };
         let timeline = value
@@ -507,6 +515,9 @@ pub struct ClientRun {
     pub spawned: Instant,
     /// When it was seen to exit.
     pub ended: Instant,
+    /// CPU time (user + system, all threads) the process used, read from
+    /// `/proc` just before it was reaped; `None` off Linux.
+    pub cpu_seconds: Option<f64>,
 }
 
 impl ClientRun {
@@ -561,7 +572,11 @@ impl Client {
     /// waiting for the client to give up on a vanished server.
     pub fn wait(mut self, timeout: Duration, server: &mut MockServer) -> Result<ClientRun> {
         let deadline = Instant::now() + timeout;
+        let mut cpu_seconds = None;
         let (status, timed_out) = loop {
+            // Read before reaping: an exited child's entry (a zombie) still
+            // holds its final CPU times until `try_wait` reaps it.
+            cpu_seconds = cpu_seconds_of(self.child.id()).or(cpu_seconds);
             if let Some(status) = self.child.try_wait()? {
                 break (Some(status), false);
             }
@@ -586,6 +601,7 @@ impl Client {
             timed_out,
             spawned: self.started,
             ended,
+            cpu_seconds,
         })
     }
 }
@@ -597,6 +613,35 @@ impl Drop for Client {
             let _ = self.child.wait();
         }
     }
+}
+
+/// User + system CPU seconds of process `pid` (all its threads), from
+/// `/proc/PID/stat`; `None` where there is no such file.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / clock_ticks_per_second())
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// from the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// The kernel's USER_HZ (`getconf CLK_TCK`), 100 where it cannot be asked.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        command_output("getconf", &["CLK_TCK"])
+            .and_then(|text| text.trim().parse::<f64>().ok())
+            .filter(|ticks| *ticks > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// Counts output lines and the distinct `custom_id`s answered 200.
@@ -627,6 +672,34 @@ pub fn count_results(path: &Path) -> Result<(usize, usize)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cpu_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+        let stat = "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 120 0 3 0 250 75 0 0 20 0 4 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_cpu_ticks("4242 (cut"), None);
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn the_cpu_time_read_from_proc_grows_while_this_process_computes() {
+        if !std::path::Path::new("/proc/self/stat").exists() {
+            eprintln!("SKIPPED: no /proc on this system");
+            return;
+        }
+        let before = cpu_seconds_of(std::process::id()).expect("own /proc stat");
+        let mut spin = 0u64;
+        let mut after = before;
+        // A tick is 10 ms of CPU; 10^10 rounds are far more than that.
+        while after <= before && spin < 10_000_000_000 {
+            for _ in 0..1_000_000 {
+                spin = std::hint::black_box(spin + 1);
+            }
+            after = cpu_seconds_of(std::process::id()).expect("own /proc stat");
+        }
+        assert!(after > before, "{before} -> {after} after {spin} rounds");
+    }
 
     #[test]
     fn listening_line_gives_url_and_address() {

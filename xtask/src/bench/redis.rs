@@ -664,6 +664,7 @@ mod tests {
             timed_out: false,
             spawned: origin + Duration::from_millis(start_ms),
             ended: origin + Duration::from_millis(end_ms),
+            cpu_seconds: None,
         };
         let runs = [run(5, 100_000), run(0, 98_000), run(10, 101_500)];
         assert!((combined_seconds(&runs) - 101.5).abs() < 1e-9);
