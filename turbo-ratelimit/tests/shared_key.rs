@@ -336,7 +336,7 @@ async fn a_lone_process_whose_requests_overtake_each_other_runs_at_full_speed() 
 /// reserved in the same instant, which overtake each other on the way: the
 /// first seconds cost up to 2 % of the requests in 429s (20 of 1,251 with
 /// 16 + 16 workers; 9 before burst misreads were allowed for, see
-/// `math.rs`, "Bursts"), after which the key is shared nearly free of them.
+/// `src/math/mod.rs`, "Bursts"), after which the key is shared nearly free of them.
 #[tokio::test(start_paused = true)]
 async fn processes_whose_requests_overtake_each_other_share_a_key_nearly_free_of_429s() {
     for workers in [&[4, 4][..], &[1, 3, 6], &[16, 16]] {

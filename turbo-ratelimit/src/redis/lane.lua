@@ -1,4 +1,4 @@
--- One lane of turbo-ratelimit in one Redis hash: a port of src/math.rs
+-- One lane of turbo-ratelimit in one Redis hash: a port of src/math/
 -- (`LaneBuckets`), function by function, same names. Every call is one
 -- atomic step on the whole lane. Keep the two in step: the integration test
 -- `the_script_agrees_with_the_memory_store_on_random_operations` runs both
@@ -21,12 +21,12 @@
 -- Unix epoch (exact in a double); durations are turned into nanoseconds for
 -- the math.
 --
--- Numbers. Lua has only doubles. Levels are scaled exactly like math.rs:
+-- Numbers. Lua has only doubles. Levels are scaled exactly like src/math/:
 -- S = units * W with W the window in nanoseconds, so refills (rate * dt),
 -- charges, comparisons and the floors below are the same integer arithmetic,
 -- exact while values stay within 2^53 (capacities up to 150,119 units per
 -- minute or 104 per day: tests/redis/agreement.rs checks the script against
--- math.rs with no slack at that edge); beyond that they are rounded to 53 bits, a
+-- src/math/ with no slack at that edge); beyond that they are rounded to 53 bits, a
 -- relative error of 1e-16 per step, with the same clamps and rounding
 -- directions (waits up, levels down). Values are stored with %.17g, so a
 -- save/load round trip is exact.

@@ -1,0 +1,508 @@
+//! The lane's state machine over explicit time: every store's atomic steps
+//! (acquire, adjust, correct, pause, set limits, state).
+
+use std::time::Duration;
+
+use crate::config::{Axis, Limits, Start, Unit};
+use crate::feedback::{Feedback, WindowObservation};
+use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketSnapshot, Grant, LaneState};
+
+use super::bucket::{Bucket, SyncPoint};
+use super::estimate::*;
+use super::units::*;
+
+/// Whether reservation `a` was made after reservation `b` on the same lane
+/// (the lane's cumulative counters only grow).
+pub(super) fn is_newer(a: &Grant, b: &Grant) -> bool {
+    (a.requests_total, a.tokens_total, a.at) > (b.requests_total, b.tokens_total, b.at)
+}
+
+/// What one correction knows about the answered request, per unit.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    reserved_at: Duration,
+    /// Units reserved after it, or after the newest answered one if newer.
+    later: u64,
+    /// Units reserved between the previous newest answered one and it.
+    between: u64,
+    /// Time between the previous newest answered one's reservation and its.
+    between_ns: u64,
+    /// Time since it was reserved.
+    elapsed: u64,
+    /// Newer than every request answered before.
+    in_order: bool,
+}
+
+/// The whole state of one lane, as a pure state machine over explicit time.
+///
+/// [`crate::MemoryStore`] is this behind a mutex; each method is one of the
+/// atomic steps of [`crate::BucketStore`]. A `now` earlier than the last one
+/// seen is treated as the last one (time never runs backwards here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneBuckets {
+    buckets: [Option<Bucket>; 4],
+    updated: Duration,
+    paused_until: Duration,
+    requests_total: u64,
+    tokens_total: u64,
+    /// The newest reservation that any feedback has been about: the server
+    /// has handled it (module docs, step 2).
+    newest_observed: Option<Grant>,
+}
+
+impl LaneBuckets {
+    /// A lane with full buckets for `limits` (its state known: [`Start::Full`]).
+    pub fn new(limits: &Limits, now: Duration) -> Self {
+        Self::starting(limits, now, Start::Full)
+    }
+
+    /// A lane whose state is unknown, opening as `start` says (module docs,
+    /// "Opening").
+    pub fn starting(limits: &Limits, now: Duration, start: Start) -> Self {
+        let mut buckets = [None; 4];
+        for axis in Axis::ALL {
+            buckets[axis.index()] = limits.get(axis).map(|limit| match start {
+                Start::Full => Bucket::full(limit, axis.window()),
+                Start::Probe => Bucket::probe(limit, axis.window()),
+            });
+        }
+        Self {
+            buckets,
+            updated: now,
+            paused_until: Duration::ZERO,
+            requests_total: 0,
+            tokens_total: 0,
+            newest_observed: None,
+        }
+    }
+
+    /// The bucket of `axis`, if limited (levels as of the last step).
+    pub fn bucket(&self, axis: Axis) -> Option<Bucket> {
+        self.buckets[axis.index()]
+    }
+
+    fn advance(&mut self, now: Duration) -> Duration {
+        if now > self.updated {
+            let elapsed = nanos(now - self.updated);
+            for axis in Axis::ALL {
+                if let Some(b) = &mut self.buckets[axis.index()] {
+                    b.level = refill(b.level, capacity(b.limit, axis.window()), b.rate(), elapsed);
+                    b.trim_withheld(axis.window());
+                }
+            }
+            self.updated = now;
+        }
+        self.updated
+    }
+
+    fn total(&self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Requests => self.requests_total,
+            Unit::Tokens => self.tokens_total,
+        }
+    }
+
+    /// Reserves `request` on every limited axis, or nothing.
+    pub fn try_acquire(&mut self, now: Duration, request: AcquireRequest) -> AcquireOutcome {
+        let now = self.advance(now);
+        let mut needs = [0i128; 4];
+        let mut wait = nanos(self.paused_until.saturating_sub(now));
+        let paused = wait > 0;
+        for axis in Axis::ALL {
+            let Some(b) = &self.buckets[axis.index()] else {
+                continue;
+            };
+            let requested = request.amount(axis.unit());
+            if requested > b.limit {
+                return AcquireOutcome::NeverFits {
+                    axis,
+                    requested,
+                    capacity: b.limit,
+                };
+            }
+            let need = scaled(requested, axis.window());
+            needs[axis.index()] = need;
+            let enough = b.enough_for(need, axis.window());
+            if b.level < enough {
+                wait = wait.max(wait_ns(b.level, enough, b.rate()));
+            }
+        }
+        if wait > 0 {
+            return AcquireOutcome::Wait {
+                wait: Duration::from_nanos(wait),
+                paused: paused.then(|| self.paused_until.saturating_sub(now)),
+            };
+        }
+        for (slot, need) in self.buckets.iter_mut().zip(needs) {
+            if let Some(b) = slot {
+                // level ≥ need ≥ 0 here, or (opening) level ≥ probe and
+                // need ≤ capacity: this stays within [−capacity, capacity].
+                b.level -= need;
+            }
+        }
+        self.requests_total = self.requests_total.saturating_add(request.requests);
+        self.tokens_total = self.tokens_total.saturating_add(request.tokens);
+        AcquireOutcome::Reserved(Grant {
+            at: now,
+            requests_total: self.requests_total,
+            tokens_total: self.tokens_total,
+        })
+    }
+
+    /// Applies a settlement or cancellation.
+    pub fn adjust(&mut self, now: Duration, adjustment: Adjustment) {
+        self.advance(now);
+        let (requests, tokens, refund) = match adjustment {
+            Adjustment::Charge { requests, tokens } => (requests, tokens, false),
+            Adjustment::Refund { requests, tokens } => (requests, tokens, true),
+        };
+        for axis in Axis::ALL {
+            if let Some(b) = &mut self.buckets[axis.index()] {
+                let cap = capacity(b.limit, axis.window());
+                let units = match axis.unit() {
+                    Unit::Requests => requests,
+                    Unit::Tokens => tokens,
+                };
+                let amount = scaled(units, axis.window());
+                b.level = if refund {
+                    credit(b.level, amount, cap)
+                } else {
+                    charge(b.level, amount, debt_floor(cap))
+                };
+                b.trim_withheld(axis.window());
+            }
+        }
+    }
+
+    /// Absorbs feedback about the reservation `grant` (module docs).
+    pub fn correct(&mut self, now: Duration, grant: &Grant, feedback: &Feedback) {
+        let now = self.advance(now);
+        let elapsed = nanos(now.saturating_sub(grant.at));
+        let newest = match self.newest_observed {
+            Some(seen) if !is_newer(grant, &seen) => Some(seen),
+            _ => None,
+        };
+        // Reserved after every request answered so far: its count is the
+        // server's latest word, and the only one that may teach `foreign`.
+        let in_order = newest.is_none();
+        let reference = newest.unwrap_or(*grant);
+        // Reserved between the previous newest answered request and this one:
+        // the server may not have counted them yet (module docs, step 3).
+        let previous = self.newest_observed;
+        let between = |unit: Unit| match (in_order, previous) {
+            (true, Some(prev)) => {
+                let span = grant.requests_total.saturating_sub(prev.requests_total);
+                let count = span.saturating_sub(1);
+                match unit {
+                    Unit::Requests => count,
+                    Unit::Tokens => {
+                        let tokens = grant.tokens_total.saturating_sub(prev.tokens_total);
+                        let per = u128::from(tokens) * u128::from(count) / u128::from(span.max(1));
+                        u64::try_from(per).unwrap_or(u64::MAX)
+                    }
+                }
+            }
+            _ => 0,
+        };
+        let observations = [
+            (Unit::Requests, feedback.requests),
+            (Unit::Tokens, feedback.tokens),
+        ];
+        // Every count this answer carried reports room (none: no evidence).
+        let mut room = None;
+        for (unit, observation) in observations {
+            if let Some(observation) = observation {
+                let seen = Answered {
+                    reserved_at: grant.at,
+                    later: self.total(unit).saturating_sub(reference.total(unit)),
+                    between: between(unit),
+                    between_ns: match (in_order, previous) {
+                        (true, Some(prev)) => nanos(grant.at.saturating_sub(prev.at)),
+                        _ => 0,
+                    },
+                    elapsed,
+                    in_order,
+                };
+                if let Some(remaining) = self.correct_axis(unit, &observation, seen) {
+                    room = Some(room.unwrap_or(true) && remaining >= 1);
+                }
+            }
+        }
+        // The first answer ends the opening: axes it gave no count for get
+        // their configured bucket (module docs, "Opening").
+        for axis in Axis::ALL {
+            if let Some(b) = &mut self.buckets[axis.index()]
+                && b.opening
+            {
+                b.level = b.released(b.limit, axis.window());
+                b.opening = false;
+                b.withheld = 0;
+            }
+        }
+        // The newest word from the server says it has room: a pause (after a
+        // 429) has done its job (module docs, "After a 429").
+        if in_order && room == Some(true) {
+            self.paused_until = self.paused_until.min(now);
+        }
+        // An answer without numbers (it only ends the opening) says nothing
+        // about what the server has handled.
+        let informative = |o: Option<WindowObservation>| {
+            o.is_some_and(|o| {
+                o.limit.is_some_and(|l| l > 0) || o.remaining.is_some() || o.reset.is_some()
+            })
+        };
+        if in_order && (informative(feedback.requests) || informative(feedback.tokens)) {
+            self.newest_observed = Some(*grant);
+        }
+    }
+
+    /// Corrects one axis; returns the server's remaining count it used, if any.
+    fn correct_axis(&mut self, unit: Unit, obs: &WindowObservation, seen: Answered) -> Option<u64> {
+        let Answered {
+            reserved_at,
+            later,
+            between,
+            between_ns,
+            elapsed,
+            in_order,
+        } = seen;
+        let axis = Axis::new(unit, obs.window);
+        let slot = &mut self.buckets[axis.index()];
+        // Reserved at the same instant (a burst), requests are in no order:
+        // only what the limit's pace could have reserved in between counts
+        // as possibly not counted yet.
+        let paced = |limit: u64| {
+            scaled(between, obs.window).min(
+                i128::from(limit)
+                    .saturating_mul(i128::from(between_ns))
+                    .saturating_add(scaled(1, obs.window)),
+            )
+        };
+        let current = *slot;
+        let limit = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit))?;
+        let remaining = obs.remaining.or_else(|| {
+            obs.reset
+                .map(|r| remaining_from_reset(limit, r, obs.window))
+        });
+        // A learned axis, a changed limit or the opening starts afresh (step
+        // 4): what a change moved is the limit, not anyone's use.
+        let kept = current.filter(|b| limit == b.limit && !b.opening);
+        let Some(b) = kept else {
+            let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
+            let level = match (current, estimate) {
+                (Some(b), None) if b.opening => b.released(limit, obs.window),
+                // The server's level, but never more than a bucket that had
+                // started full would hold: the opening may only cost, never
+                // admit more than a known full start would.
+                (Some(b), Some(est)) if b.opening => {
+                    let cap = capacity(limit, obs.window);
+                    est.clamp(debt_floor(cap), cap)
+                        .min(b.released(limit, obs.window))
+                }
+                _ => corrected_level(
+                    current.filter(|b| !b.opening).map(|b| (b.level, b.limit)),
+                    limit,
+                    obs.window,
+                    estimate,
+                ),
+            };
+            *slot = Some(Bucket {
+                limit,
+                level,
+                foreign: 0,
+                sync: estimate.map(|_| SyncPoint {
+                    at: reserved_at,
+                    residual: 0,
+                }),
+                opening: false,
+                withheld: 0,
+            });
+            return remaining;
+        };
+        let cap = capacity(limit, obs.window);
+        let b = Bucket {
+            limit,
+            level: b.level.clamp(debt_floor(cap), cap),
+            foreign: clamp_foreign(b.foreign, limit),
+            sync: b.sync,
+            opening: false,
+            withheld: 0,
+        };
+        let Some(estimate) = remaining
+            .map(|r| estimate_level_at_rate(r, later, limit, b.rate(), obs.window, elapsed))
+        else {
+            *slot = Some(b);
+            return None;
+        };
+        let local = b.level;
+        // A burst misread (module docs, "Bursts"): requests reserved after
+        // this one faster than the limit refills may have overtaken it on
+        // the way and be in its count already, and `later` discounts them
+        // again. Only the part of a lowering that neither such a burst nor a
+        // rate up to the limit since the last sync point explains counts.
+        let since = b
+            .sync
+            .map_or(0, |prev| nanos(reserved_at.saturating_sub(prev.at)));
+        let explained = i128::from(limit).saturating_mul(i128::from(
+            since.max(foreign_time_constant_ns(obs.window) / 100),
+        ));
+        let burst = scaled(later, obs.window)
+            .saturating_sub(i128::from(limit).saturating_mul(i128::from(elapsed)));
+        let misread = (local - estimate)
+            .saturating_sub(explained)
+            .clamp(0, burst.max(0));
+        // A few requests' worth is noise the next answers settle; reading it
+        // as a misread would let a shared bucket overrun by as much.
+        let misread = if misread >= cap / MISREAD_FRACTION {
+            misread
+        } else {
+            0
+        };
+        let estimate = estimate.saturating_add(misread);
+        let divergence = local - estimate;
+        // The server's bucket by now, before what we reserved since: nearly
+        // full? Then nobody contests it, others' use hardly shows in it, and
+        // it keeps wasting refill that our level does not.
+        let uncontested =
+            estimate.saturating_add(scaled(later, obs.window)) >= cap - cap / UNCONTESTED_FRACTION;
+        // Only a response to the newest request answered so far teaches the
+        // foreign rate, only after a first sync point, and only while the
+        // server's bucket is not full (a full bucket wastes its refill, so
+        // what we refill meanwhile says nothing about others).
+        let learned = match b.sync {
+            Some(prev) if in_order && reserved_at >= prev.at && !uncontested => {
+                Some(learn_foreign(
+                    b.foreign,
+                    limit,
+                    obs.window,
+                    divergence,
+                    prev.residual,
+                    nanos(reserved_at - prev.at),
+                ))
+            }
+            _ => None,
+        };
+        let foreign = learned.map_or(b.foreign, |(f, _)| f);
+        // Others sharing the limit take their part of what the server has
+        // free: claim ours, at the rate confirmed by two in-order corrections
+        // in a row (a one-response spike never cuts the level).
+        let claim = if learned.is_some() {
+            let confirmed = Bucket {
+                foreign: foreign.min(b.foreign),
+                ..b
+            };
+            let unsure = if confirmed.foreign > 0 {
+                paced(limit)
+            } else {
+                0
+            };
+            own_share(estimate.saturating_sub(unsure), confirmed.rate(), limit)
+        } else {
+            estimate
+        };
+        let level = corrected_level(Some((b.level, limit)), limit, obs.window, Some(claim));
+        // The correction moved the level: later divergences move with it.
+        let moved = level - local;
+        let sync = match (learned, b.sync) {
+            (Some((_, reference)), _) => Some(SyncPoint {
+                at: reserved_at,
+                residual: reference.saturating_add(moved).min(0),
+            }),
+            // A late response: the sync point stays, shifted with the level.
+            (None, Some(prev)) if !in_order || reserved_at < prev.at => Some(SyncPoint {
+                residual: prev.residual.saturating_add(moved).min(0),
+                ..prev
+            }),
+            // The first sync point, or an uncontested bucket: start afresh.
+            // A surplus seen now may be noise and is no evidence yet.
+            (None, _) => Some(SyncPoint {
+                at: reserved_at,
+                residual: 0,
+            }),
+        };
+        *slot = Some(Bucket {
+            limit,
+            level,
+            foreign,
+            sync,
+            opening: false,
+            withheld: 0,
+        });
+        remaining
+    }
+
+    /// Pauses until `now + duration` unless already paused longer; returns the remaining pause.
+    pub fn pause(&mut self, now: Duration, duration: Duration) -> Duration {
+        let now = self.advance(now);
+        let until = now.checked_add(duration).unwrap_or(Duration::MAX);
+        self.paused_until = self.paused_until.max(until);
+        self.paused_until - now
+    }
+
+    /// Replaces the limits: kept axes keep their level (clamped to the new
+    /// capacity and debt floor), new axes start full, removed axes disappear.
+    pub fn set_limits(&mut self, now: Duration, limits: &Limits) {
+        self.advance(now);
+        for axis in Axis::ALL {
+            let slot = &mut self.buckets[axis.index()];
+            *slot = limits.get(axis).map(|limit| match *slot {
+                Some(b) => {
+                    let cap = capacity(limit, axis.window());
+                    Bucket {
+                        limit,
+                        level: b.level.clamp(debt_floor(cap), cap),
+                        foreign: clamp_foreign(b.foreign, limit),
+                        sync: b.sync,
+                        opening: b.opening,
+                        withheld: b
+                            .withheld
+                            .min((cap - b.level.clamp(debt_floor(cap), cap)).max(0)),
+                    }
+                }
+                None => Bucket::full(limit, axis.window()),
+            });
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        let mut limits = Limits::unlimited();
+        for axis in Axis::ALL {
+            if let Some(b) = self.buckets[axis.index()] {
+                limits.set(axis, std::num::NonZeroU64::new(b.limit));
+            }
+        }
+        limits
+    }
+
+    /// Refills to `now` and reports the state.
+    pub fn state(&mut self, now: Duration) -> LaneState {
+        let now = self.advance(now);
+        let buckets = Axis::ALL
+            .into_iter()
+            .filter_map(|axis| {
+                self.buckets[axis.index()].map(|b| BucketSnapshot {
+                    axis,
+                    limit: b.limit,
+                    level: whole_units(b.level, axis.window()),
+                    full_in: Duration::from_nanos(wait_ns(
+                        b.level,
+                        capacity(b.limit, axis.window()),
+                        b.rate(),
+                    )),
+                    foreign: b.foreign,
+                    opening: b.opening,
+                })
+            })
+            .collect();
+        let pause = self.paused_until.saturating_sub(now);
+        LaneState {
+            opening: self.buckets.iter().flatten().any(|b| b.opening),
+            limits: self.limits(),
+            buckets,
+            paused_for: (!pause.is_zero()).then_some(pause),
+            requests_total: self.requests_total,
+            tokens_total: self.tokens_total,
+        }
+    }
+}
