@@ -4,6 +4,7 @@
 
 mod believe;
 mod capacity;
+mod cpu;
 mod embeddings;
 mod faults;
 mod math;
@@ -12,6 +13,7 @@ mod redis;
 mod report;
 mod scenarios;
 mod svg;
+mod throughput;
 mod workload;
 
 use std::io::Write as _;
