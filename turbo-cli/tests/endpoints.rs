@@ -115,7 +115,7 @@ async fn a_mixed_batch_runs_every_endpoint_across_dependencies() {
         (stats.ok, stats.bad_requests, stats.rate_limited),
         (5, 0, 0)
     );
-    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let summary: Value = read_json(&summary);
     assert_eq!(summary["completed"], 5, "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use util::{
-    EchoServer, line, poll_until, run_args, run_to_end, signal, stderr_until, temp_dir, turbo_run,
-    wait_child, write_lines,
+    EchoServer, line, poll_until, read_json, run_args, run_to_end, signal, stderr_until, temp_dir,
+    turbo_run, wait_child, write_lines,
 };
 
 fn results(path: &Path) -> Vec<Value> {
@@ -286,7 +286,7 @@ async fn a_full_disk_loses_no_count_and_no_line() {
         "{}",
         run.stderr
     );
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let summary: Value = read_json(&summary);
     for field in ["completed", "total_completed"] {
         assert_eq!(
             summary[field].as_u64(),

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use turbo_providers::mock_server::{MockServer, MockServerConfig};
 use util::{
-    EchoServer, answer, by_id, finish, line, poll_until, results, run_args, run_to_end, signal,
-    stderr_until, temp_dir, turbo_run, wait_child, write_lines,
+    EchoServer, answer, by_id, finish, line, poll_until, read_json, results, run_args, run_to_end,
+    signal, stderr_until, temp_dir, turbo_run, wait_child, write_lines,
 };
 
 fn input_ids(path: &Path) -> Vec<String> {
@@ -63,14 +63,14 @@ async fn the_shipped_example_runs_on_the_mock_provider() {
         assert_eq!(result["response"]["status_code"], 200, "{result}");
         assert!(answer(result).starts_with("echo: "), "{result}");
     }
-    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let summary: Value = read_json(&summary);
     assert_eq!(summary["completed"], ids.len());
     assert_eq!(summary["failed"], 0);
     assert_eq!(summary["exit_code"], 0);
     assert_eq!(summary["requests"], ids.len());
     assert!(summary["wall_seconds"].as_f64().unwrap() > 0.0);
     assert!(summary["lanes"].as_array().unwrap().len() >= 2, "{summary}");
-    let timeline: Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
+    let timeline: Value = read_json(&timeline);
     assert!(timeline["samples"].is_array(), "{timeline}");
     assert!(run.stderr.contains("completed"), "{}", run.stderr);
 }
@@ -186,7 +186,7 @@ async fn failures_end_their_dependents_and_exit_1() {
     }
     // A 400 is not retried, and nothing ran on top of the failure.
     assert_eq!(server.requests(), 2);
-    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let summary: Value = read_json(&summary);
     assert_eq!(
         (
             &summary["completed"],
@@ -227,7 +227,7 @@ async fn retryable_failures_are_retried_under_learned_limits() {
     .await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert_eq!(by_id(&results(&output)).len(), 6);
-    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let summary: Value = read_json(&summary);
     assert_eq!(summary["completed"], 6);
     assert_eq!(summary["retries"], 2, "{summary}");
     assert_eq!(summary["attempts"], 8, "{summary}");
@@ -269,7 +269,7 @@ async fn the_summary_names_server_limits_that_overrode_the_configuration() {
     ))
     .await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
-    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let summary: Value = read_json(&summary);
     let lane = &summary["lanes"][0];
     assert_eq!(lane["limits"]["rpm"], 600, "{summary}");
     assert_eq!(lane["limits"]["tpm"], 90_000, "{summary}");
@@ -459,13 +459,13 @@ async fn the_mock_server_subcommand_serves_a_run() {
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     let ids: HashSet<String> = by_id(&results(&output)).into_keys().collect();
     assert_eq!(ids.len(), 5);
-    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let summary: Value = read_json(&summary);
     assert_eq!(summary["lanes"][0]["limits"]["rpm"], 600, "{summary}");
 
     signal(&server, "TERM");
     let status = wait_child(&mut server).await;
     assert_eq!(status.code(), Some(0));
-    let stats: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let stats: Value = read_json(&stats);
     assert_eq!(stats["requests"], 5);
     assert_eq!(stats["ok"], 5);
 }

@@ -38,6 +38,11 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A JSON file's contents (a `--summary-json` or `--timeline-json` file).
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// A batch line for `gpt-4o-mini` whose one user message is `content`.
 pub fn line(id: &str, content: &str, deps: &[&str]) -> Value {
     let mut line = json!({
