@@ -12,7 +12,11 @@
 //! 3. SIGKILL at five random moments, each time resuming with `--resume`,
 //!    then a last `--resume` to the end: **answers paid twice**, the
 //!    server's 200s beyond the first per prompt (`--count-by-prompt`), held
-//!    to the requests the server had in flight at the kills.
+//!    to the requests the server had in flight at the kills (asked just
+//!    before each kill, plus those it received in between). An answer the
+//!    server had already sent but the client had not yet written when it was
+//!    killed is paid twice too, and the server cannot see it in flight: that
+//!    window is the time from a response's arrival to its line's write.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -260,11 +264,16 @@ fn run_killed(context: &Context, setup: &Setup, dir: &Path) -> Result<KillRun> {
         if running.finished()? {
             break;
         }
-        let stats = server.stats()?;
-        outcome.in_flight_at_kills +=
-            raw_u64(&stats, "/in_flight") + raw_u64(&stats, "/faults_active");
-        // Dropping a running client kills it (SIGKILL).
+        let before = server.stats()?;
+        // Dropping a running client kills it (SIGKILL) and reaps it.
         drop(running);
+        // In flight at the kill: what the server held when asked, and what
+        // reached it between that question and the kill (a few ms in which
+        // the client may send; it sends nothing after it).
+        let after = server.stats()?;
+        outcome.in_flight_at_kills += raw_u64(&before, "/in_flight")
+            + raw_u64(&before, "/faults_active")
+            + after.requests.saturating_sub(before.requests);
         outcome.kills += 1;
         running = Client::spawn(binary, client(dir, "sigkill", &server, true))?;
     }
