@@ -71,6 +71,13 @@ impl Setup {
             &scenarios::SIGMA.to_string(),
             "--fault",
             self.faults,
+            // A trickle that ends within the client's 10 s attempt timeout
+            // (an answer of ~600 bytes in ~10 writes, ~5 s): a slow body
+            // must arrive whole. At 8 bytes a write it took ~35 s, so the
+            // timeout abandoned it and the retry paid a second time, which
+            // the SIGKILL run counted as a kill's duplicate.
+            "--trickle-bytes",
+            "64",
             "--trickle-gap-ms",
             "500",
             "--count-by-prompt",
