@@ -57,6 +57,15 @@ impl Setup {
         }
     }
 
+    /// Lines of the SIGKILL run: more than two calendar minutes' worth, so
+    /// the run outlasts its five kills (each 1-4 s after the last) however
+    /// the start falls in the minute. With one and a third minutes' worth, a
+    /// start just before a minute's end finished everything within a second,
+    /// before the first kill.
+    fn killed_lines(&self) -> usize {
+        self.lines.max(2 * self.rpm as usize + 1)
+    }
+
     /// The arguments after `mock-server`.
     fn server_args(&self) -> Vec<String> {
         [
@@ -260,7 +269,7 @@ fn run_killed(context: &Context, setup: &Setup, dir: &Path) -> Result<KillRun> {
     let first = client(dir, "sigkill", &server, false);
     std::fs::write(
         &first.input,
-        workload::simple("sigkill", setup.lines, OutputCap::MaxTokens(50)),
+        workload::simple("sigkill", setup.killed_lines(), OutputCap::MaxTokens(50)),
     )?;
     let output = first.output.clone();
     let mut outcome = KillRun::default();
@@ -289,7 +298,7 @@ fn run_killed(context: &Context, setup: &Setup, dir: &Path) -> Result<KillRun> {
     server.stop()?;
     outcome.duplicate_ok = raw_u64(&stats, "/prompts/duplicate_ok");
     outcome.duplicate_charged = raw_u64(&stats, "/prompts/duplicate_charged");
-    outcome.lines = count_lines(&input_ids("sigkill", setup.lines), &output);
+    outcome.lines = count_lines(&input_ids("sigkill", setup.killed_lines()), &output);
     outcome.final_exit = last.exit_code;
     outcome.final_timed_out = last.timed_out;
     Ok(outcome)
