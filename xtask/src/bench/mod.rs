@@ -6,6 +6,7 @@ mod believe;
 mod capacity;
 mod cpu;
 mod embeddings;
+mod engine;
 mod faults;
 mod math;
 mod process;
@@ -270,7 +271,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     }
     let mut engine_example = Err("not needed".to_owned());
     if needs_engine {
-        engine_example = scenarios::prepare_engine_example(&root, options.build);
+        engine_example = engine::prepare_engine_example(&root, options.build);
     }
     let context = Context {
         root,
