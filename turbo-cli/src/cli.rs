@@ -34,13 +34,13 @@ pub enum Command {
     MockServer(MockServerArgs),
 }
 
-/// The provider of lines that name none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// The provider of lines that name none: any provider the run knows (the
+/// presets `openai`, `groq`, `anthropic`, or one the configuration declares),
+/// or `mock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderArg {
-    /// OpenAI (key from OPENAI_API_KEY, base URL from OPENAI_BASE_URL or --base-url).
-    Openai,
-    /// Groq (key from GROQ_API_KEY, base URL from GROQ_BASE_URL or --base-url).
-    Groq,
+    /// This provider.
+    Named(Provider),
     /// The built-in simulated provider for every line: no key, no network.
     Mock,
 }
@@ -49,8 +49,8 @@ impl ProviderArg {
     /// The lane of lines without a `provider` field (mock lines use OpenAI's).
     pub fn default_provider(self) -> Provider {
         match self {
-            ProviderArg::Openai | ProviderArg::Mock => Provider::OpenAi,
-            ProviderArg::Groq => Provider::Groq,
+            ProviderArg::Named(provider) => provider,
+            ProviderArg::Mock => Provider::OpenAi,
         }
     }
 
@@ -60,12 +60,35 @@ impl ProviderArg {
     }
 }
 
+impl FromStr for ProviderArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("mock") {
+            return Ok(ProviderArg::Mock);
+        }
+        Provider::named(text)
+            .map(ProviderArg::Named)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl std::fmt::Display for ProviderArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProviderArg::Named(provider) => write!(f, "{provider}"),
+            ProviderArg::Mock => f.write_str("mock"),
+        }
+    }
+}
+
 /// Rate-limit settings shared by `run` and `plan`.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
-    /// Provider of lines without a `provider` field; `mock` runs every line on
+    /// Provider of lines without a `provider` field: openai, groq, anthropic
+    /// or one declared in the configuration file; `mock` runs every line on
     /// the built-in simulated provider (no key, no network).
-    #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
+    #[arg(long, value_name = "NAME", default_value = "openai")]
     pub provider: ProviderArg,
     /// Requests per minute allowed for the default provider.
     #[arg(long, value_name = "N", value_parser = crate::limits::parse_requests)]
@@ -73,12 +96,14 @@ pub struct LimitArgs {
     /// Tokens per minute allowed for the default provider.
     #[arg(long, value_name = "N", value_parser = crate::limits::parse_tokens)]
     pub tpm: Option<NonZeroU64>,
-    /// TOML file with limits per provider and model:
-    /// `[openai] rpm = 500, tpm = 200000, rpd = …, tpd = …` and
-    /// `[openai.models."gpt-4o"] rpm = …, tpm = …`; the same for `[groq]`.
-    /// --rpm/--tpm override the file for the default provider.
-    #[arg(long, value_name = "FILE")]
-    pub limits: Option<PathBuf>,
+    /// TOML configuration: providers (`[providers.NAME]` with kind,
+    /// base_url, api_key_env, headers, timeout), their limits (rpm, tpm, rpd,
+    /// tpd, and `[providers.NAME.models."MODEL"]`) and `[prices]`; see
+    /// examples/turbo.toml. Without it, turbo.toml in the working directory
+    /// is read if there is one. --rpm/--tpm override the file for the
+    /// default provider. (--limits is its older name.)
+    #[arg(long, visible_alias = "limits", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Apply no client-side limit to providers without configured limits
     /// (instead of learning them from x-ratelimit headers). For servers that
     /// enforce no limits and send no such headers.
@@ -398,7 +423,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("run expected")
         };
-        assert_eq!(args.limits.provider, ProviderArg::Groq);
+        assert_eq!(args.limits.provider, ProviderArg::Named(Provider::Groq));
         assert_eq!(args.limits.rpm.map(NonZeroU32::get), Some(30));
         assert!(args.retry_failed);
         assert!(Cli::try_parse_from(["turbo-run", "run", "x", "--rpm", "0"]).is_err());

@@ -1,6 +1,9 @@
-//! The chat clients a run needs: keys and base URLs from the environment
-//! (never from arguments), or the built-in simulated provider.
+//! The clients a run needs, one per provider its lines name: keys from the
+//! environment variables the registry names (never from arguments or
+//! files), base URLs from the flags, the environment or the configuration,
+//! or the built-in simulated provider.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -8,37 +11,41 @@ use std::time::Duration;
 use async_trait::async_trait;
 use turbo_core::{ChatClient, ChatRequest, ChatResponse, EndpointRequest, Provider, ProviderError};
 use turbo_providers::{
-    ClientConfig, LatencyModel, OpenAiCompatClient, ProviderKind, SimulatedConfig,
-    SimulatedProvider, default_http_client,
+    ClientConfig, GROQ_BASE_URL, LatencyModel, OPENAI_BASE_URL, OpenAiCompatClient, ProviderKind,
+    SimulatedConfig, SimulatedProvider, default_http_client,
 };
 
 use crate::progress::Console;
+use crate::registry::{Kind, ProviderSpec, Registry};
+
+/// Anthropic's public API.
+const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
 /// Where the clients come from.
 #[derive(Debug, Clone)]
 pub enum ClientSource {
-    /// The simulated provider, for both providers.
+    /// The simulated provider, for every provider.
     Mock {
         /// Median latency (log-normal, sigma 0.5).
         latency: Duration,
         /// Share of requests failing with 500/503.
         error_rate: f64,
     },
-    /// OpenAI-compatible HTTP APIs.
+    /// The providers' HTTP APIs.
     Http {
-        /// The provider `base_url` applies to.
+        /// The provider `--base-url` applies to.
         default_provider: Provider,
-        /// Each provider's base URL from the flags (OpenAI, Groq): its own
-        /// `--openai-base-url`/`--groq-base-url`, else `--base-url` for the
-        /// default provider; `None` falls back to the environment.
-        base_urls: [Option<String>; 2],
-        /// `--timeout` (a whole request) and `--idle-timeout` (a body that
-        /// stops arriving).
+        /// Base URLs from the flags: `--openai-base-url`, `--groq-base-url`,
+        /// and `--base-url` for the default provider. They come before the
+        /// `*_BASE_URL` variables, which come before the configuration.
+        base_urls: BTreeMap<Provider, String>,
+        /// `--timeout` (a whole request; a provider's own `timeout` wins) and
+        /// `--idle-timeout` (a body that stops arriving).
         timeouts: (Duration, Duration),
     },
 }
 
-/// A provider the input needs that has no key and no base URL.
+/// A provider the input needs whose key is not set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingKey {
     /// The provider.
@@ -46,9 +53,9 @@ pub struct MissingKey {
     /// Lines that need it.
     pub lines: usize,
     /// The variable to set.
-    pub key_env: &'static str,
-    /// The variable for a keyless server.
-    pub base_url_env: &'static str,
+    pub key_env: String,
+    /// The variable for a keyless server (presets only).
+    pub base_url_env: Option<&'static str>,
     /// Whether `--base-url` would apply to this provider.
     pub is_default: bool,
 }
@@ -56,10 +63,10 @@ pub struct MissingKey {
 /// Why the clients could not be built.
 #[derive(Debug)]
 pub enum ClientError {
-    /// No key and no base URL for providers the input needs: every one of
-    /// them, so a user fixes the environment once.
+    /// No key for providers the input needs: every one of them, so a user
+    /// fixes the environment once.
     MissingKey {
-        /// The providers, in [`Provider::ALL`] order.
+        /// The providers, by name.
         missing: Vec<MissingKey>,
     },
     /// A bad base URL or configuration.
@@ -80,18 +87,13 @@ impl std::fmt::Display for MissingKey {
             "no API key for {} ({} {line_word} of the input need it): set {} in the environment",
             self.provider, self.lines, self.key_env
         )?;
-        if self.is_default {
-            write!(
+        match (self.base_url_env, self.is_default) {
+            (Some(env), true) => write!(
                 f,
-                ", or give --base-url (or {}) for an OpenAI-compatible server that needs no key",
-                self.base_url_env
-            )
-        } else {
-            write!(
-                f,
-                ", or set {} for an OpenAI-compatible server that needs no key",
-                self.base_url_env
-            )
+                ", or give --base-url (or {env}) for a server that needs no key"
+            ),
+            (Some(env), false) => write!(f, ", or set {env} for a server that needs no key"),
+            (None, _) => Ok(()),
         }
     }
 }
@@ -132,40 +134,37 @@ impl std::error::Error for ClientError {
     }
 }
 
-/// One client per provider the run needs (by index: OpenAI, Groq).
+/// One client per provider the run needs.
+#[derive(Default)]
 pub struct Clients {
-    /// OpenAI's client.
-    pub openai: Option<Arc<dyn ChatClient>>,
-    /// Groq's client.
-    pub groq: Option<Arc<dyn ChatClient>>,
+    /// By provider.
+    pub by_provider: BTreeMap<Provider, Arc<dyn ChatClient>>,
 }
 
-/// Builds the clients for the providers with a non-zero count in `needed`
-/// (OpenAI, Groq), checking keys before anything is sent. `learned` says which
-/// providers learn their limits from headers (their clients warn once when
+/// Builds the clients of the providers `needed` names (with how many lines
+/// need each), checking keys before anything is sent. The providers in
+/// `learned` learn their limits from headers (their clients warn once when
 /// the server sends none).
 pub fn build(
     source: &ClientSource,
-    needed: [usize; 2],
-    learned: [bool; 2],
+    registry: &Registry,
+    needed: &BTreeMap<Provider, usize>,
+    learned: &BTreeSet<Provider>,
     console: Arc<Console>,
 ) -> Result<Clients, ClientError> {
-    let mut clients = Clients {
-        openai: None,
-        groq: None,
-    };
-    let providers = [Provider::OpenAi, Provider::Groq];
+    let mut clients = Clients::default();
+    let specs = needed
+        .iter()
+        .filter(|(_, lines)| **lines > 0)
+        .filter_map(|(provider, lines)| registry.get(*provider).map(|spec| (spec, *lines)));
     match source {
         ClientSource::Mock {
             latency,
             error_rate,
         } => {
-            for (i, provider) in providers.into_iter().enumerate() {
-                if needed[i] == 0 {
-                    continue;
-                }
+            for (spec, _) in specs {
                 let config = SimulatedConfig {
-                    provider: provider.kind(),
+                    provider: spec.kind.client_kind(),
                     latency: if latency.is_zero() {
                         LatencyModel::Zero
                     } else {
@@ -179,10 +178,10 @@ pub fn build(
                 };
                 let client =
                     SimulatedProvider::new(config).map_err(|source| ClientError::Config {
-                        provider: Some(provider),
+                        provider: Some(spec.provider),
                         source,
                     })?;
-                set(&mut clients, provider, Arc::new(client));
+                clients.by_provider.insert(spec.provider, Arc::new(client));
             }
         }
         ClientSource::Http {
@@ -192,41 +191,27 @@ pub fn build(
         } => {
             let mut configs = Vec::new();
             let mut missing = Vec::new();
-            for (i, provider) in providers.into_iter().enumerate() {
-                if needed[i] == 0 {
-                    continue;
-                }
-                let is_default = provider == *default_provider;
-                let flag_url = base_urls[i].as_deref();
-                let (key_env, base_url_env) = env_names(provider);
-                let lookup = |name: &str| {
-                    if name == base_url_env
-                        && let Some(url) = flag_url
-                    {
-                        return Some(url.to_owned());
-                    }
-                    std::env::var(name).ok()
-                };
-                match ClientConfig::from_env_with(provider.kind(), lookup) {
+            for (spec, lines) in specs {
+                let flag_url = base_urls.get(&spec.provider).map(String::as_str);
+                match http_config(spec, flag_url, |name| std::env::var(name).ok()) {
                     Ok(config) => configs.push((
-                        i,
-                        provider,
+                        spec,
                         config
-                            .with_timeout(*timeout)
+                            .with_timeout(spec.timeout.unwrap_or(*timeout))
                             .with_idle_timeout(*idle_timeout),
                     )),
                     // Keep looking: every missing key is reported at once.
-                    Err(ProviderError::MissingApiKey { .. }) => missing.push(MissingKey {
-                        provider,
-                        lines: needed[i],
+                    Err(Needs::Key(key_env)) => missing.push(MissingKey {
+                        provider: spec.provider,
+                        lines,
                         key_env,
-                        base_url_env,
-                        is_default,
+                        base_url_env: spec.base_url_env,
+                        is_default: spec.provider == *default_provider,
                     }),
-                    Err(other) => {
+                    Err(Needs::Config(source)) => {
                         return Err(ClientError::Config {
-                            provider: Some(provider),
-                            source: other,
+                            provider: Some(spec.provider),
+                            source,
                         });
                     }
                 }
@@ -241,15 +226,23 @@ pub fn build(
                 provider: None,
                 source,
             })?;
-            for (i, provider, config) in configs {
+            for (spec, config) in configs {
+                let provider = spec.provider;
                 let base = config.base_url().to_owned();
-                let client = OpenAiCompatClient::new(http.clone(), config).map_err(|source| {
-                    ClientError::Config {
-                        provider: Some(provider),
-                        source,
+                let client: Result<Arc<dyn ChatClient>, ProviderError> = match spec.kind {
+                    Kind::OpenAi | Kind::Groq | Kind::OpenAiCompatible => {
+                        OpenAiCompatClient::new(http.clone(), config)
+                            .map(|client| Arc::new(client) as Arc<dyn ChatClient>)
                     }
+                    Kind::Anthropic => Err(ProviderError::Unsupported {
+                        feature: "Anthropic's Messages API over HTTP".to_owned(),
+                    }),
+                };
+                let client = client.map_err(|source| ClientError::Config {
+                    provider: Some(provider),
+                    source,
                 })?;
-                let client: Arc<dyn ChatClient> = if learned[i] {
+                let client: Arc<dyn ChatClient> = if learned.contains(&provider) {
                     Arc::new(HeaderWatch {
                         inner: client,
                         provider,
@@ -258,34 +251,75 @@ pub fn build(
                         console: console.clone(),
                     })
                 } else {
-                    Arc::new(client)
+                    client
                 };
-                set(&mut clients, provider, client);
+                clients.by_provider.insert(provider, client);
             }
         }
     }
     Ok(clients)
 }
 
-fn set(clients: &mut Clients, provider: Provider, client: Arc<dyn ChatClient>) {
-    match provider {
-        Provider::OpenAi => clients.openai = Some(client),
-        Provider::Groq => clients.groq = Some(client),
-    }
+/// What a provider's HTTP client still lacks.
+#[derive(Debug)]
+enum Needs {
+    /// The key, from this variable.
+    Key(String),
+    /// A usable configuration.
+    Config(ProviderError),
 }
 
-fn env_names(provider: Provider) -> (&'static str, &'static str) {
-    match provider {
-        Provider::OpenAi => ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
-        Provider::Groq => ("GROQ_API_KEY", "GROQ_BASE_URL"),
+/// A provider's client settings: the base URL from the flag, the preset's
+/// `*_BASE_URL` variable, the configuration, or the preset's public API; the
+/// key from its variable. A preset given a base URL may go without a key (a
+/// local server); a declared provider with `api_key_env` needs its key.
+fn http_config(
+    spec: &ProviderSpec,
+    flag_url: Option<&str>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<ClientConfig, Needs> {
+    let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+    let explicit_url = flag_url
+        .map(str::to_owned)
+        .or_else(|| spec.base_url_env.and_then(non_empty))
+        .or_else(|| spec.base_url.clone());
+    let key = spec.key_env.as_deref().and_then(non_empty);
+    let public_url = match spec.kind {
+        Kind::OpenAi => Some(OPENAI_BASE_URL),
+        Kind::Groq => Some(GROQ_BASE_URL),
+        Kind::Anthropic => Some(ANTHROPIC_BASE_URL),
+        Kind::OpenAiCompatible => None,
+    };
+    let keyless_allowed = spec.base_url_env.is_some() && explicit_url.is_some();
+    if key.is_none()
+        && !keyless_allowed
+        && let Some(key_env) = &spec.key_env
+    {
+        return Err(Needs::Key(key_env.clone()));
     }
+    let base_url = explicit_url
+        .or_else(|| public_url.map(str::to_owned))
+        .ok_or_else(|| {
+            Needs::Config(ProviderError::InvalidConfig {
+                message: "no base URL".to_owned(),
+            })
+        })?;
+    let mut config =
+        ClientConfig::new(spec.kind.client_kind(), &base_url).map_err(Needs::Config)?;
+    if let Some(key) = key {
+        config = config.with_api_key(key.trim().to_owned());
+    }
+    for (name, value) in &spec.headers {
+        config = config.with_header(name, value).map_err(Needs::Config)?;
+    }
+    Ok(config)
 }
 
 /// A client whose lane learns its limits from the x-ratelimit headers: a
 /// server that sends none leaves the lane at one request in flight for ever,
 /// which looks like a hang. Says so, once.
 struct HeaderWatch {
-    inner: OpenAiCompatClient,
+    inner: Arc<dyn ChatClient>,
     provider: Provider,
     base_url: String,
     warned: AtomicBool,
@@ -333,8 +367,8 @@ mod tests {
             missing: vec![MissingKey {
                 provider: Provider::Groq,
                 lines: 3,
-                key_env: "GROQ_API_KEY",
-                base_url_env: "GROQ_BASE_URL",
+                key_env: "GROQ_API_KEY".to_owned(),
+                base_url_env: Some("GROQ_BASE_URL"),
                 is_default: false,
             }],
         }
@@ -352,15 +386,15 @@ mod tests {
                 MissingKey {
                     provider: Provider::OpenAi,
                     lines: 32,
-                    key_env: "OPENAI_API_KEY",
-                    base_url_env: "OPENAI_BASE_URL",
+                    key_env: "OPENAI_API_KEY".to_owned(),
+                    base_url_env: Some("OPENAI_BASE_URL"),
                     is_default: true,
                 },
                 MissingKey {
                     provider: Provider::Groq,
                     lines: 1,
-                    key_env: "GROQ_API_KEY",
-                    base_url_env: "GROQ_BASE_URL",
+                    key_env: "GROQ_API_KEY".to_owned(),
+                    base_url_env: Some("GROQ_BASE_URL"),
                     is_default: false,
                 },
             ],
@@ -385,8 +419,89 @@ mod tests {
             latency: Duration::ZERO,
             error_rate: 0.0,
         };
-        let clients = build(&source, [2, 0], [false, false], Arc::new(Console::new())).unwrap();
-        assert!(clients.openai.is_some());
-        assert!(clients.groq.is_none());
+        let needed = BTreeMap::from([(Provider::OpenAi, 2), (Provider::Groq, 0)]);
+        let clients = build(
+            &source,
+            &Registry::default(),
+            &needed,
+            &BTreeSet::new(),
+            Arc::new(Console::new()),
+        )
+        .unwrap();
+        assert!(clients.by_provider.contains_key(&Provider::OpenAi));
+        assert!(!clients.by_provider.contains_key(&Provider::Groq));
+    }
+
+    fn spec(text: &str, name: &str) -> ProviderSpec {
+        let config = crate::config::Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let registry = Registry::from_config(&config).unwrap();
+        registry
+            .get(Provider::named(name).unwrap())
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn keys_and_urls_come_from_flags_environment_and_configuration() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let openai = spec("", "openai");
+        // A preset without key or URL needs its key.
+        assert!(matches!(
+            http_config(&openai, None, env(&[])),
+            Err(Needs::Key(key)) if key == "OPENAI_API_KEY"
+        ));
+        // A preset given a URL may go keyless (a local server).
+        let config = http_config(&openai, Some("http://127.0.0.1:9/v1"), env(&[])).unwrap();
+        assert_eq!(config.base_url(), "http://127.0.0.1:9/v1");
+        assert!(!config.has_api_key());
+        // The variable comes before the file, the flag before both.
+        let moved = spec(
+            "[providers.openai]\nbase_url = \"http://file/v1\"\n",
+            "openai",
+        );
+        let vars = env(&[
+            ("OPENAI_BASE_URL", "http://env/v1"),
+            ("OPENAI_API_KEY", "sk-x"),
+        ]);
+        assert_eq!(
+            http_config(&moved, None, vars).unwrap().base_url(),
+            "http://env/v1"
+        );
+        assert_eq!(
+            http_config(&moved, Some("http://flag/v1"), vars)
+                .unwrap()
+                .base_url(),
+            "http://flag/v1"
+        );
+        assert_eq!(
+            http_config(&moved, None, env(&[])).unwrap().base_url(),
+            "http://file/v1"
+        );
+        // A declared provider with a key variable needs it; without one it is keyless.
+        let keyed = spec(
+            "[providers.together]\nkind = \"openai-compatible\"\nbase_url = \"http://t/v1\"\napi_key_env = \"TOGETHER_KEY\"\n",
+            "together",
+        );
+        assert!(matches!(
+            http_config(&keyed, None, env(&[])),
+            Err(Needs::Key(key)) if key == "TOGETHER_KEY"
+        ));
+        assert!(
+            http_config(&keyed, None, env(&[("TOGETHER_KEY", "k")]))
+                .unwrap()
+                .has_api_key()
+        );
+        let keyless = spec(
+            "[providers.local]\nkind = \"openai-compatible\"\nbase_url = \"http://l/v1\"\nheaders = { \"X-Team\" = \"a\" }\n",
+            "local",
+        );
+        assert!(!http_config(&keyless, None, env(&[])).unwrap().has_api_key());
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use turbo_core::Concurrency;
 
-use crate::cli::{ProgressMode, ProviderArg, RunArgs, Workers};
+use crate::cli::{ProgressMode, RunArgs, Workers};
 
 /// Stands for a password removed from a URL in the printed command.
 pub const PASSWORD_PLACEHOLDER: &str = "PASSWORD";
@@ -33,12 +33,7 @@ pub fn resume_command(args: &RunArgs, output: &Path) -> String {
     let mut words: Vec<String> = vec!["turbo-run".into(), "run".into()];
     words.push(path(&args.input));
     push(&mut words, "-o", path(output));
-    let provider = match args.limits.provider {
-        ProviderArg::Openai => "openai",
-        ProviderArg::Groq => "groq",
-        ProviderArg::Mock => "mock",
-    };
-    push(&mut words, "--provider", provider.to_owned());
+    push(&mut words, "--provider", args.limits.provider.to_string());
     if let Some(url) = &args.base_url {
         push(&mut words, "--base-url", without_password(url));
     }
@@ -54,8 +49,16 @@ pub fn resume_command(args: &RunArgs, output: &Path) -> String {
     if let Some(tpm) = args.limits.tpm {
         push(&mut words, "--tpm", tpm.to_string());
     }
-    if let Some(file) = &args.limits.limits {
-        push(&mut words, "--limits", path(file));
+    // The file in force, also when it was found in the working directory:
+    // the resumed run may start elsewhere.
+    let config = args.limits.config.clone().or_else(|| {
+        let local = Path::new(crate::config::DEFAULT_CONFIG);
+        local
+            .is_file()
+            .then(|| std::path::absolute(local).unwrap_or_else(|_| local.to_owned()))
+    });
+    if let Some(file) = &config {
+        push(&mut words, "--config", path(file));
     }
     if args.limits.no_limits {
         words.push("--no-limits".into());
@@ -329,11 +332,14 @@ mod tests {
         assert_eq!(back.idle_timeout, args.idle_timeout);
         assert_eq!(back.input, PathBuf::from("in put.jsonl"));
         assert_eq!(back.output.as_deref(), Some(output));
-        assert_eq!(back.limits.provider, ProviderArg::Groq);
+        assert_eq!(
+            back.limits.provider,
+            crate::cli::ProviderArg::Named(turbo_core::Provider::Groq)
+        );
         assert_eq!(back.base_url, args.base_url);
         assert_eq!(back.limits.rpm, args.limits.rpm);
         assert_eq!(back.limits.tpm, args.limits.tpm);
-        assert_eq!(back.limits.limits, args.limits.limits);
+        assert_eq!(back.limits.config, args.limits.config);
         assert_eq!(back.workers, args.workers);
         assert_eq!(back.max_retries, 5);
         assert_eq!(back.max_pending, args.max_pending);
@@ -363,7 +369,7 @@ mod tests {
             "auto",
         ]);
         let back = round_trip(&args, Path::new("out.jsonl"));
-        assert_eq!(back.limits.provider, ProviderArg::Mock);
+        assert_eq!(back.limits.provider, crate::cli::ProviderArg::Mock);
         assert_eq!(back.mock_latency_ms, 20);
         assert_eq!(back.mock_error_rate, 0.25);
         assert!(back.limits.no_limits);

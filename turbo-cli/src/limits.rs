@@ -3,44 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU64};
-use std::path::Path;
 
-use anyhow::{Context, anyhow};
-use serde::Deserialize;
+use anyhow::anyhow;
 use turbo_core::{Limits, Provider, TurboRunBuilder, default_limits};
 
 use crate::cli::LimitArgs;
-use crate::prices::{PriceFile, PriceTable};
-
-/// The limits of one axis set, as written in the file.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AxisLimits {
-    rpm: Option<u64>,
-    tpm: Option<u64>,
-    rpd: Option<u64>,
-    tpd: Option<u64>,
-}
-
-/// One provider's table: its own limits and its models' tables.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProviderTable {
-    rpm: Option<u64>,
-    tpm: Option<u64>,
-    rpd: Option<u64>,
-    tpd: Option<u64>,
-    #[serde(default)]
-    models: BTreeMap<String, AxisLimits>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsFile {
-    openai: Option<ProviderTable>,
-    groq: Option<ProviderTable>,
-    prices: Option<PriceFile>,
-}
+use crate::config::{AxisLimits, Config};
+use crate::prices::PriceTable;
+use crate::registry::Registry;
 
 /// What a provider's own lane does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,50 +109,50 @@ pub fn thousands(value: u64) -> String {
 /// Every provider's and model's limits.
 #[derive(Debug, Clone)]
 pub struct LimitPlan {
-    lanes: [LaneLimits; 2],
-    models: [Vec<(String, Limits)>; 2],
+    lanes: BTreeMap<Provider, LaneLimits>,
+    models: BTreeMap<Provider, Vec<(String, Limits)>>,
     prices: PriceTable,
     simulated: bool,
 }
 
 impl LimitPlan {
-    /// Merges the file (if any) and the flags; the flags win for the default
-    /// provider. Invalid values are usage errors.
-    pub fn from_args(args: &LimitArgs) -> anyhow::Result<Self> {
-        let file = match &args.limits {
-            Some(path) => read_file(path)?,
-            None => LimitsFile::default(),
-        };
+    /// Reads the configuration (`--config`, else `./turbo.toml`) and
+    /// resolves the providers and their limits: what `run` and `plan` start
+    /// from.
+    pub fn load(args: &LimitArgs) -> anyhow::Result<(Config, Registry, LimitPlan)> {
+        let config = Config::load(args.config.as_deref())?;
+        let registry = Registry::from_config(&config)?;
+        let plan = LimitPlan::from_args(args, &config, &registry)?;
+        Ok((config, registry, plan))
+    }
+
+    /// Merges the configuration's limits and the flags; the flags win for
+    /// the default provider. Invalid values are usage errors.
+    pub fn from_args(
+        args: &LimitArgs,
+        config: &Config,
+        registry: &Registry,
+    ) -> anyhow::Result<Self> {
+        let origin = config.origin();
         let default = args.provider.default_provider();
-        let prices =
-            PriceTable::with_overrides(file.prices.clone()).map_err(|error| {
-                match &args.limits {
-                    Some(path) => anyhow!("{}: {error}", path.display()),
-                    None => anyhow!(error),
-                }
-            })?;
+        let prices = PriceTable::with_overrides(config.prices.clone())
+            .map_err(|error| anyhow!("{origin}{error}"))?;
         let mut plan = LimitPlan {
-            lanes: [LaneLimits::Learned, LaneLimits::Learned],
-            models: [Vec::new(), Vec::new()],
+            lanes: BTreeMap::new(),
+            models: BTreeMap::new(),
             prices,
             simulated: args.provider.is_mock(),
         };
-        for provider in Provider::ALL {
-            let table = match provider {
-                Provider::OpenAi => file.openai.clone(),
-                Provider::Groq => file.groq.clone(),
-            }
-            .unwrap_or_default();
+        for spec in registry.iter() {
+            let provider = spec.provider;
             let name = provider.name();
-            let mut limits = to_limits(
-                AxisLimits {
-                    rpm: table.rpm,
-                    tpm: table.tpm,
-                    rpd: table.rpd,
-                    tpd: table.tpd,
-                },
-                &format!("[{name}]"),
-            )?;
+            let table = config
+                .providers
+                .iter()
+                .find(|(written, _)| Provider::named(written).ok() == Some(provider))
+                .map(|(_, table)| table.clone())
+                .unwrap_or_default();
+            let mut limits = to_limits(table.limits(), &format!("{origin}[providers.{name}]"))?;
             if provider == default {
                 if let Some(rpm) = args.rpm {
                     limits.rpm = Some(rpm);
@@ -191,7 +161,7 @@ impl LimitPlan {
                     limits.tpm = Some(tpm);
                 }
             }
-            plan.lanes[slot(provider)] = if !limits.is_unlimited() {
+            let lane = if !limits.is_unlimited() {
                 LaneLimits::Configured(limits)
             } else if args.no_limits {
                 LaneLimits::Unlimited
@@ -200,22 +170,27 @@ impl LimitPlan {
             } else {
                 LaneLimits::Learned
             };
+            plan.lanes.insert(provider, lane);
+            let mut models = Vec::new();
             for (model, axes) in table.models {
-                let limits = to_limits(axes, &format!("[{name}.models.{model:?}]"))?;
+                let place = format!("{origin}[providers.{name}.models.{model:?}]");
+                let limits = to_limits(axes, &place)?;
                 if limits.is_unlimited() {
-                    return Err(anyhow!(
-                        "[{name}.models.{model:?}] sets no limit; give rpm, tpm, rpd or tpd"
-                    ));
+                    return Err(anyhow!("{place} sets no limit; give rpm, tpm, rpd or tpd"));
                 }
-                plan.models[slot(provider)].push((model, limits));
+                models.push((model, limits));
             }
+            plan.models.insert(provider, models);
         }
         Ok(plan)
     }
 
     /// The provider lane's limits.
     pub fn lane(&self, provider: Provider) -> LaneLimits {
-        self.lanes[slot(provider)]
+        self.lanes
+            .get(&provider)
+            .copied()
+            .unwrap_or(LaneLimits::Learned)
     }
 
     /// The prices in force.
@@ -230,7 +205,7 @@ impl LimitPlan {
 
     /// Per-model lanes of a provider.
     pub fn models(&self, provider: Provider) -> &[(String, Limits)] {
-        &self.models[slot(provider)]
+        self.models.get(&provider).map_or(&[], Vec::as_slice)
     }
 
     /// The lane a request for `model` goes to, and its limits if known.
@@ -241,9 +216,13 @@ impl LimitPlan {
         }
     }
 
-    /// Configures the engine's lanes.
-    pub fn apply(&self, mut builder: TurboRunBuilder) -> TurboRunBuilder {
-        for provider in Provider::ALL {
+    /// Configures the engine's lanes of `providers` (the ones the run uses).
+    pub fn apply(
+        &self,
+        mut builder: TurboRunBuilder,
+        providers: impl IntoIterator<Item = Provider>,
+    ) -> TurboRunBuilder {
+        for provider in providers {
             builder = match self.lane(provider) {
                 LaneLimits::Configured(limits) | LaneLimits::Default(limits) => {
                     builder.limits(provider, limits)
@@ -257,25 +236,6 @@ impl LimitPlan {
         }
         builder
     }
-}
-
-fn slot(provider: Provider) -> usize {
-    match provider {
-        Provider::OpenAi => 0,
-        Provider::Groq => 1,
-    }
-}
-
-fn read_file(path: &Path) -> anyhow::Result<LimitsFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the limits file {}", path.display()))?;
-    toml::from_str(&text).map_err(|error| {
-        anyhow!(
-            "{}: invalid limits file: {}",
-            path.display(),
-            error.to_string().trim_end()
-        )
-    })
 }
 
 fn to_limits(axes: AxisLimits, table: &str) -> anyhow::Result<Limits> {
@@ -317,9 +277,13 @@ mod tests {
             provider,
             rpm: rpm.and_then(NonZeroU32::new),
             tpm: None,
-            limits: file,
+            config: file,
             no_limits: false,
         }
+    }
+
+    fn plan_of(args: &LimitArgs) -> anyhow::Result<LimitPlan> {
+        LimitPlan::load(args).map(|(_, _, plan)| plan)
     }
 
     fn write(name: &str, text: &str) -> PathBuf {
@@ -336,7 +300,12 @@ mod tests {
             "limits.toml",
             "[openai]\nrpm = 500\ntpm = 200000\n[openai.models.\"gpt-4o\"]\nrpm = 50\n[groq]\ntpd = 1000000\n",
         );
-        let plan = LimitPlan::from_args(&args(ProviderArg::Openai, Some(300), Some(path))).unwrap();
+        let plan = plan_of(&args(
+            ProviderArg::Named(Provider::OpenAi),
+            Some(300),
+            Some(path),
+        ))
+        .unwrap();
         let LaneLimits::Configured(openai) = plan.lane(Provider::OpenAi) else {
             panic!("configured expected")
         };
@@ -352,16 +321,16 @@ mod tests {
 
     #[test]
     fn no_limits_means_learning_or_defaults() {
-        let plan = LimitPlan::from_args(&args(ProviderArg::Openai, None, None)).unwrap();
+        let plan = plan_of(&args(ProviderArg::Named(Provider::OpenAi), None, None)).unwrap();
         assert_eq!(plan.lane(Provider::OpenAi), LaneLimits::Learned);
-        let mock = LimitPlan::from_args(&args(ProviderArg::Mock, None, None)).unwrap();
+        let mock = plan_of(&args(ProviderArg::Mock, None, None)).unwrap();
         assert_eq!(
             mock.lane(Provider::Groq),
             LaneLimits::Default(default_limits(Provider::Groq))
         );
-        let mut unlimited = args(ProviderArg::Groq, None, None);
+        let mut unlimited = args(ProviderArg::Named(Provider::Groq), None, None);
         unlimited.no_limits = true;
-        let plan = LimitPlan::from_args(&unlimited).unwrap();
+        let plan = plan_of(&unlimited).unwrap();
         assert_eq!(plan.lane(Provider::Groq), LaneLimits::Unlimited);
     }
 
@@ -372,7 +341,7 @@ mod tests {
             ("[openai]\nrqm = 5\n", "rqm"),
             ("[mistral]\nrpm = 5\n", "mistral"),
             ("[groq.models.\"x\"]\n", "sets no limit"),
-            ("[openai\n", "invalid limits file"),
+            ("[openai\n", "invalid configuration"),
             (
                 "[prices.openai.\"m\"]\ninput = -2.0\n",
                 "must be finite and not negative",
@@ -380,9 +349,13 @@ mod tests {
             ("[prices.openai.\"m\"]\nprice = 2.0\n", "price"),
         ] {
             let path = write("bad.toml", text);
-            let error = LimitPlan::from_args(&args(ProviderArg::Openai, None, Some(path)))
-                .unwrap_err()
-                .to_string();
+            let error = plan_of(&args(
+                ProviderArg::Named(Provider::OpenAi),
+                None,
+                Some(path),
+            ))
+            .unwrap_err()
+            .to_string();
             assert!(error.contains(expected), "{expected:?} not in {error:?}");
         }
     }
@@ -393,14 +366,19 @@ mod tests {
             "prices.toml",
             "[openai]\nrpm = 5\n[prices]\nas_of = \"2026-12-01\"\n[prices.openai.\"mine\"]\ninput = 1.5\noutput = 3.0\n",
         );
-        let plan = LimitPlan::from_args(&args(ProviderArg::Openai, None, Some(path))).unwrap();
+        let plan = plan_of(&args(
+            ProviderArg::Named(Provider::OpenAi),
+            None,
+            Some(path),
+        ))
+        .unwrap();
         assert_eq!(plan.prices().as_of, "2026-12-01");
         assert_eq!(
             plan.prices().price(Provider::OpenAi, "mine").unwrap().input,
             1.5
         );
         assert!(!plan.simulated());
-        let plain = LimitPlan::from_args(&args(ProviderArg::Mock, None, None)).unwrap();
+        let plain = plan_of(&args(ProviderArg::Mock, None, None)).unwrap();
         assert!(!plain.prices().overridden && plain.simulated());
     }
 

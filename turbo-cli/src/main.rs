@@ -15,6 +15,7 @@
 
 mod cli;
 mod clients;
+mod config;
 mod eta;
 mod figures;
 mod hint;
@@ -25,6 +26,7 @@ mod output;
 mod plan;
 mod prices;
 mod progress;
+mod registry;
 mod report;
 mod resume;
 mod run;

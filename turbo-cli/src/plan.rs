@@ -17,11 +17,13 @@ use crate::progress::duration;
 use crate::{Outcome, UsageError};
 
 /// What the engine reserves for an answer when a request sets no maximum
-/// (the engine's defaults: Groq +20 % of the prompt, OpenAI 1,000 tokens).
+/// (the engine's defaults: Groq +20 % of the prompt, every other provider
+/// 1,000 tokens).
 pub fn default_output(provider: Provider) -> DefaultOutput {
-    match provider {
-        Provider::Groq => DefaultOutput::GROQ,
-        Provider::OpenAi => DefaultOutput::openai(1_000),
+    if provider == Provider::Groq {
+        DefaultOutput::GROQ
+    } else {
+        turbo_core::DEFAULT_OUTPUT
     }
 }
 
@@ -132,14 +134,14 @@ pub fn lane_seconds(requests: u64, tokens: u64, limits: &Limits) -> (f64, Option
 
 /// Validates the batch and prints the plan on stdout.
 pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
-    let limits = LimitPlan::from_args(&args.limits).map_err(UsageError::from)?;
+    let (_, registry, limits) = LimitPlan::load(&args.limits).map_err(UsageError::from)?;
     let default_provider = args.limits.provider.default_provider();
     let counter = TiktokenCounter::new();
     let mut models: BTreeMap<(Provider, String), ModelFigures> = BTreeMap::new();
     let mut endpoints: BTreeMap<Endpoint, EndpointFigures> = BTreeMap::new();
     let mut lanes: BTreeMap<String, (u64, u64, Option<Limits>, String)> = BTreeMap::new();
     let mut estimates: Vec<(u32, String, u64)> = Vec::new();
-    let loaded = input::load(&args.input, default_provider, |index, entry| {
+    let loaded = input::load(&args.input, &registry, default_provider, |index, entry| {
         let provider = entry.provider.unwrap_or(default_provider);
         let estimate = entry.request.estimate(&counter, default_output(provider));
         let model = entry.request.model();

@@ -41,14 +41,12 @@ impl Price {
 
 /// A price table as written: the shipped file, or `[prices]` in the limits file.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PriceFile {
     /// When the prices were taken (`YYYY-MM-DD`).
     as_of: Option<String>,
-    #[serde(default)]
-    openai: BTreeMap<String, Price>,
-    #[serde(default)]
-    groq: BTreeMap<String, Price>,
+    /// Per provider name (`[prices.openai."gpt-4o"]`), per model.
+    #[serde(flatten)]
+    providers: BTreeMap<String, BTreeMap<String, Price>>,
 }
 
 /// Why a price table cannot be used.
@@ -56,10 +54,17 @@ pub struct PriceFile {
 pub enum PriceError {
     /// The shipped table does not parse (a build with a broken `prices.toml`).
     Shipped(toml::de::Error),
+    /// `[prices.NAME]` with a name no provider can have.
+    Provider {
+        /// The name as written.
+        name: String,
+        /// What is wrong with it.
+        source: turbo_core::InvalidProviderName,
+    },
     /// A negative, infinite or NaN price.
     Invalid {
-        /// `openai` or `groq`.
-        provider: &'static str,
+        /// The provider's name.
+        provider: String,
         /// The model.
         model: String,
     },
@@ -69,6 +74,9 @@ impl fmt::Display for PriceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PriceError::Shipped(_) => f.write_str("the shipped price table is invalid"),
+            PriceError::Provider { name, .. } => {
+                write!(f, "[prices.{name:?}]: not a provider name")
+            }
             PriceError::Invalid { provider, model } => write!(
                 f,
                 "[prices.{provider}.{model:?}]: prices must be finite and not negative"
@@ -81,6 +89,7 @@ impl std::error::Error for PriceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             PriceError::Shipped(error) => Some(error),
+            PriceError::Provider { source, .. } => Some(source),
             PriceError::Invalid { .. } => None,
         }
     }
@@ -93,7 +102,7 @@ pub struct PriceTable {
     pub as_of: String,
     /// Whether the limits file changed or added prices.
     pub overridden: bool,
-    prices: [BTreeMap<String, Price>; 2],
+    prices: BTreeMap<Provider, BTreeMap<String, Price>>,
 }
 
 impl PriceTable {
@@ -103,7 +112,7 @@ impl PriceTable {
         let mut table = PriceTable {
             as_of: file.as_of.clone().unwrap_or_else(|| "undated".to_owned()),
             overridden: false,
-            prices: [BTreeMap::new(), BTreeMap::new()],
+            prices: BTreeMap::new(),
         };
         table.merge(file)?;
         table.overridden = false;
@@ -123,17 +132,24 @@ impl PriceTable {
     }
 
     fn merge(&mut self, file: PriceFile) -> Result<(), PriceError> {
-        for (provider, models) in [(Provider::OpenAi, file.openai), (Provider::Groq, file.groq)] {
+        for (name, models) in file.providers {
+            let provider = Provider::named(&name).map_err(|source| PriceError::Provider {
+                name: name.clone(),
+                source,
+            })?;
             for (model, price) in models {
                 let valid = |value: f64| value.is_finite() && value >= 0.0;
                 if !valid(price.input) || !price.output.is_none_or(valid) {
                     return Err(PriceError::Invalid {
-                        provider: provider.name(),
+                        provider: name.clone(),
                         model,
                     });
                 }
                 self.overridden = true;
-                self.prices[slot(provider)].insert(model, price);
+                self.prices
+                    .entry(provider)
+                    .or_default()
+                    .insert(model, price);
             }
         }
         Ok(())
@@ -141,19 +157,21 @@ impl PriceTable {
 
     /// The price of `model` at `provider`, if the table has one.
     pub fn price(&self, provider: Provider, model: &str) -> Option<Price> {
-        let prices = &self.prices[slot(provider)];
+        let prices = self.prices.get(&provider)?;
         prices
             .get(model)
             .or_else(|| without_date(model).and_then(|base| prices.get(base)))
             .copied()
     }
 
-    /// The price of `model` at whichever provider lists it (OpenAI first):
-    /// output lines name the model, not the provider.
+    /// The price of `model` at whichever provider lists it (OpenAI first,
+    /// then by name): output lines name the model, not the provider.
     pub fn price_any(&self, model: &str) -> Option<Price> {
-        Provider::ALL
-            .iter()
-            .find_map(|&provider| self.price(provider, model))
+        self.price(Provider::OpenAi, model).or_else(|| {
+            self.prices
+                .keys()
+                .find_map(|&provider| self.price(provider, model))
+        })
     }
 
     /// `prices as of 2025-08-15 (shipped table; …)`.
@@ -167,13 +185,6 @@ impl PriceTable {
                 "the shipped table (override in the limits file's [prices])"
             }
         )
-    }
-}
-
-fn slot(provider: Provider) -> usize {
-    match provider {
-        Provider::OpenAi => 0,
-        Provider::Groq => 1,
     }
 }
 
@@ -349,11 +360,8 @@ mod tests {
         let error = PriceTable::with_overrides(Some(bad)).unwrap_err();
         assert!(
             matches!(
-                error,
-                PriceError::Invalid {
-                    provider: "openai",
-                    ..
-                }
+                &error,
+                PriceError::Invalid { provider, .. } if provider == "openai"
             ),
             "{error}"
         );

@@ -398,7 +398,14 @@ mod tests {
                 })
                 .collect();
             std::fs::write(&path, text).unwrap();
-            load(&path, Provider::OpenAi, |_, _| {}).unwrap().ids
+            load(
+                &path,
+                &crate::registry::Registry::default(),
+                Provider::OpenAi,
+                |_, _| {},
+            )
+            .unwrap()
+            .ids
         }
     }
 

@@ -78,11 +78,17 @@ pub enum BuildError {
 }
 
 /// The default limits of the original: Groq 1,000 RPM and 340,000 TPM
-/// (400k × 0.85); OpenAI 10,000 RPM and 9,000,000 TPM (10M × 0.9).
+/// (400k × 0.85); OpenAI 10,000 RPM and 9,000,000 TPM (10M × 0.9). Any
+/// other provider has no built-in limits ([`Limits::unlimited`]): give its
+/// own with [`TurboRunBuilder::limits`] or learn them from its headers with
+/// [`TurboRunBuilder::learn_limits`].
 pub fn default_limits(provider: Provider) -> Limits {
-    let (rpm, tpm) = match provider {
-        Provider::Groq => (1_000, 340_000),
-        Provider::OpenAi => (10_000, 9_000_000),
+    let (rpm, tpm) = if provider == Provider::Groq {
+        (1_000, 340_000)
+    } else if provider == Provider::OpenAi {
+        (10_000, 9_000_000)
+    } else {
+        return Limits::unlimited();
     };
     // Both values are non-zero constants.
     Limits::try_per_minute(rpm, tpm).unwrap_or_else(|_| Limits::unlimited())
@@ -123,6 +129,12 @@ pub struct TurboRunBuilder {
     pub(crate) attempt_timeout: Option<Duration>,
 }
 
+/// What the engine reserves for the answer of a request that sets no
+/// `max_tokens`, for every provider but Groq (whose default is the
+/// original's +20 % of the prompt) unless [`TurboRunBuilder::default_output`]
+/// says otherwise.
+pub const DEFAULT_OUTPUT: DefaultOutput = DefaultOutput::Tokens(1_000);
+
 /// The default [`TurboRunBuilder::attempt_timeout`]: long enough for a slow
 /// non-streamed answer, short enough that a hung server is noticed within
 /// minutes rather than hours.
@@ -147,24 +159,42 @@ impl Default for TurboRunBuilder {
 }
 
 impl TurboRunBuilder {
-    /// The Groq client.
-    pub fn groq(mut self, client: Arc<dyn ChatClient>) -> Self {
-        self.clients.groq = Some(client);
-        self
+    /// The Groq client (the original's preset).
+    pub fn groq(self, client: Arc<dyn ChatClient>) -> Self {
+        self.client(Provider::Groq, client)
     }
 
-    /// The OpenAI client.
-    pub fn openai(mut self, client: Arc<dyn ChatClient>) -> Self {
-        self.clients.openai = Some(client);
-        self
+    /// The OpenAI client (the original's preset).
+    pub fn openai(self, client: Arc<dyn ChatClient>) -> Self {
+        self.client(Provider::OpenAi, client)
     }
 
-    /// The client of `provider`.
-    pub fn client(self, provider: Provider, client: Arc<dyn ChatClient>) -> Self {
-        match provider {
-            Provider::Groq => self.groq(client),
-            Provider::OpenAi => self.openai(client),
-        }
+    /// Registers the client of `provider`: any implementation of
+    /// [`ChatClient`] (an HTTP client of `turbo-providers`, or your own) under
+    /// any name from [`Provider::named`]. Nodes for that provider are sent
+    /// through it, on lanes of their own. A provider other than the presets
+    /// has no limits until given some ([`limits`](Self::limits),
+    /// [`model_limits`](Self::model_limits), [`learn_limits`](Self::learn_limits)).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use turbo_core::{Limits, Provider, TurboRun};
+    /// use turbo_providers::{ProviderKind, SimulatedProvider};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let local = Provider::named("local-vllm")?;
+    /// let engine = TurboRun::builder()
+    ///     .client(local, Arc::new(SimulatedProvider::instant(ProviderKind::Custom)))
+    ///     .limits(local, Limits::try_per_minute(600, 1_000_000)?)
+    ///     .build()?;
+    /// # engine.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn client(mut self, provider: Provider, client: Arc<dyn ChatClient>) -> Self {
+        self.clients.set(provider, client);
+        self
     }
 
     /// Limits for a provider's lane (replacing the original's defaults,
@@ -265,7 +295,8 @@ impl TurboRunBuilder {
     }
 
     /// What to reserve for the answer of a request that sets no `max_tokens`
-    /// (default: Groq +20 % of the prompt, as the original; OpenAI 1,000 tokens).
+    /// (default: Groq +20 % of the prompt, as the original; every other
+    /// provider [`DEFAULT_OUTPUT`](crate::DEFAULT_OUTPUT), 1,000 tokens).
     pub fn default_output(mut self, provider: Provider, output: DefaultOutput) -> Self {
         self.default_output.insert(provider, output);
         self
@@ -316,7 +347,7 @@ impl TurboRunBuilder {
     pub fn build_on(self, runtime: tokio::runtime::Handle) -> Result<TurboRun, BuildError> {
         let mut limiter = self.limiter.unwrap_or_else(RateLimiter::builder);
         let mut configured = Vec::new();
-        for provider in Provider::ALL {
+        for provider in Provider::PRESETS {
             if !self
                 .lanes
                 .iter()
@@ -339,20 +370,17 @@ impl TurboRunBuilder {
             limiter = limiter.lane(key, config);
         }
         let limiter = limiter.build();
-        let mut default_output = [
-            DefaultOutput::FractionOfPrompt(0.2),
-            DefaultOutput::Tokens(1_000),
-        ];
-        for (provider, output) in self.default_output {
-            default_output[provider as usize] = output;
-        }
+        let mut default_output = self.default_output;
+        default_output
+            .entry(Provider::Groq)
+            .or_insert(DefaultOutput::FractionOfPrompt(0.2));
         let config = EngineConfig {
             clients: self.clients,
             concurrency: self.concurrency,
             retry: self.retry,
             counter: self.counter.unwrap_or_else(|| Arc::new(TiktokenCounter)),
             limiter,
-            default_output,
+            default_output: default_output.into_iter().collect(),
             retain_results: self.retain_results,
             analytics: self
                 .analytics

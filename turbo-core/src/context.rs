@@ -1,5 +1,6 @@
 //! What a custom work function gets to work with.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use turbo_providers::{ApiRequest, ChatClient};
@@ -10,16 +11,16 @@ use crate::result::{NodeOutput, RunResult};
 /// The clients an engine holds, one per provider.
 #[derive(Clone, Default)]
 pub(crate) struct Clients {
-    pub(crate) groq: Option<Arc<dyn ChatClient>>,
-    pub(crate) openai: Option<Arc<dyn ChatClient>>,
+    by_provider: HashMap<Provider, Arc<dyn ChatClient>>,
 }
 
 impl Clients {
     pub(crate) fn get(&self, provider: Provider) -> Option<&Arc<dyn ChatClient>> {
-        match provider {
-            Provider::Groq => self.groq.as_ref(),
-            Provider::OpenAi => self.openai.as_ref(),
-        }
+        self.by_provider.get(&provider)
+    }
+
+    pub(crate) fn set(&mut self, provider: Provider, client: Arc<dyn ChatClient>) {
+        self.by_provider.insert(provider, client);
     }
 }
 
@@ -34,7 +35,7 @@ pub struct Dependency {
     pub output: Arc<NodeOutput>,
 }
 
-/// The context handed to a custom work function: both clients, the node's
+/// The context handed to a custom work function: the engine's clients, the node's
 /// own request, and the results of its dependencies.
 #[derive(Clone)]
 pub struct WorkContext {
@@ -70,12 +71,17 @@ impl WorkContext {
 
     /// The Groq client, if the engine has one.
     pub fn groq(&self) -> Option<&Arc<dyn ChatClient>> {
-        self.clients.groq.as_ref()
+        self.clients.get(Provider::Groq)
     }
 
     /// The OpenAI client, if the engine has one.
     pub fn openai(&self) -> Option<&Arc<dyn ChatClient>> {
-        self.clients.openai.as_ref()
+        self.clients.get(Provider::OpenAi)
+    }
+
+    /// The client of any provider the engine has one for.
+    pub fn client_for(&self, provider: Provider) -> Option<&Arc<dyn ChatClient>> {
+        self.clients.get(provider)
     }
 
     /// The client of the node's own provider.

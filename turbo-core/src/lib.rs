@@ -61,17 +61,23 @@ mod global;
 pub mod logging;
 mod node;
 mod placeholders;
+mod provider;
 mod result;
 mod stats;
 
 pub use builder::{
-    BuildError, Concurrency, DEFAULT_ATTEMPT_TIMEOUT, TurboRunBuilder, default_limits,
+    BuildError, Concurrency, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_OUTPUT, TurboRunBuilder,
+    default_limits,
 };
 pub use context::{Dependency, WorkContext};
 pub use engine::{Completion, PushError, RateLimitPolicy, TurboRun};
 pub use global::{AlreadyInitialized, NotInitialized};
-pub use node::{NodeId, Provider, UnknownProvider, WorkFn, WorkFuture, WorkNode};
+pub use node::{NodeId, WorkFn, WorkFuture, WorkNode};
 pub use placeholders::{PlaceholderTexts, fill_placeholders, fill_text, placeholder_keys};
+pub use provider::{
+    InvalidProviderName, MAX_PROVIDER_NAME_LEN, MAX_PROVIDER_NAMES, NameProblem, Provider,
+    UnknownProvider,
+};
 pub use result::{ErrorSource, NodeError, NodeOutput, NodeStatus, RunResult, WorkError};
 pub use stats::{EngineStats, LaneStats, StoreOutageStats};
 

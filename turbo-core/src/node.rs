@@ -4,15 +4,15 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use turbo_providers::{ApiRequest, ProviderKind};
+use turbo_providers::ApiRequest;
 use turbo_retry::RetryConfig;
 
 use crate::context::WorkContext;
+pub use crate::provider::Provider;
 use crate::result::{NodeOutput, WorkError};
 
 /// The id of a work node, unique within the process.
@@ -39,63 +39,6 @@ impl NodeId {
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "node-{}", self.0)
-    }
-}
-
-/// The two providers of the original, each with its own budget lane.
-///
-/// Either can point at any OpenAI-compatible server through its client's base
-/// URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// Groq (`https://api.groq.com/openai/v1` by default).
-    Groq,
-    /// OpenAI (`https://api.openai.com/v1` by default).
-    #[serde(rename = "openai")]
-    OpenAi,
-}
-
-impl Provider {
-    /// Both providers.
-    pub const ALL: [Provider; 2] = [Provider::Groq, Provider::OpenAi];
-
-    /// The client-side kind of this provider; its name and parsing are this
-    /// provider's too.
-    pub const fn kind(self) -> ProviderKind {
-        match self {
-            Provider::Groq => ProviderKind::Groq,
-            Provider::OpenAi => ProviderKind::OpenAi,
-        }
-    }
-
-    /// Lower-case name, used as the rate-limit lane name: `"groq"`, `"openai"`.
-    pub const fn name(self) -> &'static str {
-        self.kind().name()
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The error of parsing a [`Provider`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider {0:?}: expected \"openai\" or \"groq\"")]
-pub struct UnknownProvider(pub String);
-
-impl FromStr for Provider {
-    type Err = UnknownProvider;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.parse::<ProviderKind>() {
-            Ok(ProviderKind::Groq) => Ok(Provider::Groq),
-            Ok(ProviderKind::OpenAi) => Ok(Provider::OpenAi),
-            // `custom` is a client kind, not an engine provider.
-            _ => Err(UnknownProvider(text.to_owned())),
-        }
     }
 }
 
@@ -308,17 +251,5 @@ mod tests {
             .with_retry_config(custom)
             .with_work_fn_with_retry(|_| async { Ok(NodeOutput::text("x")) });
         assert_eq!(node.retry, RetryPolicy::Custom(custom));
-    }
-
-    #[test]
-    fn provider_parses_and_prints() {
-        assert_eq!("OpenAI".parse::<Provider>(), Ok(Provider::OpenAi));
-        assert_eq!("groq".parse::<Provider>(), Ok(Provider::Groq));
-        assert!("mistral".parse::<Provider>().is_err());
-        assert!("custom".parse::<Provider>().is_err());
-        for provider in Provider::ALL {
-            assert_eq!(provider.to_string().parse::<Provider>(), Ok(provider));
-        }
-        assert_eq!(Provider::OpenAi.to_string(), "openai");
     }
 }

@@ -4,6 +4,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use turbo_core::{ApiRequest, ChatRequest, Endpoint, EndpointRequest, Provider, placeholder_keys};
 
+use crate::registry::Registry;
+
 /// The endpoints a batch line may target, for messages.
 fn supported_urls() -> String {
     Endpoint::ALL
@@ -28,6 +30,15 @@ pub struct Entry {
 
 /// Parses one line. Every problem of the line is returned, not just the first.
 pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
+    parse_checked(text, None)
+}
+
+/// [`parse_entry`], also checking the line's provider (or `default` when it
+/// names none) against `registry`: known, and serving the line's endpoint.
+pub fn parse_checked(
+    text: &str,
+    providers: Option<(&Registry, Provider)>,
+) -> Result<Entry, Vec<String>> {
     let value: Value = serde_json::from_str(text).map_err(|error| vec![json_error(&error)])?;
     let Value::Object(mut object) = value else {
         return Err(vec!["not a JSON object".to_owned()]);
@@ -72,21 +83,24 @@ pub fn parse_entry(text: &str) -> Result<Entry, Vec<String>> {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => match name.parse::<Provider>() {
             Ok(provider) => Some(provider),
-            Err(_) => {
-                problems.push(format!(
-                    "unknown provider {name:?}: expected \"openai\" or \"groq\""
-                ));
+            Err(error) => {
+                problems.push(error.to_string());
                 None
             }
         },
         Some(other) => {
             problems.push(format!(
-                "\"provider\" is {}; expected \"openai\" or \"groq\"",
+                "\"provider\" is {}; expected a provider's name (\"openai\", \"groq\", \"anthropic\" or one the configuration declares)",
                 short(other)
             ));
             None
         }
     };
+    if let Some((registry, default)) = providers
+        && let Some(problem) = registry.problem(provider.unwrap_or(default), endpoint)
+    {
+        problems.push(problem);
+    }
     let depends_on = match object.remove("depends_on") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {

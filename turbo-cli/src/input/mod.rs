@@ -16,9 +16,11 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use turbo_core::{Endpoint, Provider};
+
+use crate::registry::Registry;
 use turbo_graph::{BatchProblem, BuildIdHasher, DependencyGraph};
 
-pub use entry::{Entry, parse_entry};
+pub use entry::{Entry, parse_checked, parse_entry};
 pub use ids::{Adjacency, IdTable};
 
 use ids::topological_order;
@@ -175,11 +177,13 @@ impl LineReader {
     }
 }
 
-/// Streams `path`, checks every line and the dependency graph, and returns
-/// the compact batch; `on_entry` sees every valid entry once (`plan` counts
-/// tokens there).
+/// Streams `path`, checks every line (its provider must be one `registry`
+/// knows and serve the line's endpoint) and the dependency graph, and
+/// returns the compact batch; `on_entry` sees every valid entry once (`plan`
+/// counts tokens there).
 pub fn load(
     path: &Path,
+    registry: &Registry,
     default_provider: Provider,
     mut on_entry: impl FnMut(u32, &Entry),
 ) -> Result<Batch, LoadError> {
@@ -231,7 +235,7 @@ pub fn load(
             });
             continue;
         };
-        let entry = match parse_entry(text) {
+        let entry = match parse_checked(text, Some((registry, default_provider))) {
             Ok(entry) => entry,
             Err(messages) => {
                 problems.extend(messages.into_iter().map(|message| Problem {
@@ -241,6 +245,7 @@ pub fn load(
                 continue;
             }
         };
+        let provider = entry.provider.unwrap_or(default_provider);
         let index = lines.len() as u32;
         if let Some(first) = ids.push(&entry.custom_id) {
             problems.push(Problem {
@@ -255,7 +260,7 @@ pub fn load(
             offset: line_offset,
             len,
             line: line_no,
-            provider: entry.provider.unwrap_or(default_provider),
+            provider,
             endpoint: entry.request.endpoint(),
         });
         dep_names.extend(
@@ -374,7 +379,12 @@ mod tests {
     }
 
     fn problems(name: &str, lines: &[String]) -> Vec<Problem> {
-        match load(&write_temp(name, lines), Provider::OpenAi, |_, _| {}) {
+        match load(
+            &write_temp(name, lines),
+            &Registry::default(),
+            Provider::OpenAi,
+            |_, _| {},
+        ) {
             Err(LoadError::Invalid(problems)) => problems,
             other => panic!("expected problems, got {other:?}"),
         }
@@ -440,7 +450,8 @@ mod tests {
     #[test]
     fn every_problem_of_a_line_is_reported() {
         let text = r#"{"method":"GET","url":"/v1/images/generations","body":{"model":"m","messages":[],"stream":true},"provider":"mistral","priority":1.5}"#;
-        let problems = parse_entry(text).unwrap_err();
+        let problems =
+            parse_checked(text, Some((&Registry::default(), Provider::OpenAi))).unwrap_err();
         let all = problems.join("\n");
         for expected in [
             "missing \"custom_id\"",
@@ -566,7 +577,7 @@ mod tests {
     #[test]
     fn a_byte_order_mark_is_skipped() {
         let path = write_temp("bom.jsonl", &[format!("\u{feff}{}", line("a", &[], "x"))]);
-        let batch = load(&path, Provider::OpenAi, |_, _| {}).unwrap();
+        let batch = load(&path, &Registry::default(), Provider::OpenAi, |_, _| {}).unwrap();
         let mut reader = LineReader::open(&path).unwrap();
         let text = reader.read(&batch.lines[0]).unwrap().to_owned();
         assert_eq!(parse_entry(&text).unwrap().custom_id, "a");
@@ -582,7 +593,7 @@ mod tests {
         ];
         let path = write_temp("valid.jsonl", &lines);
         let mut seen = Vec::new();
-        let batch = load(&path, Provider::Groq, |i, entry| {
+        let batch = load(&path, &Registry::default(), Provider::Groq, |i, entry| {
             seen.push((i, entry.custom_id.clone()))
         })
         .unwrap();

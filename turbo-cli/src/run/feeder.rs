@@ -108,11 +108,9 @@ pub(super) async fn feed(
                     .map(String::as_str)
             });
         }
-        let mut node = match meta.provider {
-            Provider::OpenAi => WorkNode::retryable_for_openai(request),
-            Provider::Groq => WorkNode::retryable_for_groq(request),
-        }
-        .with_priority(priority.unwrap_or(0));
+        let mut node = WorkNode::new(meta.provider, request)
+            .with_default_retries()
+            .with_priority(priority.unwrap_or(0));
         if keyed {
             node = node.with_key(ctx.batch.ids.name(index));
         }

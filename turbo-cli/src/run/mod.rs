@@ -20,7 +20,7 @@
 //! dependent pushed later (streaming, with a bounded window) would lose its
 //! `{{id}}` text.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -117,18 +117,16 @@ fn build_engine(options: EngineOptions<'_>) -> anyhow::Result<TurboRun> {
         // Released by the recorder with `forget`; see the module docs.
         .retain_results(true)
         .analytics(false);
-    if let Some(client) = options.clients.openai {
-        builder = builder.openai(client);
-    }
-    if let Some(client) = options.clients.groq {
-        builder = builder.groq(client);
+    let providers: Vec<Provider> = options.clients.by_provider.keys().copied().collect();
+    for (provider, client) in options.clients.by_provider {
+        builder = builder.client(provider, client);
     }
     if let Some(backend) = options.shared_budget {
         builder = builder.rate_limiter(
             turbo_ratelimit::RateLimiter::builder().backend(std::sync::Arc::new(backend)),
         );
     }
-    builder = options.limits.apply(builder);
+    builder = options.limits.apply(builder, providers);
     builder.build().context("cannot start the engine")
 }
 
@@ -313,7 +311,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
-    let limits = LimitPlan::from_args(&args.limits).map_err(UsageError::from)?;
+    let (_, registry, limits) = LimitPlan::load(&args.limits).map_err(UsageError::from)?;
     if !(0.0..=1.0).contains(&args.mock_error_rate) {
         return Err(UsageError("--mock-error-rate must be between 0 and 1".to_owned()).into());
     }
@@ -326,7 +324,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let default_provider = args.limits.provider.default_provider();
 
     let mut encodings = [false; 2];
-    let loaded = input::load(&args.input, default_provider, |_, entry| {
+    let loaded = input::load(&args.input, &registry, default_provider, |_, entry| {
         encodings[encoding_slot(encoding_for_model(entry.request.model()))] = true;
     });
     let batch = match loaded {
@@ -390,13 +388,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         pending_dependents: vec![0; entries],
         root_of: existing.skipped_root.clone(),
     };
-    let mut needed = [0usize; 2];
+    let mut needed: BTreeMap<Provider, usize> = BTreeMap::new();
     let mut answers_needed = vec![false; entries];
     for index in 0..entries as u32 {
         if ledger.state[index as usize] != state::TODO {
             continue;
         }
-        needed[slot(batch.lines[index as usize].provider)] += 1;
+        *needed
+            .entry(batch.lines[index as usize].provider)
+            .or_default() += 1;
         for &dep in batch.deps.of(index) {
             ledger.pending_dependents[dep as usize] += 1;
             if ledger.state[dep as usize] == state::COMPLETED {
@@ -404,7 +404,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-    let todo = needed.iter().sum::<usize>() as u64;
+    let todo = needed.values().sum::<usize>() as u64;
     let already_done = (entries as u64) - todo;
     let answers = resume::load_answers(&output, &batch.ids, &answers_needed)
         .with_context(|| format!("cannot read answers from {}", output.display()))?;
@@ -416,28 +416,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             error_rate: args.mock_error_rate,
         }
     } else {
+        let mut base_urls = BTreeMap::new();
+        if let Some(url) = &args.base_url {
+            base_urls.insert(default_provider, url.clone());
+        }
+        if let Some(url) = &args.openai_base_url {
+            base_urls.insert(Provider::OpenAi, url.clone());
+        }
+        if let Some(url) = &args.groq_base_url {
+            base_urls.insert(Provider::Groq, url.clone());
+        }
         ClientSource::Http {
             default_provider,
-            base_urls: [
-                args.openai_base_url.clone().or_else(|| {
-                    args.base_url
-                        .clone()
-                        .filter(|_| default_provider == Provider::OpenAi)
-                }),
-                args.groq_base_url.clone().or_else(|| {
-                    args.base_url
-                        .clone()
-                        .filter(|_| default_provider == Provider::Groq)
-                }),
-            ],
+            base_urls,
             timeouts: (args.timeout, args.idle_timeout),
         }
     };
-    let learned = [
-        limits.lane(Provider::OpenAi) == LaneLimits::Learned,
-        limits.lane(Provider::Groq) == LaneLimits::Learned,
-    ];
-    let clients = match clients::build(&source, needed, learned, console.clone()) {
+    let learned: BTreeSet<Provider> = needed
+        .keys()
+        .copied()
+        .filter(|&provider| limits.lane(provider) == LaneLimits::Learned)
+        .collect();
+    let clients = match clients::build(&source, &registry, &needed, &learned, console.clone()) {
         Ok(clients) => clients,
         Err(error @ ClientError::MissingKey { .. }) => {
             eprintln!("turbo-run: {error}");
@@ -483,7 +483,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         limits: &limits,
         workers: args.workers.0,
         max_retries: args.max_retries,
-        attempt_timeout: args.timeout,
+        // A provider's own timeout may be longer than --timeout: its client
+        // enforces it, the engine's bound must not cut it short.
+        attempt_timeout: needed
+            .keys()
+            .filter_map(|&provider| registry.get(provider).and_then(|spec| spec.timeout))
+            .fold(args.timeout, Duration::max),
         rate_limit_deadline: args.rate_limit_deadline,
         shared_budget,
     })?;
@@ -775,13 +780,6 @@ fn warm_up(used: [bool; 2]) {
             }
         }
     });
-}
-
-fn slot(provider: Provider) -> usize {
-    match provider {
-        Provider::OpenAi => 0,
-        Provider::Groq => 1,
-    }
 }
 
 #[cfg(test)]

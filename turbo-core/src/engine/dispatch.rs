@@ -366,10 +366,7 @@ impl Shared {
         }
         let estimate = job
             .request
-            .estimate(
-                self.counter.as_ref(),
-                self.default_output[job.provider as usize],
-            )
+            .estimate(self.counter.as_ref(), self.default_output(job.provider))
             .total();
         (job, estimate)
     }

@@ -142,7 +142,8 @@ pub(crate) struct EngineConfig {
     pub(crate) retry: RetryConfig,
     pub(crate) counter: Arc<dyn TokenCounter>,
     pub(crate) limiter: RateLimiter,
-    pub(crate) default_output: [DefaultOutput; 2],
+    /// Per provider; the others get [`crate::DEFAULT_OUTPUT`].
+    pub(crate) default_output: Vec<(Provider, DefaultOutput)>,
     pub(crate) retain_results: bool,
     pub(crate) analytics: bool,
     pub(crate) rate_limit: RateLimitPolicy,
@@ -193,7 +194,7 @@ struct Shared {
     counter: Arc<dyn TokenCounter>,
     limiter: RateLimiter,
     retry: RetryConfig,
-    default_output: [DefaultOutput; 2],
+    default_output: Vec<(Provider, DefaultOutput)>,
     concurrency: Concurrency,
     global_slots: Option<Arc<Semaphore>>,
     retain_results: bool,

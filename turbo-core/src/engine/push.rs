@@ -8,15 +8,20 @@ use super::lifecycle::RuntimeWatch;
 use super::*;
 
 impl Shared {
+    /// What a request of `provider` without `max_tokens` reserves for its answer.
+    pub(super) fn default_output(&self, provider: Provider) -> DefaultOutput {
+        self.default_output
+            .iter()
+            .find(|(p, _)| *p == provider)
+            .map_or(crate::builder::DEFAULT_OUTPUT, |(_, output)| *output)
+    }
+
     pub(super) fn estimate(&self, node: &WorkNode) -> u32 {
         if let Some(fixed) = node.estimate {
             return fixed;
         }
         node.request
-            .estimate(
-                self.counter.as_ref(),
-                self.default_output[node.provider as usize],
-            )
+            .estimate(self.counter.as_ref(), self.default_output(node.provider))
             .total()
     }
 
