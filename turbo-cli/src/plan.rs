@@ -56,9 +56,10 @@ struct CostFigures {
     unpriced_models: Vec<String>,
 }
 
-/// Totals of one endpoint (`/v1/embeddings`, …).
+/// Totals of one endpoint (`/v1/embeddings`, …) at one provider.
 #[derive(Debug, Default, Clone, Serialize)]
 struct EndpointFigures {
+    provider: String,
     endpoint: String,
     requests: u64,
     prompt_tokens: u64,
@@ -138,7 +139,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let default_provider = args.limits.provider.default_provider();
     let counter = TiktokenCounter::new();
     let mut models: BTreeMap<(Provider, String), ModelFigures> = BTreeMap::new();
-    let mut endpoints: BTreeMap<Endpoint, EndpointFigures> = BTreeMap::new();
+    let mut endpoints: BTreeMap<(Provider, Endpoint), EndpointFigures> = BTreeMap::new();
     let mut lanes: BTreeMap<String, (u64, u64, Option<Limits>, String)> = BTreeMap::new();
     let mut estimates: Vec<(u32, String, u64)> = Vec::new();
     let loaded = input::load(&args.input, &registry, default_provider, |index, entry| {
@@ -146,12 +147,14 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         let estimate = entry.request.estimate(&counter, default_output(provider));
         let model = entry.request.model();
         let endpoint = entry.request.endpoint();
-        let by_endpoint = endpoints
-            .entry(endpoint)
-            .or_insert_with(|| EndpointFigures {
-                endpoint: endpoint.url().to_owned(),
-                ..EndpointFigures::default()
-            });
+        let by_endpoint =
+            endpoints
+                .entry((provider, endpoint))
+                .or_insert_with(|| EndpointFigures {
+                    provider: provider.name().to_owned(),
+                    endpoint: endpoint.url().to_owned(),
+                    ..EndpointFigures::default()
+                });
         by_endpoint.requests += 1;
         by_endpoint.prompt_tokens += u64::from(estimate.prompt_tokens);
         by_endpoint.output_tokens += u64::from(estimate.output_reservation);
@@ -372,12 +375,12 @@ fn write_text(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> 
         thousands(report.prompt_tokens + report.output_tokens)
     )?;
     writeln!(out)?;
-    writeln!(out, "requests by endpoint (estimated tokens):")?;
+    writeln!(out, "requests by provider and endpoint (estimated tokens):")?;
     for endpoint in &report.endpoints {
         writeln!(
             out,
             "  {:<36} {:>9} requests  {:>12} + {:>12} = {:>12} tokens",
-            endpoint.endpoint,
+            format!("{} {}", endpoint.provider, endpoint.endpoint),
             thousands(endpoint.requests),
             thousands(endpoint.prompt_tokens),
             thousands(endpoint.output_tokens),
