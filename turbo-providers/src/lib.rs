@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod config;
 mod endpoint;
 mod endpoint_answer;
 mod endpoint_request;
@@ -67,10 +68,15 @@ mod request_de;
 mod response;
 mod simulated;
 mod synth;
+mod transport;
 
 #[cfg(any(test, feature = "test-support"))]
 pub use client::MockChatClient;
 pub use client::{ChatClient, ProviderKind, UnknownProvider};
+pub use config::{
+    ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, GROQ_BASE_URL, OPENAI_BASE_URL,
+    default_http_client, http_client_builder,
+};
 pub use endpoint::{ApiRequest, Endpoint};
 pub use endpoint_request::{DEFAULT_MODERATION_MODEL, EndpointRequest};
 pub use error::ProviderError;
@@ -79,10 +85,7 @@ pub use headers::{
     parse_go_duration, parse_retry_after, parse_retry_after_ms, parse_seconds,
     retry_after_from_headers,
 };
-pub use openai::{
-    ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, GROQ_BASE_URL, OPENAI_BASE_URL,
-    OpenAiCompatClient, default_http_client, http_client_builder,
-};
+pub use openai::OpenAiCompatClient;
 pub use request::{ChatMessage, ChatRequest, ContentPart, MessageContent};
 pub use response::{ChatResponse, Usage};
 pub use simulated::{FailureHook, SimulatedConfig, SimulatedProvider};
