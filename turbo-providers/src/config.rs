@@ -17,6 +17,11 @@ use crate::transport::error_chain;
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// Groq's OpenAI-compatible API base URL.
 pub const GROQ_BASE_URL: &str = "https://api.groq.com/openai/v1";
+/// Anthropic's API base URL: the part before `/v1/messages`, as Anthropic's
+/// SDKs and `ANTHROPIC_BASE_URL` write it.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// The `anthropic-version` header sent unless configured otherwise.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// The default timeout of one chat request: LLM answers can take minutes.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// The default timeout for establishing a connection.
@@ -26,17 +31,22 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// whole request timeout.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where and how to reach one OpenAI-compatible API.
+/// Where and how to reach one provider's API (OpenAI-compatible, or Anthropic's).
 ///
 /// `Debug` never shows the API key nor extra header values (they may carry credentials).
 ///
 /// ```
-/// use turbo_providers::{ClientConfig, ProviderKind};
+/// use turbo_providers::{ClientConfig, Endpoint, ProviderKind};
 ///
 /// let config = ClientConfig::openai("sk-secret");
 /// assert!(!format!("{config:?}").contains("sk-secret"));
 /// let local = ClientConfig::new(ProviderKind::Custom, "http://127.0.0.1:8000/v1/").unwrap();
 /// assert_eq!(local.chat_completions_url(), "http://127.0.0.1:8000/v1/chat/completions");
+/// // Anthropic's base URL is the part before `/v1/messages`; one ending in `/v1` works too.
+/// let anthropic = ClientConfig::anthropic("sk-ant-secret");
+/// assert_eq!(anthropic.endpoint_url(Endpoint::Messages), "https://api.anthropic.com/v1/messages");
+/// let mock = ClientConfig::new(ProviderKind::Anthropic, "http://127.0.0.1:8000/v1").unwrap();
+/// assert_eq!(mock.endpoint_url(Endpoint::Messages), "http://127.0.0.1:8000/v1/messages");
 /// ```
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -46,6 +56,7 @@ pub struct ClientConfig {
     pub(crate) timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) extra_headers: HeaderMap,
+    pub(crate) anthropic_version: HeaderValue,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -58,13 +69,15 @@ impl fmt::Debug for ClientConfig {
             .field("timeout", &self.timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("extra_headers", &header_names)
+            .field("anthropic_version", &self.anthropic_version)
             .finish()
     }
 }
 
 impl ClientConfig {
     /// A configuration for `provider` at `base_url` (the part before
-    /// `/chat/completions`, e.g. `http://127.0.0.1:8000/v1`), without a key.
+    /// `/chat/completions`, e.g. `http://127.0.0.1:8000/v1`; for Anthropic the
+    /// part before `/v1/messages`, or one ending in `/v1`), without a key.
     pub fn new(provider: ProviderKind, base_url: &str) -> Result<Self, ProviderError> {
         Ok(Self {
             provider,
@@ -73,6 +86,7 @@ impl ClientConfig {
             timeout: DEFAULT_REQUEST_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             extra_headers: HeaderMap::new(),
+            anthropic_version: HeaderValue::from_static(ANTHROPIC_VERSION),
         })
     }
 
@@ -86,6 +100,11 @@ impl ClientConfig {
         Self::preset(ProviderKind::Groq, GROQ_BASE_URL, api_key.into())
     }
 
+    /// Anthropic at its public base URL with `api_key` (sent as `x-api-key`).
+    pub fn anthropic(api_key: impl Into<SecretString>) -> Self {
+        Self::preset(ProviderKind::Anthropic, ANTHROPIC_BASE_URL, api_key.into())
+    }
+
     fn preset(provider: ProviderKind, base_url: &str, api_key: SecretString) -> Self {
         Self {
             provider,
@@ -94,6 +113,7 @@ impl ClientConfig {
             timeout: DEFAULT_REQUEST_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             extra_headers: HeaderMap::new(),
+            anthropic_version: HeaderValue::from_static(ANTHROPIC_VERSION),
         }
     }
 
@@ -124,6 +144,11 @@ impl ClientConfig {
         let (key_env, base_url_env, default_base) = match provider {
             ProviderKind::OpenAi => ("OPENAI_API_KEY", "OPENAI_BASE_URL", OPENAI_BASE_URL),
             ProviderKind::Groq => ("GROQ_API_KEY", "GROQ_BASE_URL", GROQ_BASE_URL),
+            ProviderKind::Anthropic => (
+                "ANTHROPIC_API_KEY",
+                "ANTHROPIC_BASE_URL",
+                ANTHROPIC_BASE_URL,
+            ),
             ProviderKind::Custom => {
                 return Err(ProviderError::InvalidConfig {
                     message: "a custom provider has no environment variables; \
@@ -165,7 +190,9 @@ impl ClientConfig {
         self
     }
 
-    /// Adds a header sent with every request (`OpenAI-Organization`, `OpenAI-Project`, …).
+    /// Adds a header sent with every request (`OpenAI-Organization`,
+    /// `OpenAI-Project`, `anthropic-beta`, …); it replaces a default header of
+    /// the same name (`anthropic-version`, `content-type`).
     pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, ProviderError> {
         let header_name =
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| ProviderError::InvalidConfig {
@@ -220,9 +247,30 @@ impl ClientConfig {
         self.endpoint_url(Endpoint::ChatCompletions)
     }
 
-    /// `{base_url}/{path}` of `endpoint`, e.g. `{base_url}/embeddings`.
+    /// `{base_url}/{path}` of `endpoint`, e.g. `{base_url}/embeddings`; for
+    /// `/v1/messages`, `{base_url}/v1/messages` unless the base URL already
+    /// ends in `/v1` (Anthropic's SDKs leave `/v1` out of the base URL, our
+    /// mock server's base URL has it).
     pub fn endpoint_url(&self, endpoint: Endpoint) -> String {
+        if endpoint == Endpoint::Messages && !self.base_url.ends_with("/v1") {
+            return format!("{}/v1/{}", self.base_url, endpoint.path());
+        }
         format!("{}/{}", self.base_url, endpoint.path())
+    }
+
+    /// Sets the `anthropic-version` header an Anthropic client sends
+    /// (default [`ANTHROPIC_VERSION`]).
+    pub fn with_anthropic_version(mut self, version: &str) -> Result<Self, ProviderError> {
+        self.anthropic_version =
+            HeaderValue::from_str(version.trim()).map_err(|_| ProviderError::InvalidConfig {
+                message: format!("invalid anthropic-version {version:?}"),
+            })?;
+        Ok(self)
+    }
+
+    /// The `anthropic-version` an Anthropic client sends.
+    pub fn anthropic_version(&self) -> &str {
+        self.anthropic_version.to_str().unwrap_or(ANTHROPIC_VERSION)
     }
 }
 
@@ -306,6 +354,44 @@ mod tests {
             ClientConfig::from_env_with(ProviderKind::Custom, env(&[])),
             Err(ProviderError::InvalidConfig { .. })
         ));
+    }
+
+    #[test]
+    fn anthropic_reads_its_own_variables() {
+        let error = ClientConfig::from_env_with(ProviderKind::Anthropic, env(&[])).unwrap_err();
+        assert!(matches!(
+            error,
+            ProviderError::MissingApiKey {
+                provider: ProviderKind::Anthropic,
+                key_env: "ANTHROPIC_API_KEY",
+                base_url_env: "ANTHROPIC_BASE_URL",
+            }
+        ));
+        let public = ClientConfig::from_env_with(
+            ProviderKind::Anthropic,
+            env(&[("ANTHROPIC_API_KEY", "sk-ant-1")]),
+        )
+        .unwrap();
+        assert_eq!(public.base_url(), ANTHROPIC_BASE_URL);
+        assert!(public.has_api_key());
+        assert_eq!(public.anthropic_version(), "2023-06-01");
+        assert_eq!(
+            public.endpoint_url(Endpoint::Messages),
+            "https://api.anthropic.com/v1/messages"
+        );
+        let local = ClientConfig::from_env_with(
+            ProviderKind::Anthropic,
+            env(&[("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/")]),
+        )
+        .unwrap()
+        .with_anthropic_version("2024-01-01")
+        .unwrap();
+        assert_eq!(
+            local.endpoint_url(Endpoint::Messages),
+            "http://127.0.0.1:9/v1/messages"
+        );
+        assert_eq!(local.anthropic_version(), "2024-01-01");
+        assert!(local.with_anthropic_version("bad\nversion").is_err());
     }
 
     #[test]

@@ -60,6 +60,7 @@ mod endpoint_answer;
 mod endpoint_request;
 mod error;
 mod headers;
+mod messages;
 #[cfg(feature = "mock-server")]
 pub mod mock_server;
 mod openai;
@@ -74,8 +75,9 @@ mod transport;
 pub use client::MockChatClient;
 pub use client::{ChatClient, ProviderKind, UnknownProvider};
 pub use config::{
-    ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, GROQ_BASE_URL, OPENAI_BASE_URL,
-    default_http_client, http_client_builder,
+    ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, ClientConfig, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, GROQ_BASE_URL, OPENAI_BASE_URL, default_http_client,
+    http_client_builder,
 };
 pub use endpoint::{ApiRequest, Endpoint};
 pub use endpoint_request::{DEFAULT_MODERATION_MODEL, EndpointRequest};

@@ -31,7 +31,7 @@ struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
     // Parsed once: parsing per request showed up in profiles. Indexed by
-    // `Endpoint::ALL`'s order.
+    // `Endpoint::OPENAI`'s order.
     urls: Vec<reqwest::Url>,
     headers: HeaderMap,
 }
@@ -46,7 +46,18 @@ impl fmt::Debug for OpenAiCompatClient {
 
 impl OpenAiCompatClient {
     /// A client sending through `http` as `config` says.
+    ///
+    /// An Anthropic configuration is refused: it takes
+    /// `AnthropicClient`.
     pub fn new(http: reqwest::Client, config: ClientConfig) -> Result<Self, ProviderError> {
+        if !config.provider.is_openai_compatible() {
+            return Err(ProviderError::InvalidConfig {
+                message: format!(
+                    "{} speaks its own API: use AnthropicClient, not OpenAiCompatClient",
+                    config.provider
+                ),
+            });
+        }
         let mut headers = config.extra_headers.clone();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(key) = &config.api_key {
@@ -58,7 +69,7 @@ impl OpenAiCompatClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let urls = Endpoint::ALL
+        let urls = Endpoint::OPENAI
             .into_iter()
             .map(|endpoint| {
                 reqwest::Url::parse(&config.endpoint_url(endpoint)).map_err(|error| {
@@ -103,12 +114,13 @@ impl OpenAiCompatClient {
     ) -> Result<ChatResponse, ProviderError> {
         let inner = &*self.inner;
         let body = json_body(request)?;
-        let url = Endpoint::ALL
+        let url = Endpoint::OPENAI
             .iter()
             .position(|known| *known == endpoint)
             .and_then(|index| inner.urls.get(index))
-            .ok_or_else(|| ProviderError::Unsupported {
-                feature: format!("{endpoint} on this client"),
+            .ok_or(ProviderError::UnsupportedEndpoint {
+                provider: inner.config.provider,
+                endpoint,
             })?;
         post_json(&inner.http, url, &inner.headers, &inner.config, body).await
     }
@@ -161,5 +173,32 @@ mod tests {
         let error = client.chat(&request).await.unwrap_err();
         assert!(matches!(error, ProviderError::Unsupported { .. }));
         assert_eq!(client.provider(), ProviderKind::Custom);
+    }
+
+    #[tokio::test]
+    async fn anthropic_messages_are_refused_before_sending() {
+        let config = ClientConfig::new(ProviderKind::OpenAi, "http://127.0.0.1:9/v1").unwrap();
+        let client = OpenAiCompatClient::new(reqwest::Client::new(), config).unwrap();
+        let request = EndpointRequest::new(
+            Endpoint::Messages,
+            serde_json::json!({"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .unwrap();
+        let error = client.send_endpoint(&request).await.unwrap_err();
+        assert_eq!(
+            error,
+            ProviderError::UnsupportedEndpoint {
+                provider: ProviderKind::OpenAi,
+                endpoint: Endpoint::Messages
+            }
+        );
+        assert!(!error.is_retryable());
+        assert_eq!(error.code(), "unsupported_endpoint");
+        assert!(error.to_string().contains("/v1/messages"), "{error}");
+        let anthropic = ClientConfig::new(ProviderKind::Anthropic, "http://127.0.0.1:9").unwrap();
+        assert!(matches!(
+            OpenAiCompatClient::new(reqwest::Client::new(), anthropic),
+            Err(ProviderError::InvalidConfig { .. })
+        ));
     }
 }
