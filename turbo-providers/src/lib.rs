@@ -53,6 +53,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod anthropic_headers;
 mod client;
 mod config;
 mod endpoint;
@@ -67,6 +68,7 @@ mod openai;
 mod request;
 mod request_de;
 mod response;
+mod rfc3339;
 mod simulated;
 mod synth;
 mod transport;
@@ -90,6 +92,7 @@ pub use headers::{
 pub use openai::OpenAiCompatClient;
 pub use request::{ChatMessage, ChatRequest, ContentPart, MessageContent};
 pub use response::{ChatResponse, Usage};
+pub use rfc3339::{format_rfc3339, parse_reset_at, parse_rfc3339};
 pub use simulated::{FailureHook, SimulatedConfig, SimulatedProvider};
 pub use synth::{CompletionLength, ECHO_PREFIX, LatencyModel, TokenCounting};
 
