@@ -223,12 +223,30 @@ impl ProviderError {
         }
     }
 
-    /// `error.message` of the provider's error body, when present.
+    /// `error.message` of the provider's error body (OpenAI's and
+    /// Anthropic's shapes alike), when present.
     pub fn provider_message(&self) -> Option<&str> {
         self.error_body()?.get("error")?.get("message")?.as_str()
     }
 
-    /// The `x-request-id` of the provider's answer, when there was one.
+    /// `error.type` of the provider's error body, when present: Anthropic's
+    /// `rate_limit_error`, `overloaded_error`, `authentication_error`, …;
+    /// OpenAI's `invalid_request_error`, `tokens`, ….
+    pub fn provider_error_type(&self) -> Option<&str> {
+        self.error_body()?.get("error")?.get("type")?.as_str()
+    }
+
+    /// Whether the provider said it is overloaded (Anthropic's 529
+    /// `overloaded_error`): retryable, but not a rate limit of ours, so a
+    /// limiter should back off without lowering its budget.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Self::Server { status: 529, .. })
+            || (matches!(self, Self::Server { .. })
+                && self.provider_error_type() == Some("overloaded_error"))
+    }
+
+    /// The `x-request-id` (Anthropic: `request-id`) of the provider's answer,
+    /// when there was one.
     pub fn request_id(&self) -> Option<&str> {
         match self {
             Self::RateLimited { request_id, .. }
@@ -330,6 +348,7 @@ mod tests {
             request_id: Some("req_1".into()),
         };
         assert_eq!(error.provider_message(), Some("model not found"));
+        assert_eq!(error.provider_error_type(), Some("invalid_request_error"));
         assert_eq!(error.request_id(), Some("req_1"));
         assert_eq!(error.status(), Some(400));
     }

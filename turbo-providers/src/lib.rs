@@ -53,7 +53,9 @@
 //! ```
 #![warn(missing_docs)]
 
+mod anthropic;
 mod anthropic_headers;
+mod chat_to_messages;
 mod client;
 mod config;
 mod endpoint;
@@ -73,6 +75,8 @@ mod simulated;
 mod synth;
 mod transport;
 
+pub use anthropic::AnthropicClient;
+pub use chat_to_messages::DEFAULT_CHAT_MAX_TOKENS;
 #[cfg(any(test, feature = "test-support"))]
 pub use client::MockChatClient;
 pub use client::{ChatClient, ProviderKind, UnknownProvider};

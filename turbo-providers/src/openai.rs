@@ -48,7 +48,7 @@ impl OpenAiCompatClient {
     /// A client sending through `http` as `config` says.
     ///
     /// An Anthropic configuration is refused: it takes
-    /// `AnthropicClient`.
+    /// [`AnthropicClient`](crate::AnthropicClient).
     pub fn new(http: reqwest::Client, config: ClientConfig) -> Result<Self, ProviderError> {
         if !config.provider.is_openai_compatible() {
             return Err(ProviderError::InvalidConfig {

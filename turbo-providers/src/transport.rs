@@ -61,8 +61,10 @@ struct HeaderFacts {
 impl HeaderFacts {
     fn read(headers: &HeaderMap, provider: ProviderKind) -> Self {
         Self {
+            // Anthropic names it `request-id`.
             request_id: headers
                 .get("x-request-id")
+                .or_else(|| headers.get("request-id"))
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned),
             retry_after: retry_after_from_headers(headers, SystemTime::now()),
@@ -301,5 +303,62 @@ mod tests {
         };
         assert!(message.chars().count() <= MAX_ERROR_TEXT + 1);
         assert_eq!(body, None);
+    }
+
+    #[test]
+    fn anthropic_errors_keep_their_type_and_message() {
+        let error_body = |kind: &str, message: &str| {
+            format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"{message}"}}}}"#)
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("request-id", HeaderValue::from_static("req_ant_1"));
+        headers.insert("retry-after", HeaderValue::from_static("7"));
+        headers.insert(
+            "anthropic-ratelimit-output-tokens-remaining",
+            HeaderValue::from_static("0"),
+        );
+        let anthropic = |headers: &HeaderMap| HeaderFacts::read(headers, ProviderKind::Anthropic);
+        let limited = interpret(
+            ProviderKind::Anthropic,
+            429,
+            anthropic(&headers),
+            error_body("rate_limit_error", "Output tokens per minute exceeded").as_bytes(),
+            Duration::ZERO,
+        )
+        .unwrap_err();
+        assert!(matches!(limited, ProviderError::RateLimited { .. }));
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(limited.provider_error_type(), Some("rate_limit_error"));
+        assert_eq!(limited.request_id(), Some("req_ant_1"));
+        assert_eq!(
+            limited
+                .rate_limit_snapshot()
+                .and_then(|s| s.remaining_output_tokens),
+            Some(0)
+        );
+        let cases = [
+            (529, "overloaded_error", true, true),
+            (500, "api_error", true, false),
+            (400, "invalid_request_error", false, false),
+            (401, "authentication_error", false, false),
+            (403, "permission_error", false, false),
+            (404, "not_found_error", false, false),
+        ];
+        for (status, kind, retryable, overloaded) in cases {
+            let error = interpret(
+                ProviderKind::Anthropic,
+                status,
+                anthropic(&HeaderMap::new()),
+                error_body(kind, "why").as_bytes(),
+                Duration::ZERO,
+            )
+            .unwrap_err();
+            assert_eq!(error.is_retryable(), retryable, "{status}");
+            assert_eq!(error.is_overloaded(), overloaded, "{status}");
+            assert_eq!(error.provider_error_type(), Some(kind));
+            assert_eq!(error.provider_message(), Some("why"));
+            assert_eq!(error.status(), Some(status));
+            assert!(error.rate_limit_snapshot().is_none());
+        }
     }
 }
