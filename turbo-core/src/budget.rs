@@ -187,6 +187,7 @@ mod tests {
             reset_tokens: Some(Duration::from_millis(1500)),
             requests_window: LimitWindow::Day,
             tokens_window: LimitWindow::Minute,
+            ..RateLimitSnapshot::default()
         };
         let feedback = feedback_from(&snapshot).unwrap();
         let requests = feedback.requests.unwrap();

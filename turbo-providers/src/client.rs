@@ -25,23 +25,32 @@ pub enum ProviderKind {
     /// Any other OpenAI-compatible server (vLLM, llama.cpp, our mock server):
     /// headers, if any, are read as per minute.
     Custom,
+    /// Anthropic's Messages API (`/v1/messages`): `anthropic-ratelimit-*`
+    /// headers, requests and input/output tokens per minute.
+    Anthropic,
 }
 
 impl ProviderKind {
-    /// Lower-case name: `"openai"`, `"groq"`, `"custom"`.
+    /// Lower-case name: `"openai"`, `"groq"`, `"custom"`, `"anthropic"`.
     pub const fn name(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
             Self::Groq => "groq",
             Self::Custom => "custom",
+            Self::Anthropic => "anthropic",
         }
+    }
+
+    /// Whether this provider speaks the OpenAI API (every kind but Anthropic).
+    pub const fn is_openai_compatible(self) -> bool {
+        !matches!(self, Self::Anthropic)
     }
 
     /// The period `x-ratelimit-*-requests` headers refer to.
     pub const fn requests_window(self) -> LimitWindow {
         match self {
             Self::Groq => LimitWindow::Day,
-            Self::OpenAi | Self::Custom => LimitWindow::Minute,
+            Self::OpenAi | Self::Custom | Self::Anthropic => LimitWindow::Minute,
         }
     }
 
@@ -59,7 +68,7 @@ impl fmt::Display for ProviderKind {
 
 /// The error of parsing a [`ProviderKind`] from text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider {0:?}; expected openai, groq or custom")]
+#[error("unknown provider {0:?}; expected openai, groq, custom or anthropic")]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for ProviderKind {
@@ -70,6 +79,7 @@ impl FromStr for ProviderKind {
             "openai" => Ok(Self::OpenAi),
             "groq" => Ok(Self::Groq),
             "custom" => Ok(Self::Custom),
+            "anthropic" => Ok(Self::Anthropic),
             _ => Err(UnknownProvider(text.to_owned())),
         }
     }
@@ -88,8 +98,8 @@ pub trait ChatClient: Send + Sync {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
 
     /// Sends one request to another endpoint (embeddings, completions,
-    /// responses, moderations) and waits for the whole answer, in that
-    /// endpoint's shape. Clients that speak chat only keep this default,
+    /// responses, moderations, Anthropic's messages) and waits for the whole
+    /// answer, in that endpoint's shape. Clients that speak chat only keep this default,
     /// which refuses with [`ProviderError::Unsupported`].
     async fn send_endpoint(
         &self,
@@ -158,6 +168,21 @@ mod tests {
         assert_eq!(ProviderKind::OpenAi.requests_window(), LimitWindow::Minute);
         assert_eq!(ProviderKind::Groq.tokens_window(), LimitWindow::Minute);
         assert_eq!(ProviderKind::OpenAi.to_string(), "openai");
+        assert_eq!(
+            " Anthropic".parse::<ProviderKind>(),
+            Ok(ProviderKind::Anthropic)
+        );
+        assert_eq!(ProviderKind::Anthropic.name(), "anthropic");
+        assert_eq!(
+            ProviderKind::Anthropic.requests_window(),
+            LimitWindow::Minute
+        );
+        assert!(!ProviderKind::Anthropic.is_openai_compatible());
+        assert!(ProviderKind::Custom.is_openai_compatible());
+        assert_eq!(
+            serde_json::from_str::<ProviderKind>("\"anthropic\"").unwrap(),
+            ProviderKind::Anthropic
+        );
         assert_eq!(
             serde_json::to_string(&ProviderKind::OpenAi).unwrap(),
             "\"openai\""

@@ -4,9 +4,8 @@
 //! [`ApiRequest`] is either a typed [`ChatRequest`] (the engine's original
 //! and most common request) or an [`EndpointRequest`] for one of the other
 //! endpoints, whose body is kept as JSON and read only where the engine needs
-//! it (model, texts, limits). A later endpoint (Anthropic's `/v1/messages`)
-//! joins as another [`Endpoint`] and, if it needs typed fields, another
-//! variant.
+//! it (model, texts, limits). Anthropic's `/v1/messages` is one of them:
+//! its body is an [`EndpointRequest`] too.
 
 use std::fmt;
 
@@ -14,12 +13,13 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 use turbo_tokens::{DefaultOutput, Estimate, TokenCounter};
 
+use crate::client::ProviderKind;
 use crate::endpoint_request::EndpointRequest;
 use crate::error::ProviderError;
 use crate::request::ChatRequest;
 
-/// One OpenAI-compatible endpoint a batch line may target. Non-exhaustive:
-/// more endpoints (Anthropic's `/v1/messages`) are to join.
+/// One endpoint a batch line may target: OpenAI's Batch API endpoints and
+/// Anthropic's Messages API. Non-exhaustive: more may join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Endpoint {
@@ -33,11 +33,23 @@ pub enum Endpoint {
     Responses,
     /// `/v1/moderations`.
     Moderations,
+    /// Anthropic's `/v1/messages`, served only by Anthropic clients.
+    Messages,
 }
 
 impl Endpoint {
-    /// Every endpoint, chat first.
-    pub const ALL: [Endpoint; 5] = [
+    /// Every endpoint, chat first, Anthropic's messages last.
+    pub const ALL: [Endpoint; 6] = [
+        Self::ChatCompletions,
+        Self::Embeddings,
+        Self::Completions,
+        Self::Responses,
+        Self::Moderations,
+        Self::Messages,
+    ];
+
+    /// The endpoints OpenAI-compatible servers serve (all but messages).
+    pub const OPENAI: [Endpoint; 5] = [
         Self::ChatCompletions,
         Self::Embeddings,
         Self::Completions,
@@ -53,10 +65,12 @@ impl Endpoint {
             Self::Completions => "/v1/completions",
             Self::Responses => "/v1/responses",
             Self::Moderations => "/v1/moderations",
+            Self::Messages => "/v1/messages",
         }
     }
 
-    /// The path below a base URL that ends in `/v1`, e.g. `embeddings`.
+    /// The path below a base URL that ends in `/v1`, e.g. `embeddings`
+    /// (`messages` for Anthropic's endpoint).
     pub const fn path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "chat/completions",
@@ -64,6 +78,7 @@ impl Endpoint {
             Self::Completions => "completions",
             Self::Responses => "responses",
             Self::Moderations => "moderations",
+            Self::Messages => "messages",
         }
     }
 
@@ -82,8 +97,21 @@ impl Endpoint {
     pub const fn generates(self) -> bool {
         matches!(
             self,
-            Self::ChatCompletions | Self::Completions | Self::Responses
+            Self::ChatCompletions | Self::Completions | Self::Responses | Self::Messages
         )
+    }
+
+    /// Whether a client of `provider` serves this endpoint: Anthropic serves
+    /// `/v1/messages` only, the OpenAI-compatible kinds every other endpoint.
+    ///
+    /// ```
+    /// use turbo_providers::{Endpoint, ProviderKind};
+    /// assert!(Endpoint::Messages.served_by(ProviderKind::Anthropic));
+    /// assert!(!Endpoint::Messages.served_by(ProviderKind::OpenAi));
+    /// assert!(!Endpoint::Embeddings.served_by(ProviderKind::Anthropic));
+    /// ```
+    pub const fn served_by(self, provider: ProviderKind) -> bool {
+        matches!(self, Self::Messages) != provider.is_openai_compatible()
     }
 }
 
@@ -221,6 +249,13 @@ mod tests {
         }
         assert_eq!(Endpoint::from_url("/v1/chat/completions/"), None);
         assert!(!Endpoint::Embeddings.generates());
+        assert_eq!(Endpoint::from_url("/v1/messages"), Some(Endpoint::Messages));
+        assert!(Endpoint::Messages.generates());
+        assert!(!Endpoint::OPENAI.contains(&Endpoint::Messages));
+        for endpoint in Endpoint::OPENAI {
+            assert!(endpoint.served_by(ProviderKind::Custom));
+            assert!(!endpoint.served_by(ProviderKind::Anthropic));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Synthetic answers to the endpoints besides chat, in OpenAI's shapes: what
-//! the simulated provider and the mock server both send.
+//! Synthetic answers to the endpoints besides chat, in OpenAI's shapes (and
+//! Anthropic's for `/v1/messages`): what the simulated provider and the mock
+//! server both send.
 
 use serde_json::{Value, json};
 
@@ -94,6 +95,7 @@ pub(crate) fn answer(request: &EndpointRequest, parts: &AnswerParts<'_>) -> Answ
             }
         }
         Endpoint::Completions => completions(request, parts),
+        Endpoint::Messages => messages(request, parts),
         Endpoint::Responses | Endpoint::ChatCompletions => responses(request, parts),
     }
 }
@@ -141,6 +143,30 @@ fn completions(request: &EndpointRequest, parts: &AnswerParts<'_>) -> Answer {
             "model": request.model(),
             "choices": choices,
             "usage": usage,
+        }),
+        usage,
+    }
+}
+
+/// Anthropic's message answer; `stop_reason` is `max_tokens` when the
+/// request's limit cut the text.
+fn messages(request: &EndpointRequest, parts: &AnswerParts<'_>) -> Answer {
+    let (tokens, finish) = capped(
+        parts.wanted_tokens,
+        limit(request, "max_tokens").unwrap_or(u32::MAX),
+    );
+    let text = echo_text(&request.last_text(), parts.echo_words);
+    let usage = Usage::new(parts.prompt_tokens, tokens);
+    Answer {
+        body: json!({
+            "id": format!("msg_{}", parts.id),
+            "type": "message",
+            "role": "assistant",
+            "model": request.model(),
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": if finish == "length" { "max_tokens" } else { "end_turn" },
+            "stop_sequence": null,
+            "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
         }),
         usage,
     }
@@ -225,6 +251,15 @@ mod tests {
         );
         assert_eq!(responses.text(), Some("echo: hello there"));
         assert_eq!(responses.usage(), Some(Usage::new(7, 20)));
+
+        let messages = answer_to(
+            Endpoint::Messages,
+            json!({"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hello there"}]}),
+        );
+        assert_eq!(messages.body()["type"], "message");
+        assert_eq!(messages.body()["stop_reason"], "max_tokens");
+        assert_eq!(messages.text(), Some("echo: hello there"));
+        assert_eq!(messages.usage(), Some(Usage::new(7, 5)));
 
         let moderations = answer_to(Endpoint::Moderations, json!({"input": ["a", "b"]}));
         assert_eq!(moderations.usage(), None);

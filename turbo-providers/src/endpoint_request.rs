@@ -1,6 +1,7 @@
 //! Requests to the endpoints besides chat (embeddings, completions, responses,
-//! moderations): the body is kept as the caller wrote it, checked once for
-//! what the endpoint requires, and read where the engine needs it.
+//! moderations, Anthropic's messages): the body is kept as the caller wrote
+//! it, checked once for what the endpoint requires, and read where the engine
+//! needs it (Anthropic's messages in `messages.rs`).
 
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -11,6 +12,7 @@ use turbo_tokens::{
 
 use crate::endpoint::Endpoint;
 use crate::error::ProviderError;
+use crate::messages;
 
 /// The model `/v1/moderations` uses when a request names none.
 pub const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
@@ -18,8 +20,8 @@ pub const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
 /// Content-part types of the Responses API whose `text` is counted and filled.
 const RESPONSES_TEXT_PARTS: &[&str] = &["input_text", "output_text", "text"];
 
-/// A request to `/v1/embeddings`, `/v1/completions`, `/v1/responses` or
-/// `/v1/moderations`. The body passes through untouched, unknown fields
+/// A request to `/v1/embeddings`, `/v1/completions`, `/v1/responses`,
+/// `/v1/moderations` or Anthropic's `/v1/messages`. The body passes through untouched, unknown fields
 /// included; [`EndpointRequest::new`] checks what the endpoint requires.
 ///
 /// ```
@@ -75,6 +77,9 @@ impl EndpointRequest {
             problems.push("a chat-completions body is a ChatRequest".to_owned());
             return problems;
         }
+        if endpoint == Endpoint::Messages {
+            return messages::problems(body);
+        }
         match body.get("model") {
             None | Some(Value::Null) if endpoint == Endpoint::Moderations => {}
             None | Some(Value::Null) => problems.push("body.model is missing".to_owned()),
@@ -99,7 +104,7 @@ impl EndpointRequest {
             Endpoint::Completions => &["max_tokens", "n", "best_of"],
             Endpoint::Responses => &["max_output_tokens"],
             Endpoint::Embeddings => &["dimensions"],
-            Endpoint::ChatCompletions | Endpoint::Moderations => &[],
+            Endpoint::ChatCompletions | Endpoint::Moderations | Endpoint::Messages => &[],
         };
         for name in integers {
             if let Some(value) = body.get(*name)
@@ -174,6 +179,7 @@ impl EndpointRequest {
         default_output: DefaultOutput,
     ) -> Estimate {
         match self.endpoint {
+            Endpoint::Messages => messages::estimate(&self.body, count),
             Endpoint::Responses => {
                 let prompt = responses_prompt_tokens(self.responses_messages(), &mut count);
                 let prompt_u32 = u32::try_from(prompt).unwrap_or(u32::MAX);
@@ -264,6 +270,9 @@ impl EndpointRequest {
     /// prompts given as strings, text parts, and a responses request's
     /// `instructions` and message texts.
     pub fn for_each_text_mut(&mut self, mut f: impl FnMut(&mut String)) {
+        if self.endpoint == Endpoint::Messages {
+            return messages::for_each_text_mut(&mut self.body, f);
+        }
         let field = input_field(self.endpoint);
         if self.endpoint == Endpoint::Responses
             && let Some(Value::String(instructions)) = self.body.get_mut("instructions")
@@ -310,6 +319,7 @@ impl EndpointRequest {
     /// The last text of the request (for the simulated answers' echo).
     pub(crate) fn last_text(&self) -> String {
         match self.endpoint {
+            Endpoint::Messages => messages::last_user_text(&self.body),
             Endpoint::Responses => self
                 .responses_messages()
                 .filter(|(role, _)| *role == "user")
@@ -339,7 +349,7 @@ impl Serialize for EndpointRequest {
 fn input_field(endpoint: Endpoint) -> &'static str {
     match endpoint {
         Endpoint::Completions => "prompt",
-        Endpoint::ChatCompletions => "messages",
+        Endpoint::ChatCompletions | Endpoint::Messages => "messages",
         Endpoint::Embeddings | Endpoint::Responses | Endpoint::Moderations => "input",
     }
 }
@@ -352,6 +362,7 @@ fn missing_input(endpoint: Endpoint, body: &Map<String, Value>) -> String {
         Endpoint::Responses => "a responses",
         Endpoint::Moderations => "a moderations",
         Endpoint::ChatCompletions => "a chat",
+        Endpoint::Messages => "a messages",
     };
     let misplaced = ["messages", "input", "prompt"]
         .into_iter()

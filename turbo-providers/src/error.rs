@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::client::ProviderKind;
+use crate::endpoint::Endpoint;
 use crate::headers::RateLimitSnapshot;
 
 /// Why a chat request failed, by kind.
@@ -105,17 +106,31 @@ pub enum ProviderError {
         /// What is not supported.
         feature: String,
     },
+    /// The client's provider does not serve this endpoint: `/v1/messages`
+    /// sent to an OpenAI-compatible client, or an OpenAI endpoint to an
+    /// Anthropic client. Not retryable.
+    #[error(
+        "{endpoint} is not served by {provider} clients \
+         (/v1/messages is Anthropic's; the other endpoints are OpenAI-compatible)"
+    )]
+    UnsupportedEndpoint {
+        /// The client's provider.
+        provider: ProviderKind,
+        /// The endpoint the request was for.
+        endpoint: Endpoint,
+    },
     /// No API key is configured for a provider that needs one.
     #[error(
         "no API key for {provider}: set the {key_env} environment variable, \
-         or set {base_url_env} to an OpenAI-compatible server that needs no key"
+         or set {base_url_env} to a server that needs no key"
     )]
     MissingApiKey {
         /// The provider that needs the key.
         provider: ProviderKind,
         /// The variable the key is read from (`OPENAI_API_KEY`, `GROQ_API_KEY`).
         key_env: &'static str,
-        /// The variable a custom base URL is read from (`OPENAI_BASE_URL`, `GROQ_BASE_URL`).
+        /// The variable a custom base URL is read from (`OPENAI_BASE_URL`,
+        /// `GROQ_BASE_URL`, `ANTHROPIC_BASE_URL`).
         base_url_env: &'static str,
     },
     /// A configuration value is invalid (base URL, header, mock server setting).
@@ -208,12 +223,30 @@ impl ProviderError {
         }
     }
 
-    /// `error.message` of the provider's error body, when present.
+    /// `error.message` of the provider's error body (OpenAI's and
+    /// Anthropic's shapes alike), when present.
     pub fn provider_message(&self) -> Option<&str> {
         self.error_body()?.get("error")?.get("message")?.as_str()
     }
 
-    /// The `x-request-id` of the provider's answer, when there was one.
+    /// `error.type` of the provider's error body, when present: Anthropic's
+    /// `rate_limit_error`, `overloaded_error`, `authentication_error`, …;
+    /// OpenAI's `invalid_request_error`, `tokens`, ….
+    pub fn provider_error_type(&self) -> Option<&str> {
+        self.error_body()?.get("error")?.get("type")?.as_str()
+    }
+
+    /// Whether the provider said it is overloaded (Anthropic's 529
+    /// `overloaded_error`): retryable, but not a rate limit of ours, so a
+    /// limiter should back off without lowering its budget.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Self::Server { status: 529, .. })
+            || (matches!(self, Self::Server { .. })
+                && self.provider_error_type() == Some("overloaded_error"))
+    }
+
+    /// The `x-request-id` (Anthropic: `request-id`) of the provider's answer,
+    /// when there was one.
     pub fn request_id(&self) -> Option<&str> {
         match self {
             Self::RateLimited { request_id, .. }
@@ -245,6 +278,7 @@ impl ProviderError {
             Self::Decode { .. } => "decode_error",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::Unsupported { .. } => "unsupported",
+            Self::UnsupportedEndpoint { .. } => "unsupported_endpoint",
             Self::MissingApiKey { .. } => "missing_api_key",
             Self::InvalidConfig { .. } => "invalid_config",
             Self::Io { .. } => "io_error",
@@ -314,6 +348,7 @@ mod tests {
             request_id: Some("req_1".into()),
         };
         assert_eq!(error.provider_message(), Some("model not found"));
+        assert_eq!(error.provider_error_type(), Some("invalid_request_error"));
         assert_eq!(error.request_id(), Some("req_1"));
         assert_eq!(error.status(), Some(400));
     }

@@ -90,11 +90,18 @@ const SNAPSHOT_HEADERS: [&str; 6] = [
     "x-ratelimit-reset-tokens",
 ];
 
-/// What the six `x-ratelimit-*` headers of one response said.
+/// What the six `x-ratelimit-*` headers of one response said (for
+/// Anthropic, its `anthropic-ratelimit-*` headers: see `anthropic_headers.rs`).
 ///
 /// A field is `None` when its header was absent or unparseable; unparseable
 /// values are logged at `debug` level, never turned into errors, because a
 /// provider's odd header must not fail an otherwise good response.
+///
+/// For [`ProviderKind::Anthropic`] the `*_tokens` fields carry the **input**
+/// tokens per minute (`anthropic-ratelimit-input-tokens-*`, else the combined
+/// `anthropic-ratelimit-tokens-*`) and the `*_output_tokens` fields the
+/// output tokens per minute; OpenAI-compatible providers send no output
+/// headers, so those stay `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RateLimitSnapshot {
     /// `x-ratelimit-limit-requests`: requests allowed per [`Self::requests_window`].
@@ -113,11 +120,29 @@ pub struct RateLimitSnapshot {
     pub requests_window: LimitWindow,
     /// The period the token headers refer to (minute for every known provider).
     pub tokens_window: LimitWindow,
+    /// `anthropic-ratelimit-output-tokens-limit`: output tokens allowed per minute.
+    #[serde(default)]
+    pub limit_output_tokens: Option<u64>,
+    /// `anthropic-ratelimit-output-tokens-remaining`.
+    #[serde(default)]
+    pub remaining_output_tokens: Option<u64>,
+    /// `anthropic-ratelimit-output-tokens-reset`, as the time from the
+    /// response's `date` (or the local clock) until the budget is full again.
+    #[serde(default)]
+    pub reset_output_tokens: Option<Duration>,
 }
 
 impl RateLimitSnapshot {
-    /// Reads the snapshot from a response's headers, with the windows of `provider`.
+    /// Reads the snapshot from a response's headers, with the windows of
+    /// `provider` (Anthropic's headers for [`ProviderKind::Anthropic`], their
+    /// resets taken from the `date` header, else from the local clock).
     pub fn from_headers(headers: &HeaderMap, provider: ProviderKind) -> Self {
+        if provider == ProviderKind::Anthropic {
+            return Self::from_anthropic_lookup(
+                |name| headers.get(name).and_then(|value| value.to_str().ok()),
+                SystemTime::now(),
+            );
+        }
         // Pre-built names: looking up by &str would parse and hash each name every time.
         const NAMES: [HeaderName; 6] = [
             HeaderName::from_static(SNAPSHOT_HEADERS[0]),
@@ -140,6 +165,9 @@ impl RateLimitSnapshot {
         provider: ProviderKind,
         lookup: impl Fn(&str) -> Option<&'a str>,
     ) -> Self {
+        if provider == ProviderKind::Anthropic {
+            return Self::from_anthropic_lookup(lookup, SystemTime::now());
+        }
         Self::build(provider, |index| lookup(SNAPSHOT_HEADERS[index]))
     }
 
@@ -164,10 +192,13 @@ impl RateLimitSnapshot {
             reset_tokens: reset(5),
             requests_window: provider.requests_window(),
             tokens_window: provider.tokens_window(),
+            limit_output_tokens: None,
+            remaining_output_tokens: None,
+            reset_output_tokens: None,
         }
     }
 
-    /// True when none of the six headers was present.
+    /// True when none of the headers was present (output-token ones included).
     pub fn is_empty(&self) -> bool {
         self.limit_requests.is_none()
             && self.limit_tokens.is_none()
@@ -175,10 +206,13 @@ impl RateLimitSnapshot {
             && self.remaining_tokens.is_none()
             && self.reset_requests.is_none()
             && self.reset_tokens.is_none()
+            && self.limit_output_tokens.is_none()
+            && self.remaining_output_tokens.is_none()
+            && self.reset_output_tokens.is_none()
     }
 }
 
-fn parse_count(name: &str, value: &str) -> Option<u64> {
+pub(crate) fn parse_count(name: &str, value: &str) -> Option<u64> {
     let trimmed = value.trim();
     if let Ok(count) = trimmed.parse::<u64>() {
         return Some(count);
@@ -722,6 +756,7 @@ mod tests {
                 reset_tokens: Some(ms(100)),
                 requests_window: LimitWindow::Day,
                 tokens_window: LimitWindow::Minute,
+                ..RateLimitSnapshot::default()
             }
         );
         let openai = RateLimitSnapshot::from_headers(&headers, ProviderKind::OpenAi);

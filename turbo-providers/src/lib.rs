@@ -53,24 +53,38 @@
 //! ```
 #![warn(missing_docs)]
 
+mod anthropic;
+mod anthropic_headers;
+mod chat_to_messages;
 mod client;
+mod config;
 mod endpoint;
 mod endpoint_answer;
 mod endpoint_request;
 mod error;
 mod headers;
+mod messages;
 #[cfg(feature = "mock-server")]
 pub mod mock_server;
 mod openai;
 mod request;
 mod request_de;
 mod response;
+mod rfc3339;
 mod simulated;
 mod synth;
+mod transport;
 
+pub use anthropic::AnthropicClient;
+pub use chat_to_messages::DEFAULT_CHAT_MAX_TOKENS;
 #[cfg(any(test, feature = "test-support"))]
 pub use client::MockChatClient;
 pub use client::{ChatClient, ProviderKind, UnknownProvider};
+pub use config::{
+    ANTHROPIC_BASE_URL, ANTHROPIC_VERSION, ClientConfig, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, GROQ_BASE_URL, OPENAI_BASE_URL, default_http_client,
+    http_client_builder,
+};
 pub use endpoint::{ApiRequest, Endpoint};
 pub use endpoint_request::{DEFAULT_MODERATION_MODEL, EndpointRequest};
 pub use error::ProviderError;
@@ -79,12 +93,10 @@ pub use headers::{
     parse_go_duration, parse_retry_after, parse_retry_after_ms, parse_seconds,
     retry_after_from_headers,
 };
-pub use openai::{
-    ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, GROQ_BASE_URL, OPENAI_BASE_URL,
-    OpenAiCompatClient, default_http_client, http_client_builder,
-};
+pub use openai::OpenAiCompatClient;
 pub use request::{ChatMessage, ChatRequest, ContentPart, MessageContent};
 pub use response::{ChatResponse, Usage};
+pub use rfc3339::{format_rfc3339, parse_reset_at, parse_rfc3339};
 pub use simulated::{FailureHook, SimulatedConfig, SimulatedProvider};
 pub use synth::{CompletionLength, ECHO_PREFIX, LatencyModel, TokenCounting};
 

@@ -158,12 +158,49 @@ impl<'de> Deserialize<'de> for EnvelopeKey {
 }
 
 /// `usage` in any endpoint's shape (`prompt_tokens`/`completion_tokens`, or
-/// the Responses API's `input_tokens`/`output_tokens`).
+/// the Responses and Messages APIs' `input_tokens`/`output_tokens`).
+///
+/// Anthropic's answers split the prompt: `input_tokens` (uncached),
+/// `cache_creation_input_tokens` and `cache_read_input_tokens`. The prompt
+/// tokens are what counts against Anthropic's input-tokens-per-minute limit:
+/// `input_tokens + cache_creation_input_tokens`; cache reads do not count
+/// against it for current models (Anthropic's rate-limit docs), so they are
+/// left out (they stay in the body). Anthropic sends no `total_tokens`: a
+/// missing total is the sum.
 fn read_usage(usage: &Value) -> Option<Usage> {
-    usage
+    let wire = usage
         .is_object()
-        .then(|| Usage::deserialize(usage).ok())
-        .flatten()
+        .then(|| WireUsage::deserialize(usage).ok())
+        .flatten()?;
+    let prompt_tokens = wire
+        .prompt_tokens
+        .or(wire.input_tokens)
+        .unwrap_or(0)
+        .saturating_add(wire.cache_creation_input_tokens.unwrap_or(0));
+    let completion_tokens = wire.completion_tokens.or(wire.output_tokens).unwrap_or(0);
+    // A missing total stays 0 in OpenAI's shape, as it always has.
+    let input_output = wire.input_tokens.is_some() || wire.output_tokens.is_some();
+    let total_tokens = wire.total_tokens.unwrap_or(if input_output {
+        prompt_tokens.saturating_add(completion_tokens)
+    } else {
+        0
+    });
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+    })
+}
+
+/// `usage` as providers send it.
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: Option<u32>,
+    input_tokens: Option<u32>,
+    completion_tokens: Option<u32>,
+    output_tokens: Option<u32>,
+    total_tokens: Option<u32>,
+    cache_creation_input_tokens: Option<u32>,
 }
 
 /// The parts of a synthetic answer; the JSON body is derived on first use, so a
@@ -379,7 +416,8 @@ impl ChatResponse {
 
     /// The text of the first choice's message, when it is a string; for a
     /// completions answer the first choice's `text`, for a responses answer
-    /// the first `output_text` part of its output.
+    /// the first `output_text` part of its output, for an Anthropic message
+    /// its first `text` block.
     pub fn text(&self) -> Option<&str> {
         match &self.content {
             Content::Synthetic(synthetic) => (synthetic.choices > 0).then_some(&*synthetic.text),
@@ -388,7 +426,8 @@ impl ChatResponse {
                 .next()
                 .flatten()
                 .or_else(|| self.choices().first()?.get("text")?.as_str())
-                .or_else(|| self.output_text()),
+                .or_else(|| self.output_text())
+                .or_else(|| self.message_text()),
         }
     }
 
@@ -405,6 +444,17 @@ impl ChatResponse {
             .as_str()
     }
 
+    /// The first `text` block of an Anthropic message's `content`.
+    fn message_text(&self) -> Option<&str> {
+        self.body()
+            .get("content")?
+            .as_array()?
+            .iter()
+            .find(|block| block.get("type").and_then(Value::as_str) == Some("text"))?
+            .get("text")?
+            .as_str()
+    }
+
     /// The message text of every choice, in order (`None` for a choice whose
     /// content is null, e.g. a tool call).
     pub fn choice_texts(&self) -> impl Iterator<Item = Option<&str>> + '_ {
@@ -413,15 +463,17 @@ impl ChatResponse {
             .map(|choice| choice.get("message")?.get("content")?.as_str())
     }
 
-    /// The first choice's `finish_reason`.
+    /// The first choice's `finish_reason` (an Anthropic message's `stop_reason`).
     pub fn finish_reason(&self) -> Option<&str> {
         match &self.content {
             Content::Synthetic(synthetic) => {
                 (synthetic.choices > 0).then_some(synthetic.finish_reason)
             }
-            Content::Json(_) | Content::Raw(_) => {
-                self.choices().first()?.get("finish_reason")?.as_str()
-            }
+            Content::Json(_) | Content::Raw(_) => self
+                .choices()
+                .first()
+                .and_then(|choice| choice.get("finish_reason")?.as_str())
+                .or_else(|| self.body().get("stop_reason")?.as_str()),
         }
     }
 
@@ -637,5 +689,20 @@ mod tests {
         assert_eq!(response.usage(), None);
         assert!(response.choices().is_empty());
         assert!(response.rate_limit().is_empty());
+    }
+
+    #[test]
+    fn anthropic_messages_read_their_text_usage_and_stop_reason() {
+        let bytes = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"thinking","thinking":"..."},{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":3}}"#;
+        let response = ChatResponse::from_json_bytes(200, bytes).unwrap();
+        assert_eq!(response.text(), Some("hi"));
+        assert_eq!(response.finish_reason(), Some("end_turn"));
+        // Cache reads do not count against the input limit; creation does.
+        assert_eq!(response.usage(), Some(Usage::new(15, 3)));
+        let plain = ChatResponse::from_body(
+            200,
+            json!({"usage": {"input_tokens": 4, "output_tokens": 2, "cache_creation_input_tokens": null}}),
+        );
+        assert_eq!(plain.usage(), Some(Usage::new(4, 2)));
     }
 }

@@ -1,5 +1,5 @@
-//! Token formulas of the OpenAI endpoints besides chat: embeddings,
-//! completions, responses and moderations.
+//! Token formulas of the OpenAI endpoints besides chat (embeddings,
+//! completions, responses and moderations) and of Anthropic's Messages API.
 //!
 //! Each formula is written over a text-counting function, so the same rule
 //! serves exact counting ([`TokenCounter::count_text`] with the model's
@@ -11,18 +11,73 @@
 //! | `/v1/moderations` | Σ tokens of each text input (image parts are not counted) | 0 |
 //! | `/v1/completions` | Σ tokens of each prompt (as embeddings) | `max_tokens` (default 16) × max(`n`, `best_of`, 1) × number of prompts |
 //! | `/v1/responses` | chat formula over `instructions` (as a `system` message) and the input messages (a string input is one `user` message), each text part counted on its own; images and files are not counted | `max_output_tokens`, else the [`DefaultOutput`] |
+//! | `/v1/messages` (Anthropic) | ⌈Σ cl100k tokens of every text × 6/5⌉ + 3 per message (`system`, when present, is one) + 3 | `max_tokens` (required by the API) |
 //!
 //! Embeddings, moderations and completions count their inputs without any
 //! framing: that is what these endpoints report as `usage.prompt_tokens`
 //! (no message overheads). The Responses API publishes no formula; the chat
 //! formula is the closest documented one, and the usage the answer reports
 //! settles the difference.
+//!
+//! Anthropic publishes no tokenizer for its current models (its token-counting
+//! endpoint is an API call), so the Messages formula is an approximation:
+//! Anthropic's own rule of thumb is about 3.5 characters per token of English,
+//! where cl100k averages about 4, so Claude counts roughly 1.15× cl100k's
+//! tokens, and Anthropic says its newer tokenizer yields up to 1.35× more
+//! than its older one. We scale cl100k by 6/5 (rounded up), erring high: a
+//! limiter that reserves a little too much refunds it from the answer's usage
+//! and the `anthropic-ratelimit-input-tokens-*` headers, while one that
+//! reserves too little earns 429s. The per-message overhead (role markers)
+//! is not published either; we take OpenAI's chat overheads (3 per message, 3
+//! to prime the answer). The texts are the `system` prompt (a string or its
+//! text blocks), each message's string content or its `text` blocks, the
+//! text of `tool_result` blocks, and the JSON of `tool_use` inputs and of the
+//! `tools` definitions; images and documents are not counted. The output
+//! reservation is `max_tokens`, which Anthropic charges against the
+//! output-tokens-per-minute limit when the request starts and corrects to the
+//! real output when it ends.
 
 use crate::counter::{REPLY_PRIMING_TOKENS, RequestShape, TOKENS_PER_MESSAGE, output_reservation};
 use crate::{DefaultOutput, Estimate, TokenCounter, encoding_for_model};
 
 /// OpenAI's `max_tokens` for `/v1/completions` when a request sets none.
 pub const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
+
+/// Overhead tokens per message (and per `system` prompt) of a `/v1/messages`
+/// request; see the module docs.
+pub const MESSAGES_TOKENS_PER_MESSAGE: usize = 3;
+/// Overhead tokens of every `/v1/messages` request (priming the answer).
+pub const MESSAGES_REPLY_PRIMING_TOKENS: usize = 3;
+
+/// Prompt tokens of an Anthropic `/v1/messages` request:
+/// `⌈Σ count(text) × 6/5⌉ + 3 × messages + 3`, where `messages` counts the
+/// `system` prompt as one when present and `count` is a cl100k count (or the
+/// mock server's approximation).
+///
+/// ```
+/// use turbo_tokens::messages_prompt_tokens;
+/// // 10 counted tokens scale to 12; two messages and the priming add 9.
+/// assert_eq!(messages_prompt_tokens(["abcde", "fghij"], 2, |text| text.len()), 21);
+/// ```
+pub fn messages_prompt_tokens<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+    messages: usize,
+    mut count: impl FnMut(&str) -> usize,
+) -> usize {
+    let counted = texts
+        .into_iter()
+        .fold(0usize, |sum, text| sum.saturating_add(count(text)));
+    claude_scaled(counted)
+        .saturating_add(messages.saturating_mul(MESSAGES_TOKENS_PER_MESSAGE))
+        .saturating_add(MESSAGES_REPLY_PRIMING_TOKENS)
+}
+
+/// `⌈tokens × 6/5⌉`, saturating: cl100k tokens as Claude tokens.
+fn claude_scaled(tokens: usize) -> usize {
+    tokens
+        .checked_mul(6)
+        .map_or(usize::MAX, |six| six.div_ceil(5))
+}
 
 /// One input of an embeddings, completions or moderations request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,6 +216,27 @@ mod tests {
             100
         );
         assert_eq!(responses_reservation(None, DefaultOutput::GROQ, 50), 10);
+    }
+
+    #[test]
+    fn messages_scale_texts_and_add_overheads() {
+        assert_eq!(messages_prompt_tokens([], 0, |_| 0), 3);
+        // 7 tokens scale to ⌈8.4⌉ = 9; three messages add 9, priming 3.
+        assert_eq!(messages_prompt_tokens(["1234567"], 3, str::len), 21);
+        assert_eq!(
+            messages_prompt_tokens(["x"], usize::MAX, |_| usize::MAX),
+            usize::MAX
+        );
+        let counter = TiktokenCounter::new();
+        // "Hello, world!" is 4 cl100k tokens: ⌈4.8⌉ = 5, + 3 + 3.
+        assert_eq!(
+            messages_prompt_tokens(
+                ["Hello, world!"],
+                1,
+                text_counter(&counter, "claude-sonnet-4-5")
+            ),
+            11
+        );
     }
 
     #[test]

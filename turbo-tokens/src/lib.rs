@@ -13,7 +13,8 @@
 //! - [`TokenCounter::estimate`] and [`estimate_json`] add the output reservation:
 //!   `max_completion_tokens`, else `max_tokens`, times `n`, else a [`DefaultOutput`];
 //! - the other endpoints' formulas ([`input_tokens`], [`completions_reservation`],
-//!   [`responses_prompt_tokens`], [`responses_reservation`]) are documented in one table
+//!   [`responses_prompt_tokens`], [`responses_reservation`], and Anthropic's
+//!   [`messages_prompt_tokens`], an approximation) are documented in one table
 //!   on [`InputPiece`]'s module (see `src/endpoints.rs`).
 //!
 //! ```
@@ -61,8 +62,9 @@ pub use counter::{
 };
 pub use encoding::{Encoding, UnknownEncoding, encoding_for_model};
 pub use endpoints::{
-    COMPLETIONS_DEFAULT_MAX_TOKENS, InputPiece, completions_reservation, estimate_of, input_tokens,
-    responses_prompt_tokens, responses_reservation, text_counter,
+    COMPLETIONS_DEFAULT_MAX_TOKENS, InputPiece, MESSAGES_REPLY_PRIMING_TOKENS,
+    MESSAGES_TOKENS_PER_MESSAGE, completions_reservation, estimate_of, input_tokens,
+    messages_prompt_tokens, responses_prompt_tokens, responses_reservation, text_counter,
 };
 pub use error::TokenError;
 pub use json::estimate_json;

@@ -91,8 +91,18 @@ pub struct MockServerConfig {
     pub request_limit: Option<NonZeroU64>,
     /// The request limit's window: a minute (OpenAI) or a day (Groq).
     pub request_window: LimitWindow,
-    /// Tokens allowed per minute; `None` for no limit.
+    /// Tokens allowed per minute; `None` for no limit. For `/v1/messages`
+    /// (Anthropic) this is the input-tokens-per-minute limit: a messages
+    /// request is charged its input only.
     pub tokens_per_minute: Option<NonZeroU64>,
+    /// Output tokens allowed per minute (Anthropic's OTPM), charged by
+    /// `/v1/messages` only: `max_tokens` at admission, corrected to the
+    /// answer's output when it is made. `None` for no limit.
+    pub output_tokens_per_minute: Option<NonZeroU64>,
+    /// Probability in `[0, 1]` that an admitted `/v1/messages` request is
+    /// answered 529 `overloaded_error` (Anthropic's overload; charged, its
+    /// output reservation given back). Default 0.
+    pub overloaded_rate: f64,
     /// How limits are counted and reported. Default [`RateLimitStyle::OpenAi`].
     pub rate_limit_style: RateLimitStyle,
     /// Whether answers carry rate-limit headers at all. Default `true`.
@@ -153,6 +163,8 @@ impl Default for MockServerConfig {
             request_limit: None,
             request_window: LimitWindow::Minute,
             tokens_per_minute: None,
+            output_tokens_per_minute: None,
+            overloaded_rate: 0.0,
             rate_limit_style: RateLimitStyle::OpenAi,
             rate_limit_headers: true,
             initial_fill: 1.0,
@@ -202,6 +214,13 @@ impl MockServerConfig {
         self
     }
 
+    /// Sets an output-tokens-per-minute limit (Anthropic's OTPM, for `/v1/messages`).
+    #[must_use]
+    pub fn with_otpm(mut self, otpm: NonZeroU64) -> Self {
+        self.output_tokens_per_minute = Some(otpm);
+        self
+    }
+
     /// Sets the latency model.
     #[must_use]
     pub fn with_latency(mut self, latency: LatencyModel) -> Self {
@@ -245,6 +264,12 @@ impl MockServerConfig {
             return invalid(format!(
                 "failure rate {} must be between 0 and 1",
                 self.failure_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.overloaded_rate) {
+            return invalid(format!(
+                "overloaded rate {} must be between 0 and 1",
+                self.overloaded_rate
             ));
         }
         if !(0.0..=1.0).contains(&self.initial_fill) {

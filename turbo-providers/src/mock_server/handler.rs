@@ -1,7 +1,10 @@
 //! The HTTP side: routes and the one handler of every endpoint (chat
-//! completions, embeddings, completions, responses, moderations), from
-//! admission through the capacity queue and latency to the answer (and its
-//! fault). Every endpoint is charged by its own token formula.
+//! completions, embeddings, completions, responses, moderations, and
+//! Anthropic's messages), from admission through the capacity queue and
+//! latency to the answer (and its fault). Every endpoint is charged by its
+//! own token formula; `/v1/messages` is charged its input against the token
+//! limit and its `max_tokens` against the output limit, settled to the
+//! answer's output, and answers in Anthropic's shapes (`anthropic.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,11 +17,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 
+use super::anthropic::{add_anthropic_headers, anthropic_error, anthropic_refusal};
 use super::capacity::NoSlot;
 use super::config::RateLimitStyle;
 use super::conn::ConnFaults;
 use super::faults::FaultKind;
-use super::limiter::Admission;
+use super::limiter::{Admission, LimitReports, Resource};
 use super::responses::{
     ChoiceBody, CompletionBody, MessageBody, Refusal, add_limit_headers, error_response,
     json_response,
@@ -116,7 +120,25 @@ async fn handle(
     // A gateway sends no request id.
     let request_id = (style == RateLimitStyle::OpenAi).then(|| state.request_id());
 
-    if let Some(expected) = &state.expected_authorization {
+    let messages = endpoint == Endpoint::Messages;
+    if messages {
+        counters.messages.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    if let (true, Some(key)) = (messages, &state.config.api_key) {
+        let given = headers
+            .get("x-api-key")
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        if given != key.expose_secret().as_bytes() {
+            counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+            return anthropic_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid x-api-key",
+                request_id,
+            );
+        }
+    } else if let Some(expected) = &state.expected_authorization {
         let given = headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes)
@@ -148,6 +170,15 @@ async fn handle(
     };
     let request = match parse_request(endpoint, &body) {
         Ok(request) => request,
+        Err(message) if messages => {
+            counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return anthropic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &message,
+                request_id,
+            );
+        }
         Err(message) => {
             counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             return error_response(
@@ -164,9 +195,20 @@ async fn handle(
         .config
         .token_counting
         .estimate_api(&request, state.config.default_output);
-    let cost = state.config.charge(u64::from(estimate.total()));
+    // Messages: input against the token limit, max_tokens against the output limit.
+    let (cost, output) = if messages {
+        (
+            state.config.charge(u64::from(estimate.prompt_tokens)),
+            u64::from(estimate.output_reservation),
+        )
+    } else {
+        (state.config.charge(u64::from(estimate.total())), 0)
+    };
     let admitted_at = now();
-    let admission = state.limiter.lock().admit(cost, admitted_at);
+    let admission = state
+        .limiter
+        .lock()
+        .admit_with_output(cost, output, admitted_at);
     let reports = match admission {
         Admission::Admitted(reports) => reports,
         Admission::Refused {
@@ -183,12 +225,20 @@ async fn handle(
             state.count_prompt(|| prompt_text(&request), charged, false);
             let refusal = Refusal {
                 model: request.model(),
-                cost,
+                cost: if over == Resource::OutputTokens {
+                    output
+                } else {
+                    cost
+                },
                 reports,
                 over,
                 retry_after,
                 request_window: state.config.request_window,
             };
+            if messages {
+                counters.messages.refused.fetch_add(1, Ordering::Relaxed);
+                return anthropic_refusal(&refusal, request_id, state.config.rate_limit_headers);
+            }
             return match (style, request_id) {
                 (RateLimitStyle::OpenAi, Some(request_id)) => {
                     refusal.openai(request_id, state.config.rate_limit_headers)
@@ -202,8 +252,26 @@ async fn handle(
     let admitted = counters.admitted.fetch_add(1, Ordering::Relaxed);
     let draw = state.draw(admitted);
     let limit_headers = state.config.rate_limit_headers;
-    let finish = |mut response: Response| {
-        if limit_headers {
+    if messages {
+        counters.messages.accepted.fetch_add(1, Ordering::Relaxed);
+        counters
+            .messages
+            .output_tokens_reserved
+            .fetch_add(output, Ordering::Relaxed);
+    }
+    // A messages answer settles its output reservation to what it delivered
+    // (0 for a failure) and reports the levels after that.
+    let finish = |mut response: Response, delivered_output: u64| {
+        if messages {
+            let settled: LimitReports =
+                state
+                    .limiter
+                    .lock()
+                    .settle_output(output, delivered_output, now());
+            if limit_headers {
+                add_anthropic_headers(response.headers_mut(), &settled);
+            }
+        } else if limit_headers {
             add_limit_headers(response.headers_mut(), &reports, style);
         }
         response
@@ -223,15 +291,18 @@ async fn handle(
                 counters.overloaded.fetch_add(1, Ordering::Relaxed);
                 state.limiter.lock().record_fault(now());
                 state.count_prompt(|| prompt_text(&request), true, false);
-                return finish(error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The server is overloaded: too many requests are waiting. Please retry later.",
-                    "server_error",
-                    Some("overloaded"),
-                    request_id,
-                ));
+                return finish(
+                    error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The server is overloaded: too many requests are waiting. Please retry later.",
+                        "server_error",
+                        Some("overloaded"),
+                        request_id,
+                    ),
+                    0,
+                );
             }
-            Err(NoSlot::Stopping) => return finish(stopping(request_id)),
+            Err(NoSlot::Stopping) => return finish(stopping(request_id), 0),
         },
     };
     if !latency.is_zero() {
@@ -242,23 +313,35 @@ async fn handle(
             Ok(Ok(_))
         );
         if cancelled {
-            return finish(stopping(request_id));
+            return finish(stopping(request_id), 0);
         }
     }
     drop(slot);
 
-    let response = if let Some(status) = draw.failure {
+    let (response, delivered_output) = if messages && draw.overloaded {
+        counters.messages.overloaded.fetch_add(1, Ordering::Relaxed);
+        state.limiter.lock().record_fault(now());
+        state.count_prompt(|| prompt_text(&request), true, false);
+        let status = StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let response = anthropic_error(status, "overloaded_error", "Overloaded", request_id);
+        (response, 0)
+    } else if let Some(status) = draw.failure {
         counters.injected_failures.fetch_add(1, Ordering::Relaxed);
         state.limiter.lock().record_fault(now());
         state.count_prompt(|| prompt_text(&request), true, false);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        error_response(
-            status,
-            "The server had an error while processing your request (failure injected by the mock server).",
-            "server_error",
-            None,
-            request_id,
-        )
+        let message = "The server had an error while processing your request (failure injected by the mock server).";
+        let response = if messages {
+            let kind = if status.as_u16() == 529 {
+                "overloaded_error"
+            } else {
+                "api_error"
+            };
+            anthropic_error(status, kind, message, request_id)
+        } else {
+            error_response(status, message, "server_error", None, request_id)
+        };
+        (response, 0)
     } else {
         let fault = draw.fault.filter(|_| conn.is_some());
         let echo = headers
@@ -306,16 +389,32 @@ async fn handle(
         }
         state.count_prompt(|| prompt_text(&request), true, delivered);
         if let Some(request_id) = request_id {
+            let name = if messages {
+                "request-id"
+            } else {
+                "x-request-id"
+            };
             response
                 .headers_mut()
-                .insert(HeaderName::from_static("x-request-id"), request_id);
+                .insert(HeaderName::from_static(name), request_id);
         }
-        response
+        let delivered_output = if delivered {
+            u64::from(usage.completion_tokens)
+        } else {
+            0
+        };
+        if messages {
+            counters
+                .messages
+                .output_tokens
+                .fetch_add(delivered_output, Ordering::Relaxed);
+        }
+        (response, delivered_output)
     };
     state
         .latency
         .record(now().saturating_duration_since(admitted_at));
-    finish(response)
+    finish(response, delivered_output)
 }
 
 /// A chat answer in OpenAI's shape, and its usage (serialised straight from

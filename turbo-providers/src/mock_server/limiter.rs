@@ -1,5 +1,6 @@
-//! The referee's limiter: one [`Meter`] per limit (requests, tokens), the
-//! scheduled limit changes, and the per-second timeline. Every method takes
+//! The referee's limiter: one [`Meter`] per limit (requests, tokens, and
+//! Anthropic's output tokens), the scheduled limit changes, and the
+//! per-second timeline. Every method takes
 //! the `now` it acts at, so tests drive it on a manual clock; the server
 //! keeps it behind one mutex (see the module docs of `mock_server`).
 
@@ -15,6 +16,7 @@ use crate::headers::LimitWindow;
 pub(super) struct LimitReports {
     pub(super) requests: Option<MeterReport>,
     pub(super) tokens: Option<MeterReport>,
+    pub(super) output_tokens: Option<MeterReport>,
 }
 
 pub(super) enum Admission {
@@ -34,6 +36,8 @@ pub(super) enum Admission {
 pub(super) enum Resource {
     Requests,
     Tokens,
+    /// Anthropic's output tokens per minute.
+    OutputTokens,
 }
 
 /// How new meters are made (at start, and when a change adds a limit).
@@ -65,6 +69,9 @@ impl MeterShape {
 pub(super) struct Limiter {
     requests: Option<Meter>,
     tokens: Option<Meter>,
+    /// Output tokens per minute, charged by `/v1/messages` only: `max_tokens`
+    /// at admission, the unused part given back when the answer is made.
+    output: Option<Meter>,
     shape: MeterShape,
     /// Changes not applied yet, latest first (so the next one pops off the end).
     changes: Vec<LimitChange>,
@@ -91,6 +98,9 @@ impl Limiter {
                 .map(|limit| shape.meter(limit, config.request_window, fill_ppm, now)),
             tokens: config
                 .tokens_per_minute
+                .map(|limit| shape.meter(limit, LimitWindow::Minute, fill_ppm, now)),
+            output: config
+                .output_tokens_per_minute
                 .map(|limit| shape.meter(limit, LimitWindow::Minute, fill_ppm, now)),
             shape,
             changes,
@@ -130,6 +140,7 @@ impl Limiter {
         LimitReports {
             requests: self.requests.as_ref().map(|meter| meter.report_at(now)),
             tokens: self.tokens.as_ref().map(|meter| meter.report_at(now)),
+            output_tokens: self.output.as_ref().map(|meter| meter.report_at(now)),
         }
     }
 
@@ -156,9 +167,20 @@ impl Limiter {
     }
 
     /// Decides on a request costing `cost` tokens arriving at `now`.
+    #[cfg(test)]
     pub(super) fn admit(&mut self, cost: u64, now: Instant) -> Admission {
+        self.admit_with_output(cost, 0, now)
+    }
+
+    /// Decides on a request costing `cost` (input) tokens and reserving
+    /// `output` output tokens (a `/v1/messages` request's `max_tokens`; 0
+    /// for every other request, which the output limit does not concern).
+    pub(super) fn admit_with_output(&mut self, cost: u64, output: u64, now: Instant) -> Admission {
         self.apply_changes(now);
-        for meter in [&mut self.requests, &mut self.tokens].into_iter().flatten() {
+        for meter in [&mut self.requests, &mut self.tokens, &mut self.output]
+            .into_iter()
+            .flatten()
+        {
             meter.refill(now);
         }
         let request_wait = self
@@ -166,10 +188,19 @@ impl Limiter {
             .as_ref()
             .and_then(|meter| meter.wait_for(1, now));
         let token_wait = self.tokens.as_ref().map(|meter| meter.wait_for(cost, now));
-        let refusal = match (request_wait, token_wait) {
-            (Some(wait), _) if !wait.is_zero() => Some((Resource::Requests, Some(wait))),
-            (_, Some(None)) => Some((Resource::Tokens, None)),
-            (_, Some(Some(wait))) if !wait.is_zero() => Some((Resource::Tokens, Some(wait))),
+        let output_wait = self
+            .output
+            .as_ref()
+            .filter(|_| output > 0)
+            .map(|meter| meter.wait_for(output, now));
+        let refusal = match (request_wait, token_wait, output_wait) {
+            (Some(wait), _, _) if !wait.is_zero() => Some((Resource::Requests, Some(wait))),
+            (_, Some(None), _) => Some((Resource::Tokens, None)),
+            (_, Some(Some(wait)), _) if !wait.is_zero() => Some((Resource::Tokens, Some(wait))),
+            (_, _, Some(None)) => Some((Resource::OutputTokens, None)),
+            (_, _, Some(Some(wait))) if !wait.is_zero() => {
+                Some((Resource::OutputTokens, Some(wait)))
+            }
             _ => None,
         };
         let charged = refusal.is_none() || self.charge_refused;
@@ -179,6 +210,9 @@ impl Limiter {
             }
             if let Some(meter) = &mut self.tokens {
                 meter.take(cost);
+            }
+            if let Some(meter) = &mut self.output {
+                meter.take(output);
             }
         }
         let reports = self.reports_at(now);
@@ -202,6 +236,18 @@ impl Limiter {
                 charged,
             },
         }
+    }
+
+    /// Settles an output reservation at `now`: `reserved` was charged at
+    /// admission, `used` is what the answer holds; the difference goes back
+    /// (Anthropic estimates output at `max_tokens` when a request starts and
+    /// corrects it to the real output at its end). Returns the levels after.
+    pub(super) fn settle_output(&mut self, reserved: u64, used: u64, now: Instant) -> LimitReports {
+        if let Some(meter) = &mut self.output {
+            meter.refill(now);
+            meter.give_back(reserved.saturating_sub(used));
+        }
+        self.reports_at(now)
     }
 
     /// Counts an injected failure (5xx, 503 overload or connection fault) at `now`.
@@ -265,6 +311,7 @@ mod tests {
                         let mut probe = Limiter {
                             requests: None,
                             tokens: limiter.tokens.clone(),
+                            output: None,
                             shape: limiter.shape,
                             changes: Vec::new(),
                             charge_refused: false,
@@ -353,6 +400,59 @@ mod tests {
         assert_eq!(timeline[0].rate_limited, 2);
         assert_eq!(timeline[0].tokens_remaining, Some(0));
         assert_eq!(timeline[0].requests_remaining, Some(8));
+    }
+
+    #[test]
+    fn output_tokens_are_reserved_at_max_tokens_and_settled_to_the_real_output() {
+        let start = Instant::now();
+        let config = MockServerConfig::default()
+            .with_tpm(nz(1_000))
+            .with_otpm(nz(100));
+        let mut limiter = limiter(&config, start);
+        let Admission::Admitted(reports) = limiter.admit_with_output(10, 80, start) else {
+            panic!("80 of 100 fit")
+        };
+        assert_eq!(reports.output_tokens.map(|r| r.remaining), Some(20));
+        assert_eq!(reports.tokens.map(|r| r.remaining), Some(990));
+        // 30 more do not fit while 80 are reserved; the input bucket is not charged.
+        let Admission::Refused {
+            over,
+            retry_after,
+            charged,
+            ..
+        } = limiter.admit_with_output(10, 30, start)
+        else {
+            panic!("30 of 20 left must be refused")
+        };
+        assert_eq!(
+            (over, retry_after, charged),
+            (Resource::OutputTokens, Some(Duration::from_secs(6)), false)
+        );
+        // The answer used 5 of its 80: 75 come back, and 30 now fit.
+        let settled = limiter.settle_output(80, 5, start);
+        assert_eq!(settled.output_tokens.map(|r| r.remaining), Some(95));
+        assert!(matches!(
+            limiter.admit_with_output(10, 30, start),
+            Admission::Admitted(_)
+        ));
+        // More than the whole limit can never pass; other endpoints reserve nothing.
+        assert!(matches!(
+            limiter.admit_with_output(1, 101, start),
+            Admission::Refused {
+                over: Resource::OutputTokens,
+                retry_after: None,
+                ..
+            }
+        ));
+        assert!(matches!(limiter.admit(10, start), Admission::Admitted(_)));
+        // Giving back never overfills.
+        assert_eq!(
+            limiter
+                .settle_output(1_000, 0, start)
+                .output_tokens
+                .map(|r| r.remaining),
+            Some(100)
+        );
     }
 
     #[test]

@@ -81,6 +81,14 @@ impl Bucket {
             .saturating_sub(u128::from(amount) * self.window_nanos);
     }
 
+    /// Gives `amount` back (a reservation larger than what was used), up to a full bucket.
+    fn give_back(&mut self, amount: u64) {
+        self.level = self
+            .level
+            .saturating_add(u128::from(amount) * self.window_nanos)
+            .min(self.capacity());
+    }
+
     /// Keeps what was used and moves the capacity: an upgrade gives the new
     /// room at once, a downgrade below what was used leaves the bucket empty.
     fn set_limit(&mut self, limit: NonZeroU64) {
@@ -223,6 +231,16 @@ impl Meter {
         match self {
             Self::Bucket(bucket) => bucket.take(amount),
             Self::Calendar(window) => window.take(amount),
+        }
+    }
+
+    /// Gives back `amount` of an earlier charge (after [`Self::refill`]); a
+    /// calendar window gives back only within the window it was charged in,
+    /// which the caller cannot tell apart, so it gives back what is used at most.
+    pub(super) fn give_back(&mut self, amount: u64) {
+        match self {
+            Self::Bucket(bucket) => bucket.give_back(amount),
+            Self::Calendar(window) => window.used = window.used.saturating_sub(amount),
         }
     }
 

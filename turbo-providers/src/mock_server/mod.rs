@@ -101,6 +101,7 @@
 //! # });
 //! ```
 
+mod anthropic;
 mod capacity;
 mod config;
 mod conn;
@@ -125,7 +126,8 @@ pub use self::capacity::{CapacityChange, CapacityModel, ServiceStart};
 pub use self::config::{LimitChange, MockServerConfig, RateLimitStyle};
 pub use self::faults::{FaultKind, FaultMix, TrickleShape};
 pub use self::stats::{
-    CapacityStats, FaultCounts, LatencyStats, MockStats, PromptStats, TimelineSecond,
+    CapacityStats, FaultCounts, LatencyStats, MessageStats, MockStats, PromptStats,
+    TimelineSecond,
 };
 
 use self::conn::{ConnFaults, FaultListener};

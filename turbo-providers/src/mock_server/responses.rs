@@ -138,6 +138,7 @@ fn window_label(window: LimitWindow, resource: Resource) -> &'static str {
         (Resource::Requests, LimitWindow::Minute) => "requests per min (RPM)",
         (Resource::Requests, LimitWindow::Day) => "requests per day (RPD)",
         (Resource::Tokens, _) => "tokens per min (TPM)",
+        (Resource::OutputTokens, _) => "output tokens per min (OTPM)",
     }
 }
 
@@ -152,10 +153,11 @@ pub(super) struct Refusal<'a> {
 }
 
 impl Refusal<'_> {
-    fn limit_and_remaining(&self) -> (u64, u64) {
+    pub(super) fn limit_and_remaining(&self) -> (u64, u64) {
         let report = match self.over {
             Resource::Requests => self.reports.requests,
             Resource::Tokens => self.reports.tokens,
+            Resource::OutputTokens => self.reports.output_tokens,
         };
         report.map_or((0, 0), |report| (report.limit, report.remaining))
     }
@@ -164,13 +166,13 @@ impl Refusal<'_> {
     pub(super) fn openai(&self, request_id: HeaderValue, limit_headers: bool) -> Response {
         let window = match self.over {
             Resource::Requests => self.request_window,
-            Resource::Tokens => LimitWindow::Minute,
+            Resource::Tokens | Resource::OutputTokens => LimitWindow::Minute,
         };
         let label = window_label(window, self.over);
         let (limit, remaining) = self.limit_and_remaining();
         let requested = match self.over {
             Resource::Requests => 1,
-            Resource::Tokens => self.cost,
+            Resource::Tokens | Resource::OutputTokens => self.cost,
         };
         let message = match self.retry_after {
             Some(wait) => format!(
@@ -189,7 +191,7 @@ impl Refusal<'_> {
         };
         let kind = match self.over {
             Resource::Requests => "requests",
-            Resource::Tokens => "tokens",
+            Resource::Tokens | Resource::OutputTokens => "tokens",
         };
         let mut response = error_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -223,7 +225,7 @@ impl Refusal<'_> {
         let (limit, remaining) = self.limit_and_remaining();
         let kind = match self.over {
             Resource::Requests => "rpm",
-            Resource::Tokens => "tpm",
+            Resource::Tokens | Resource::OutputTokens => "tpm",
         };
         let message = format!(
             "LiteLLM Rate Limit Handler for rate limit type = {kind}. Crossed TPM / RPM / Max \

@@ -25,7 +25,9 @@ use super::config::MockServerConfig;
 use super::conn::{ActiveFaults, ConnEnv};
 use super::faults::FaultKind;
 use super::limiter::Limiter;
-use super::stats::{CapacityStats, FaultCounters, LatencyHistogram, MockStats, PromptStats};
+use super::stats::{
+    CapacityStats, FaultCounters, LatencyHistogram, MessageStats, MockStats, PromptStats,
+};
 use crate::synth::{CompletionLength, LatencyModel};
 
 #[derive(Default)]
@@ -44,6 +46,44 @@ pub(super) struct Counters {
     pub(super) in_flight: AtomicU64,
     pub(super) max_in_flight: AtomicU64,
     pub(super) admitted: AtomicU64,
+    pub(super) messages: MessageCounters,
+}
+
+/// What `/v1/messages` requests did (`MockStats::messages`).
+#[derive(Default)]
+pub(super) struct MessageCounters {
+    pub(super) requests: AtomicU64,
+    pub(super) accepted: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) overloaded: AtomicU64,
+    pub(super) output_tokens_reserved: AtomicU64,
+    pub(super) output_tokens: AtomicU64,
+}
+
+impl MessageCounters {
+    fn all(&self) -> [&AtomicU64; 6] {
+        [
+            &self.requests,
+            &self.accepted,
+            &self.refused,
+            &self.overloaded,
+            &self.output_tokens_reserved,
+            &self.output_tokens,
+        ]
+    }
+
+    fn stats(&self) -> MessageStats {
+        let [requests, accepted, refused, overloaded, output_tokens_reserved, output_tokens] =
+            self.all().map(|counter| counter.load(Ordering::Relaxed));
+        MessageStats {
+            requests,
+            accepted,
+            refused,
+            overloaded,
+            output_tokens_reserved,
+            output_tokens,
+        }
+    }
 }
 
 /// Charges and 200s of one prompt.
@@ -59,6 +99,8 @@ pub(super) struct Draw {
     pub(super) failure: Option<u16>,
     pub(super) completion_tokens: u32,
     pub(super) fault: Option<FaultKind>,
+    /// Whether a `/v1/messages` request is answered 529 overloaded.
+    pub(super) overloaded: bool,
 }
 
 pub(super) struct ServerState {
@@ -108,7 +150,8 @@ impl ServerState {
             || config.failure_rate > 0.0
             || config.completion_tokens.draws()
             || config.failure_statuses.len() > 1
-            || config.faults.any();
+            || config.faults.any()
+            || config.overloaded_rate > 0.0;
         let expected_authorization = config
             .api_key
             .as_ref()
@@ -189,6 +232,7 @@ impl ServerState {
                 )
             }),
             timeline: self.limiter.lock().timeline_at(now()),
+            messages: c.messages.stats(),
         }
     }
 
@@ -208,7 +252,10 @@ impl ServerState {
             &c.tokens_charged,
             &c.max_in_flight,
             &c.admitted,
-        ] {
+        ]
+        .into_iter()
+        .chain(c.messages.all())
+        {
             counter.store(0, Ordering::Relaxed);
         }
         self.faults.reset();
@@ -263,6 +310,7 @@ impl ServerState {
                 failure,
                 completion_tokens,
                 fault: None,
+                overloaded: config.overloaded_rate >= 1.0,
             };
         }
         let mut rng = self.rng.lock();
@@ -281,11 +329,14 @@ impl ServerState {
         } else {
             None
         };
+        let overloaded =
+            config.overloaded_rate > 0.0 && rng.random_bool(config.overloaded_rate);
         Draw {
             latency,
             failure,
             completion_tokens,
             fault,
+            overloaded,
         }
     }
 }

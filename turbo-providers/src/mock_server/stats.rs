@@ -61,6 +61,26 @@ pub struct MockStats {
     pub prompts: Option<PromptStats>,
     /// What happened in each second since start (or the last reset).
     pub timeline: Vec<TimelineSecond>,
+    /// Anthropic `/v1/messages` requests (also counted in the totals above).
+    pub messages: MessageStats,
+}
+
+/// What happened to `/v1/messages` requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MessageStats {
+    /// Received.
+    pub requests: u64,
+    /// Admitted by the limiter.
+    pub accepted: u64,
+    /// Refused with a 429.
+    pub refused: u64,
+    /// Answered 529 `overloaded_error`.
+    pub overloaded: u64,
+    /// Output tokens reserved at admission (`max_tokens` of each accepted request).
+    pub output_tokens_reserved: u64,
+    /// Output tokens of the answers delivered (what the reservations settled to).
+    pub output_tokens: u64,
 }
 
 /// Connection faults played, per kind.
