@@ -11,15 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use turbo_core::{ChatClient, ChatRequest, ChatResponse, EndpointRequest, Provider, ProviderError};
 use turbo_providers::{
-    ClientConfig, GROQ_BASE_URL, LatencyModel, OPENAI_BASE_URL, OpenAiCompatClient, ProviderKind,
-    SimulatedConfig, SimulatedProvider, default_http_client,
+    ANTHROPIC_BASE_URL, AnthropicClient, ClientConfig, GROQ_BASE_URL, LatencyModel,
+    OPENAI_BASE_URL, OpenAiCompatClient, ProviderKind, SimulatedConfig, SimulatedProvider,
+    default_http_client,
 };
 
 use crate::progress::Console;
 use crate::registry::{Kind, ProviderSpec, Registry};
-
-/// Anthropic's public API.
-const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
 /// Where the clients come from.
 #[derive(Debug, Clone)]
@@ -234,9 +232,8 @@ pub fn build(
                         OpenAiCompatClient::new(http.clone(), config)
                             .map(|client| Arc::new(client) as Arc<dyn ChatClient>)
                     }
-                    Kind::Anthropic => Err(ProviderError::Unsupported {
-                        feature: "Anthropic's Messages API over HTTP".to_owned(),
-                    }),
+                    Kind::Anthropic => AnthropicClient::new(http.clone(), config)
+                        .map(|client| Arc::new(client) as Arc<dyn ChatClient>),
                 };
                 let client = client.map_err(|source| ClientError::Config {
                     provider: Some(provider),

@@ -8,7 +8,8 @@
 //! api_key_env = "TOGETHER_API_KEY"  # the variable holding the key, never the key
 //! headers = { "X-Team" = "search" } # extra headers (not for secrets)
 //! timeout = "90s"                   # per attempt (default --timeout)
-//! rpm = 600                         # limits: rpm, tpm, rpd, tpd
+//! rpm = 600                         # limits: rpm, tpm, rpd, tpd (anthropic:
+//!                                   # also itpm, otpm: input/output tokens)
 //! tpm = 1_000_000
 //! [providers.together.models."meta-llama/Llama-3.3-70B-Instruct-Turbo"]
 //! rpm = 100                         # a model with a lane of its own
@@ -44,6 +45,10 @@ pub struct AxisLimits {
     pub tpm: Option<u64>,
     pub rpd: Option<u64>,
     pub tpd: Option<u64>,
+    /// Input tokens per minute (Anthropic; `tpm` is its other name there).
+    pub itpm: Option<u64>,
+    /// Output tokens per minute (Anthropic).
+    pub otpm: Option<u64>,
 }
 
 /// A provider's table as written.
@@ -62,6 +67,8 @@ pub struct ProviderTable {
     pub tpm: Option<u64>,
     pub rpd: Option<u64>,
     pub tpd: Option<u64>,
+    pub itpm: Option<u64>,
+    pub otpm: Option<u64>,
     #[serde(default)]
     pub models: BTreeMap<String, AxisLimits>,
 }
@@ -74,6 +81,8 @@ impl ProviderTable {
             tpm: self.tpm,
             rpd: self.rpd,
             tpd: self.tpd,
+            itpm: self.itpm,
+            otpm: self.otpm,
         }
     }
 }

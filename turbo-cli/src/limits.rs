@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU64};
 
 use anyhow::anyhow;
-use turbo_core::{Limits, Provider, TurboRunBuilder, default_limits};
+use turbo_core::{LaneConfig, Limits, Provider, TurboRunBuilder, default_limits};
+use turbo_ratelimit::SettlePolicy;
 
 use crate::cli::LimitArgs;
 use crate::config::{AxisLimits, Config};
 use crate::prices::PriceTable;
-use crate::registry::Registry;
+use crate::registry::{Kind, Registry};
 
 /// What a provider's own lane does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +112,9 @@ pub fn thousands(value: u64) -> String {
 pub struct LimitPlan {
     lanes: BTreeMap<Provider, LaneLimits>,
     models: BTreeMap<Provider, Vec<(String, Limits)>>,
+    /// Providers that limit output tokens apart (kind anthropic): their
+    /// output lane's limits, and their models' (`otpm`).
+    output: BTreeMap<Provider, (LaneLimits, Vec<(String, Limits)>)>,
     prices: PriceTable,
     simulated: bool,
 }
@@ -140,6 +144,7 @@ impl LimitPlan {
         let mut plan = LimitPlan {
             lanes: BTreeMap::new(),
             models: BTreeMap::new(),
+            output: BTreeMap::new(),
             prices,
             simulated: args.provider.is_mock(),
         };
@@ -152,7 +157,10 @@ impl LimitPlan {
                 .find(|(written, _)| Provider::named(written).ok() == Some(provider))
                 .map(|(_, table)| table.clone())
                 .unwrap_or_default();
-            let mut limits = to_limits(table.limits(), &format!("{origin}[providers.{name}]"))?;
+            let place = format!("{origin}[providers.{name}]");
+            let separate_output = spec.kind == Kind::Anthropic;
+            let (axes, output) = split_output(table.limits(), separate_output, &place)?;
+            let mut limits = to_limits(axes, &place)?;
             if provider == default {
                 if let Some(rpm) = args.rpm {
                     limits.rpm = Some(rpm);
@@ -172,15 +180,32 @@ impl LimitPlan {
             };
             plan.lanes.insert(provider, lane);
             let mut models = Vec::new();
+            let mut output_models = Vec::new();
             for (model, axes) in table.models {
                 let place = format!("{origin}[providers.{name}.models.{model:?}]");
+                let (axes, output) = split_output(axes, separate_output, &place)?;
                 let limits = to_limits(axes, &place)?;
-                if limits.is_unlimited() {
+                if limits.is_unlimited() && output.is_none() {
                     return Err(anyhow!("{place} sets no limit; give rpm, tpm, rpd or tpd"));
                 }
-                models.push((model, limits));
+                if !limits.is_unlimited() {
+                    models.push((model.clone(), limits));
+                }
+                if let Some(otpm) = output {
+                    output_models.push((model, Limits::unlimited().with_tpm(otpm)));
+                }
             }
             plan.models.insert(provider, models);
+            if separate_output {
+                let output = match output {
+                    Some(otpm) => LaneLimits::Configured(Limits::unlimited().with_tpm(otpm)),
+                    None => match lane {
+                        LaneLimits::Learned => LaneLimits::Learned,
+                        _ => LaneLimits::Unlimited,
+                    },
+                };
+                plan.output.insert(provider, (output, output_models));
+            }
         }
         Ok(plan)
     }
@@ -233,9 +258,77 @@ impl LimitPlan {
             for (model, limits) in self.models(provider) {
                 builder = builder.model_limits(provider, model.clone(), *limits);
             }
+            let Some((output, models)) = self.output.get(&provider) else {
+                continue;
+            };
+            // Anthropic charges what was used, input and output alike:
+            // unused reservations go back.
+            let refund = |config: LaneConfig| config.with_settle(SettlePolicy::RefundUnused);
+            let main = match self.lane(provider) {
+                LaneLimits::Learned => LaneConfig::learning(),
+                other => LaneConfig::new(other.known().unwrap_or_else(Limits::unlimited)),
+            };
+            builder = builder.lane_config(provider, None, refund(main));
+            for (model, limits) in self.models(provider) {
+                builder = builder.lane_config(
+                    provider,
+                    Some(model.clone()),
+                    refund(LaneConfig::new(*limits)),
+                );
+            }
+            builder = match output {
+                LaneLimits::Configured(limits) => builder.output_limits(provider, *limits),
+                LaneLimits::Learned => builder.learn_output_limits(provider),
+                LaneLimits::Default(_) | LaneLimits::Unlimited => builder,
+            };
+            for (model, limits) in models {
+                builder = builder.output_lane_config(
+                    provider,
+                    Some(model.clone()),
+                    refund(LaneConfig::new(*limits)),
+                );
+            }
         }
         builder
     }
+
+    /// The output-token lane of a provider that has one: its limits.
+    pub fn output_lane(&self, provider: Provider) -> Option<LaneLimits> {
+        self.output.get(&provider).map(|(lane, _)| *lane)
+    }
+}
+
+/// Anthropic's `itpm` (its `tpm`) and `otpm` (the output lane's); other
+/// kinds have neither.
+fn split_output(
+    mut axes: AxisLimits,
+    separate_output: bool,
+    table: &str,
+) -> anyhow::Result<(AxisLimits, Option<NonZeroU64>)> {
+    if !separate_output {
+        if axes.itpm.is_some() || axes.otpm.is_some() {
+            return Err(anyhow!(
+                "{table}: itpm and otpm are for providers of kind anthropic; use tpm"
+            ));
+        }
+        return Ok((axes, None));
+    }
+    if let Some(itpm) = axes.itpm.take() {
+        if axes.tpm.is_some() {
+            return Err(anyhow!(
+                "{table}: tpm and itpm both set the input-token limit: keep one"
+            ));
+        }
+        axes.tpm = Some(itpm);
+    }
+    let output = axes
+        .otpm
+        .take()
+        .map(|otpm| {
+            NonZeroU64::new(otpm).ok_or_else(|| anyhow!("{table} otpm = 0: must be at least 1"))
+        })
+        .transpose()?;
+    Ok((axes, output))
 }
 
 fn to_limits(axes: AxisLimits, table: &str) -> anyhow::Result<Limits> {

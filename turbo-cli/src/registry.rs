@@ -48,22 +48,18 @@ impl Kind {
             Kind::OpenAi => ProviderKind::OpenAi,
             Kind::Groq => ProviderKind::Groq,
             Kind::OpenAiCompatible => ProviderKind::Custom,
-            Kind::Anthropic => anthropic_kind(),
+            Kind::Anthropic => ProviderKind::Anthropic,
         }
     }
 
     /// Whether a provider of this kind serves `endpoint`.
     pub fn serves(self, endpoint: Endpoint) -> bool {
-        let messages = endpoint.url() == "/v1/messages";
+        let messages = endpoint == Endpoint::Messages;
         match self {
             Kind::Anthropic => messages,
             Kind::OpenAi | Kind::Groq | Kind::OpenAiCompatible => !messages,
         }
     }
-}
-
-fn anthropic_kind() -> ProviderKind {
-    "anthropic".parse().unwrap_or(ProviderKind::Custom)
 }
 
 impl fmt::Display for Kind {

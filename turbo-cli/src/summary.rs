@@ -183,11 +183,62 @@ fn source(plan: &LimitPlan, lane: &str) -> &'static str {
     if model.is_some() {
         return "configured per model";
     }
-    match plan.lane(provider) {
+    limits_word(&plan.lane(provider))
+}
+
+fn limits_word(limits: &LaneLimits) -> &'static str {
+    match limits {
         LaneLimits::Configured(_) => "configured",
         LaneLimits::Learned => "learned",
         LaneLimits::Default(_) => "default",
         LaneLimits::Unlimited => "unlimited",
+    }
+}
+
+/// One lane's line of the summary, from the limiter's view of it.
+fn lane_summary(
+    lane: String,
+    limiter: &turbo_ratelimit::LaneStats,
+    tokens_used: u64,
+    latency_ms: f64,
+    wall: Duration,
+    source: &'static str,
+) -> LaneSummary {
+    let t = &limiter.totals;
+    let lane_charged = charged(t.tokens_reserved, t.tokens_refunded, t.tokens_charged_extra);
+    let rpm = limiter.limits.rpm.map(|v| u64::from(v.get()));
+    let tpm = limiter.limits.tpm.map(|v| v.get());
+    // Configured limits the server's headers overrode (a lane that had none
+    // learned them: that is `learned`, not an override).
+    let overridden = (!limiter.configured_limits.is_unlimited()
+        && limiter.configured_limits != limiter.limits)
+        .then_some(limiter.configured_limits);
+    let achieved_rpm = per_minute(t.requests, wall);
+    let achieved_tpm = per_minute(lane_charged, wall);
+    let opening_burst_requests = rpm.map_or(0, |rpm| rpm.min(t.requests));
+    let opening_burst_tokens = tpm.map_or(0, |tpm| tpm.min(lane_charged));
+    let after_burst_rpm = per_minute(t.requests - opening_burst_requests, wall);
+    let after_burst_tpm = per_minute(lane_charged - opening_burst_tokens, wall);
+    LaneSummary {
+        lane,
+        limits: limiter.limits,
+        limits_source: overridden.map_or(source, |_| "server"),
+        configured_limits: overridden,
+        requests: t.requests,
+        tokens_used,
+        tokens_charged: lane_charged,
+        rate_limited: t.rate_limited,
+        latency_ms: (latency_ms * 10.0).round() / 10.0,
+        achieved_rpm,
+        achieved_tpm,
+        rpm_share: share(achieved_rpm, rpm),
+        tpm_share: share(achieved_tpm, tpm),
+        opening_burst_requests,
+        opening_burst_tokens,
+        after_burst_rpm,
+        after_burst_tpm,
+        after_burst_rpm_share: share(after_burst_rpm, rpm),
+        after_burst_tpm_share: share(after_burst_tpm, tpm),
     }
 }
 
@@ -211,48 +262,39 @@ impl Summary {
             let Some(limiter) = &lane.limiter else {
                 continue;
             };
-            let t = &limiter.totals;
-            let lane_charged =
-                charged(t.tokens_reserved, t.tokens_refunded, t.tokens_charged_extra);
-            requests += t.requests;
-            tokens_charged += lane_charged;
-            let rpm = limiter.limits.rpm.map(|v| u64::from(v.get()));
-            let tpm = limiter.limits.tpm.map(|v| v.get());
-            // Configured limits the server's headers overrode (a lane that
-            // had none learned them: that is `learned`, not an override).
-            let overridden = (!limiter.configured_limits.is_unlimited()
-                && limiter.configured_limits != limiter.limits)
-                .then_some(limiter.configured_limits);
-            rpm_limit = rpm_limit.zip(rpm).map(|(a, b)| a + b);
-            tpm_limit = tpm_limit.zip(tpm).map(|(a, b)| a + b);
-            let achieved_rpm = per_minute(t.requests, wall);
-            let achieved_tpm = per_minute(lane_charged, wall);
-            let opening_burst_requests = rpm.map_or(0, |rpm| rpm.min(t.requests));
-            let opening_burst_tokens = tpm.map_or(0, |tpm| tpm.min(lane_charged));
-            let after_burst_rpm = per_minute(t.requests - opening_burst_requests, wall);
-            let after_burst_tpm = per_minute(lane_charged - opening_burst_tokens, wall);
-            lanes.push(LaneSummary {
-                lane: lane.lane.clone(),
-                limits: limiter.limits,
-                limits_source: overridden
-                    .map_or_else(|| source(input.lane_limits, &lane.lane), |_| "server"),
-                configured_limits: overridden,
-                requests: t.requests,
-                tokens_used: lane.tokens_used,
-                tokens_charged: lane_charged,
-                rate_limited: t.rate_limited,
-                latency_ms: (lane.latency_ms * 10.0).round() / 10.0,
-                achieved_rpm,
-                achieved_tpm,
-                rpm_share: share(achieved_rpm, rpm),
-                tpm_share: share(achieved_tpm, tpm),
-                opening_burst_requests,
-                opening_burst_tokens,
-                after_burst_rpm,
-                after_burst_tpm,
-                after_burst_rpm_share: share(after_burst_rpm, rpm),
-                after_burst_tpm_share: share(after_burst_tpm, tpm),
-            });
+            let summary = lane_summary(
+                lane.lane.clone(),
+                limiter,
+                lane.tokens_used,
+                lane.latency_ms,
+                wall,
+                source(input.lane_limits, &lane.lane),
+            );
+            requests += summary.requests;
+            tokens_charged += summary.tokens_charged;
+            rpm_limit = rpm_limit
+                .zip(limiter.limits.rpm)
+                .map(|(a, b)| a + u64::from(b.get()));
+            tpm_limit = tpm_limit.zip(limiter.limits.tpm).map(|(a, b)| a + b.get());
+            lanes.push(summary);
+            // Output tokens (Anthropic's OTPM): a lane of their own, not
+            // counted again in the totals above.
+            if let Some(output) = &lane.output_limiter {
+                let provider = lane.lane.split('/').next().unwrap_or_default();
+                let source = provider
+                    .parse::<Provider>()
+                    .ok()
+                    .and_then(|provider| input.lane_limits.output_lane(provider))
+                    .map_or("configured", |limits| limits_word(&limits));
+                lanes.push(lane_summary(
+                    format!("{} (output tokens)", lane.lane),
+                    output,
+                    output.totals.tokens_used,
+                    lane.latency_ms,
+                    wall,
+                    source,
+                ));
+            }
         }
         if lanes.is_empty() {
             rpm_limit = None;

@@ -7,14 +7,48 @@
 use std::time::Duration;
 
 use tracing::warn;
-use turbo_providers::{LimitWindow, ProviderError, RateLimitSnapshot};
+use turbo_providers::{LimitWindow, ProviderError, RateLimitSnapshot, Usage};
 use turbo_ratelimit::{
     AcquireError, Feedback, Lane, LaneStats, Limits, Reservation, StoreError, Window,
     WindowObservation,
 };
 
-/// A reservation held for one attempt.
-pub(crate) type Reserved = Reservation;
+/// The budget held for one attempt: its lane's reservation and, on a lane
+/// whose provider limits output tokens apart (Anthropic's OTPM), the output
+/// lane's reservation of the request's `max_tokens`.
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    main: Reservation,
+    output: Option<Reservation>,
+}
+
+/// What one attempt reserves: tokens on the lane (the whole estimate, or
+/// only the prompt when output tokens have a lane of their own) and output
+/// tokens on the output lane, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cost {
+    pub(crate) tokens: u64,
+    pub(crate) output: u64,
+}
+
+impl Cost {
+    /// The cost of a request estimated at `total` tokens of which `output`
+    /// are reserved for the answer, on a lane with or without an output lane.
+    pub(crate) fn split(total: u32, output: u32, has_output_lane: bool) -> Self {
+        if has_output_lane {
+            let output = output.min(total);
+            Cost {
+                tokens: u64::from(total - output),
+                output: u64::from(output),
+            }
+        } else {
+            Cost {
+                tokens: u64::from(total),
+                output: 0,
+            }
+        }
+    }
+}
 
 /// Why budget could not be reserved.
 #[derive(Debug)]
@@ -38,8 +72,8 @@ pub(crate) fn limits(lane: &Lane) -> Limits {
     lane.limits()
 }
 
-pub(crate) async fn acquire(lane: &Lane, tokens: u64) -> Result<Reserved, BudgetError> {
-    lane.acquire(tokens).await.map_err(|error| match error {
+fn budget_error(error: AcquireError) -> BudgetError {
+    match error {
         AcquireError::NeverFits {
             requested,
             capacity,
@@ -51,11 +85,73 @@ pub(crate) async fn acquire(lane: &Lane, tokens: u64) -> Result<Reserved, Budget
         },
         AcquireError::Store(error) => BudgetError::Store(error),
         _ => BudgetError::Closed,
-    })
+    }
 }
 
-/// A reservation whose request was never sent: everything goes back.
-pub(crate) fn release_unsent(reservation: Reserved) {
+/// Reserves `cost`, waiting for it: the lane first, then the output lane
+/// (always in that order, so two nodes never hold one each while waiting
+/// for the other's). If the output lane fails, the lane's reservation goes
+/// back.
+pub(crate) async fn acquire(
+    lane: &Lane,
+    output_lane: Option<&Lane>,
+    cost: Cost,
+) -> Result<Reserved, BudgetError> {
+    let main = lane.acquire(cost.tokens).await.map_err(budget_error)?;
+    let output = match output_lane {
+        Some(output_lane) => match output_lane.acquire(cost.output).await {
+            Ok(output) => Some(output),
+            Err(error) => {
+                give_back(main);
+                return Err(budget_error(error));
+            }
+        },
+        None => None,
+    };
+    Ok(Reserved { main, output })
+}
+
+/// Why [`try_acquire`] did not reserve.
+pub(crate) enum TryBudgetError {
+    /// Not now: wait with [`acquire`].
+    WouldWait,
+    /// Never: the cost exceeds a bucket.
+    Never(BudgetError),
+}
+
+/// Reserves `cost` if both lanes admit it now.
+pub(crate) async fn try_acquire(
+    lane: &Lane,
+    output_lane: Option<&Lane>,
+    cost: Cost,
+) -> Result<Reserved, TryBudgetError> {
+    let never = |error: turbo_ratelimit::TryAcquireError| match error {
+        turbo_ratelimit::TryAcquireError::NeverFits {
+            requested,
+            capacity,
+            axis,
+        } => TryBudgetError::Never(BudgetError::NeverFits {
+            requested,
+            capacity,
+            axis,
+        }),
+        _ => TryBudgetError::WouldWait,
+    };
+    let main = lane.try_acquire(cost.tokens).await.map_err(never)?;
+    let output = match output_lane {
+        Some(output_lane) => match output_lane.try_acquire(cost.output).await {
+            Ok(output) => Some(output),
+            Err(error) => {
+                give_back(main);
+                return Err(never(error));
+            }
+        },
+        None => None,
+    };
+    Ok(Reserved { main, output })
+}
+
+fn give_back(reservation: Reservation) {
     let lane = reservation.lane().clone();
     tokio::spawn(async move {
         if let Err(error) = reservation.cancel().await {
@@ -64,16 +160,41 @@ pub(crate) fn release_unsent(reservation: Reserved) {
     });
 }
 
-/// Settles an attempt's reservation with the tokens really used (or the
-/// reservation itself when unknown), after correcting the lane from the
-/// response's rate-limit headers.
+/// A reservation whose request was never sent: everything goes back.
+pub(crate) fn release_unsent(reserved: Reserved) {
+    give_back(reserved.main);
+    if let Some(output) = reserved.output {
+        give_back(output);
+    }
+}
+
+/// Settles an attempt's budget with the tokens really used (or the
+/// reservation itself when unknown), after correcting the lanes from the
+/// response's rate-limit headers: the lane with the whole usage (or, with an
+/// output lane, the prompt's), the output lane with the answer's tokens.
 pub(crate) async fn settle(
-    lane: &Lane,
-    reservation: Reserved,
-    used: Option<u64>,
+    reserved: Reserved,
+    usage: Option<Usage>,
     snapshot: Option<&RateLimitSnapshot>,
 ) {
-    if let Some(feedback) = snapshot.and_then(feedback_from)
+    let Reserved { main, output } = reserved;
+    let (main_used, output_used) = match (&output, usage) {
+        (None, Some(usage)) => (Some(u64::from(usage.total_tokens)), None),
+        (Some(_), Some(usage)) => (
+            Some(u64::from(usage.prompt_tokens)),
+            Some(u64::from(usage.completion_tokens)),
+        ),
+        (_, None) => (None, None),
+    };
+    settle_one(main, main_used, snapshot.and_then(feedback_from)).await;
+    if let Some(output) = output {
+        settle_one(output, output_used, snapshot.and_then(output_feedback_from)).await;
+    }
+}
+
+async fn settle_one(reservation: Reservation, used: Option<u64>, feedback: Option<Feedback>) {
+    let lane = reservation.lane().clone();
+    if let Some(feedback) = feedback
         && let Err(error) = lane.observe(&reservation, feedback).await
     {
         warn!(lane = %lane.key(), %error, "could not absorb rate-limit headers");
@@ -84,15 +205,26 @@ pub(crate) async fn settle(
     }
 }
 
-/// A request the provider refused with a 429: its reservation is refunded
-/// (a refused request is not charged) and the lane's level corrected from the
-/// 429's own counts, or, without any, taken as exhausted. No imaginary debt.
-pub(crate) async fn refused(
-    lane: &Lane,
-    reservation: Reserved,
-    snapshot: Option<&RateLimitSnapshot>,
-) {
-    let feedback = snapshot.and_then(feedback_from);
+/// A request the provider refused with a 429: its reservations are refunded
+/// (a refused request is not charged) and the lanes' levels corrected from
+/// the 429's own counts, or, without any, taken as exhausted. No imaginary
+/// debt.
+pub(crate) async fn refused(reserved: Reserved, snapshot: Option<&RateLimitSnapshot>) {
+    let Reserved { main, output } = reserved;
+    refuse_one(main, snapshot.and_then(feedback_from)).await;
+    if let Some(output) = output {
+        // The output lane is corrected only from its own counts: a 429 for
+        // requests or input tokens says nothing about output tokens.
+        let feedback = snapshot.and_then(output_feedback_from);
+        match feedback {
+            Some(feedback) => refuse_one(output, Some(feedback)).await,
+            None => give_back(output),
+        }
+    }
+}
+
+async fn refuse_one(reservation: Reservation, feedback: Option<Feedback>) {
+    let lane = reservation.lane().clone();
     if let Err(error) = reservation.refused(feedback).await {
         warn!(lane = %lane.key(), %error, "could not record a refused request");
     }
@@ -169,6 +301,28 @@ pub(crate) fn feedback_from(snapshot: &RateLimitSnapshot) -> Option<Feedback> {
             snapshot.remaining_tokens,
             snapshot.reset_tokens,
         ),
+    })
+}
+
+/// The output-token headers (Anthropic's `anthropic-ratelimit-output-tokens-*`)
+/// as feedback for the output lane, whose tokens are output tokens.
+pub(crate) fn output_feedback_from(snapshot: &RateLimitSnapshot) -> Option<Feedback> {
+    let (limit, remaining, reset) = (
+        snapshot.limit_output_tokens,
+        snapshot.remaining_output_tokens,
+        snapshot.reset_output_tokens,
+    );
+    if limit.is_none() && remaining.is_none() && reset.is_none() {
+        return None;
+    }
+    Some(Feedback {
+        requests: None,
+        tokens: Some(WindowObservation {
+            window: Window::Minute,
+            limit,
+            remaining,
+            reset,
+        }),
     })
 }
 

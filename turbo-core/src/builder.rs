@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use turbo_providers::ChatClient;
-use turbo_ratelimit::{LaneConfig, LaneKey, Limits, RateLimiter, RateLimiterBuilder};
+use turbo_ratelimit::{LaneConfig, LaneKey, Limits, RateLimiter, RateLimiterBuilder, SettlePolicy};
 use turbo_retry::RetryConfig;
 use turbo_tokens::{DefaultOutput, TiktokenCounter, TokenCounter};
 
 use crate::context::Clients;
-use crate::engine::{EngineConfig, RateLimitPolicy, TurboRun};
+use crate::engine::{EngineConfig, RateLimitPolicy, TurboRun, output_lane_name};
 use crate::node::Provider;
 
 /// How many nodes may run at once.
@@ -118,6 +118,8 @@ pub fn default_limits(provider: Provider) -> Limits {
 pub struct TurboRunBuilder {
     pub(crate) clients: Clients,
     pub(crate) lanes: Vec<(Provider, Option<String>, LaneConfig)>,
+    /// Output-token lanes (see [`TurboRunBuilder::output_limits`]).
+    pub(crate) output_lanes: Vec<(Provider, Option<String>, LaneConfig)>,
     pub(crate) concurrency: Concurrency,
     pub(crate) retry: RetryConfig,
     pub(crate) counter: Option<Arc<dyn TokenCounter>>,
@@ -145,6 +147,7 @@ impl Default for TurboRunBuilder {
         Self {
             clients: Clients::default(),
             lanes: Vec::new(),
+            output_lanes: Vec::new(),
             concurrency: Concurrency::default(),
             retry: RetryConfig::default(),
             counter: None,
@@ -230,6 +233,57 @@ impl TurboRunBuilder {
         self.lanes
             .retain(|(p, m, _)| !(*p == provider && *m == model));
         self.lanes.push((provider, model, config));
+        self
+    }
+
+    /// Gives a provider's output tokens a budget of their own, for providers
+    /// that limit them apart from input tokens (Anthropic's output tokens per
+    /// minute): `limits.tpm` is the output-token limit. Each request then
+    /// reserves its prompt on the provider's lane (whose `tpm` is the input
+    /// limit) and its `max_tokens` on the output lane; as Anthropic does, the
+    /// output reservation is settled to the answer's `usage` (unused tokens
+    /// go back) and corrected from the provider's output-token headers.
+    ///
+    /// ```
+    /// use std::num::NonZeroU64;
+    /// use turbo_core::{Limits, Provider, TurboRun};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = TurboRun::builder()
+    ///     .limits(Provider::Anthropic, Limits::try_per_minute(50, 30_000)?)
+    ///     .output_limits(
+    ///         Provider::Anthropic,
+    ///         Limits::unlimited().with_tpm(NonZeroU64::new(8_000).unwrap()),
+    ///     )
+    ///     .build()?;
+    /// # engine.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output_limits(self, provider: Provider, limits: Limits) -> Self {
+        let config = LaneConfig::new(limits).with_settle(SettlePolicy::RefundUnused);
+        self.output_lane_config(provider, None, config)
+    }
+
+    /// An output-token lane whose limit is learned from the provider's
+    /// output-token headers (see [`output_limits`](Self::output_limits)).
+    pub fn learn_output_limits(self, provider: Provider) -> Self {
+        let config = LaneConfig::learning().with_settle(SettlePolicy::RefundUnused);
+        self.output_lane_config(provider, None, config)
+    }
+
+    /// A full configuration of a provider's (or one model's) output-token
+    /// lane, used as given (the shorthands above refund unused output).
+    pub fn output_lane_config(
+        mut self,
+        provider: Provider,
+        model: Option<String>,
+        config: LaneConfig,
+    ) -> Self {
+        self.output_lanes
+            .retain(|(p, m, _)| !(*p == provider && *m == model));
+        self.output_lanes.push((provider, model, config));
         self
     }
 
@@ -357,16 +411,23 @@ impl TurboRunBuilder {
             }
         }
         configured.extend(self.lanes);
-        for (provider, model, config) in configured {
-            let key = LaneKey::new(provider.name(), model.as_deref()).map_err(|source| {
-                BuildError::Limits {
+        let outputs = self
+            .output_lanes
+            .into_iter()
+            .map(|(provider, model, config)| (output_lane_name(provider), provider, model, config));
+        let configured = configured
+            .into_iter()
+            .map(|(provider, model, config)| (provider.name().to_owned(), provider, model, config))
+            .chain(outputs);
+        for (name, provider, model, config) in configured {
+            let key =
+                LaneKey::new(&name, model.as_deref()).map_err(|source| BuildError::Limits {
                     lane: match &model {
                         Some(model) => format!("{provider}/{model}"),
                         None => provider.to_string(),
                     },
                     source,
-                }
-            })?;
+                })?;
             limiter = limiter.lane(key, config);
         }
         let limiter = limiter.build();

@@ -100,7 +100,7 @@ impl Provider {
         match self.0 {
             "groq" => Some(ProviderKind::Groq),
             "openai" => Some(ProviderKind::OpenAi),
-            "anthropic" => "anthropic".parse().ok(),
+            "anthropic" => Some(ProviderKind::Anthropic),
             _ => None,
         }
     }

@@ -88,6 +88,9 @@ pub struct LaneStats {
     pub tokens_used: u64,
     /// The rate limiter's view of the lane.
     pub limiter: Option<turbo_ratelimit::LaneStats>,
+    /// The rate limiter's view of the lane's output tokens, when they have a
+    /// lane of their own (see [`crate::TurboRunBuilder::output_limits`]).
+    pub output_limiter: Option<turbo_ratelimit::LaneStats>,
     /// 429s in a row that paused the lane (0 once an answer proves room).
     pub rate_limit_streak: u32,
     /// The bucket store (Redis) is unreachable and the lane waits for it.

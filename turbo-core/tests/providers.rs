@@ -92,3 +92,92 @@ async fn a_provider_without_a_client_fails_its_nodes_by_name() {
     assert!(error.contains("nobody"), "{error}");
     engine.shutdown().await;
 }
+
+/// Anthropic over HTTP on loopback: prompts on the provider's lane (its
+/// `tpm` is the input limit), `max_tokens` on the output lane, both settled
+/// to the answer's usage and corrected from Anthropic's headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_requests_reserve_input_and_output_tokens_apart() {
+    use std::num::NonZeroU64;
+    use turbo_core::{Endpoint, EndpointRequest};
+    use turbo_providers::mock_server::{MockServer, MockServerConfig};
+    use turbo_providers::{AnthropicClient, ClientConfig};
+
+    let server = MockServer::start(
+        MockServerConfig::default()
+            .with_rpm(NonZeroU64::new(1_000).unwrap())
+            .with_tpm(NonZeroU64::new(100_000).unwrap())
+            .with_otpm(NonZeroU64::new(40_000).unwrap()),
+    )
+    .await
+    .unwrap();
+    let config = ClientConfig::new(ProviderKind::Anthropic, &server.base_url())
+        .unwrap()
+        .with_api_key("sk-mock-secret");
+    let client = AnthropicClient::from_config(config).unwrap();
+    let engine = TurboRun::builder()
+        .client(Provider::Anthropic, Arc::new(client))
+        .limits(
+            Provider::Anthropic,
+            Limits::try_per_minute(1_000, 100_000).unwrap(),
+        )
+        .output_limits(
+            Provider::Anthropic,
+            Limits::unlimited().with_tpm(NonZeroU64::new(40_000).unwrap()),
+        )
+        .build()
+        .unwrap();
+    let message = |text: &str| {
+        EndpointRequest::new(
+            Endpoint::Messages,
+            serde_json::json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 300,
+                "system": "Be brief.",
+                "messages": [{"role": "user", "content": text}],
+            }),
+        )
+        .unwrap()
+    };
+    let first = engine
+        .push(WorkNode::new(Provider::Anthropic, message("alpha beta")).with_key("first"))
+        .unwrap();
+    let second = engine
+        .push_with_dependencies(
+            WorkNode::new(Provider::Anthropic, message("then {{first}}")),
+            &[first],
+        )
+        .unwrap();
+    let answer = engine.wait_for(second).await.unwrap();
+    let usage = answer.usage.unwrap();
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    assert!(
+        answer.answer().unwrap().contains("alpha beta"),
+        "{answer:?}"
+    );
+
+    let stats = engine.stats().await;
+    let lane = stats
+        .lanes
+        .iter()
+        .find(|lane| lane.lane == "anthropic")
+        .unwrap();
+    let main = lane.limiter.as_ref().unwrap();
+    let output = lane.output_limiter.as_ref().expect("an output lane");
+    assert_eq!(main.totals.requests, 2);
+    assert_eq!(output.totals.requests, 2);
+    // Each request reserved its max_tokens on the output lane and settled
+    // to what the answers used; the prompt lane never saw max_tokens.
+    assert_eq!(output.totals.tokens_reserved, 600);
+    let served = server.stats().messages;
+    assert_eq!(served.accepted, 2);
+    assert_eq!(
+        output.totals.tokens_reserved - output.totals.tokens_refunded,
+        served.output_tokens,
+        "{output:?} vs {served:?}"
+    );
+    assert!(main.totals.tokens_reserved < 300, "{main:?}");
+    // The server's output limit came with the answers.
+    assert_eq!(output.limits.tpm.map(NonZeroU64::get), Some(40_000));
+    engine.shutdown().await;
+}

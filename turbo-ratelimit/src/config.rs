@@ -395,6 +395,13 @@ impl LaneConfig {
         self.start = start;
         self
     }
+
+    /// This configuration with another [`SettlePolicy`].
+    #[must_use]
+    pub const fn with_settle(mut self, settle: SettlePolicy) -> Self {
+        self.settle = settle;
+        self
+    }
 }
 
 impl Default for LaneConfig {

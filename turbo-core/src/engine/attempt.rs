@@ -25,7 +25,7 @@ use turbo_providers::{ApiRequest, ChatClient, ProviderError};
 use turbo_retry::Retryable;
 
 use super::{Job, LaneRuntime, Shared, budget_error};
-use crate::budget::{self, Reserved};
+use crate::budget::{self, Cost, Reserved};
 use crate::context::{Dependency, WorkContext};
 use crate::node::{NodeId, Provider, RetryPolicy};
 use crate::result::{NodeError, NodeOutput, RunResult, WorkError};
@@ -33,7 +33,7 @@ use crate::stats::Counters;
 
 /// How one attempt ended.
 enum Attempt {
-    Answered(NodeOutput),
+    Answered(Arc<NodeOutput>),
     Failed(WorkError),
     Panicked(String),
 }
@@ -60,6 +60,7 @@ impl Shared {
             RetryPolicy::Custom(config) => Some(*config),
         };
         let mut backoff = retry.map(|config| config.backoff());
+        let cost = lane.cost(estimate, job.output);
         let request = Arc::new(job.request);
         let deps: Arc<[Dependency]> = deps.into();
         let client = self.clients.get(job.provider).cloned();
@@ -108,23 +109,23 @@ impl Shared {
             let reservation = reserved.take();
             let error = match outcome {
                 Attempt::Answered(output) => {
-                    let used = output.usage.map(|usage| u64::from(usage.total_tokens));
-                    if let Some(used) = used {
-                        lane.tokens_used.fetch_add(used, Ordering::Relaxed);
+                    if let Some(usage) = output.usage {
+                        lane.tokens_used
+                            .fetch_add(u64::from(usage.total_tokens), Ordering::Relaxed);
                     }
                     if let Some(reservation) = reservation {
                         let snapshot = output.response.as_ref().map(|r| r.rate_limit());
-                        budget::settle(&lane.budget, reservation, used, snapshot).await;
+                        budget::settle(reservation, output.usage, snapshot).await;
                     }
                     lane.storm.lock().on_answered(sent);
                     self.update_target(lane);
-                    return Ok(Arc::new(output));
+                    return Ok(output);
                 }
                 Attempt::Failed(error) => error,
                 Attempt::Panicked(message) => {
                     Counters::bump(&self.counters.panics);
                     if let Some(reservation) = reservation {
-                        Box::pin(budget::settle(&lane.budget, reservation, None, None)).await;
+                        Box::pin(budget::settle(reservation, None, None)).await;
                     }
                     return Err(NodeError::Failed {
                         error: WorkError::Panicked { message },
@@ -137,9 +138,9 @@ impl Shared {
             if let Some(reservation) = reservation {
                 let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
                 if refused {
-                    Box::pin(budget::refused(&lane.budget, reservation, snapshot)).await;
+                    Box::pin(budget::refused(reservation, snapshot)).await;
                 } else {
-                    Box::pin(budget::settle(&lane.budget, reservation, None, snapshot)).await;
+                    Box::pin(budget::settle(reservation, None, snapshot)).await;
                 }
             }
             if refused {
@@ -167,7 +168,7 @@ impl Shared {
                     return Err(NodeError::Cancelled);
                 }
             }
-            reserved = Some(Box::pin(self.reacquire(lane, estimate, attempt)).await?);
+            reserved = Some(Box::pin(self.reacquire(lane, cost, attempt)).await?);
         }
     }
 
@@ -224,14 +225,14 @@ impl Shared {
     async fn reacquire(
         &self,
         lane: &LaneRuntime,
-        estimate: u32,
+        cost: Cost,
         attempt: u32,
     ) -> Result<Reserved, NodeError> {
         let mut halted = self.halted.subscribe();
         tokio::select! {
-            reserved = self.acquire_through_outages(lane, u64::from(estimate)) => match reserved {
+            reserved = self.acquire_through_outages(lane, cost) => match reserved {
                 Ok(reserved) => {
-                    lane.tokens_reserved.fetch_add(u64::from(estimate), Ordering::Relaxed);
+                    lane.tokens_reserved.fetch_add(cost.tokens + cost.output, Ordering::Relaxed);
                     Ok(reserved)
                 }
                 Err(error) => Err(NodeError::Failed {
@@ -265,7 +266,7 @@ impl Shared {
             None => attempt.await,
         };
         match outcome {
-            Ok(Ok(output)) => Attempt::Answered(output),
+            Ok(Ok(output)) => Attempt::Answered(Arc::new(output)),
             Ok(Err(error)) => Attempt::Failed(error),
             Err(panic) => Attempt::Panicked(panic_message(panic.as_ref())),
         }

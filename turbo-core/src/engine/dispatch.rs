@@ -47,19 +47,18 @@ impl Shared {
                 let (job, estimate) = self.prepare(popped.job, &popped.deps, popped.estimate);
                 let id = popped.id;
                 lane.observe_estimate(estimate);
+                let cost = lane.cost(estimate, job.output);
                 let tokens = u64::from(estimate);
-                let reserved = match lane.budget.try_acquire(tokens).await {
+                let reserved = match budget::try_acquire(
+                    &lane.budget,
+                    lane.output_budget.as_ref(),
+                    cost,
+                )
+                .await
+                {
                     Ok(reserved) => Some(Ok(reserved)),
-                    Err(turbo_ratelimit::TryAcquireError::NeverFits {
-                        requested,
-                        capacity,
-                        axis,
-                    }) => Some(Err(BudgetError::NeverFits {
-                        requested,
-                        capacity,
-                        axis,
-                    })),
-                    Err(_) => {
+                    Err(budget::TryBudgetError::Never(error)) => Some(Err(error)),
+                    Err(budget::TryBudgetError::WouldWait) => {
                         // Let the nodes already granted go before waiting, and
                         // give the rest of the batch back to the queue.
                         if !self.start_all(&lane, &mut launches, &mut stop).await {
@@ -67,7 +66,7 @@ impl Shared {
                             return;
                         }
                         self.requeue(lane_index, batch.by_ref().map(|p| (p.id, p.rank, p.job)));
-                        let acquire = self.acquire_through_outages(&lane, tokens);
+                        let acquire = self.acquire_through_outages(&lane, cost);
                         tokio::pin!(acquire);
                         let mut outranked = false;
                         let waited = loop {
@@ -178,11 +177,11 @@ impl Shared {
     pub(super) async fn acquire_through_outages(
         &self,
         lane: &LaneRuntime,
-        tokens: u64,
+        cost: Cost,
     ) -> Result<Reserved, BudgetError> {
         let mut delay = STORE_RETRY_FIRST;
         loop {
-            match budget::acquire(&lane.budget, tokens).await {
+            match budget::acquire(&lane.budget, lane.output_budget.as_ref(), cost).await {
                 Err(BudgetError::Store(error @ turbo_ratelimit::StoreError::Unavailable(_))) => {
                     lane.store_failed(&self.span, &error);
                     tokio::time::sleep(delay).await;
@@ -366,9 +365,9 @@ impl Shared {
         }
         let estimate = job
             .request
-            .estimate(self.counter.as_ref(), self.default_output(job.provider))
-            .total();
-        (job, estimate)
+            .estimate(self.counter.as_ref(), self.default_output(job.provider));
+        job.output = estimate.output_reservation;
+        (job, estimate.total())
     }
 
     pub(super) fn is_done(&self, id: NodeId) -> bool {

@@ -73,6 +73,10 @@ impl Shared {
                 tokens_reserved: lane.tokens_reserved.load(Ordering::Relaxed),
                 tokens_used: lane.tokens_used.load(Ordering::Relaxed),
                 limiter: budget::stats(&lane.budget).await,
+                output_limiter: match &lane.output_budget {
+                    Some(output) => budget::stats(output).await,
+                    None => None,
+                },
                 rate_limit_streak: lane.storm.lock().streak(),
                 store_outage: lane.store_outage.lock().as_ref().map(|outage| {
                     crate::stats::StoreOutageStats {

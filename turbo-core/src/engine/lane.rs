@@ -6,6 +6,12 @@
 use super::*;
 
 impl LaneRuntime {
+    /// What a node estimated at `estimate` tokens, `output` of them for its
+    /// answer, reserves on this lane (and its output lane, if it has one).
+    pub(super) fn cost(&self, estimate: u32, output: u32) -> Cost {
+        Cost::split(estimate, output, self.output_budget.is_some())
+    }
+
     /// Notes a store failure; the first of an outage is logged at warn.
     pub(super) fn store_failed(&self, span: &tracing::Span, error: &turbo_ratelimit::StoreError) {
         let mut outage = self.store_outage.lock();

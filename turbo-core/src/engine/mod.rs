@@ -58,7 +58,7 @@ use turbo_pq::{Handle as QueueHandle, PriorityQueue};
 use turbo_providers::ApiRequest;
 use turbo_ratelimit::{Lane, Limits, RateLimiter};
 use turbo_retry::RetryConfig;
-use turbo_tokens::{DefaultOutput, TokenCounter};
+use turbo_tokens::{DefaultOutput, Estimate, TokenCounter};
 
 mod adaptive;
 mod attempt;
@@ -73,8 +73,9 @@ mod record;
 use adaptive::Adaptive;
 pub use pause::RateLimitPolicy;
 use pause::Storm;
+pub(crate) use push::output_lane_name;
 
-use crate::budget::{self, BudgetError, Reserved};
+use crate::budget::{self, BudgetError, Cost, Reserved};
 use crate::builder::{Concurrency, TurboRunBuilder};
 use crate::context::{Clients, Dependency};
 use crate::node::{NodeId, Provider, RetryPolicy, WorkFn, WorkNode};
@@ -337,6 +338,9 @@ const RECORD_ROUNDS: usize = 8;
 /// What a node needs to run; taken out of its entry at launch.
 struct Job {
     provider: Provider,
+    /// Of the node's estimate, the tokens reserved for the answer (charged
+    /// to the output lane where the lane has one).
+    output: u32,
     request: ApiRequest,
     work: Option<WorkFn>,
     retry: RetryPolicy,
@@ -362,6 +366,10 @@ struct State {
 struct LaneRuntime {
     name: String,
     budget: Lane,
+    /// The lane of output tokens, for a provider that limits them apart
+    /// (Anthropic's OTPM): configured with
+    /// [`TurboRunBuilder::output_limits`](crate::TurboRunBuilder::output_limits).
+    output_budget: Option<Lane>,
     work_ready: Notify,
     slot_freed: Notify,
     launch_cancelled: Notify,

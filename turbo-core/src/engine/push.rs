@@ -7,6 +7,11 @@
 use super::lifecycle::RuntimeWatch;
 use super::*;
 
+/// The limiter's name for the lane of a provider's output tokens.
+pub(crate) fn output_lane_name(provider: Provider) -> String {
+    format!("{provider}#output")
+}
+
 impl Shared {
     /// What a request of `provider` without `max_tokens` reserves for its answer.
     pub(super) fn default_output(&self, provider: Provider) -> DefaultOutput {
@@ -16,13 +21,17 @@ impl Shared {
             .map_or(crate::builder::DEFAULT_OUTPUT, |(_, output)| *output)
     }
 
-    pub(super) fn estimate(&self, node: &WorkNode) -> u32 {
+    /// The node's tokens: its prompt and its answer's reservation (a fixed
+    /// estimate counts as prompt).
+    pub(super) fn estimate(&self, node: &WorkNode) -> Estimate {
         if let Some(fixed) = node.estimate {
-            return fixed;
+            return Estimate {
+                prompt_tokens: fixed,
+                output_reservation: 0,
+            };
         }
         node.request
             .estimate(self.counter.as_ref(), self.default_output(node.provider))
-            .total()
     }
 
     pub(super) fn push(
@@ -40,7 +49,7 @@ impl Shared {
         self: &Arc<Self>,
         nodes: Vec<(WorkNode, D)>,
     ) -> Vec<Result<NodeId, PushError>> {
-        let estimates: Vec<u32> = nodes.iter().map(|(node, _)| self.estimate(node)).collect();
+        let estimates: Vec<Estimate> = nodes.iter().map(|(node, _)| self.estimate(node)).collect();
         let mut state = self.state.lock();
         nodes
             .into_iter()
@@ -56,7 +65,7 @@ impl Shared {
         state: &mut State,
         node: WorkNode,
         deps: &[NodeId],
-        estimate: u32,
+        estimate: Estimate,
     ) -> Result<NodeId, PushError> {
         let id = node.id;
         if self.runtime_lost.load(Ordering::Acquire) {
@@ -108,6 +117,7 @@ impl Shared {
             .any(|dep| state.nodes.get(dep).is_some_and(|e| e.key.is_some()));
         let job = Job {
             provider: node.provider,
+            output: estimate.output_reservation,
             fixed_estimate: node.estimate.is_some() || !has_keyed_deps,
             request: node.request,
             work: node.work,
@@ -119,7 +129,7 @@ impl Shared {
             NodeEntry {
                 status: Phase::Pending,
                 lane,
-                estimate,
+                estimate: estimate.total(),
                 job: Some(Box::new(job)),
                 key: node.key,
                 deps: unique_deps.into_boxed_slice(),
@@ -157,6 +167,11 @@ impl Shared {
             return *index;
         }
         let budget = self.limiter.lane(provider.name(), Some(model));
+        let output_name = output_lane_name(provider);
+        let output_budget = self
+            .limiter
+            .get_lane(&output_name, Some(model))
+            .or_else(|| self.limiter.get_lane(&output_name, None));
         let budget_for_adaptive = budget.clone();
         let name = budget::lane_name(&budget);
         let index = match state.lanes.iter().position(|lane| lane.name == name) {
@@ -170,6 +185,7 @@ impl Shared {
                 let runtime = Arc::new(LaneRuntime {
                     name,
                     budget,
+                    output_budget,
                     work_ready: Notify::new(),
                     slot_freed: Notify::new(),
                     launch_cancelled: Notify::new(),
