@@ -126,8 +126,7 @@ pub use self::capacity::{CapacityChange, CapacityModel, ServiceStart};
 pub use self::config::{LimitChange, MockServerConfig, RateLimitStyle};
 pub use self::faults::{FaultKind, FaultMix, TrickleShape};
 pub use self::stats::{
-    CapacityStats, FaultCounts, LatencyStats, MessageStats, MockStats, PromptStats,
-    TimelineSecond,
+    CapacityStats, FaultCounts, LatencyStats, MessageStats, MockStats, PromptStats, TimelineSecond,
 };
 
 use self::conn::{ConnFaults, FaultListener};

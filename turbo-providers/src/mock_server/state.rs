@@ -73,8 +73,14 @@ impl MessageCounters {
     }
 
     fn stats(&self) -> MessageStats {
-        let [requests, accepted, refused, overloaded, output_tokens_reserved, output_tokens] =
-            self.all().map(|counter| counter.load(Ordering::Relaxed));
+        let [
+            requests,
+            accepted,
+            refused,
+            overloaded,
+            output_tokens_reserved,
+            output_tokens,
+        ] = self.all().map(|counter| counter.load(Ordering::Relaxed));
         MessageStats {
             requests,
             accepted,
@@ -329,8 +335,7 @@ impl ServerState {
         } else {
             None
         };
-        let overloaded =
-            config.overloaded_rate > 0.0 && rng.random_bool(config.overloaded_rate);
+        let overloaded = config.overloaded_rate > 0.0 && rng.random_bool(config.overloaded_rate);
         Draw {
             latency,
             failure,
