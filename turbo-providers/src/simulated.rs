@@ -495,8 +495,15 @@ mod tests {
         let response = anthropic.send_endpoint(&messages).await.unwrap();
         assert_eq!(response.body()["type"], "message");
         assert_eq!(response.finish_reason(), Some("max_tokens"));
-        assert_eq!(response.usage().map(|usage| usage.completion_tokens), Some(4));
-        assert!(response.text().is_some_and(|text| text.starts_with("echo: one")));
+        assert_eq!(
+            response.usage().map(|usage| usage.completion_tokens),
+            Some(4)
+        );
+        assert!(
+            response
+                .text()
+                .is_some_and(|text| text.starts_with("echo: one"))
+        );
         let openai = SimulatedProvider::instant(ProviderKind::OpenAi);
         assert!(matches!(
             openai.send_endpoint(&messages).await,
