@@ -280,9 +280,17 @@ pub struct MockServerArgs {
     #[arg(long, value_name = "N")]
     pub rpm: Option<NonZeroU64>,
     /// Tokens per minute the server admits (prompt + max output, charged at
-    /// arrival); none if omitted.
-    #[arg(long, value_name = "N")]
+    /// arrival; for Anthropic's /v1/messages the input only, hence the alias
+    /// --itpm); none if omitted.
+    #[arg(long, visible_alias = "itpm", value_name = "N")]
     pub tpm: Option<NonZeroU64>,
+    /// Output tokens per minute for Anthropic's /v1/messages (max_tokens
+    /// charged at arrival, corrected to the answer's output); none if omitted.
+    #[arg(long, value_name = "N")]
+    pub otpm: Option<NonZeroU64>,
+    /// Share of admitted /v1/messages requests answered 529 overloaded_error.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub overloaded_rate: f64,
     /// Median time to answer.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,

@@ -31,6 +31,8 @@ pub fn config(args: &MockServerArgs) -> Result<MockServerConfig, UsageError> {
         bind: SocketAddr::new(args.host, args.port),
         request_limit: args.rpm,
         tokens_per_minute: args.tpm,
+        output_tokens_per_minute: args.otpm,
+        overloaded_rate: args.overloaded_rate,
         rate_limit_style: if args.gateway {
             RateLimitStyle::Gateway
         } else {
@@ -121,6 +123,26 @@ mod tests {
             crate::cli::Command::MockServer(args) => args,
             _ => panic!("mock-server expected"),
         }
+    }
+
+    #[test]
+    fn anthropic_flags_set_the_output_limit_and_overloads() {
+        let config = config(&args(&[
+            "--itpm",
+            "40000",
+            "--otpm",
+            "8000",
+            "--overloaded-rate",
+            "0.1",
+        ]))
+        .unwrap();
+        assert_eq!(config.tokens_per_minute.map(|v| v.get()), Some(40_000));
+        assert_eq!(
+            config.output_tokens_per_minute.map(|v| v.get()),
+            Some(8_000)
+        );
+        assert_eq!(config.overloaded_rate, 0.1);
+        assert!(super::config(&args(&["--overloaded-rate", "2"])).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::ProviderError;
-use crate::headers::RateLimitSnapshot;
+use crate::headers::{LimitWindow, RateLimitSnapshot};
 
 /// Token usage the provider reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -36,6 +36,21 @@ impl Usage {
     }
 }
 
+/// What a response without rate-limit headers reports (the default snapshot).
+static NO_RATE_LIMIT: RateLimitSnapshot = RateLimitSnapshot {
+    limit_requests: None,
+    limit_tokens: None,
+    remaining_requests: None,
+    remaining_tokens: None,
+    reset_requests: None,
+    reset_tokens: None,
+    requests_window: LimitWindow::Minute,
+    tokens_window: LimitWindow::Minute,
+    limit_output_tokens: None,
+    remaining_output_tokens: None,
+    reset_output_tokens: None,
+};
+
 /// A successful (2xx) chat-completions answer.
 ///
 /// The body is kept whole (batch output writes it verbatim). An answer read
@@ -50,7 +65,9 @@ pub struct ChatResponse {
     content: Content,
     usage: Option<Usage>,
     request_id: Option<String>,
-    rate_limit: RateLimitSnapshot,
+    // Boxed, and absent when it is the default: the snapshot is larger than
+    // the rest of the response, which callers keep in their own enums.
+    rate_limit: Option<Box<RateLimitSnapshot>>,
     retry_after: Option<Duration>,
     latency: Duration,
 }
@@ -236,7 +253,7 @@ impl ChatResponse {
             content: Content::Json(body),
             usage,
             request_id: None,
-            rate_limit: RateLimitSnapshot::default(),
+            rate_limit: None,
             retry_after: None,
             latency: Duration::ZERO,
         }
@@ -274,7 +291,7 @@ impl ChatResponse {
             })),
             usage: envelope.usage,
             request_id: None,
-            rate_limit: RateLimitSnapshot::default(),
+            rate_limit: None,
             retry_after: None,
             latency: Duration::ZERO,
         })
@@ -322,7 +339,7 @@ impl ChatResponse {
             })),
             usage: Some(usage),
             request_id: None,
-            rate_limit: RateLimitSnapshot::default(),
+            rate_limit: None,
             retry_after: None,
             latency: Duration::ZERO,
         }
@@ -338,7 +355,7 @@ impl ChatResponse {
     /// Sets the rate-limit snapshot.
     #[must_use]
     pub fn with_rate_limit(mut self, rate_limit: RateLimitSnapshot) -> Self {
-        self.rate_limit = rate_limit;
+        self.rate_limit = (rate_limit != NO_RATE_LIMIT).then(|| Box::new(rate_limit));
         self
     }
 
@@ -497,7 +514,7 @@ impl ChatResponse {
 
     /// The `x-ratelimit-*` headers.
     pub fn rate_limit(&self) -> &RateLimitSnapshot {
-        &self.rate_limit
+        self.rate_limit.as_deref().unwrap_or(&NO_RATE_LIMIT)
     }
 
     /// A `retry-after`/`retry-after-ms` the response carried (rare on success).
@@ -689,6 +706,13 @@ mod tests {
         assert_eq!(response.usage(), None);
         assert!(response.choices().is_empty());
         assert!(response.rate_limit().is_empty());
+        assert_eq!(response.rate_limit(), &RateLimitSnapshot::default());
+        let day = RateLimitSnapshot {
+            requests_window: LimitWindow::Day,
+            ..RateLimitSnapshot::default()
+        };
+        let groq = response.with_rate_limit(day.clone());
+        assert_eq!(groq.rate_limit(), &day);
     }
 
     #[test]

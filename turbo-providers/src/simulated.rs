@@ -261,8 +261,10 @@ impl ChatClient for SimulatedProvider {
         Ok(response)
     }
 
-    /// Answers in the endpoint's shape (the failure hook, which sees chat
-    /// requests, is not consulted; the failure rate and latency apply).
+    /// Answers in the endpoint's shape (Anthropic's for `/v1/messages`, which
+    /// only an Anthropic simulation serves; an Anthropic simulation serves
+    /// nothing else). The failure hook, which sees chat requests, is not
+    /// consulted; the failure rate and latency apply.
     async fn send_endpoint(
         &self,
         request: &EndpointRequest,
@@ -273,6 +275,14 @@ impl ChatClient for SimulatedProvider {
             failure,
             wanted_tokens,
         } = self.draw();
+        // As the HTTP clients do: Anthropic serves /v1/messages only, the
+        // OpenAI-compatible kinds everything else.
+        if !request.endpoint().served_by(self.config.provider) {
+            return Err(ProviderError::UnsupportedEndpoint {
+                provider: self.config.provider,
+                endpoint: request.endpoint(),
+            });
+        }
         request.check_sendable()?;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -472,5 +482,41 @@ mod tests {
             };
             assert!(SimulatedProvider::new(config).is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn an_anthropic_simulation_answers_messages_in_anthropic_shape() {
+        let messages = EndpointRequest::new(
+            crate::Endpoint::Messages,
+            serde_json::json!({"model": "claude-haiku-4-5", "max_tokens": 4, "messages": [{"role": "user", "content": "one two three four five six"}]}),
+        )
+        .unwrap();
+        let anthropic = SimulatedProvider::instant(ProviderKind::Anthropic);
+        let response = anthropic.send_endpoint(&messages).await.unwrap();
+        assert_eq!(response.body()["type"], "message");
+        assert_eq!(response.finish_reason(), Some("max_tokens"));
+        assert_eq!(
+            response.usage().map(|usage| usage.completion_tokens),
+            Some(4)
+        );
+        assert!(
+            response
+                .text()
+                .is_some_and(|text| text.starts_with("echo: one"))
+        );
+        let openai = SimulatedProvider::instant(ProviderKind::OpenAi);
+        assert!(matches!(
+            openai.send_endpoint(&messages).await,
+            Err(ProviderError::UnsupportedEndpoint { .. })
+        ));
+        let embeddings = EndpointRequest::new(
+            crate::Endpoint::Embeddings,
+            serde_json::json!({"model": "e", "input": "x"}),
+        )
+        .unwrap();
+        assert!(matches!(
+            anthropic.send_endpoint(&embeddings).await,
+            Err(ProviderError::UnsupportedEndpoint { .. })
+        ));
     }
 }
