@@ -27,6 +27,15 @@
 //!   and `x-request-id`;
 //! - injected 5xx failures happen after admission and so are charged, like
 //!   real failed requests.
+//! - `POST /v1/messages` answers in Anthropic's shapes: a request is charged
+//!   one request, its input tokens against [`MockServerConfig::tokens_per_minute`]
+//!   (the ITPM) and its `max_tokens` against
+//!   [`MockServerConfig::output_tokens_per_minute`] (the OTPM), which is
+//!   corrected to the answer's output when the answer is made (Anthropic's
+//!   rule); answers carry `anthropic-ratelimit-*` headers with RFC 3339
+//!   resets and `request-id`, refusals a `rate_limit_error` body and
+//!   `retry-after`, a wrong `x-api-key` a 401 `authentication_error`, and
+//!   [`MockServerConfig::overloaded_rate`] answers 529 `overloaded_error`;
 //!
 //! Hostile modes, each off by default:
 //!
