@@ -173,15 +173,31 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
             true => "configured per model".to_owned(),
             false => limits.lane(provider).describe(),
         };
+        // A provider with an output lane (Anthropic) charges the prompt to
+        // the lane and max_tokens to its output lane.
+        let on_lane = match limits.output_lane(provider) {
+            Some(output) => {
+                let slot = lanes.entry(format!("{lane} (output tokens)")).or_insert((
+                    0,
+                    0,
+                    output.known(),
+                    output.describe(),
+                ));
+                slot.0 += 1;
+                slot.1 += u64::from(estimate.output_reservation);
+                estimate.prompt_tokens
+            }
+            None => estimate.total(),
+        };
         let slot = lanes
             .entry(lane.clone())
             .or_insert((0, 0, lane_limits, source));
         slot.0 += 1;
-        slot.1 += u64::from(estimate.total());
+        slot.1 += u64::from(on_lane);
         if let Some(tpm) = lane_limits.and_then(|l| l.tpm)
-            && u64::from(estimate.total()) > tpm.get()
+            && u64::from(on_lane) > tpm.get()
         {
-            estimates.push((index, lane, u64::from(estimate.total())));
+            estimates.push((index, lane, u64::from(on_lane)));
         }
     });
     let batch = match loaded {
@@ -324,7 +340,7 @@ fn write_cost(out: &mut impl Write, report: &PlanReport) -> std::io::Result<()> 
                 dollars(input + output)
             ),
             _ => format!(
-                "unknown model: no price (add [prices.{}.\"{}\"] input = …, output = … to the limits file)",
+                "unknown model: no price (add [prices.{}.\"{}\"] input = …, output = … to the configuration file)",
                 model.provider, model.model
             ),
         };

@@ -1,5 +1,5 @@
 //! Money: the dated price table shipped with the tool (`prices.toml`), the
-//! limits file's `[prices]` overriding or adding models, the estimated cost
+//! configuration file's `[prices]` overriding or adding models, the estimated cost
 //! of a plan and the cost of the answers in an output file, from the usage
 //! the providers reported.
 //!
@@ -39,7 +39,7 @@ impl Price {
     }
 }
 
-/// A price table as written: the shipped file, or `[prices]` in the limits file.
+/// A price table as written: the shipped file, or `[prices]` in the configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct PriceFile {
     /// When the prices were taken (`YYYY-MM-DD`).
@@ -100,7 +100,7 @@ impl std::error::Error for PriceError {
 pub struct PriceTable {
     /// The date of the shipped table, or of the override if it gives one.
     pub as_of: String,
-    /// Whether the limits file changed or added prices.
+    /// Whether the configuration file changed or added prices.
     pub overridden: bool,
     prices: BTreeMap<Provider, BTreeMap<String, Price>>,
 }
@@ -119,7 +119,7 @@ impl PriceTable {
         Ok(table)
     }
 
-    /// The shipped table with `overrides` (from the limits file) on top.
+    /// The shipped table with `overrides` (from the configuration file) on top.
     pub fn with_overrides(overrides: Option<PriceFile>) -> Result<Self, PriceError> {
         let mut table = Self::shipped()?;
         if let Some(overrides) = overrides {
@@ -180,9 +180,9 @@ impl PriceTable {
             "prices as of {}, {}",
             self.as_of,
             if self.overridden {
-                "the shipped table with the limits file's [prices]"
+                "the shipped table with the configuration file's [prices]"
             } else {
-                "the shipped table (override in the limits file's [prices])"
+                "the shipped table (override in the configuration file's [prices])"
             }
         )
     }
@@ -262,7 +262,12 @@ pub fn spent(path: &Path, table: &PriceTable) -> std::io::Result<Spent> {
             continue;
         };
         let body = &value["response"]["body"];
-        let (Some(model), Some(usage)) = (body["model"].as_str(), body.get("usage")) else {
+        let (Some(model), Some(_)) = (body["model"].as_str(), body.get("usage")) else {
+            continue;
+        };
+        // Read as the clients read it: every endpoint's and Anthropic's
+        // names for the two counts.
+        let Some(usage) = turbo_core::ChatResponse::from_body(200, body.clone()).usage() else {
             continue;
         };
         let entry = models
@@ -275,8 +280,8 @@ pub fn spent(path: &Path, table: &PriceTable) -> std::io::Result<Spent> {
                 usd: None,
             });
         entry.answers += 1;
-        entry.prompt_tokens += usage["prompt_tokens"].as_u64().unwrap_or(0);
-        entry.completion_tokens += usage["completion_tokens"].as_u64().unwrap_or(0);
+        entry.prompt_tokens += u64::from(usage.prompt_tokens);
+        entry.completion_tokens += u64::from(usage.completion_tokens);
     }
     let mut usd = 0.0;
     for model in models.values_mut() {
@@ -345,7 +350,7 @@ mod tests {
         .unwrap();
         let table = PriceTable::with_overrides(Some(overrides)).unwrap();
         assert_eq!(table.as_of, "2026-12-01");
-        assert!(table.overridden && table.describe().contains("limits file"));
+        assert!(table.overridden && table.describe().contains("configuration file"));
         assert_eq!(
             table.price(Provider::OpenAi, "gpt-4o-mini").unwrap().input,
             0.10

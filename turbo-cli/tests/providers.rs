@@ -234,3 +234,104 @@ async fn lines_naming_unknown_providers_and_bad_files_are_explained() {
         run.stderr
     );
 }
+
+/// The shipped mixed example (chat on OpenAI, embeddings on a declared
+/// OpenAI-compatible provider, messages on Anthropic, with dependencies
+/// across them) end to end on three mock servers, each lane at its own limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mixed_example_runs_across_three_providers() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mixed.jsonl");
+    let openai = MockServer::start(MockServerConfig::default())
+        .await
+        .unwrap();
+    let local = MockServer::start(MockServerConfig::default())
+        .await
+        .unwrap();
+    let mut claude = MockServerConfig::default()
+        .with_rpm(50.try_into().unwrap())
+        .with_tpm(30_000.try_into().unwrap())
+        .with_otpm(8_000.try_into().unwrap());
+    claude.api_key = Some("sk-ant-test-secret".to_owned().into());
+    let anthropic = MockServer::start(claude).await.unwrap();
+    let dir = temp_dir("providers-mixed-example");
+    let config = dir.join("turbo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.local]\nkind = \"openai-compatible\"\nbase_url = \"{}\"\nrpm = 600\ntpm = 500000\n\n\
+             [providers.anthropic]\nbase_url = \"{}\"\nrpm = 50\nitpm = 30000\notpm = 8000\n\n\
+             [providers.openai]\nrpm = 500\ntpm = 200000\n",
+            local.base_url(),
+            anthropic.base_url()
+        ),
+    )
+    .unwrap();
+    let output = dir.join("out.jsonl");
+    let summary = dir.join("summary.json");
+    let summary_arg = summary.display().to_string();
+    let config_arg = config.display().to_string();
+    let mut command = turbo_run(run_args(
+        &example,
+        &output,
+        &openai.base_url(),
+        &["--config", &config_arg, "--summary-json", &summary_arg],
+    ));
+    command.env("ANTHROPIC_API_KEY", "sk-ant-test-secret");
+    let run = finish(command).await;
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(!run.stderr.contains("sk-ant-test-secret"), "{}", run.stderr);
+    let results = by_id(&results(&output));
+    assert_eq!(results.len(), 10);
+    // The review saw the chat's answer; the digest saw the reviews.
+    let review = &results["review-tokio"]["response"]["body"];
+    assert_eq!(review["type"], "message", "{review}");
+    let reviewed = review["content"][0]["text"].as_str().unwrap();
+    assert!(
+        reviewed.contains("Answer: echo: How does tokio"),
+        "{reviewed}"
+    );
+    assert!(
+        answer(&results["digest"])
+            .contains("reviews into one paragraph: echo: Question: How does tokio"),
+        "{}",
+        answer(&results["digest"])
+    );
+    let embedded = &results["embed-limits"]["response"]["body"];
+    assert_eq!(embedded["data"].as_array().unwrap().len(), 2, "{embedded}");
+
+    let (openai, local, anthropic) = (openai.stats(), local.stats(), anthropic.stats());
+    assert_eq!((openai.ok, openai.requests), (4, 4));
+    assert_eq!((local.ok, local.requests), (3, 3));
+    assert_eq!(anthropic.messages.accepted, 3);
+    assert_eq!(anthropic.unauthorized, 0);
+    let summary = read_json(&summary);
+    let lanes = summary["lanes"].as_array().unwrap();
+    let lane = |name: &str| {
+        lanes
+            .iter()
+            .find(|lane| lane["lane"] == name)
+            .unwrap_or_else(|| panic!("no lane {name} in {summary}"))
+    };
+    assert_eq!(lane("anthropic")["limits"]["rpm"], 50, "{summary}");
+    assert_eq!(lane("anthropic")["limits"]["tpm"], 30_000, "{summary}");
+    let output_lane = lane("anthropic (output tokens)");
+    assert_eq!(output_lane["limits"]["tpm"], 8_000, "{summary}");
+    // Output reservations were settled to what the answers used.
+    assert_eq!(
+        output_lane["tokens_charged"], anthropic.messages.output_tokens,
+        "{summary}"
+    );
+    assert_eq!(lane("local")["requests"], 3, "{summary}");
+    assert_eq!(lane("openai")["requests"], 4, "{summary}");
+    // What the answers cost is read from Anthropic's usage names too.
+    let models = summary["cost"]["models"].as_array().unwrap();
+    let claude = models
+        .iter()
+        .find(|model| model["model"] == "claude-sonnet-4-5")
+        .unwrap();
+    assert!(claude["prompt_tokens"].as_u64().unwrap() > 0, "{claude}");
+    assert_eq!(
+        claude["completion_tokens"],
+        anthropic.messages.output_tokens
+    );
+}

@@ -110,8 +110,13 @@ impl Shared {
             let error = match outcome {
                 Attempt::Answered(output) => {
                     if let Some(usage) = output.usage {
+                        // With an output lane, the lane's own tokens are the prompt's.
+                        let used = match lane.output_budget {
+                            Some(_) => usage.prompt_tokens,
+                            None => usage.total_tokens,
+                        };
                         lane.tokens_used
-                            .fetch_add(u64::from(usage.total_tokens), Ordering::Relaxed);
+                            .fetch_add(u64::from(used), Ordering::Relaxed);
                     }
                     if let Some(reservation) = reservation {
                         let snapshot = output.response.as_ref().map(|r| r.rate_limit());
