@@ -2,6 +2,7 @@
 //! prints one table, writes `target/bench/report.json` and an SVG chart per
 //! rate-limited scenario.
 
+mod anthropic;
 mod believe;
 mod capacity;
 mod cpu;

@@ -71,6 +71,12 @@ pub fn all() -> Vec<Scenario> {
             run: super::embeddings::rl_embeddings,
         },
         Scenario {
+            name: "rl-anthropic-output",
+            about: "Anthropic /v1/messages bound by output tokens per minute (max_tokens reserved, settled to the answer), 1 s log-normal latency, client limits = server limits",
+            needs_cli: true,
+            run: super::anthropic::rl_anthropic_output,
+        },
+        Scenario {
             name: "rl-request-bound",
             about: "request-bound run, 1 s log-normal latency, client limits = server limits",
             needs_cli: true,
