@@ -219,3 +219,34 @@ mod tests {
         assert!(!error.contains("sk-secret"), "{error}");
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+    use crate::registry::Registry;
+
+    /// The README's configuration blocks and examples/turbo.toml are valid.
+    #[test]
+    fn the_documented_configurations_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .filter(|block| block.contains("[providers."))
+            .collect();
+        assert!(!blocks.is_empty(), "no configuration block in the README");
+        for block in blocks {
+            let config = Config::parse(block, Path::new("README.md")).unwrap();
+            Registry::from_config(&config).unwrap();
+        }
+        let example = Config::read(&root.join("examples/turbo.toml")).unwrap();
+        let registry = Registry::from_config(&example).unwrap();
+        assert!(
+            registry
+                .get(turbo_core::Provider::named("local").unwrap())
+                .is_some()
+        );
+    }
+}
