@@ -8,7 +8,8 @@
 //!   most `--max-pending` unfinished lines there (memory stays flat on huge
 //!   inputs); a line whose dependency already failed is written as skipped
 //!   without being pushed;
-//! - the **recorder** (this task) writes every result the engine delivers,
+//! - the **recorder** (this task, `collect.rs`; one result: `record.rs`)
+//!   writes every result the engine delivers,
 //!   one whole line per `write`, and tells the engine to forget a result once
 //!   no line still to run depends on it;
 //! - the **monitor** samples the engine's statistics for the progress display
@@ -19,6 +20,9 @@
 //! a dependency's answer as soon as no *pushed* node depends on it, and a
 //! dependent pushed later (streaming, with a bounded window) would lose its
 //! `{{id}}` text.
+//!
+//! `run` is the outline: `prepare.rs` checks everything and builds the
+//! engine, the three tasks run, `finish.rs` reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -46,10 +50,17 @@ use crate::resume::{self, Existing, Prior, ScanError};
 use crate::summary::{Summary, SummaryInput};
 use crate::{Outcome, UsageError, signals};
 
+mod collect;
 mod feeder;
+mod finish;
+mod prepare;
+mod record;
 mod writes;
 
+use collect::record_until_done;
 use feeder::feed;
+use finish::{Ended, finish};
+use prepare::{Prepared, prepare};
 use writes::{WRITE_RETRY_EVERY, save_the_rest};
 
 /// Most results recorded before their lines are written out together.
@@ -159,339 +170,28 @@ struct RunContext {
     answers: HashMap<u32, String>,
 }
 
-impl RunContext {
-    /// Decrements the pending dependents of `index`'s dependencies; returns
-    /// the engine nodes nothing will need any more.
-    fn release_dependencies(&self, ledger: &mut Ledger, index: u32, forget: &mut Vec<NodeId>) {
-        for &dep in self.batch.deps.of(index) {
-            let d = dep as usize;
-            ledger.pending_dependents[d] = ledger.pending_dependents[d].saturating_sub(1);
-            if ledger.pending_dependents[d] == 0
-                && state::is_finished(ledger.state[d])
-                && let Some(node) = ledger.node_of[d]
-            {
-                forget.push(node);
-            }
-        }
-    }
-
-    fn forget(&self, nodes: &[NodeId]) {
-        for node in nodes {
-            self.engine.forget(*node);
-        }
-    }
-
-    /// Writes the skipped line of `index` (its dependency `root` failed)
-    /// without involving the engine.
-    fn skip_directly(&self, index: u32, root: u32) -> anyhow::Result<()> {
-        let mut forget = Vec::new();
-        {
-            let mut ledger = self.ledger.lock();
-            ledger.state[index as usize] = state::SKIPPED;
-            ledger.root_of.insert(index, root);
-            self.release_dependencies(&mut ledger, index, &mut forget);
-        }
-        {
-            let mut writer = self.writer.lock();
-            writer
-                .skipped(self.batch.ids.name(index), self.batch.ids.name(root))
-                .context("cannot queue a result line")?;
-            writer.tag(index);
-        }
-        self.flush();
-        self.forget(&forget);
-        Ok(())
-    }
-
-    /// Records one result from the engine and queues its line; the caller
-    /// flushes the writer once the results at hand are recorded.
-    fn record(&self, completion: Completion) -> anyhow::Result<()> {
-        let Completion { id, result } = completion;
-        let mut forget = Vec::new();
-        let (index, root) = {
-            let mut ledger = self.ledger.lock();
-            let Some(index) = ledger.line_of.remove(&id) else {
-                return Ok(());
-            };
-            let mut root = None;
-            ledger.state[index as usize] = match &result {
-                Ok(_) => state::COMPLETED,
-                Err(NodeError::Failed { .. }) => {
-                    ledger.failed_nodes.insert(id, index);
-                    state::FAILED
-                }
-                Err(NodeError::Skipped {
-                    failed_dependency,
-                    cancelled: false,
-                }) => {
-                    let cause = ledger
-                        .line_of
-                        .get(failed_dependency)
-                        .or_else(|| ledger.failed_nodes.get(failed_dependency))
-                        .copied();
-                    if let Some(cause) = cause {
-                        ledger.root_of.insert(index, cause);
-                    }
-                    root = Some(cause);
-                    state::SKIPPED
-                }
-                // Cancelled (or skipped because an ancestor was cancelled):
-                // no line, so a resumed run sends it.
-                Err(_) => state::CANCELLED,
-            };
-            self.release_dependencies(&mut ledger, index, &mut forget);
-            if ledger.pending_dependents[index as usize] == 0 {
-                forget.push(id);
-            }
-            (index, root)
-        };
-        let custom_id = self.batch.ids.name(index);
-        let queued = {
-            let mut writer = self.writer.lock();
-            let queued = match (&result, root) {
-                (Ok(output), _) => match &output.response {
-                    Some(response) => writer.completed(custom_id, response).map(Some),
-                    None => Err(std::io::Error::other("a completed request has no response")),
-                },
-                (Err(NodeError::Failed { error, attempts }), _) => {
-                    writer.failed(custom_id, error, *attempts).map(Some)
-                }
-                (Err(NodeError::Skipped { .. }), Some(cause)) => {
-                    let name = cause.map_or("(unknown)", |c| self.batch.ids.name(c));
-                    writer.skipped(custom_id, name).map(Some)
-                }
-                _ => Ok(None),
-            };
-            if let Ok(Some(())) = queued {
-                writer.tag(index);
-            }
-            queued
-        };
-        if let Ok(None) = queued {
-            self.outcomes.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
-        self.forget(&forget);
-        self.window.add_permits(1);
-        queued.map(|_| ()).context("cannot queue a result line")
-    }
-}
-
 /// Runs the batch; returns the exit outcome.
 pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
-    let startup = Instant::now();
-    if let Some(path) = &args.log_file {
-        turbo_core::logging::init_file_logging(path)
-            .with_context(|| format!("cannot log to {}", path.display()))?;
-    }
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_output_path(&args.input));
-    if same_file(&args.input, &output) {
-        return Err(UsageError(format!(
-            "the output {} is the input file; choose another with -o",
-            output.display()
-        ))
-        .into());
-    }
-    if output.is_dir() {
-        return Err(UsageError(format!(
-            "the output {} is a directory; name a file with -o",
-            output.display()
-        ))
-        .into());
-    }
-    // Lines are read again when they are sent, so the input must be a file.
-    if let Ok(meta) = std::fs::metadata(&args.input)
-        && !meta.is_file()
-    {
-        return Err(UsageError(format!(
-            "{} is not a regular file (the input is read twice: save it to a file first)",
-            args.input.display()
-        ))
-        .into());
-    }
-    let (_, registry, limits) = LimitPlan::load(&args.limits).map_err(UsageError::from)?;
-    if !(0.0..=1.0).contains(&args.mock_error_rate) {
-        return Err(UsageError("--mock-error-rate must be between 0 and 1".to_owned()).into());
-    }
-    let console = Arc::new(Console::new());
-    let mode = progress::resolve(args.progress);
-    let is_mock = args.limits.provider == ProviderArg::Mock;
-    if is_mock && args.base_url.is_some() {
-        console.warn("--base-url is ignored with --provider mock");
-    }
-    let default_provider = args.limits.provider.default_provider();
-
-    let mut encodings = [false; 2];
-    let loaded = input::load(&args.input, &registry, default_provider, |_, entry| {
-        encodings[encoding_slot(encoding_for_model(entry.request.model()))] = true;
-    });
-    let batch = match loaded {
-        Ok(batch) => batch,
-        Err(error) => {
-            error.report(&args.input);
-            return Ok(Outcome::BadInput);
-        }
+    let Prepared {
+        startup,
+        output,
+        console,
+        mode,
+        is_mock,
+        limits,
+        batch,
+        existing,
+        ledger,
+        answers,
+        entries,
+        todo,
+        already_done,
+        writer,
+        engine,
+    } = match prepare(&args).await? {
+        Ok(prepared) => prepared,
+        Err(outcome) => return Ok(outcome),
     };
-    let entries = batch.len();
-    if entries == 0 {
-        eprintln!(
-            "turbo-run: {} holds no request lines: nothing to run",
-            args.input.display()
-        );
-        return Ok(Outcome::Success);
-    }
-
-    let resume = args.resume || args.retry_failed;
-    let mut existing = if resume {
-        match resume::scan(&output, &batch.ids, args.retry_failed) {
-            Ok(existing) => existing,
-            Err(ScanError::Invalid(problems)) => {
-                report_problems(&output, &problems);
-                return Ok(Outcome::BadInput);
-            }
-            Err(ScanError::Io(error)) => {
-                return Err(anyhow!(error).context(format!("cannot resume {}", output.display())));
-            }
-        }
-    } else {
-        let has_results = std::fs::metadata(&output).is_ok_and(|meta| meta.len() > 0);
-        if has_results && !args.overwrite {
-            return Err(UsageError(format!(
-                "{} already holds results: continue it with --resume (add --retry-failed to rerun failures), \
-                 or replace it with --overwrite",
-                output.display()
-            ))
-            .into());
-        }
-        Existing::empty(entries)
-    };
-    if resume {
-        describe_resume(&console, &output, &existing);
-    }
-
-    let mut ledger = Ledger {
-        state: existing
-            .prior
-            .iter()
-            .map(|prior| match prior {
-                Prior::Missing => state::TODO,
-                Prior::Completed => state::COMPLETED,
-                Prior::Failed => state::FAILED,
-                Prior::Skipped => state::SKIPPED,
-            })
-            .collect(),
-        node_of: vec![None; entries],
-        line_of: HashMap::default(),
-        failed_nodes: HashMap::default(),
-        pending_dependents: vec![0; entries],
-        root_of: existing.skipped_root.clone(),
-    };
-    let mut needed: BTreeMap<Provider, usize> = BTreeMap::new();
-    let mut answers_needed = vec![false; entries];
-    for index in 0..entries as u32 {
-        if ledger.state[index as usize] != state::TODO {
-            continue;
-        }
-        *needed
-            .entry(batch.lines[index as usize].provider)
-            .or_default() += 1;
-        for &dep in batch.deps.of(index) {
-            ledger.pending_dependents[dep as usize] += 1;
-            if ledger.state[dep as usize] == state::COMPLETED {
-                answers_needed[dep as usize] = true;
-            }
-        }
-    }
-    let todo = needed.values().sum::<usize>() as u64;
-    let already_done = (entries as u64) - todo;
-    let answers = resume::load_answers(&output, &batch.ids, &answers_needed)
-        .with_context(|| format!("cannot read answers from {}", output.display()))?;
-    drop(answers_needed);
-
-    let source = if is_mock {
-        ClientSource::Mock {
-            latency: Duration::from_millis(args.mock_latency_ms),
-            error_rate: args.mock_error_rate,
-        }
-    } else {
-        let mut base_urls = BTreeMap::new();
-        if let Some(url) = &args.base_url {
-            base_urls.insert(default_provider, url.clone());
-        }
-        if let Some(url) = &args.openai_base_url {
-            base_urls.insert(Provider::OpenAi, url.clone());
-        }
-        if let Some(url) = &args.groq_base_url {
-            base_urls.insert(Provider::Groq, url.clone());
-        }
-        ClientSource::Http {
-            default_provider,
-            base_urls,
-            timeouts: (args.timeout, args.idle_timeout),
-        }
-    };
-    let learned: BTreeSet<Provider> = needed
-        .keys()
-        .copied()
-        .filter(|&provider| limits.lane(provider) == LaneLimits::Learned)
-        .collect();
-    let clients = match clients::build(&source, &registry, &needed, &learned, console.clone()) {
-        Ok(clients) => clients,
-        Err(error @ ClientError::MissingKey { .. }) => {
-            eprintln!("turbo-run: {error}");
-            return Ok(Outcome::BadInput);
-        }
-        // The command line's mistake, shown with its cause's text.
-        Err(error @ ClientError::Config { .. }) => {
-            return Err(UsageError(error.to_string()).into());
-        }
-    };
-
-    if todo > 0 {
-        warm_up(encodings);
-    }
-    // Every check passed: only now is the output changed.
-    if args.overwrite {
-        std::fs::File::create(&output)
-            .map_err(|error| UsageError(format!("cannot write {}: {error}", output.display())))?;
-    }
-    existing
-        .apply(&output, &batch.ids)
-        .with_context(|| format!("cannot prepare {} for resuming", output.display()))?;
-    let writer = ResultWriter::open(&output, existing.needs_newline)
-        .map_err(|error| UsageError(format!("cannot write {}: {error}", output.display())))?;
-
-    let shared_budget = match &args.redis_url {
-        Some(url) => Some(
-            turbo_ratelimit::RedisBackend::builder(url)
-                .prefix(args.redis_prefix.clone())
-                .connect()
-                .await
-                .map_err(|error| {
-                    UsageError(format!(
-                        "cannot use the shared budget in Redis ({error}); \
-                         check --redis-url / TURBO_REDIS_URL"
-                    ))
-                })?,
-        ),
-        None => None,
-    };
-    let engine = build_engine(EngineOptions {
-        clients,
-        limits: &limits,
-        workers: args.workers.0,
-        max_retries: args.max_retries,
-        // A provider's own timeout may be longer than --timeout: its client
-        // enforces it, the engine's bound must not cut it short.
-        attempt_timeout: needed
-            .keys()
-            .filter_map(|&provider| registry.get(provider).and_then(|spec| spec.timeout))
-            .fold(args.timeout, Duration::max),
-        rate_limit_deadline: args.rate_limit_deadline,
-        shared_budget,
-    })?;
     let mut completions = engine
         .completions()
         .ok_or_else(|| anyhow!("internal error: the engine's result stream is taken"))?;
@@ -583,63 +283,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     ));
 
     let sending = Instant::now();
-    let mut feeder = tokio::spawn(feed(ctx.clone(), order, stop.clone()));
-    let mut feeder_done = false;
-    let mut fatal: Option<anyhow::Error> = None;
-    let mut processed = 0u64;
-    let mut arrived = Vec::with_capacity(COMPLETION_BATCH);
-    let mut write_retry = tokio::time::interval(WRITE_RETRY_EVERY);
-    write_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut halted_for_writes = false;
-    loop {
-        if feeder_done && processed >= ctx.pushed.load(Ordering::Acquire) {
-            break;
-        }
-        tokio::select! {
-            received = completions.recv_many(&mut arrived, COMPLETION_BATCH) => {
-                if received == 0 {
-                    break;
-                }
-                processed += received as u64;
-                let mut failure = None;
-                for completion in arrived.drain(..) {
-                    if let Err(error) = ctx.record(completion) {
-                        failure.get_or_insert(error);
-                    }
-                }
-                // Everything that arrived together goes out in one write
-                // before the loop waits again: no result sits in memory
-                // while nothing else is happening.
-                if !ctx.flush() && !halted_for_writes {
-                    halted_for_writes = true;
-                    halt_engine();
-                }
-                if let Some(error) = failure
-                    && fatal.is_none()
-                {
-                    fatal = Some(error);
-                    stop_sender.send_replace(true);
-                    halt_engine();
-                }
-            }
-            _ = write_retry.tick(), if ctx.writer.lock().queued() > 0 => {
-                ctx.flush();
-            }
-            joined = &mut feeder, if !feeder_done => {
-                feeder_done = true;
-                let failure = match joined {
-                    Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some(error),
-                    Err(panic) => Some(anyhow!("internal error: the feeder stopped: {panic}")),
-                };
-                if let Some(error) = failure && fatal.is_none() {
-                    fatal = Some(error);
-                    stop_sender.send_replace(true);
-                    halt_engine();
-                }
-            }
-        }
-    }
+    let feeder = tokio::spawn(feed(ctx.clone(), order, stop.clone()));
+    let fatal = record_until_done(&ctx, &mut completions, feeder, &stop_sender, halt_engine).await;
     let wall = sending.elapsed();
     monitor_stop_sender.send_replace(true);
     let timeline = monitor.await.unwrap_or(Timeline {
@@ -654,73 +299,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     // may be freed), then say how many are lost to this run.
     let unsaved = save_the_rest(&ctx, args.write_retry_for).await;
 
-    let interrupted = interrupted.load(Ordering::Acquire);
-    let (final_completed, final_failed, final_skipped, not_run) = {
-        let ledger = ctx.ledger.lock();
-        let mut counts = (0u64, 0u64, 0u64, 0u64);
-        for &s in &ledger.state {
-            match s {
-                state::COMPLETED => counts.0 += 1,
-                state::FAILED => counts.1 += 1,
-                state::SKIPPED => counts.2 += 1,
-                _ => counts.3 += 1,
-            }
-        }
-        counts
-    };
-    let outcome = if interrupted {
-        Outcome::Interrupted
-    } else if fatal.is_some() || unsaved > 0 || final_completed < entries as u64 {
-        Outcome::Failures
-    } else {
-        Outcome::Success
-    };
-    let summary = Summary::new(SummaryInput {
-        input: &args.input,
-        output: &output,
-        lines: entries as u64,
-        already_done,
-        existing: &existing,
-        outcomes: &outcomes,
-        final_counts: (final_completed, final_failed, final_skipped, not_run),
-        interrupted,
-        exit_code: outcome.code(),
-        stats: &stats,
-        lane_limits: &limits,
-        startup: sending.duration_since(startup),
-        wall,
-    });
-    if let Some(error) = &fatal {
-        eprintln!("turbo-run: error: {error:#}");
-    }
-    summary.print();
-    if let Some(path) = &args.summary_json {
-        write_json(path, &summary)?;
-    }
-    if let Some(path) = &args.timeline_json {
-        write_json(path, &timeline)?;
-    }
-    if let Some(path) = &args.report {
-        let title = format!("turbo-run {} → {}", args.input.display(), output.display());
-        std::fs::write(path, crate::report::svg(&timeline, &title))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if unsaved > 0 {
-        eprintln!(
-            "turbo-run: {} answers could not be written to {} and are lost to this run; \
-             their lines run again (and are paid again) with --resume",
-            thousands(unsaved as u64),
-            output.display()
-        );
-    }
-    if (interrupted || unsaved > 0) && not_run > 0 {
-        eprintln!(
-            "turbo-run: {} lines not run; continue with: {}",
-            thousands(not_run),
-            crate::hint::resume_command(&args, &output)
-        );
-    }
-    Ok(outcome)
+    finish(
+        &args,
+        Ended {
+            output: &output,
+            ctx: &ctx,
+            entries,
+            already_done,
+            existing: &existing,
+            outcomes: &outcomes,
+            stats: &stats,
+            limits: &limits,
+            startup: sending.duration_since(startup),
+            wall,
+            fatal,
+            timeline: &timeline,
+            unsaved,
+            interrupted: interrupted.load(Ordering::Acquire),
+        },
+    )
 }
 
 /// A duration for messages: "30 s", "1.5 s".
