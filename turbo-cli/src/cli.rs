@@ -334,6 +334,10 @@ pub struct MockServerArgs {
     /// Charge refused (429) requests too, as OpenAI says failed requests count.
     #[arg(long)]
     pub charge_refused: bool,
+    /// Rate-limit headers report the levels when the answer is sent (after
+    /// everything admitted meanwhile), not when the request was admitted.
+    #[arg(long)]
+    pub levels_at_answer: bool,
     /// Connection faults of admitted requests, with their probabilities:
     /// `reset=0.01,truncate=0.01,hang=0.005,trickle=0.01,stall=0.01`.
     #[arg(long, value_name = "KIND=P,...")]

@@ -47,6 +47,7 @@ pub fn config(args: &MockServerArgs) -> Result<MockServerConfig, UsageError> {
             TokenCountingArg::Chars4 => TokenCounting::Approximate,
         },
         charge_refused: args.charge_refused,
+        levels_at_answer: args.levels_at_answer,
         latency,
         failure_rate: args.error_rate,
         faults: args.fault.unwrap_or_default(),

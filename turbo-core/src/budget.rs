@@ -88,27 +88,35 @@ fn budget_error(error: AcquireError) -> BudgetError {
     }
 }
 
-/// Reserves `cost`, waiting for it: the lane first, then the output lane
-/// (always in that order, so two nodes never hold one each while waiting
-/// for the other's). If the output lane fails, the lane's reservation goes
-/// back.
+/// Reserves `cost`, waiting for it: the output lane first, then the lane
+/// (always in that order, so two nodes never each hold one while waiting for
+/// the other's; the output lane first because on Anthropic it is the one
+/// that binds, and a prompt's reservation held while waiting for it would
+/// leave the input budget idle). If the lane fails, the output reservation
+/// goes back.
 pub(crate) async fn acquire(
     lane: &Lane,
     output_lane: Option<&Lane>,
     cost: Cost,
 ) -> Result<Reserved, BudgetError> {
-    let main = lane.acquire(cost.tokens).await.map_err(budget_error)?;
     let output = match output_lane {
-        Some(output_lane) => match output_lane.acquire(cost.output).await {
-            Ok(output) => Some(output),
-            Err(error) => {
-                give_back(main);
-                return Err(budget_error(error));
-            }
-        },
+        Some(output_lane) => Some(
+            output_lane
+                .acquire(cost.output)
+                .await
+                .map_err(budget_error)?,
+        ),
         None => None,
     };
-    Ok(Reserved { main, output })
+    match lane.acquire(cost.tokens).await {
+        Ok(main) => Ok(Reserved { main, output }),
+        Err(error) => {
+            if let Some(output) = output {
+                give_back(output);
+            }
+            Err(budget_error(error))
+        }
+    }
 }
 
 /// Why [`try_acquire`] did not reserve.
@@ -137,18 +145,19 @@ pub(crate) async fn try_acquire(
         }),
         _ => TryBudgetError::WouldWait,
     };
-    let main = lane.try_acquire(cost.tokens).await.map_err(never)?;
     let output = match output_lane {
-        Some(output_lane) => match output_lane.try_acquire(cost.output).await {
-            Ok(output) => Some(output),
-            Err(error) => {
-                give_back(main);
-                return Err(never(error));
-            }
-        },
+        Some(output_lane) => Some(output_lane.try_acquire(cost.output).await.map_err(never)?),
         None => None,
     };
-    Ok(Reserved { main, output })
+    match lane.try_acquire(cost.tokens).await {
+        Ok(main) => Ok(Reserved { main, output }),
+        Err(error) => {
+            if let Some(output) = output {
+                give_back(output);
+            }
+            Err(never(error))
+        }
+    }
 }
 
 fn give_back(reservation: Reservation) {

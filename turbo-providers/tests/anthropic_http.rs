@@ -87,19 +87,10 @@ async fn a_message_round_trip_reads_usage_and_every_limit_header() {
     let input_left = snapshot.remaining_tokens.unwrap();
     assert!(input_left >= 40_000 - u64::from(usage.prompt_tokens) && input_left <= 40_000);
     assert_eq!(snapshot.limit_output_tokens, Some(6_000));
-    // The 1,000 reserved settled to the real output before the headers were
-    // written (unsettled, ~10 s of refill would be needed to show this much).
+    // Levels at admission (the default): the 1,000 reserved, not yet settled
+    // (give or take the refill while the answer was made).
     let output_left = snapshot.remaining_output_tokens.unwrap();
-    assert!(
-        output_left >= 6_000 - u64::from(usage.completion_tokens) && output_left <= 6_000,
-        "{snapshot:?}"
-    );
-    assert!(
-        snapshot
-            .reset_output_tokens
-            .is_some_and(|reset| reset <= Duration::from_secs(3)),
-        "{snapshot:?}"
-    );
+    assert!((5_000..5_100).contains(&output_left), "{snapshot:?}");
     let stats = server.stats();
     assert_eq!(
         (
@@ -283,4 +274,36 @@ async fn a_chat_request_runs_on_anthropic_and_malformed_bodies_get_anthropic_err
         "{body}"
     );
     server.shutdown().await;
+}
+
+/// With `levels_at_answer`, the headers report the levels when the answer is
+/// sent: the output reservation already settled to the real output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn levels_at_answer_show_the_output_reservation_settled() {
+    let server = start(keyed(MockServerConfig {
+        levels_at_answer: true,
+        ..MockServerConfig::default()
+            .with_rpm(nz(50))
+            .with_tpm(nz(40_000))
+            .with_otpm(nz(6_000))
+    }))
+    .await;
+    let response = client(&server.base_url())
+        .send_endpoint(&messages(1_000, "Hello mock friend"))
+        .await
+        .unwrap();
+    let used = u64::from(response.usage().unwrap().completion_tokens);
+    let snapshot = response.rate_limit();
+    // Unsettled, ~10 s of refill would be needed to show this much.
+    let output_left = snapshot.remaining_output_tokens.unwrap();
+    assert!(
+        output_left >= 6_000 - used && output_left <= 6_000,
+        "{snapshot:?}"
+    );
+    assert!(
+        snapshot
+            .reset_output_tokens
+            .is_some_and(|reset| reset <= Duration::from_secs(3)),
+        "{snapshot:?}"
+    );
 }

@@ -119,6 +119,11 @@ pub struct MockServerConfig {
     /// Charge refused requests too (OpenAI says failed requests count); a
     /// charge never takes a bucket below empty. Default `false`.
     pub charge_refused: bool,
+    /// Rate-limit headers report the levels when the answer is sent (after
+    /// its output was settled, and after everything admitted meanwhile), not
+    /// when the request was admitted. Default `false`: levels at admission,
+    /// as a gateway that checks the limits before forwarding reports them.
+    pub levels_at_answer: bool,
     /// Output charged when a request sets neither `max_completion_tokens`
     /// nor `max_tokens`. Default: 16 tokens per choice.
     pub default_output: DefaultOutput,
@@ -171,6 +176,7 @@ impl Default for MockServerConfig {
             limit_changes: Vec::new(),
             token_factor: 1.0,
             charge_refused: false,
+            levels_at_answer: false,
             default_output: DefaultOutput::Tokens(16),
             latency: LatencyModel::Zero,
             failure_rate: 0.0,

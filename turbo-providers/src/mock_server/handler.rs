@@ -260,19 +260,33 @@ async fn handle(
             .fetch_add(output, Ordering::Relaxed);
     }
     // A messages answer settles its output reservation to what it delivered
-    // (0 for a failure) and reports the levels after that.
+    // (0 for a failure). The headers report the levels at admission, or with
+    // `levels_at_answer` those after the settlement and everything admitted
+    // meanwhile.
+    let at_answer = state.config.levels_at_answer;
     let finish = |mut response: Response, delivered_output: u64| {
-        if messages {
-            let settled: LimitReports =
+        let settled: Option<LimitReports> = if messages {
+            Some(
                 state
                     .limiter
                     .lock()
-                    .settle_output(output, delivered_output, now());
-            if limit_headers {
-                add_anthropic_headers(response.headers_mut(), &settled);
+                    .settle_output(output, delivered_output, now()),
+            )
+        } else if at_answer {
+            Some(state.limiter.lock().reports_at(now()))
+        } else {
+            None
+        };
+        let levels = match (&settled, at_answer) {
+            (Some(settled), true) => settled,
+            _ => &reports,
+        };
+        if limit_headers {
+            if messages {
+                add_anthropic_headers(response.headers_mut(), levels);
+            } else {
+                add_limit_headers(response.headers_mut(), levels, style);
             }
-        } else if limit_headers {
-            add_limit_headers(response.headers_mut(), &reports, style);
         }
         response
     };

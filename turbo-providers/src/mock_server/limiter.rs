@@ -136,7 +136,7 @@ impl Limiter {
         }
     }
 
-    fn reports_at(&self, now: Instant) -> LimitReports {
+    pub(super) fn reports_at(&self, now: Instant) -> LimitReports {
         LimitReports {
             requests: self.requests.as_ref().map(|meter| meter.report_at(now)),
             tokens: self.tokens.as_ref().map(|meter| meter.report_at(now)),

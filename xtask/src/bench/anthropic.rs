@@ -8,6 +8,11 @@
 //! and refunds to stay near the limit without 429s. Graded against ≥ 0.97 of
 //! the theoretical time on the output-token axis (from the server's own
 //! count of delivered output tokens).
+//!
+//! `rl-anthropic-output-at-answer` is the same run against a server whose
+//! headers report the levels when the answer is sent (`--levels-at-answer`:
+//! the reservations of everything admitted meanwhile already counted), not
+//! at admission as the limiter's correction assumes.
 
 use std::fmt::Write as _;
 
@@ -73,6 +78,17 @@ pub(super) fn rl_anthropic_output(
     context: &Context,
     scenario: &Scenario,
 ) -> Result<ScenarioReport> {
+    run(context, scenario, false)
+}
+
+pub(super) fn rl_anthropic_output_at_answer(
+    context: &Context,
+    scenario: &Scenario,
+) -> Result<ScenarioReport> {
+    run(context, scenario, true)
+}
+
+fn run(context: &Context, scenario: &Scenario, levels_at_answer: bool) -> Result<ScenarioReport> {
     let binary = binary(context)?;
     let dir = context.work_dir(scenario.name)?;
     let budget_s = budget_target_s(context.quick);
@@ -96,6 +112,9 @@ pub(super) fn rl_anthropic_output(
         "--completion-tokens".to_owned(),
         OUTPUT_TOKENS.to_string(),
     ]);
+    if levels_at_answer {
+        args.push("--levels-at-answer".to_owned());
+    }
     let mut server = MockServer::start_with_args(binary, &args, &dir.join("server.log"))?;
     let config_path = dir.join("turbo.toml");
     std::fs::write(&config_path, config(server.base_url(), otpm))?;
@@ -125,6 +144,7 @@ pub(super) fn rl_anthropic_output(
         "server": {
             "rpm": RPM, "itpm": ITPM, "otpm": otpm, "latency_median_ms": LATENCY_MS,
             "latency_sigma": SIGMA, "output_tokens_per_answer": OUTPUT_TOKENS,
+            "levels_at_answer": levels_at_answer,
         },
         "client_limits": {"rpm": RPM, "itpm": ITPM, "otpm": otpm},
         "requests": count,

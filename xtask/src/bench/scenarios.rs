@@ -77,6 +77,12 @@ pub fn all() -> Vec<Scenario> {
             run: super::anthropic::rl_anthropic_output,
         },
         Scenario {
+            name: "rl-anthropic-output-at-answer",
+            about: "rl-anthropic-output against a server whose headers report the levels when the answer is sent (--levels-at-answer)",
+            needs_cli: true,
+            run: super::anthropic::rl_anthropic_output_at_answer,
+        },
+        Scenario {
             name: "rl-request-bound",
             about: "request-bound run, 1 s log-normal latency, client limits = server limits",
             needs_cli: true,
