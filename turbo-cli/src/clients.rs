@@ -309,6 +309,12 @@ fn http_config(
     for (name, value) in &spec.headers {
         config = config.with_header(name, value).map_err(Needs::Config)?;
     }
+    for (name, env) in &spec.headers_env {
+        let value = non_empty(env).ok_or_else(|| Needs::Key(env.clone()))?;
+        config = config
+            .with_header(name, value.trim())
+            .map_err(Needs::Config)?;
+    }
     Ok(config)
 }
 
@@ -500,5 +506,16 @@ mod tests {
             "local",
         );
         assert!(!http_config(&keyless, None, env(&[])).unwrap().has_api_key());
+        // A secret header comes from its variable, and is needed like a key.
+        let azure = spec(
+            "[providers.azure]\nkind = \"openai-compatible\"\nbase_url = \"http://a/v1\"\nheaders_env = { \"api-key\" = \"AZURE_KEY\" }\n",
+            "azure",
+        );
+        assert!(matches!(
+            http_config(&azure, None, env(&[])),
+            Err(Needs::Key(var)) if var == "AZURE_KEY"
+        ));
+        let config = http_config(&azure, None, env(&[("AZURE_KEY", "secret-value")])).unwrap();
+        assert!(!format!("{config:?}").contains("secret-value"));
     }
 }

@@ -7,6 +7,7 @@
 //! base_url = "https://api.together.xyz/v1"
 //! api_key_env = "TOGETHER_API_KEY"  # the variable holding the key, never the key
 //! headers = { "X-Team" = "search" } # extra headers (not for secrets)
+//! headers_env = { "api-key" = "AZURE_KEY" } # secret headers: from variables
 //! timeout = "90s"                   # per attempt (default --timeout)
 //! rpm = 600                         # limits: rpm, tpm, rpd, tpd (anthropic:
 //!                                   # also itpm, otpm: input/output tokens)
@@ -61,6 +62,10 @@ pub struct ProviderTable {
     pub api_key_env: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Headers whose value is a secret: header name → the environment
+    /// variable holding it (e.g. Azure's `api-key`).
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
     /// A duration: `90s`, `5m`, or seconds.
     pub timeout: Option<String>,
     pub rpm: Option<u64>,

@@ -69,7 +69,7 @@ impl fmt::Display for Kind {
 }
 
 /// One provider, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProviderSpec {
     /// Its name.
     pub provider: Provider,
@@ -84,8 +84,27 @@ pub struct ProviderSpec {
     pub base_url_env: Option<&'static str>,
     /// Extra headers sent with every request.
     pub headers: Vec<(String, String)>,
+    /// Extra headers whose values come from these variables (secrets).
+    pub headers_env: Vec<(String, String)>,
     /// Its own attempt timeout, instead of `--timeout`.
     pub timeout: Option<Duration>,
+}
+
+impl fmt::Debug for ProviderSpec {
+    /// Header values are left out: one may be a credential after all.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("ProviderSpec")
+            .field("provider", &self.provider)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("key_env", &self.key_env)
+            .field("base_url_env", &self.base_url_env)
+            .field("headers", &names)
+            .field("headers_env", &self.headers_env)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl ProviderSpec {
@@ -97,6 +116,7 @@ impl ProviderSpec {
             key_env: Some(key_env.to_owned()),
             base_url_env: Some(base_url_env),
             headers: Vec::new(),
+            headers_env: Vec::new(),
             timeout: None,
         }
     }
@@ -175,6 +195,13 @@ impl Registry {
                      (the key itself never goes in the file)"
                 ));
             }
+            if let Some((header, env)) = table.headers_env.iter().find(|(_, env)| !is_env_name(env))
+            {
+                return Err(anyhow!(
+                    "{place}: headers_env.{header:?} = {env:?} is not an environment variable \
+                     name (the secret itself never goes in the file)"
+                ));
+            }
             let timeout = table
                 .timeout
                 .as_deref()
@@ -194,6 +221,11 @@ impl Registry {
                     .headers
                     .iter()
                     .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect(),
+                headers_env: table
+                    .headers_env
+                    .iter()
+                    .map(|(name, env)| (name.clone(), env.clone()))
                     .collect(),
                 timeout,
             };
