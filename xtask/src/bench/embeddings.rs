@@ -13,11 +13,10 @@ use serde_json::json;
 use super::Context;
 use super::math::Latency;
 use super::process::{self, Client, MockServer, ServerSettings};
-use super::report::{ScenarioReport, Status};
+use super::report::ScenarioReport;
 use super::scenarios::{
     SIGMA, Scenario, Theory, binary, budget_target_s, client_json, client_markers, client_settings,
-    client_timeout, efficiency_checks, rate_limit_checks, results_check, server_axes, server_json,
-    write_chart,
+    client_timeout, grade_run, server_axes, server_json, write_chart,
 };
 use super::workload;
 
@@ -124,15 +123,16 @@ pub(super) fn rl_embeddings(context: &Context, scenario: &Scenario) -> Result<Sc
         "theory": theory.to_json(actual_s),
         "rate_limited_share": stats.rate_limited_share(),
     });
-    report.checks = efficiency_checks(&theory, actual_s, Some(TARGET), "efficiency");
-    report
-        .checks
-        .extend(rate_limit_checks(&stats, Some(1), None));
-    report.checks.push(results_check(ok, count));
-    if run.timed_out {
-        report.status = Status::Error;
-        report.message = Some("the client did not finish in time and was stopped".to_owned());
-    }
+    grade_run(
+        &mut report,
+        &theory,
+        &run,
+        Some(TARGET),
+        &stats,
+        (Some(1), None),
+        ok,
+        count,
+    );
     report.chart = Some(write_chart(
         context,
         scenario.name,

@@ -463,6 +463,31 @@ fn four_decimals_down(value: f64) -> String {
     format!("{:.4}", (value * 10_000.0).floor() / 10_000.0)
 }
 
+/// What every rate-limited run is graded on: efficiency against `target`,
+/// 429s against `max_429` (a count) and `max_429_share`, all `expected`
+/// results; a client stopped for time makes the scenario an error.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn grade_run(
+    report: &mut ScenarioReport,
+    theory: &Theory,
+    run: &ClientRun,
+    target: Option<f64>,
+    stats: &ServerStats,
+    (max_429, max_429_share): (Option<u64>, Option<f64>),
+    ok: usize,
+    expected: usize,
+) {
+    report.checks = efficiency_checks(theory, run.wall_seconds(), target, "efficiency");
+    report
+        .checks
+        .extend(rate_limit_checks(stats, max_429, max_429_share));
+    report.checks.push(results_check(ok, expected));
+    if run.timed_out {
+        report.status = Status::Error;
+        report.message = Some("the client did not finish in time and was stopped".to_owned());
+    }
+}
+
 pub(super) fn results_check(ok: usize, expected: usize) -> Check {
     Check::target(
         "results with status 200",
@@ -586,15 +611,16 @@ fn run_rate_limited(
         "theory": theory.to_json(actual_s),
         "rate_limited_share": stats.rate_limited_share(),
     });
-    report.checks = efficiency_checks(&theory, actual_s, spec.efficiency_target, "efficiency");
-    report
-        .checks
-        .extend(rate_limit_checks(&stats, spec.max_429, spec.max_429_share));
-    report.checks.push(results_check(ok, count));
-    if run.timed_out {
-        report.status = Status::Error;
-        report.message = Some("the client did not finish in time and was stopped".to_owned());
-    }
+    grade_run(
+        &mut report,
+        &theory,
+        &run,
+        spec.efficiency_target,
+        &stats,
+        (spec.max_429, spec.max_429_share),
+        ok,
+        count,
+    );
     report.chart = Some(write_chart(
         context,
         scenario.name,
@@ -827,13 +853,16 @@ fn pipeline_map_reduce(context: &Context, scenario: &Scenario) -> Result<Scenari
         "theory": theory.to_json(actual_s),
         "rate_limited_share": stats.rate_limited_share(),
     });
-    report.checks = efficiency_checks(&theory, actual_s, None, "efficiency");
-    report.checks.extend(rate_limit_checks(&stats, None, None));
-    report.checks.push(results_check(ok, pipeline.requests));
-    if run.timed_out {
-        report.status = Status::Error;
-        report.message = Some("the client did not finish in time and was stopped".to_owned());
-    }
+    grade_run(
+        &mut report,
+        &theory,
+        &run,
+        None,
+        &stats,
+        (None, None),
+        ok,
+        pipeline.requests,
+    );
     report.chart = Some(write_chart(
         context,
         scenario.name,
