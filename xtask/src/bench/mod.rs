@@ -9,6 +9,7 @@ mod cpu;
 mod embeddings;
 mod engine;
 mod faults;
+mod grade;
 mod math;
 mod process;
 mod redis;
