@@ -4,12 +4,14 @@
 //! (see `Shared::acquire_through_outages`): no node fails for an outage and
 //! nothing is sent without a budget.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tracing::warn;
 use turbo_providers::{LimitWindow, ProviderError, RateLimitSnapshot, Usage};
 use turbo_ratelimit::{
-    AcquireError, Feedback, Lane, LaneStats, Limits, Reservation, StoreError, Window,
+    AcquireError, Feedback, Lane, LaneStats, Limits, Reservation, SettlePolicy, StoreError, Window,
     WindowObservation,
 };
 
@@ -19,7 +21,66 @@ use turbo_ratelimit::{
 #[derive(Debug)]
 pub(crate) struct Reserved {
     main: Reservation,
-    output: Option<Reservation>,
+    output: Option<OutputReserved>,
+}
+
+/// A provider's output-token lane, and the output tokens its settlements,
+/// cancellations and refusals have given back so far.
+///
+/// The server gives unused output back when it answers (Anthropic settles
+/// `max_tokens` to the real output), so its count in an answer's headers,
+/// taken when that request was admitted, lacks what was given back since;
+/// the limiter's correction would read that as "the server has less than we
+/// think" unless the answer's count is raised by what this lane gave back
+/// since the request was reserved (measured without it: 0.95 of the output
+/// limit on a steady Anthropic load, the lane slowly re-earning each
+/// burst's refunds).
+#[derive(Debug)]
+pub(crate) struct OutputLane {
+    lane: Lane,
+    returned: Arc<AtomicU64>,
+}
+
+impl OutputLane {
+    pub(crate) fn new(lane: Lane) -> Self {
+        OutputLane {
+            lane,
+            returned: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub(crate) fn lane(&self) -> &Lane {
+        &self.lane
+    }
+}
+
+/// An output reservation, with its lane's given-back count when it was made.
+#[derive(Debug)]
+struct OutputReserved {
+    reservation: Reservation,
+    returned: Arc<AtomicU64>,
+    returned_at_reservation: u64,
+}
+
+impl OutputReserved {
+    fn new(reservation: Reservation, lane: &OutputLane) -> Self {
+        OutputReserved {
+            reservation,
+            returned: lane.returned.clone(),
+            returned_at_reservation: lane.returned.load(Ordering::Acquire),
+        }
+    }
+
+    /// Output tokens the lane gave back since this one was reserved.
+    fn returned_since(&self) -> u64 {
+        self.returned
+            .load(Ordering::Acquire)
+            .saturating_sub(self.returned_at_reservation)
+    }
+
+    fn gave_back(&self, tokens: u64) {
+        self.returned.fetch_add(tokens, Ordering::AcqRel);
+    }
 }
 
 /// What one attempt reserves: tokens on the lane (the whole estimate, or
@@ -96,23 +157,25 @@ fn budget_error(error: AcquireError) -> BudgetError {
 /// goes back.
 pub(crate) async fn acquire(
     lane: &Lane,
-    output_lane: Option<&Lane>,
+    output_lane: Option<&OutputLane>,
     cost: Cost,
 ) -> Result<Reserved, BudgetError> {
     let output = match output_lane {
-        Some(output_lane) => Some(
+        Some(output_lane) => Some(OutputReserved::new(
             output_lane
+                .lane
                 .acquire(cost.output)
                 .await
                 .map_err(budget_error)?,
-        ),
+            output_lane,
+        )),
         None => None,
     };
     match lane.acquire(cost.tokens).await {
         Ok(main) => Ok(Reserved { main, output }),
         Err(error) => {
             if let Some(output) = output {
-                give_back(output);
+                give_back_output(output);
             }
             Err(budget_error(error))
         }
@@ -130,7 +193,7 @@ pub(crate) enum TryBudgetError {
 /// Reserves `cost` if both lanes admit it now.
 pub(crate) async fn try_acquire(
     lane: &Lane,
-    output_lane: Option<&Lane>,
+    output_lane: Option<&OutputLane>,
     cost: Cost,
 ) -> Result<Reserved, TryBudgetError> {
     let never = |error: turbo_ratelimit::TryAcquireError| match error {
@@ -146,14 +209,21 @@ pub(crate) async fn try_acquire(
         _ => TryBudgetError::WouldWait,
     };
     let output = match output_lane {
-        Some(output_lane) => Some(output_lane.try_acquire(cost.output).await.map_err(never)?),
+        Some(output_lane) => Some(OutputReserved::new(
+            output_lane
+                .lane
+                .try_acquire(cost.output)
+                .await
+                .map_err(never)?,
+            output_lane,
+        )),
         None => None,
     };
     match lane.try_acquire(cost.tokens).await {
         Ok(main) => Ok(Reserved { main, output }),
         Err(error) => {
             if let Some(output) = output {
-                give_back(output);
+                give_back_output(output);
             }
             Err(never(error))
         }
@@ -169,11 +239,18 @@ fn give_back(reservation: Reservation) {
     });
 }
 
+/// An output reservation never used: back to its lane, and counted as given
+/// back.
+fn give_back_output(output: OutputReserved) {
+    output.gave_back(output.reservation.tokens());
+    give_back(output.reservation);
+}
+
 /// A reservation whose request was never sent: everything goes back.
 pub(crate) fn release_unsent(reserved: Reserved) {
     give_back(reserved.main);
     if let Some(output) = reserved.output {
-        give_back(output);
+        give_back_output(output);
     }
 }
 
@@ -197,8 +274,29 @@ pub(crate) async fn settle(
     };
     settle_one(main, main_used, snapshot.and_then(feedback_from)).await;
     if let Some(output) = output {
-        settle_one(output, output_used, snapshot.and_then(output_feedback_from)).await;
+        let feedback = snapshot
+            .and_then(output_feedback_from)
+            .map(|feedback| with_returned(feedback, output.returned_since()));
+        let reserved = output.reservation.tokens();
+        let used = output_used.unwrap_or(reserved);
+        // What the settlement gives back (all unused output, on a lane that
+        // refunds it, as Anthropic does).
+        if output.reservation.policy() == SettlePolicy::RefundUnused {
+            output.gave_back(reserved.saturating_sub(used));
+        }
+        settle_one(output.reservation, Some(used), feedback).await;
     }
+}
+
+/// The server's output count raised by what was given back since the
+/// request was reserved (see [`OutputLane`]).
+fn with_returned(mut feedback: Feedback, returned: u64) -> Feedback {
+    if let Some(tokens) = &mut feedback.tokens {
+        tokens.remaining = tokens
+            .remaining
+            .map(|remaining| remaining.saturating_add(returned));
+    }
+    feedback
 }
 
 async fn settle_one(reservation: Reservation, used: Option<u64>, feedback: Option<Feedback>) {
@@ -224,10 +322,15 @@ pub(crate) async fn refused(reserved: Reserved, snapshot: Option<&RateLimitSnaps
     if let Some(output) = output {
         // The output lane is corrected only from its own counts: a 429 for
         // requests or input tokens says nothing about output tokens.
-        let feedback = snapshot.and_then(output_feedback_from);
+        let feedback = snapshot
+            .and_then(output_feedback_from)
+            .map(|feedback| with_returned(feedback, output.returned_since()));
         match feedback {
-            Some(feedback) => refuse_one(output, Some(feedback)).await,
-            None => give_back(output),
+            Some(feedback) => {
+                output.gave_back(output.reservation.tokens());
+                refuse_one(output.reservation, Some(feedback)).await;
+            }
+            None => give_back_output(output),
         }
     }
 }
@@ -360,5 +463,39 @@ mod tests {
         assert_eq!(tokens.window, Window::Minute);
         assert_eq!(tokens.limit, Some(6_000));
         assert!(feedback_from(&RateLimitSnapshot::default()).is_none());
+    }
+
+    #[test]
+    fn output_counts_are_raised_by_what_was_given_back_since() {
+        let snapshot = RateLimitSnapshot {
+            limit_output_tokens: Some(8_000),
+            remaining_output_tokens: Some(1_000),
+            reset_output_tokens: Some(Duration::from_secs(3)),
+            ..RateLimitSnapshot::default()
+        };
+        let feedback = output_feedback_from(&snapshot).unwrap();
+        assert!(feedback.requests.is_none());
+        let raised = with_returned(feedback, 300).tokens.unwrap();
+        assert_eq!(raised.remaining, Some(1_300));
+        assert_eq!(raised.limit, Some(8_000));
+        assert!(output_feedback_from(&RateLimitSnapshot::default()).is_none());
+    }
+
+    #[test]
+    fn a_cost_splits_only_on_a_lane_with_an_output_lane() {
+        assert_eq!(
+            Cost::split(1_300, 1_000, true),
+            Cost {
+                tokens: 300,
+                output: 1_000
+            }
+        );
+        assert_eq!(
+            Cost::split(1_300, 1_000, false),
+            Cost {
+                tokens: 1_300,
+                output: 0
+            }
+        );
     }
 }

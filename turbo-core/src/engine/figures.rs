@@ -74,7 +74,7 @@ impl Shared {
                 tokens_used: lane.tokens_used.load(Ordering::Relaxed),
                 limiter: budget::stats(&lane.budget).await,
                 output_limiter: match &lane.output_budget {
-                    Some(output) => budget::stats(output).await,
+                    Some(output) => budget::stats(output.lane()).await,
                     None => None,
                 },
                 rate_limit_streak: lane.storm.lock().streak(),

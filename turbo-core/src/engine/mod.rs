@@ -75,7 +75,7 @@ pub use pause::RateLimitPolicy;
 use pause::Storm;
 pub(crate) use push::output_lane_name;
 
-use crate::budget::{self, BudgetError, Cost, Reserved};
+use crate::budget::{self, BudgetError, Cost, OutputLane, Reserved};
 use crate::builder::{Concurrency, TurboRunBuilder};
 use crate::context::{Clients, Dependency};
 use crate::node::{NodeId, Provider, RetryPolicy, WorkFn, WorkNode};
@@ -369,7 +369,7 @@ struct LaneRuntime {
     /// The lane of output tokens, for a provider that limits them apart
     /// (Anthropic's OTPM): configured with
     /// [`TurboRunBuilder::output_limits`](crate::TurboRunBuilder::output_limits).
-    output_budget: Option<Lane>,
+    output_budget: Option<OutputLane>,
     work_ready: Notify,
     slot_freed: Notify,
     launch_cancelled: Notify,

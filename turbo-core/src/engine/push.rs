@@ -171,7 +171,8 @@ impl Shared {
         let output_budget = self
             .limiter
             .get_lane(&output_name, Some(model))
-            .or_else(|| self.limiter.get_lane(&output_name, None));
+            .or_else(|| self.limiter.get_lane(&output_name, None))
+            .map(OutputLane::new);
         let budget_for_adaptive = budget.clone();
         let name = budget::lane_name(&budget);
         let index = match state.lanes.iter().position(|lane| lane.name == name) {
