@@ -13,8 +13,7 @@ use turbo_ratelimit::{
 };
 use util::{SEC, per_minute};
 
-/// 600 RPM, 64_000 TPM: the probe (C/256) is 2 requests and 250 tokens,
-/// charged at 1.25 per token while the server's charge ratio is unknown.
+/// 600 RPM, 64_000 TPM: the probe (C/256) is 2 requests and 250 tokens.
 async fn probing() -> (RateLimiter, Lane) {
     let limiter = RateLimiter::builder().jitter_seed(7).build();
     let lane = limiter
@@ -48,30 +47,39 @@ async fn level(lane: &Lane, axis: Axis) -> i64 {
 async fn the_opening_sends_a_probe_then_takes_what_the_server_reports() {
     let (_l, lane) = probing().await;
     assert!(lane.stats().await.unwrap().opening);
-    let first = lane.try_acquire(100).await.unwrap();
-    let second = lane.try_acquire(100).await.unwrap();
-    // The probe (250 tokens, two requests of 100 at 1.25) is spent: no full
-    // bucket is assumed.
+    let first = lane.try_acquire(125).await.unwrap();
+    let second = lane.try_acquire(125).await.unwrap();
+    // The probe (250 tokens) is spent: no full bucket is assumed.
     assert!(matches!(
-        lane.try_acquire(100).await,
+        lane.try_acquire(125).await,
         Err(TryAcquireError::WouldWait { wait: Some(_) })
     ));
+    // The server's charge ratio is unknown yet; a probe is charged as
+    // counted (only a level that could go as a burst is charged cautiously).
+    let tokens = lane.stats().await.unwrap().buckets[1];
+    assert_eq!(
+        (tokens.charge_ratio_ppm, tokens.ratio_known),
+        (1_000_000, false)
+    );
+    // The key was fresh: the server had 63_875 tokens left after `first`,
+    // `second` was reserved after it.
+    lane.observe(&first, counts(600, 599, 64_000, 63_875))
+        .await
+        .unwrap();
+    let stats = lane.stats().await.unwrap();
+    assert!(!stats.opening);
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 63_750);
+    assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 598);
+    // A whole bucket could now go at once: until a ratio is learned it is
+    // charged at 1.25 per token (a server counting more than we do must not
+    // see it overdrawn).
     let tokens = lane.stats().await.unwrap().buckets[1];
     assert_eq!(
         (tokens.charge_ratio_ppm, tokens.ratio_known),
         (1_250_000, false)
     );
-    // The key was fresh: the server had 63_900 tokens left after `first`,
-    // `second` (125 at the cautious ratio) was reserved after it.
-    lane.observe(&first, counts(600, 599, 64_000, 63_900))
-        .await
-        .unwrap();
-    let stats = lane.stats().await.unwrap();
-    assert!(!stats.opening);
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 63_775);
-    assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 598);
-    first.settle(100).await.unwrap();
-    second.settle(100).await.unwrap();
+    first.settle(125).await.unwrap();
+    second.settle(125).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -83,15 +91,14 @@ async fn a_drained_key_is_not_burst_into() {
     lane.observe(&first, counts(600, 0, 64_000, 0))
         .await
         .unwrap();
-    // One request after `first` is discounted (its tokens at the cautious
-    // ratio, 1.25): in debt on both axes.
+    // One request after `first` is discounted: in debt on both axes.
     assert_eq!(level(&lane, Axis::RequestsPerMinute).await, -1);
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, -125);
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, -100);
     let start = Instant::now();
     let next = lane.acquire(100).await.unwrap();
-    // 250 tokens at 64_000/min (234.375 ms) bind before 2 requests at
-    // 600/min (200 ms); tokio's timer fires on the next millisecond.
-    assert_eq!(start.elapsed(), Duration::from_millis(235));
+    // 2 requests at 600/min (200 ms) bind before 200 tokens at 64_000/min
+    // (187.5 ms).
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
     for r in [first, later, next] {
         r.settle(100).await.unwrap();
     }
@@ -101,17 +108,15 @@ async fn a_drained_key_is_not_burst_into() {
 async fn an_answer_without_counts_releases_the_configured_bucket() {
     let (_l, lane) = probing().await;
     let r = lane.acquire(1_000).await.unwrap();
-    // Larger than the probe (250): it goes first, into debt (1,250 at the
-    // cautious ratio).
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, -1_000);
+    // Larger than the probe (250): it goes first, into debt.
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, -750);
     // Settled with no observe: the answer carried no rate-limit headers.
     r.settle(1_000).await.unwrap();
     let stats = lane.stats().await.unwrap();
     assert!(!stats.opening);
-    // As if it had started full and charged the request as counted: no
-    // count, no ratio to learn.
     assert_eq!(level(&lane, Axis::TokensPerMinute).await, 63_000);
     assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 599);
+    // No count, no ratio to learn: charged as counted from now on.
     let tokens = lane.stats().await.unwrap().buckets[1];
     assert_eq!(
         (tokens.charge_ratio_ppm, tokens.ratio_known),
@@ -217,9 +222,8 @@ async fn a_request_larger_than_the_probe_goes_first_with_small_limits() {
     let start = Instant::now();
     let first = lane.acquire(1_000).await.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO);
-    // Into debt (at the cautious ratio): the next one waits for the
-    // refill, as with any debt.
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 23 - 1_250);
+    // Into debt: the next one waits for the refill, as with any debt.
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 23 - 1_000);
     assert!(matches!(
         lane.try_acquire(1_000).await,
         Err(TryAcquireError::WouldWait { wait: Some(_) })

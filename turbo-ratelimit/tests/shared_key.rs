@@ -324,7 +324,11 @@ async fn a_lone_process_whose_requests_overtake_each_other_runs_at_full_speed() 
         run.foreign
     );
     assert_eq!(run.rejected, 0);
-    assert!(run.slowdown() < 1.01, "{}", run.slowdown());
+    // Below 1.01 before the charge ratio; 1.0105 with it: the caution of
+    // the opening (a level above a quarter of the bucket charged at 1.25
+    // per token until the first ratio, uplinks of 5-200 ms rarely calm)
+    // costs this run about 0.1 %.
+    assert!(run.slowdown() < 1.015, "{}", run.slowdown());
     assert!(
         run.foreign[0] <= 60,
         "1 % of the limit at most: {:?}",

@@ -690,11 +690,9 @@ pub mod sim {
                         }
                         c.report.foreign_end = after.foreign;
                         if c.report.ratios.last().map(|r| (r.1, r.2))
-                            != Some((after.charge_ratio(), after.ratio_known))
+                            != Some((after.ratio, after.ratio_known))
                         {
-                            c.report
-                                .ratios
-                                .push((now, after.charge_ratio(), after.ratio_known));
+                            c.report.ratios.push((now, after.ratio, after.ratio_known));
                         }
                         if now >= s.warmup {
                             let requests = c.lane.bucket(Axis::RequestsPerMinute).unwrap().foreign;

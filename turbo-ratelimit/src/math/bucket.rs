@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::config::Window;
 
 use super::estimate::{min_rate, probe_level};
-use super::ratio::{RATIO_ONE, RATIO_UNKNOWN, RatioAnchor, charged};
+use super::ratio::{CAUTION_FRACTION, RATIO_ONE, RATIO_UNKNOWN, RatioAnchor, charged};
 use super::units::{capacity, debt_floor, scaled};
 
 /// Where local and server views were last aligned, for the foreign-rate estimate.
@@ -91,10 +91,15 @@ impl Bucket {
         self
     }
 
-    /// The ratio admissions and settlements charge at: the learned one, or
-    /// at least [`RATIO_UNKNOWN`] while it is unknown.
-    pub const fn charge_ratio(&self) -> u64 {
-        if self.ratio_known || self.ratio > RATIO_UNKNOWN {
+    /// The ratio admissions and settlements charge at: the learned one, or,
+    /// while it is unknown and the level holds more than a quarter of the
+    /// bucket (a burst could go at once, as at the first answer),
+    /// [`RATIO_UNKNOWN`]. Paced admissions charge as counted: the server's
+    /// count corrects them one round trip later, and a surplus they leave
+    /// comes back with the first ratio.
+    pub const fn charge_ratio(&self, window: Window) -> u64 {
+        let burst = self.level > capacity(self.limit, window) / CAUTION_FRACTION;
+        if self.ratio_known || !burst || self.ratio > RATIO_UNKNOWN {
             self.ratio
         } else {
             RATIO_UNKNOWN
@@ -103,9 +108,9 @@ impl Bucket {
 
     /// `units` of ours on this bucket, in its (server's) units: the request
     /// axes count exactly, token axes at [`Bucket::charge_ratio`].
-    pub fn cost(&self, units: u64, tokens: bool) -> u64 {
+    pub fn cost(&self, units: u64, tokens: bool, window: Window) -> u64 {
         if tokens {
-            charged(units, self.charge_ratio())
+            charged(units, self.charge_ratio(window))
         } else {
             units
         }
@@ -116,7 +121,7 @@ impl Bucket {
     /// moves to (or back from) `withheld`.
     pub(super) fn apply(&mut self, units: u64, tokens: bool, refund: bool, window: Window) {
         let cap = capacity(self.limit, window);
-        let amount = scaled(self.cost(units, tokens), window);
+        let amount = scaled(self.cost(units, tokens, window), window);
         let caution = if tokens && !self.ratio_known {
             amount.saturating_sub(scaled(charged(units, RATIO_ONE), window))
         } else {

@@ -130,7 +130,9 @@ impl LaneBuckets {
                 };
             }
             // In the server's units (the charge ratio), at most a bucket.
-            let cost = b.cost(requested, axis.unit() == Unit::Tokens).min(b.limit);
+            let cost = b
+                .cost(requested, axis.unit() == Unit::Tokens, axis.window())
+                .min(b.limit);
             let need = scaled(cost, axis.window());
             needs[axis.index()] = need;
             let enough = b.enough_for(need, axis.window());
@@ -321,7 +323,7 @@ impl LaneBuckets {
         let Some(b) = kept else {
             let ratio_of = |b: Option<Bucket>| b.unwrap_or(Bucket::full(limit, obs.window));
             let ratio = ratio_of(current);
-            let later = ratio.cost(later, tokens);
+            let later = ratio.cost(later, tokens, obs.window);
             let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
             let level = match (current, estimate) {
                 (Some(b), None) if b.opening => b.released(limit, obs.window),
@@ -389,12 +391,12 @@ impl LaneBuckets {
         } else {
             None
         };
-        let later = b.cost(later, tokens);
+        let later = b.cost(later, tokens, obs.window);
         // Reserved at the same instant (a burst), requests are in no order:
         // only what the limit's pace could have reserved in between counts
         // as possibly not counted yet.
         let paced = |limit: u64| {
-            scaled(b.cost(between, tokens), obs.window).min(
+            scaled(b.cost(between, tokens, obs.window), obs.window).min(
                 i128::from(limit)
                     .saturating_mul(i128::from(between_ns))
                     .saturating_add(scaled(1, obs.window)),
@@ -586,7 +588,7 @@ impl LaneBuckets {
                     )),
                     foreign: b.foreign,
                     opening: b.opening,
-                    charge_ratio_ppm: b.charge_ratio(),
+                    charge_ratio_ppm: b.charge_ratio(axis.window()),
                     ratio_known: b.ratio_known,
                 })
             })

@@ -272,8 +272,8 @@
 //! *burst* sample (our tokens at least [`BURST_PACE`] × the limit's pace,
 //! where a neighbour explains at most 1/8 of the drop) sets an unknown
 //! ratio either way; a *steady* one sets it to `min(ρ̂, 1)`, and what it
-//! drained beyond our tokens at that ratio seeds the foreign rate (per ns
-//! of the span); a known ratio only falls (by `min(ours, L)/(min(ours, L) +
+//! drained beyond our tokens at that ratio seeds a foreign rate still at 0
+//! (per ns of the span); a known ratio only falls (by `min(ours, L)/(min(ours, L) +
 //! L)` of the difference, on a sample more than [`LOWER_DEADBAND`] below
 //! it, with no foreign use learned): a surplus can be no one's use, while a
 //! steady extra drain is the foreign rate's to learn. A server counting
@@ -282,18 +282,23 @@
 //! server counting less is learned (0.995 at −10 %, 0.90 before).
 //!
 //! *The opening.* A token bucket whose state is unknown (`Start::Probe`)
-//! also has an unknown ratio: it charges [`RATIO_UNKNOWN`] (1.25) per token
-//! until the first ratio is learned, and keeps what that takes beyond a
-//! ratio of 1 in `withheld` (`level + withheld ≤ C` still). Without it, the
-//! first answer let a bucket of our tokens go at once and a server counting
-//! 10 % more refused ~5 % of a 45 s job in its first second. The first ratio
+//! also has an unknown ratio: until the first ratio is learned, admissions
+//! while its level holds more than a quarter of the bucket
+//! ([`CAUTION_FRACTION`]: a burst could go at once, as at the first answer)
+//! charge [`RATIO_UNKNOWN`] (1.25) per token, and what that takes beyond a
+//! ratio of 1 stays in `withheld` (`level + withheld ≤ C` still); paced
+//! admissions charge as counted. Without it, the first answer let a bucket
+//! of our tokens go at once and a server counting 10 % more refused ~5 % of
+//! a 45 s job in its first second. (Charging every admission cautiously
+//! held a lane beside a 30 % neighbour at 0.8 of its share in the bench.) The first ratio
 //! learned sets the level to the server's estimate (with `later` at the new
 //! ratio), at most `level + withheld + (1 − ρ)⁺·T` (`T`: tokens reserved on
 //! the lane so far; so no window admits more than limit plus bucket at the
 //! lowest ratio) and only the ratio's share `ρ/ρ̂` of it when the sample
 //! drained more than the ratio explains; its sync point starts a calm
 //! spacing after the answer, so the burst that follows teaches the foreign
-//! rate nothing. A lane never calm takes 1 a window after its anchor; an
+//! rate nothing. A foreign rate not learned yet starts at what the first
+//! sample drained beyond our tokens. A lane never calm takes 1 a window after its anchor; an
 //! answer without counts releases the opening with ρ = 1.
 //!
 //! # Porting to a double-only script language

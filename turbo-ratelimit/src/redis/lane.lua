@@ -55,6 +55,7 @@ local RATIO_ONE = 1000000
 local RATIO_MIN = 500000
 local RATIO_MAX = 2000000
 local RATIO_UNKNOWN = 1250000
+local CAUTION_FRACTION = 4
 local BURST_PACE = 8
 local LOWER_DEADBAND = 20
 local CALM_SPACING_NS = 100000000
@@ -228,13 +229,15 @@ local function charged(units, ratio)
   return ceil_div(units * ratio, RATIO_ONE)
 end
 
-local function charge_ratio(b)
-  if b.known or b.ratio > RATIO_UNKNOWN then return b.ratio end
+-- Cautious only while the level could go as a burst (a quarter of the bucket).
+local function charge_ratio(b, w)
+  local burst = b.level > tdiv(b.limit * w, CAUTION_FRACTION)
+  if b.known or not burst or b.ratio > RATIO_UNKNOWN then return b.ratio end
   return RATIO_UNKNOWN
 end
 
-local function cost(b, units, tokens)
-  if tokens then return charged(units, charge_ratio(b)) end
+local function cost(b, units, tokens, w)
+  if tokens then return charged(units, charge_ratio(b, w)) end
   return units
 end
 
@@ -310,7 +313,7 @@ local function observe_ratio(b, answer, calm, w)
     b.known = true
     -- What the sample drained beyond our tokens at that ratio is others' use.
     local extra = sample.drop - charged(sample.ours, ratio) * w
-    if extra > 0 and sample.span_ns > 0 then
+    if extra > 0 and sample.span_ns > 0 and b.foreign == 0 then
       b.foreign = clamp_foreign(b.foreign + idiv(extra, sample.span_ns), b.limit)
     end
     return seen
@@ -476,7 +479,7 @@ local function state_reply(st)
       out[#out + 1] = int(us_up(full_in_ns(b, W[i])))
       out[#out + 1] = int(b.foreign)
       out[#out + 1] = b.opening and '1' or '0'
-      out[#out + 1] = int(charge_ratio(b))
+      out[#out + 1] = int(charge_ratio(b, W[i]))
       out[#out + 1] = b.known and '1' or '0'
     else
       for _ = 1, 7 do out[#out + 1] = '0' end
@@ -502,7 +505,7 @@ local function acquire(st, now)
         return {'N', tostring(i), int(requested), int(b.limit)}
       end
       -- In the server's units (the charge ratio), at most a bucket.
-      local need = math.min(cost(b, requested, TOKENS[i]), b.limit) * W[i]
+      local need = math.min(cost(b, requested, TOKENS[i], W[i]), b.limit) * W[i]
       needs[i] = need
       -- In the opening only the probe is waited for, while a bucket that had
       -- started full would hold the request.
@@ -546,7 +549,7 @@ local function adjust(st)
     if b then
       local cap = b.limit * W[i]
       local units = TOKENS[i] and req[2] or req[1]
-      local amount = cost(b, units, TOKENS[i]) * W[i]
+      local amount = cost(b, units, TOKENS[i], W[i]) * W[i]
       -- While the ratio is unknown, the caution beyond a ratio of 1 moves to
       -- (or back from) withheld.
       local caution = 0
@@ -613,7 +616,7 @@ local function correct_axis(st, i, obs, seen)
   -- A learned axis, a changed limit or the opening starts afresh.
   if not current or limit ~= current.limit or current.opening then
     local src = current or full_bucket(limit, i)
-    local later = cost(src, seen.later, tokens)
+    local later = cost(src, seen.later, tokens, w)
     local est = nil
     if remaining then est = estimate_level_at_rate(remaining, later, limit, limit, w, seen.elapsed) end
     local level
@@ -664,7 +667,7 @@ local function correct_axis(st, i, obs, seen)
   -- the charge ratio; the first ratio learned may give back the cautious charges.
   local first = nil
   if tokens and seen.in_order then first = observe_ratio(b, answer, seen.calm, w) end
-  local later = cost(b, seen.later, tokens)
+  local later = cost(b, seen.later, tokens, w)
   local est = estimate_level_at_rate(remaining, later, limit, rate_of(limit, b.foreign), w, seen.elapsed)
   local server = est
   local lvl = b.level
@@ -697,7 +700,7 @@ local function correct_axis(st, i, obs, seen)
     local unsure = 0
     -- Reserved at one instant (a burst), requests are in no order: only what
     -- the limit's pace could have reserved in between may be uncounted.
-    if confirmed > 0 then unsure = math.min(cost(b, seen.between, tokens) * w, limit * seen.between_ns + w) end
+    if confirmed > 0 then unsure = math.min(cost(b, seen.between, tokens, w) * w, limit * seen.between_ns + w) end
     claim = own_share(est - unsure, rate_of(limit, confirmed), limit)
   end
   local level = corrected_level(lvl, limit, limit, w, claim)
