@@ -264,7 +264,9 @@
 //!   unknown amount; the opening's anchor on a fresh key is such a case, and
 //!   read as 0.90 for 1); otherwise B becomes the anchor;
 //! * it spans a quarter of the limit in our tokens ([`sample_tokens`]), so
-//!   the endpoints' noise is a few percent.
+//!   the endpoints' noise is a few percent (a sixteenth for the first
+//!   sample of an unknown ratio: what the caution withheld comes back with
+//!   it, and a short job must not end first).
 //!
 //! *Ratio or neighbour?* Both drain the server faster than we charge. A
 //! neighbour's use is constant in time, the ratio proportional to our

@@ -241,19 +241,20 @@ local function cost(b, units, tokens, w)
   return units
 end
 
-local function sample_tokens(limit)
-  local n = idiv(limit, 4)
+local function sample_tokens(limit, known)
+  local n
+  if known then n = idiv(limit, 4) else n = idiv(limit, 16) end
   if n == 0 then return 1 end
   return n
 end
 
 -- Returns 'short' | 'wasted' | the sample {ours, drop, span_ns}.
-local function ratio_sample(anchor, answer, limit, foreign, w)
+local function ratio_sample(anchor, answer, limit, foreign, known, w)
   local span_ns = math.max(0, answer.at - anchor.at) * 1000
   local refilled = anchor.rem * w + limit * span_ns
   if refilled > limit * w or answer.at < anchor.at then return 'wasted' end
   local ours = math.max(0, answer.tt - anchor.tt)
-  if ours < sample_tokens(limit) then return 'short' end
+  if ours < sample_tokens(limit, known) then return 'short' end
   return {ours = ours, drop = refilled - answer.rem * w - foreign * span_ns, span_ns = span_ns}
 end
 
@@ -299,7 +300,7 @@ local function observe_ratio(b, answer, calm, w)
     return nil
   end
   b.anchor = answer
-  local sample = ratio_sample(anchor, answer, b.limit, b.foreign, w)
+  local sample = ratio_sample(anchor, answer, b.limit, b.foreign, b.known, w)
   if sample == 'wasted' then return nil end
   if sample == 'short' then
     b.anchor = anchor
