@@ -260,19 +260,6 @@ pub fn observe_ratio(
         RatioStep::First(ratio, seen) => {
             bucket.ratio = ratio;
             bucket.ratio_known = true;
-            // What the sample drained beyond our tokens at that ratio is
-            // others' use over its span: a foreign rate not learned yet
-            // starts there, so a neighbour keeps its share from the first
-            // ratio on. (One being learned already took part of it: adding
-            // the sample's rest on top overshot, a 2.4 s stall.)
-            let ours = scaled(charged(sample.ours, ratio), window);
-            let extra = sample.drop.saturating_sub(ours);
-            if extra > 0 && sample.span_ns > 0 && bucket.foreign == 0 {
-                let rate = extra / i128::from(sample.span_ns);
-                let raised = i128::from(bucket.foreign).saturating_add(rate);
-                let raised = u64::try_from(raised).unwrap_or(u64::MAX);
-                bucket.foreign = super::estimate::clamp_foreign(raised, bucket.limit);
-            }
             Some(seen)
         }
     }

@@ -312,11 +312,6 @@ local function observe_ratio(b, answer, calm, w)
   elseif step == 'first' then
     b.ratio = ratio
     b.known = true
-    -- What the sample drained beyond our tokens at that ratio is others' use.
-    local extra = sample.drop - charged(sample.ours, ratio) * w
-    if extra > 0 and sample.span_ns > 0 and b.foreign == 0 then
-      b.foreign = clamp_foreign(b.foreign + idiv(extra, sample.span_ns), b.limit)
-    end
     return seen
   end
   return nil
