@@ -316,6 +316,7 @@ impl LaneBuckets {
             at: reserved_at,
             tokens_total,
             remaining,
+            calm,
         });
         // A learned axis, a changed limit or the opening starts afresh (step
         // 4): what a change moved is the limit, not anyone's use.

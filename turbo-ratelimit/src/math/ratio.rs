@@ -60,6 +60,9 @@ pub struct RatioAnchor {
     pub tokens_total: u64,
     /// The server's remaining count in its answer.
     pub remaining: u64,
+    /// The answer was calm: its count can start a sample (an anchor that
+    /// is not only dates the wait for a lane never calm).
+    pub calm: bool,
 }
 
 /// What the server's count did between two in-order answers.
@@ -204,7 +207,7 @@ pub fn learn_ratio(
 
 /// Feeds an in-order answer (`answer`: its reservation, the lane's tokens
 /// reserved through it, the server's count) to a token bucket's ratio
-/// estimate: the first calm answer anchors, each later calm one that
+/// estimate: the first answer anchors, each later calm one that
 /// completes a sample steps the ratio and becomes the anchor. A ratio still
 /// unknown a window after its anchor (a lane never calm) is taken as 1. Returns, when this was the first ratio learned, the sample's own
 /// ratio (the ratio itself after the wait).
@@ -215,9 +218,10 @@ pub fn observe_ratio(
     window: Window,
 ) -> Option<u64> {
     let Some(anchor) = bucket.anchor else {
-        if calm {
-            bucket.anchor = Some(answer);
-        }
+        // The first in-order answer anchors even when not calm: a lane that
+        // is never calm (requests under 100 ms apart) needs the instant to
+        // take 1 a window later, and what its opening withheld back.
+        bucket.anchor = Some(RatioAnchor { calm, ..answer });
         return None;
     };
     if !calm {
@@ -228,7 +232,11 @@ pub fn observe_ratio(
         }
         return None;
     }
-    bucket.anchor = Some(answer);
+    bucket.anchor = Some(RatioAnchor { calm, ..answer });
+    if !anchor.calm {
+        // Only dated the wait: a calm answer starts the first sample.
+        return None;
+    }
     let sample = match ratio_sample(
         &anchor,
         &answer,

@@ -42,8 +42,8 @@
 --   o<i> '1' while the bucket is in its opening
 --   h<i> withheld (scaled), while the opening or an unknown ratio keeps some
 --   q<i> charge ratio (ppm)   u<i> '1' while the ratio is unknown
---   x<i>, y<i>, z<i>   ratio anchor: reservation instant (us), tokens
---        reserved through it, the server's remaining count
+--   x<i>, y<i>, z<i>, c<i>   ratio anchor: reservation instant (us), tokens
+--        reserved through it, the server's remaining count, '1' if calm
 
 local SCHEMA = '4'
 local W = {60000000000, 60000000000, 86400000000000, 86400000000000}
@@ -289,7 +289,9 @@ end
 local function observe_ratio(b, answer, calm, w)
   local anchor = b.anchor
   if not anchor then
-    if calm then b.anchor = answer end
+    -- The first in-order answer anchors even when not calm (a lane never
+    -- calm takes 1 a window later).
+    b.anchor = {at = answer.at, tt = answer.tt, rem = answer.rem, calm = calm}
     return nil
   end
   if not calm then
@@ -299,7 +301,9 @@ local function observe_ratio(b, answer, calm, w)
     end
     return nil
   end
-  b.anchor = answer
+  b.anchor = {at = answer.at, tt = answer.tt, rem = answer.rem, calm = calm}
+  -- An anchor that is not calm only dated the wait.
+  if not anchor.calm then return nil end
   local sample = ratio_sample(anchor, answer, b.limit, b.foreign, b.known, w)
   if sample == 'wasted' then return nil end
   if sample == 'short' then
@@ -376,7 +380,7 @@ local function load(now)
                  ratio = RATIO_ONE, known = h['u' .. i] ~= '1'}
       if h['q' .. i] then b.ratio = num(h['q' .. i]) end
       if h['a' .. i] then b.sync = {at = num(h['a' .. i]), residual = num(h['r' .. i])} end
-      if h['x' .. i] then b.anchor = {at = num(h['x' .. i]), tt = num(h['y' .. i]), rem = num(h['z' .. i])} end
+      if h['x' .. i] then b.anchor = {at = num(h['x' .. i]), tt = num(h['y' .. i]), rem = num(h['z' .. i]), calm = h['c' .. i] == '1'} end
       st.b[i] = b
     end
   end
@@ -443,8 +447,10 @@ local function save(st)
           set[#set + 1] = kv[1] .. n
           set[#set + 1] = fmt(kv[2])
         end
+        set[#set + 1] = 'c' .. n
+        set[#set + 1] = b.anchor.calm and '1' or '0'
       else
-        for _, f in ipairs({'x', 'y', 'z'}) do del[#del + 1] = f .. n end
+        for _, f in ipairs({'x', 'y', 'z', 'c'}) do del[#del + 1] = f .. n end
       end
       if b.sync then
         set[#set + 1] = 'a' .. n
@@ -457,7 +463,7 @@ local function save(st)
       end
       busy_ns = math.max(busy_ns, full_in_ns(b, W[i]))
     else
-      for _, f in ipairs({'l', 'v', 'f', 'a', 'r', 'o', 'h', 'q', 'u', 'x', 'y', 'z'}) do del[#del + 1] = f .. n end
+      for _, f in ipairs({'l', 'v', 'f', 'a', 'r', 'o', 'h', 'q', 'u', 'x', 'y', 'z', 'c'}) do del[#del + 1] = f .. n end
     end
   end
   redis.call('HSET', key, unpack(set))
@@ -608,7 +614,7 @@ local function correct_axis(st, i, obs, seen)
     remaining = remaining_from_reset(limit, obs.reset, w)
   end
   local answer = nil
-  if remaining then answer = {at = seen.reserved_at, tt = seen.tt, rem = remaining} end
+  if remaining then answer = {at = seen.reserved_at, tt = seen.tt, rem = remaining, calm = seen.calm} end
   -- A learned axis, a changed limit or the opening starts afresh.
   if not current or limit ~= current.limit or current.opening then
     local src = current or full_bucket(limit, i)
