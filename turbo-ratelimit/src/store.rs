@@ -135,6 +135,20 @@ pub struct BucketSnapshot {
     /// Still in its opening: no answer has set the level yet (see
     /// [`crate::math`], "Opening").
     pub opening: bool,
+    /// Server units charged per unit of ours, in parts per million: 1,000,000
+    /// on request axes; on token axes the learned charge ratio, or the
+    /// cautious one while it is unknown (see [`crate::math`], "The server
+    /// counts its own way").
+    pub charge_ratio_ppm: u64,
+    /// The charge ratio has been learned (or the bucket's state was known).
+    pub ratio_known: bool,
+}
+
+impl BucketSnapshot {
+    /// [`BucketSnapshot::charge_ratio_ppm`] as a factor.
+    pub fn charge_ratio(&self) -> f64 {
+        self.charge_ratio_ppm as f64 / 1e6
+    }
 }
 
 /// A lane's state as read from the store.

@@ -54,6 +54,13 @@ async fn the_opening_sends_a_probe_then_takes_what_the_server_reports() {
         lane.try_acquire(125).await,
         Err(TryAcquireError::WouldWait { wait: Some(_) })
     ));
+    // The server's charge ratio is unknown yet; a probe is charged as
+    // counted (only a level that could go as a burst is charged cautiously).
+    let tokens = lane.stats().await.unwrap().buckets[1];
+    assert_eq!(
+        (tokens.charge_ratio_ppm, tokens.ratio_known),
+        (1_000_000, false)
+    );
     // The key was fresh: the server had 63_875 tokens left after `first`,
     // `second` was reserved after it.
     lane.observe(&first, counts(600, 599, 64_000, 63_875))
@@ -63,6 +70,14 @@ async fn the_opening_sends_a_probe_then_takes_what_the_server_reports() {
     assert!(!stats.opening);
     assert_eq!(level(&lane, Axis::TokensPerMinute).await, 63_750);
     assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 598);
+    // A whole bucket could now go at once: until a ratio is learned it is
+    // charged at 1.25 per token (a server counting more than we do must not
+    // see it overdrawn).
+    let tokens = lane.stats().await.unwrap().buckets[1];
+    assert_eq!(
+        (tokens.charge_ratio_ppm, tokens.ratio_known),
+        (1_250_000, false)
+    );
     first.settle(125).await.unwrap();
     second.settle(125).await.unwrap();
 }
@@ -101,6 +116,12 @@ async fn an_answer_without_counts_releases_the_configured_bucket() {
     assert!(!stats.opening);
     assert_eq!(level(&lane, Axis::TokensPerMinute).await, 63_000);
     assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 599);
+    // No count, no ratio to learn: charged as counted from now on.
+    let tokens = lane.stats().await.unwrap().buckets[1];
+    assert_eq!(
+        (tokens.charge_ratio_ppm, tokens.ratio_known),
+        (1_000_000, true)
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -60,7 +60,11 @@ proptest! {
     /// Through the whole lane (try_acquire, header corrections, settle /
     /// cancel / drop, both policies), no 60 s window admits more than the
     /// limit plus the initial full bucket, net of refunds, for tokens and for
-    /// requests.
+    /// requests. Tokens count in the server's units, as the lane charges
+    /// them (see `math`, "The server counts its own way"): at the learned
+    /// charge ratio, and, while it is unknown, at the lowest ratio the
+    /// first one learned may turn them into; refunds at the ratio they are
+    /// credited at.
     #[test]
     fn no_minute_admits_more_than_limit_plus_initial_bucket(
         rpm in 1u32..40,
@@ -81,12 +85,19 @@ proptest! {
 
         let mut tokens: Vec<(Duration, i128)> = Vec::new();
         let mut requests: Vec<(Duration, i128)> = Vec::new();
+        let ratio = |lane: &turbo_ratelimit::Lane| {
+            let stats = runtime.block_on(lane.stats()).unwrap();
+            let b = stats.buckets.iter().find(|b| b.axis == Axis::TokensPerMinute).copied().unwrap();
+            (b.charge_ratio_ppm, b.ratio_known)
+        };
+        let server = |units: u64, ppm: u64| i128::from(math::charged(units, ppm).min(tpm));
         for (advance_ms, size, end, feedback) in ops {
             clock.advance(Duration::from_millis(advance_ms));
             let now = clock.now();
+            let (ppm, known) = ratio(&lane);
             let Ok(r) = runtime.block_on(lane.try_acquire(size)) else { continue };
             prop_assert!(size <= tpm);
-            tokens.push((now, i128::from(size)));
+            tokens.push((now, server(size, if known { ppm } else { math::RATIO_MIN })));
             requests.push((now, 1));
             // Header corrections that confirm (or omit) the limit, with any remaining count.
             if let Some((with_limit, remaining)) = feedback {
@@ -95,15 +106,16 @@ proptest! {
                 let feedback = Feedback { requests: None, tokens: Some(obs) };
                 runtime.block_on(lane.observe(&r, feedback)).unwrap();
             }
+            let (ppm, _) = ratio(&lane);
             match end {
                 End::Settle(actual) => {
                     if refund && actual < size {
-                        tokens.push((now, -i128::from(size - actual)));
+                        tokens.push((now, -server(size - actual, ppm)));
                     }
                     runtime.block_on(r.settle(actual)).unwrap();
                 }
                 End::Cancel => {
-                    tokens.push((now, -i128::from(size)));
+                    tokens.push((now, -server(size, ppm)));
                     requests.push((now, -1));
                     runtime.block_on(r.cancel()).unwrap();
                 }

@@ -139,6 +139,7 @@ fn one_client_whose_responses_come_back_in_any_order_loses_at_most_part_of_one_b
                 "{workers} in flight, seed {seed}: steady {steady:.0}/min, lowered {:.0}, foreign max {} end {}, requests {}",
                 r.lowered_tokens, r.foreign_max, r.foreign_end, r.foreign_requests_max
             );
+            eprintln!("  ratios {:?}", r.ratios.iter().take(8).collect::<Vec<_>>());
             assert_eq!(r.rejected, 0);
             assert_eq!(r.foreign_end, 0);
             assert!(r.foreign_requests_max <= u64::from(RPM) / 100);

@@ -324,7 +324,11 @@ async fn a_lone_process_whose_requests_overtake_each_other_runs_at_full_speed() 
         run.foreign
     );
     assert_eq!(run.rejected, 0);
-    assert!(run.slowdown() < 1.01, "{}", run.slowdown());
+    // Below 1.01 before the charge ratio; 1.0105 with it: the caution of
+    // the opening (a level above a quarter of the bucket charged at 1.25
+    // per token until the first ratio, uplinks of 5-200 ms rarely calm)
+    // costs this run about 0.1 %.
+    assert!(run.slowdown() < 1.015, "{}", run.slowdown());
     assert!(
         run.foreign[0] <= 60,
         "1 % of the limit at most: {:?}",
@@ -350,9 +354,11 @@ async fn processes_whose_requests_overtake_each_other_share_a_key_nearly_free_of
             run.foreign
         );
         assert!(run.rejected * 50 <= sent, "at most 2 %: {}", run.rejected);
+        // At most 0.5 % before the charge ratio; with it, [1, 3, 6] gets
+        // 10 of 1,228 (0.8 %) after the opening: NOT the bound it had.
         assert!(
-            run.rejected_after_opening * 200 <= sent,
-            "at most 0.5 % after the opening: {}",
+            run.rejected_after_opening * 100 <= sent,
+            "at most 1 % after the opening: {}",
             run.rejected_after_opening
         );
         // The key is used at 95 % or more.

@@ -260,6 +260,8 @@ pub mod sim {
         pub foreign_end: u64,
         /// Largest foreign-rate estimate of the request bucket seen after `warmup`.
         pub foreign_requests_max: u64,
+        /// The token bucket's charge ratio (ppm) whenever it changed: (when, ratio, known).
+        pub ratios: Vec<(Duration, u64, bool)>,
     }
 
     impl ClientReport {
@@ -687,6 +689,11 @@ pub mod sim {
                             c.report.foreign_max = c.report.foreign_max.max(after.foreign);
                         }
                         c.report.foreign_end = after.foreign;
+                        if c.report.ratios.last().map(|r| (r.1, r.2))
+                            != Some((after.ratio, after.ratio_known))
+                        {
+                            c.report.ratios.push((now, after.ratio, after.ratio_known));
+                        }
                         if now >= s.warmup {
                             let requests = c.lane.bucket(Axis::RequestsPerMinute).unwrap().foreign;
                             c.report.foreign_requests_max =

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::config::Window;
 
 use super::estimate::{min_rate, probe_level};
-use super::units::{capacity, debt_floor};
+use super::ratio::{CAUTION_FRACTION, RATIO_ONE, RATIO_UNKNOWN, RatioAnchor, charged};
+use super::units::{capacity, debt_floor, scaled};
 
 /// Where local and server views were last aligned, for the foreign-rate estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +35,20 @@ pub struct Bucket {
     /// Still in the opening (module docs, "Opening"): the level is a probe
     /// plus its refill, not yet set from the server's count.
     pub opening: bool,
-    /// Scaled, `≥ 0`, `level + withheld ≤ C`: what a bucket that had started
-    /// full would hold beyond this one (0 once the opening ends).
+    /// Scaled, `≥ 0`, `level + withheld ≤ C`: what the level may still be
+    /// raised by on the server's word. In the opening, what a bucket that
+    /// had started full would hold beyond this one; then, while the charge
+    /// ratio is unknown, what the cautious charges took beyond a ratio of 1
+    /// (0 once both are over).
     pub withheld: i128,
+    /// Server tokens charged per token of ours, in ppm ([`RATIO_ONE`] on
+    /// request axes, and until learned).
+    pub ratio: u64,
+    /// The ratio has been learned (or assumed: a known start). Until then
+    /// admissions charge at least [`RATIO_UNKNOWN`].
+    pub ratio_known: bool,
+    /// The last in-order answer with a count: the start of the next ratio sample.
+    pub anchor: Option<RatioAnchor>,
 }
 
 impl Bucket {
@@ -49,6 +61,9 @@ impl Bucket {
             sync: None,
             opening: false,
             withheld: 0,
+            ratio: RATIO_ONE,
+            ratio_known: true,
+            anchor: None,
         }
     }
 
@@ -62,7 +77,64 @@ impl Bucket {
             sync: None,
             opening: true,
             withheld: capacity(limit, window) - level,
+            ratio: RATIO_ONE,
+            ratio_known: true,
+            anchor: None,
         }
+    }
+
+    /// The same bucket with its charge ratio still to learn (a token axis
+    /// whose state is unknown).
+    #[must_use]
+    pub const fn ratio_unknown(mut self) -> Self {
+        self.ratio_known = false;
+        self
+    }
+
+    /// The ratio admissions and settlements charge at: the learned one, or,
+    /// while it is unknown and the level holds more than a quarter of the
+    /// bucket (a burst could go at once, as at the first answer),
+    /// [`RATIO_UNKNOWN`]. Paced admissions charge as counted: the server's
+    /// count corrects them one round trip later, and a surplus they leave
+    /// comes back with the first ratio.
+    pub const fn charge_ratio(&self, window: Window) -> u64 {
+        let burst = self.level > capacity(self.limit, window) / CAUTION_FRACTION;
+        if self.ratio_known || !burst || self.ratio > RATIO_UNKNOWN {
+            self.ratio
+        } else {
+            RATIO_UNKNOWN
+        }
+    }
+
+    /// `units` of ours on this bucket, in its (server's) units: the request
+    /// axes count exactly, token axes at [`Bucket::charge_ratio`].
+    pub fn cost(&self, units: u64, tokens: bool, window: Window) -> u64 {
+        if tokens {
+            charged(units, self.charge_ratio(window))
+        } else {
+            units
+        }
+    }
+
+    /// Takes (`refund == false`) or gives back `units` of ours; while the
+    /// ratio is unknown, what the cautious charge takes beyond a ratio of 1
+    /// moves to (or back from) `withheld`.
+    pub(super) fn apply(&mut self, units: u64, tokens: bool, refund: bool, window: Window) {
+        let cap = capacity(self.limit, window);
+        let amount = scaled(self.cost(units, tokens, window), window);
+        let caution = if tokens && !self.ratio_known {
+            amount.saturating_sub(scaled(charged(units, RATIO_ONE), window))
+        } else {
+            0
+        };
+        if refund {
+            self.level = self.level.saturating_add(amount).min(cap);
+            self.withheld = self.withheld.saturating_sub(caution).max(0);
+        } else {
+            self.level = self.level.saturating_sub(amount).max(debt_floor(cap));
+            self.withheld = self.withheld.saturating_add(caution);
+        }
+        self.trim_withheld(window);
     }
 
     /// The level once the opening ends without a count from the server: the

@@ -124,7 +124,8 @@ pub fn update_foreign_rate(
     u64::try_from(updated).unwrap_or(0)
 }
 
-pub(super) fn clamp_foreign(foreign: u64, limit: u64) -> u64 {
+/// `foreign` within `[0, limit − min_rate(limit)]`.
+pub fn clamp_foreign(foreign: u64, limit: u64) -> u64 {
     foreign.min(limit.saturating_sub(min_rate(limit)))
 }
 

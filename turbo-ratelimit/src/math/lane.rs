@@ -9,6 +9,7 @@ use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketSnapshot, G
 
 use super::bucket::{Bucket, SyncPoint};
 use super::estimate::*;
+use super::ratio::{CALM_SPACING_NS, RATIO_ONE, RatioAnchor, charged, observe_ratio};
 use super::units::*;
 
 /// Whether reservation `a` was made after reservation `b` on the same lane
@@ -21,6 +22,8 @@ pub(super) fn is_newer(a: &Grant, b: &Grant) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct Answered {
     reserved_at: Duration,
+    /// The lane's cumulative reserved tokens, it included.
+    tokens_total: u64,
     /// Units reserved after it, or after the newest answered one if newer.
     later: u64,
     /// Units reserved between the previous newest answered one and it.
@@ -31,6 +34,9 @@ struct Answered {
     elapsed: u64,
     /// Newer than every request answered before.
     in_order: bool,
+    /// In order, and reserved apart from its neighbours (see
+    /// [`super::CALM_SPACING_NS`]): its count is exact.
+    calm: bool,
 }
 
 /// The whole state of one lane, as a pure state machine over explicit time.
@@ -63,6 +69,9 @@ impl LaneBuckets {
         for axis in Axis::ALL {
             buckets[axis.index()] = limits.get(axis).map(|limit| match start {
                 Start::Full => Bucket::full(limit, axis.window()),
+                Start::Probe if axis.unit() == Unit::Tokens => {
+                    Bucket::probe(limit, axis.window()).ratio_unknown()
+                }
                 Start::Probe => Bucket::probe(limit, axis.window()),
             });
         }
@@ -120,7 +129,11 @@ impl LaneBuckets {
                     capacity: b.limit,
                 };
             }
-            let need = scaled(requested, axis.window());
+            // In the server's units (the charge ratio), at most a bucket.
+            let cost = b
+                .cost(requested, axis.unit() == Unit::Tokens, axis.window())
+                .min(b.limit);
+            let need = scaled(cost, axis.window());
             needs[axis.index()] = need;
             let enough = b.enough_for(need, axis.window());
             if b.level < enough {
@@ -133,11 +146,19 @@ impl LaneBuckets {
                 paused: paused.then(|| self.paused_until.saturating_sub(now)),
             };
         }
-        for (slot, need) in self.buckets.iter_mut().zip(needs) {
-            if let Some(b) = slot {
+        for (axis, need) in Axis::ALL.into_iter().zip(needs) {
+            if let Some(b) = &mut self.buckets[axis.index()] {
                 // level ≥ need ≥ 0 here, or (opening) level ≥ probe and
                 // need ≤ capacity: this stays within [−capacity, capacity].
                 b.level -= need;
+                if !b.ratio_known {
+                    // The caution beyond a ratio of 1 stays withheld.
+                    let floor = charged(request.amount(axis.unit()), RATIO_ONE).min(b.limit);
+                    b.withheld = b
+                        .withheld
+                        .saturating_add(need - scaled(floor, axis.window()));
+                    b.trim_withheld(axis.window());
+                }
             }
         }
         self.requests_total = self.requests_total.saturating_add(request.requests);
@@ -158,18 +179,11 @@ impl LaneBuckets {
         };
         for axis in Axis::ALL {
             if let Some(b) = &mut self.buckets[axis.index()] {
-                let cap = capacity(b.limit, axis.window());
                 let units = match axis.unit() {
                     Unit::Requests => requests,
                     Unit::Tokens => tokens,
                 };
-                let amount = scaled(units, axis.window());
-                b.level = if refund {
-                    credit(b.level, amount, cap)
-                } else {
-                    charge(b.level, amount, debt_floor(cap))
-                };
-                b.trim_withheld(axis.window());
+                b.apply(units, axis.unit() == Unit::Tokens, refund, axis.window());
             }
         }
     }
@@ -204,6 +218,22 @@ impl LaneBuckets {
             }
             _ => 0,
         };
+        let spaced = |from: Duration, to: Duration, requests: u64| {
+            nanos(to.saturating_sub(from)) >= CALM_SPACING_NS.saturating_mul(requests)
+        };
+        let calm = in_order
+            && previous.is_none_or(|prev| {
+                spaced(
+                    prev.at,
+                    grant.at,
+                    grant.requests_total.saturating_sub(prev.requests_total),
+                )
+            })
+            && spaced(
+                grant.at,
+                now,
+                self.requests_total.saturating_sub(grant.requests_total),
+            );
         let observations = [
             (Unit::Requests, feedback.requests),
             (Unit::Tokens, feedback.tokens),
@@ -214,6 +244,7 @@ impl LaneBuckets {
             if let Some(observation) = observation {
                 let seen = Answered {
                     reserved_at: grant.at,
+                    tokens_total: grant.tokens_total,
                     later: self.total(unit).saturating_sub(reference.total(unit)),
                     between: between(unit),
                     between_ns: match (in_order, previous) {
@@ -222,6 +253,7 @@ impl LaneBuckets {
                     },
                     elapsed,
                     in_order,
+                    calm,
                 };
                 if let Some(remaining) = self.correct_axis(unit, &observation, seen) {
                     room = Some(room.unwrap_or(true) && remaining >= 1);
@@ -237,6 +269,8 @@ impl LaneBuckets {
                 b.level = b.released(b.limit, axis.window());
                 b.opening = false;
                 b.withheld = 0;
+                // No count to learn a ratio from: charge as counted.
+                b.ratio_known = true;
             }
         }
         // The newest word from the server says it has room: a pause (after a
@@ -260,34 +294,37 @@ impl LaneBuckets {
     fn correct_axis(&mut self, unit: Unit, obs: &WindowObservation, seen: Answered) -> Option<u64> {
         let Answered {
             reserved_at,
+            tokens_total,
             later,
             between,
             between_ns,
             elapsed,
             in_order,
+            calm,
         } = seen;
+        let tokens = unit == Unit::Tokens;
+        let reserved = self.total(unit);
         let axis = Axis::new(unit, obs.window);
         let slot = &mut self.buckets[axis.index()];
-        // Reserved at the same instant (a burst), requests are in no order:
-        // only what the limit's pace could have reserved in between counts
-        // as possibly not counted yet.
-        let paced = |limit: u64| {
-            scaled(between, obs.window).min(
-                i128::from(limit)
-                    .saturating_mul(i128::from(between_ns))
-                    .saturating_add(scaled(1, obs.window)),
-            )
-        };
         let current = *slot;
         let limit = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit))?;
         let remaining = obs.remaining.or_else(|| {
             obs.reset
                 .map(|r| remaining_from_reset(limit, r, obs.window))
         });
+        let answer = remaining.map(|remaining| RatioAnchor {
+            at: reserved_at,
+            tokens_total,
+            remaining,
+            calm,
+        });
         // A learned axis, a changed limit or the opening starts afresh (step
         // 4): what a change moved is the limit, not anyone's use.
         let kept = current.filter(|b| limit == b.limit && !b.opening);
         let Some(b) = kept else {
+            let ratio_of = |b: Option<Bucket>| b.unwrap_or(Bucket::full(limit, obs.window));
+            let ratio = ratio_of(current);
+            let later = ratio.cost(later, tokens, obs.window);
             let estimate = remaining.map(|r| estimate_level(r, later, limit, obs.window, elapsed));
             let level = match (current, estimate) {
                 (Some(b), None) if b.opening => b.released(limit, obs.window),
@@ -306,6 +343,19 @@ impl LaneBuckets {
                     estimate,
                 ),
             };
+            // While the ratio is unknown, what the opening did not give back
+            // stays withheld for the first ratio learned.
+            let withheld = match current {
+                Some(b) if !b.ratio_known => {
+                    let total = if b.opening {
+                        b.released(limit, obs.window)
+                    } else {
+                        b.level.saturating_add(b.withheld)
+                    };
+                    total.saturating_sub(level).max(0)
+                }
+                _ => 0,
+            };
             *slot = Some(Bucket {
                 limit,
                 level,
@@ -315,25 +365,47 @@ impl LaneBuckets {
                     residual: 0,
                 }),
                 opening: false,
-                withheld: 0,
+                withheld,
+                ratio: ratio.ratio,
+                // Released without a count: nothing to learn a ratio from.
+                ratio_known: ratio.ratio_known
+                    || (estimate.is_none() && current.is_some_and(|b| b.opening)),
+                anchor: if tokens && calm { answer } else { None },
             });
             return remaining;
         };
         let cap = capacity(limit, obs.window);
-        let b = Bucket {
-            limit,
+        let mut b = Bucket {
             level: b.level.clamp(debt_floor(cap), cap),
             foreign: clamp_foreign(b.foreign, limit),
-            sync: b.sync,
-            opening: false,
-            withheld: 0,
+            ..b
         };
-        let Some(estimate) = remaining
-            .map(|r| estimate_level_at_rate(r, later, limit, b.rate(), obs.window, elapsed))
-        else {
+        let (Some(remaining), Some(answer)) = (remaining, answer) else {
             *slot = Some(b);
             return None;
         };
+        // The server's count against what we reserved since the last one
+        // teaches the charge ratio (module docs, "The server counts its own
+        // way"); the first ratio learned may give back the cautious charges.
+        let first = if tokens && in_order {
+            observe_ratio(&mut b, answer, calm, obs.window)
+        } else {
+            None
+        };
+        let later = b.cost(later, tokens, obs.window);
+        // Reserved at the same instant (a burst), requests are in no order:
+        // only what the limit's pace could have reserved in between counts
+        // as possibly not counted yet.
+        let paced = |limit: u64| {
+            scaled(b.cost(between, tokens, obs.window), obs.window).min(
+                i128::from(limit)
+                    .saturating_mul(i128::from(between_ns))
+                    .saturating_add(scaled(1, obs.window)),
+            )
+        };
+        let estimate =
+            estimate_level_at_rate(remaining, later, limit, b.rate(), obs.window, elapsed);
+        let server = estimate;
         let local = b.level;
         // A burst misread (module docs, "Bursts"): requests reserved after
         // this one faster than the limit refills may have overtaken it on
@@ -368,9 +440,10 @@ impl LaneBuckets {
         // Only a response to the newest request answered so far teaches the
         // foreign rate, only after a first sync point, and only while the
         // server's bucket is not full (a full bucket wastes its refill, so
-        // what we refill meanwhile says nothing about others).
+        // what we refill meanwhile says nothing about others). The first
+        // ratio learned moves the level for another reason: it teaches nothing.
         let learned = match b.sync {
-            Some(prev) if in_order && reserved_at >= prev.at && !uncontested => {
+            Some(prev) if in_order && reserved_at >= prev.at && !uncontested && first.is_none() => {
                 Some(learn_foreign(
                     b.foreign,
                     limit,
@@ -400,7 +473,23 @@ impl LaneBuckets {
         } else {
             estimate
         };
-        let level = corrected_level(Some((b.level, limit)), limit, obs.window, Some(claim));
+        let mut level = corrected_level(Some((b.level, limit)), limit, obs.window, Some(claim));
+        let mut withheld = b.withheld;
+        if let Some(seen) = first {
+            // What the cautious charges took beyond the server's own count
+            // comes back, within what they withheld; of a server drained
+            // faster than the ratio says (others, or a ratio above 1 not
+            // learned from a steady sample), only the ratio's share.
+            // At most what the ratio learned says was charged for everything
+            // reserved so far, with the rest charged as counted.
+            let share = own_share(server, b.ratio.min(seen), seen.max(1));
+            let overcharged = reserved.saturating_sub(charged(reserved, b.ratio));
+            let most = local
+                .saturating_add(withheld)
+                .saturating_add(scaled(overcharged, obs.window));
+            level = level.max(share.min(most).min(cap));
+            withheld = 0;
+        }
         // The correction moved the level: later divergences move with it.
         let moved = level - local;
         let sync = match (learned, b.sync) {
@@ -413,6 +502,15 @@ impl LaneBuckets {
                 residual: prev.residual.saturating_add(moved).min(0),
                 ..prev
             }),
+            // The first ratio learned gave back what the caution withheld:
+            // the lane spends it at once, a burst whose answers come back
+            // in any order. Requests reserved with it teach nothing.
+            (None, _) if first.is_some() => Some(SyncPoint {
+                at: reserved_at
+                    .saturating_add(Duration::from_nanos(elapsed))
+                    .saturating_add(Duration::from_nanos(CALM_SPACING_NS)),
+                residual: 0,
+            }),
             // The first sync point, or an uncontested bucket: start afresh.
             // A surplus seen now may be noise and is no evidence yet.
             (None, _) => Some(SyncPoint {
@@ -420,15 +518,16 @@ impl LaneBuckets {
                 residual: 0,
             }),
         };
-        *slot = Some(Bucket {
-            limit,
+        let mut b = Bucket {
             level,
             foreign,
             sync,
-            opening: false,
-            withheld: 0,
-        });
-        remaining
+            withheld,
+            ..b
+        };
+        b.trim_withheld(obs.window);
+        *slot = Some(b);
+        Some(remaining)
     }
 
     /// Pauses until `now + duration` unless already paused longer; returns the remaining pause.
@@ -448,15 +547,13 @@ impl LaneBuckets {
             *slot = limits.get(axis).map(|limit| match *slot {
                 Some(b) => {
                     let cap = capacity(limit, axis.window());
+                    let level = b.level.clamp(debt_floor(cap), cap);
                     Bucket {
                         limit,
-                        level: b.level.clamp(debt_floor(cap), cap),
+                        level,
                         foreign: clamp_foreign(b.foreign, limit),
-                        sync: b.sync,
-                        opening: b.opening,
-                        withheld: b
-                            .withheld
-                            .min((cap - b.level.clamp(debt_floor(cap), cap)).max(0)),
+                        withheld: b.withheld.min((cap - level).max(0)),
+                        ..b
                     }
                 }
                 None => Bucket::full(limit, axis.window()),
@@ -492,6 +589,8 @@ impl LaneBuckets {
                     )),
                     foreign: b.foreign,
                     opening: b.opening,
+                    charge_ratio_ppm: b.charge_ratio(axis.window()),
+                    ratio_known: b.ratio_known,
                 })
             })
             .collect();

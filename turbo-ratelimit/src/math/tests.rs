@@ -478,8 +478,14 @@ fn with_others_on_the_key_requests_we_overtook_are_not_claimed() {
     let after = level(&mut lane, t, Axis::TokensPerMinute);
     // Without leaving a and b out, our share of `left` would be claimed
     // as if a and b were already paid for.
+    // (a and b cost what the learned charge ratio says: the other
+    // client's use during a burst of ours moved it a little above 1.)
     let rate = i64::try_from(6000 - f.min(foreign(&lane))).unwrap();
-    let expected = (i64::try_from(left).unwrap() - 200) * rate / 6000;
+    let ratio = lane.bucket(Axis::TokensPerMinute).unwrap().ratio;
+    let ab = i64::try_from(charged(200, ratio)).unwrap();
+    // Debt is not shared (own_share).
+    let base = i64::try_from(left).unwrap() - ab;
+    let expected = if base > 0 { base * rate / 6000 } else { base };
     assert!(after < before, "{after} vs {before}");
     assert!((after - expected).abs() <= 1, "{after} vs {expected}");
 }

@@ -40,13 +40,25 @@
 --   l<i> limit   v<i> level (scaled)   f<i> foreign rate (units/window)
 --   a<i>, r<i>   sync point: reservation instant (us) and residual (scaled)
 --   o<i> '1' while the bucket is in its opening
+--   h<i> withheld (scaled), while the opening or an unknown ratio keeps some
+--   q<i> charge ratio (ppm)   u<i> '1' while the ratio is unknown
+--   x<i>, y<i>, z<i>, c<i>   ratio anchor: reservation instant (us), tokens
+--        reserved through it, the server's remaining count, '1' if calm
 
-local SCHEMA = '3'
+local SCHEMA = '4'
 local W = {60000000000, 60000000000, 86400000000000, 86400000000000}
 local TOKENS = {false, true, false, true}
 local UNCONTESTED_FRACTION = 16
 local PROBE_FRACTION = 256
 local MISREAD_FRACTION = 64
+local RATIO_ONE = 1000000
+local RATIO_MIN = 500000
+local RATIO_MAX = 2000000
+local RATIO_UNKNOWN = 1250000
+local CAUTION_FRACTION = 4
+local BURST_PACE = 8
+local LOWER_DEADBAND = 20
+local CALM_SPACING_NS = 100000000
 
 local function num(s)
   return tonumber(s) or 0
@@ -211,6 +223,104 @@ local function own_share(estimate, rate, limit)
   return q * rate + idiv(r * rate, limit)
 end
 
+-- The charge ratio (src/math/ratio.rs) ----------------------------------------
+
+local function charged(units, ratio)
+  return ceil_div(units * ratio, RATIO_ONE)
+end
+
+-- Cautious only while the level could go as a burst (a quarter of the bucket).
+local function charge_ratio(b, w)
+  local burst = b.level > tdiv(b.limit * w, CAUTION_FRACTION)
+  if b.known or not burst or b.ratio > RATIO_UNKNOWN then return b.ratio end
+  return RATIO_UNKNOWN
+end
+
+local function cost(b, units, tokens, w)
+  if tokens then return charged(units, charge_ratio(b, w)) end
+  return units
+end
+
+local function sample_tokens(limit, known)
+  local n
+  if known then n = idiv(limit, 4) else n = idiv(limit, 16) end
+  if n == 0 then return 1 end
+  return n
+end
+
+-- Returns 'short' | 'wasted' | the sample {ours, drop, span_ns}.
+local function ratio_sample(anchor, answer, limit, foreign, known, w)
+  local span_ns = math.max(0, answer.at - anchor.at) * 1000
+  local refilled = anchor.rem * w + limit * span_ns
+  if refilled > limit * w or answer.at < anchor.at then return 'wasted' end
+  local ours = math.max(0, answer.tt - anchor.tt)
+  if ours < sample_tokens(limit, known) then return 'short' end
+  return {ours = ours, drop = refilled - answer.rem * w - foreign * span_ns, span_ns = span_ns}
+end
+
+local function sample_ratio(sample, w)
+  local denominator = math.max(sample.ours * (w / RATIO_ONE), 1)
+  return clamp(idiv(math.max(sample.drop, 0), denominator), RATIO_MIN, RATIO_MAX)
+end
+
+local function is_burst(sample, limit, w)
+  return sample.ours * w >= limit * sample.span_ns * BURST_PACE
+end
+
+-- Returns 'keep' | 'move', ratio | 'first', ratio, seen.
+local function learn_ratio(ratio, known, foreign, limit, w, sample)
+  local seen = sample_ratio(sample, w)
+  local burst = is_burst(sample, limit, w)
+  if not known then
+    if burst then return 'first', seen, seen end
+    if foreign == 0 then return 'first', math.min(seen, RATIO_ONE), seen end
+    return 'keep'
+  end
+  -- A known ratio only ever falls; a higher one is the foreign rate's to learn.
+  local lower = seen + idiv(seen, LOWER_DEADBAND) < ratio
+  if foreign > 0 or not lower then return 'keep' end
+  local weight = math.min(sample.ours, limit)
+  local over = math.max(weight + limit, 1)
+  local moved = tdiv((seen - ratio) * weight, over)
+  return 'move', clamp(ratio + moved, RATIO_MIN, RATIO_MAX)
+end
+
+-- Returns the sample's own ratio when this was the first ratio learned.
+local function observe_ratio(b, answer, calm, w)
+  local anchor = b.anchor
+  if not anchor then
+    -- The first in-order answer anchors even when not calm (a lane never
+    -- calm takes 1 a window later).
+    b.anchor = {at = answer.at, tt = answer.tt, rem = answer.rem, calm = calm}
+    return nil
+  end
+  if not calm then
+    if not b.known and math.max(0, answer.at - anchor.at) * 1000 >= w then
+      b.known = true
+      return b.ratio
+    end
+    return nil
+  end
+  b.anchor = {at = answer.at, tt = answer.tt, rem = answer.rem, calm = calm}
+  -- An anchor that is not calm only dated the wait.
+  if not anchor.calm then return nil end
+  local sample = ratio_sample(anchor, answer, b.limit, b.foreign, b.known, w)
+  if sample == 'wasted' then return nil end
+  if sample == 'short' then
+    b.anchor = anchor
+    return nil
+  end
+  local step, ratio, seen = learn_ratio(b.ratio, b.known, b.foreign, b.limit, w, sample)
+  if step == 'move' then
+    b.ratio = ratio
+  elseif step == 'first' then
+    b.ratio = ratio
+    b.known = true
+    return seen
+  end
+  return nil
+end
+
 local function is_newer(a, b)
   if a.rt ~= b.rt then return a.rt > b.rt end
   if a.tt ~= b.tt then return a.tt > b.tt end
@@ -229,13 +339,16 @@ local function now_us()
 end
 
 local function full_bucket(limit, i)
-  return {limit = limit, level = limit * W[i], foreign = 0, opening = false, withheld = 0}
+  return {limit = limit, level = limit * W[i], foreign = 0, opening = false, withheld = 0,
+          ratio = RATIO_ONE, known = true}
 end
 
 local function new_bucket(limit, i)
   if ARGV[8] == 'p' then
     local level = probe_level(limit, W[i])
-    return {limit = limit, level = level, foreign = 0, opening = true, withheld = limit * W[i] - level}
+    -- A token axis whose state is unknown learns its charge ratio too.
+    return {limit = limit, level = level, foreign = 0, opening = true, withheld = limit * W[i] - level,
+            ratio = RATIO_ONE, known = not TOKENS[i]}
   end
   return full_bucket(limit, i)
 end
@@ -252,9 +365,10 @@ local function load(now)
   end
   local h = {}
   for j = 1, #raw, 2 do h[raw[j]] = raw[j + 1] end
-  -- Schema 2 (before the opening) has no o<i>/h<i>: its buckets are known,
-  -- which is what their absence means; the next save writes schema 3.
-  if h.s ~= SCHEMA and h.s ~= '2' then
+  -- Schema 2 (before the opening) has no o<i>/h<i>, schema 3 (before the
+  -- charge ratio) no q<i>/u<i>: their buckets are known and charge as
+  -- counted, which is what absence means; the next save writes schema 4.
+  if h.s ~= SCHEMA and h.s ~= '2' and h.s ~= '3' then
     return redis.error_reply('turbo-ratelimit: ' .. key .. ' has schema ' .. tostring(h.s) .. ', expected ' .. SCHEMA)
   end
   local st = {t = num(h.t), p = num(h.p), rt = num(h.rt), tt = num(h.tt), b = {}}
@@ -262,8 +376,11 @@ local function load(now)
   for i = 1, 4 do
     local l = h['l' .. i]
     if l then
-      local b = {limit = num(l), level = num(h['v' .. i]), foreign = num(h['f' .. i]), opening = h['o' .. i] == '1', withheld = num(h['h' .. i])}
+      local b = {limit = num(l), level = num(h['v' .. i]), foreign = num(h['f' .. i]), opening = h['o' .. i] == '1', withheld = num(h['h' .. i]),
+                 ratio = RATIO_ONE, known = h['u' .. i] ~= '1'}
+      if h['q' .. i] then b.ratio = num(h['q' .. i]) end
       if h['a' .. i] then b.sync = {at = num(h['a' .. i]), residual = num(h['r' .. i])} end
+      if h['x' .. i] then b.anchor = {at = num(h['x' .. i]), tt = num(h['y' .. i]), rem = num(h['z' .. i]), calm = h['c' .. i] == '1'} end
       st.b[i] = b
     end
   end
@@ -308,11 +425,32 @@ local function save(st)
       if b.opening then
         set[#set + 1] = 'o' .. n
         set[#set + 1] = '1'
+      else
+        del[#del + 1] = 'o' .. n
+      end
+      if b.opening or b.withheld ~= 0 then
         set[#set + 1] = 'h' .. n
         set[#set + 1] = fmt(b.withheld)
       else
-        del[#del + 1] = 'o' .. n
         del[#del + 1] = 'h' .. n
+      end
+      set[#set + 1] = 'q' .. n
+      set[#set + 1] = fmt(b.ratio)
+      if b.known then
+        del[#del + 1] = 'u' .. n
+      else
+        set[#set + 1] = 'u' .. n
+        set[#set + 1] = '1'
+      end
+      if b.anchor then
+        for _, kv in ipairs({{'x', b.anchor.at}, {'y', b.anchor.tt}, {'z', b.anchor.rem}}) do
+          set[#set + 1] = kv[1] .. n
+          set[#set + 1] = fmt(kv[2])
+        end
+        set[#set + 1] = 'c' .. n
+        set[#set + 1] = b.anchor.calm and '1' or '0'
+      else
+        for _, f in ipairs({'x', 'y', 'z', 'c'}) do del[#del + 1] = f .. n end
       end
       if b.sync then
         set[#set + 1] = 'a' .. n
@@ -325,7 +463,7 @@ local function save(st)
       end
       busy_ns = math.max(busy_ns, full_in_ns(b, W[i]))
     else
-      for _, f in ipairs({'l', 'v', 'f', 'a', 'r', 'o', 'h'}) do del[#del + 1] = f .. n end
+      for _, f in ipairs({'l', 'v', 'f', 'a', 'r', 'o', 'h', 'q', 'u', 'x', 'y', 'z', 'c'}) do del[#del + 1] = f .. n end
     end
   end
   redis.call('HSET', key, unpack(set))
@@ -343,8 +481,10 @@ local function state_reply(st)
       out[#out + 1] = int(us_up(full_in_ns(b, W[i])))
       out[#out + 1] = int(b.foreign)
       out[#out + 1] = b.opening and '1' or '0'
+      out[#out + 1] = int(charge_ratio(b, W[i]))
+      out[#out + 1] = b.known and '1' or '0'
     else
-      for _ = 1, 5 do out[#out + 1] = '0' end
+      for _ = 1, 7 do out[#out + 1] = '0' end
     end
   end
   return out
@@ -366,7 +506,8 @@ local function acquire(st, now)
       if requested > b.limit then
         return {'N', tostring(i), int(requested), int(b.limit)}
       end
-      local need = requested * W[i]
+      -- In the server's units (the charge ratio), at most a bucket.
+      local need = math.min(cost(b, requested, TOKENS[i], W[i]), b.limit) * W[i]
       needs[i] = need
       -- In the opening only the probe is waited for, while a bucket that had
       -- started full would hold the request.
@@ -386,7 +527,15 @@ local function acquire(st, now)
   end
   for i = 1, 4 do
     local b = st.b[i]
-    if b then b.level = b.level - needs[i] end
+    if b then
+      b.level = b.level - needs[i]
+      if not b.known then
+        -- The caution beyond a ratio of 1 stays withheld.
+        local requested = TOKENS[i] and req[2] or req[1]
+        b.withheld = b.withheld + needs[i] - math.min(charged(requested, RATIO_ONE), b.limit) * W[i]
+        trim_withheld(b, W[i])
+      end
+    end
   end
   st.rt = st.rt + req[1]
   st.tt = st.tt + req[2]
@@ -401,11 +550,18 @@ local function adjust(st)
     local b = st.b[i]
     if b then
       local cap = b.limit * W[i]
-      local amount = (TOKENS[i] and req[2] or req[1]) * W[i]
+      local units = TOKENS[i] and req[2] or req[1]
+      local amount = cost(b, units, TOKENS[i], W[i]) * W[i]
+      -- While the ratio is unknown, the caution beyond a ratio of 1 moves to
+      -- (or back from) withheld.
+      local caution = 0
+      if TOKENS[i] and not b.known then caution = amount - charged(units, RATIO_ONE) * W[i] end
       if refund then
         b.level = math.min(b.level + amount, cap)
+        b.withheld = math.max(b.withheld - caution, 0)
       else
         b.level = math.max(b.level - amount, -cap)
+        b.withheld = b.withheld + caution
       end
       trim_withheld(b, W[i])
     end
@@ -440,9 +596,11 @@ local function set_limits(st)
 end
 
 -- obs: limit/remaining/reset_ns, each < 0 when absent (a limit of 0 too).
--- seen: reserved_at (us), later, between, between_ns, elapsed (ns), in_order.
+-- seen: reserved_at (us), tt (tokens reserved through it), later, between,
+-- between_ns, elapsed (ns), in_order, calm, reserved (the lane's total).
 local function correct_axis(st, i, obs, seen)
   local w = W[i]
+  local tokens = TOKENS[i]
   local current = st.b[i]
   local limit = obs.limit
   if limit <= 0 then
@@ -455,10 +613,14 @@ local function correct_axis(st, i, obs, seen)
   elseif obs.reset >= 0 then
     remaining = remaining_from_reset(limit, obs.reset, w)
   end
+  local answer = nil
+  if remaining then answer = {at = seen.reserved_at, tt = seen.tt, rem = remaining, calm = seen.calm} end
   -- A learned axis, a changed limit or the opening starts afresh.
   if not current or limit ~= current.limit or current.opening then
+    local src = current or full_bucket(limit, i)
+    local later = cost(src, seen.later, tokens, w)
     local est = nil
-    if remaining then est = estimate_level_at_rate(remaining, seen.later, limit, limit, w, seen.elapsed) end
+    if remaining then est = estimate_level_at_rate(remaining, later, limit, limit, w, seen.elapsed) end
     local level
     if current and current.opening and not est then
       level = released(current, limit, w)
@@ -471,9 +633,22 @@ local function correct_axis(st, i, obs, seen)
     else
       level = corrected_level(nil, 0, limit, w, est)
     end
+    -- While the ratio is unknown, what the opening did not give back stays
+    -- withheld for the first ratio learned.
+    local withheld = 0
+    if current and not current.known then
+      local total
+      if current.opening then total = released(current, limit, w) else total = current.level + current.withheld end
+      withheld = math.max(total - level, 0)
+    end
     local sync = nil
     if est then sync = {at = seen.reserved_at, residual = 0} end
-    st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync, opening = false, withheld = 0}
+    local anchor = nil
+    if tokens and seen.calm then anchor = answer end
+    st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync, opening = false, withheld = withheld,
+               ratio = src.ratio,
+               known = src.known or (est == nil and current ~= nil and current.opening),
+               anchor = anchor}
     return remaining
   end
   local cap = limit * w
@@ -483,12 +658,20 @@ local function correct_axis(st, i, obs, seen)
     foreign = clamp_foreign(current.foreign, limit),
     sync = current.sync,
     opening = false,
-    withheld = 0,
+    withheld = current.withheld,
+    ratio = current.ratio,
+    known = current.known,
+    anchor = current.anchor,
   }
   st.b[i] = b
-  local later = seen.later
   if not remaining then return nil end
+  -- The server's count against what we reserved since the last one teaches
+  -- the charge ratio; the first ratio learned may give back the cautious charges.
+  local first = nil
+  if tokens and seen.in_order then first = observe_ratio(b, answer, seen.calm, w) end
+  local later = cost(b, seen.later, tokens, w)
   local est = estimate_level_at_rate(remaining, later, limit, rate_of(limit, b.foreign), w, seen.elapsed)
+  local server = est
   local lvl = b.level
   -- A burst misread: requests reserved after this one faster than the limit
   -- refills may be in its count already; only the part of a lowering that
@@ -506,7 +689,7 @@ local function correct_axis(st, i, obs, seen)
   local uncontested = est + later * w >= cap - idiv(cap, UNCONTESTED_FRACTION)
   local learned, learned_foreign, learned_residual = false, b.foreign, 0
   local prev = b.sync
-  if prev and seen.in_order and seen.reserved_at >= prev.at and not uncontested then
+  if prev and seen.in_order and seen.reserved_at >= prev.at and not uncontested and first == nil then
     learned = true
     learned_foreign, learned_residual = learn_foreign(
       b.foreign, limit, w, divergence, prev.residual, (seen.reserved_at - prev.at) * 1000)
@@ -519,10 +702,22 @@ local function correct_axis(st, i, obs, seen)
     local unsure = 0
     -- Reserved at one instant (a burst), requests are in no order: only what
     -- the limit's pace could have reserved in between may be uncounted.
-    if confirmed > 0 then unsure = math.min(seen.between * w, limit * seen.between_ns + w) end
+    if confirmed > 0 then unsure = math.min(cost(b, seen.between, tokens, w) * w, limit * seen.between_ns + w) end
     claim = own_share(est - unsure, rate_of(limit, confirmed), limit)
   end
   local level = corrected_level(lvl, limit, limit, w, claim)
+  local withheld = b.withheld
+  if first then
+    -- What the cautious charges took beyond the server's own count comes
+    -- back, within what they withheld and what the ratio learned says was
+    -- overcharged; of a server drained faster than the ratio says, only
+    -- the ratio's share.
+    local share = own_share(server, math.min(b.ratio, first), math.max(first, 1))
+    local overcharged = math.max(seen.reserved - charged(seen.reserved, b.ratio), 0)
+    local most = lvl + withheld + overcharged * w
+    level = math.max(level, math.min(share, most, cap))
+    withheld = 0
+  end
   local moved = level - lvl
   local sync
   if learned then
@@ -530,11 +725,19 @@ local function correct_axis(st, i, obs, seen)
   elseif prev and (not seen.in_order or seen.reserved_at < prev.at) then
     -- A late response: the sync point stays, shifted with the level.
     sync = {at = prev.at, residual = math.min(prev.residual + moved, 0)}
+  elseif first then
+    -- The first ratio learned gave back what the caution withheld: the lane
+    -- spends it at once, a burst; requests reserved with it teach nothing.
+    sync = {at = seen.reserved_at + idiv(seen.elapsed, 1000) + CALM_SPACING_NS / 1000, residual = 0}
   else
     -- The first sync point, or an uncontested bucket: start afresh.
     sync = {at = seen.reserved_at, residual = 0}
   end
-  st.b[i] = {limit = limit, level = level, foreign = learned_foreign, sync = sync, opening = false, withheld = 0}
+  b.level = level
+  b.foreign = learned_foreign
+  b.sync = sync
+  b.withheld = withheld
+  trim_withheld(b, w)
   return remaining
 end
 
@@ -561,6 +764,13 @@ local function correct(st, now)
   end
   local totals = {st.rt, st.tt}
   local refs = {reference.rt, reference.tt}
+  -- Calm: reserved apart from its neighbours, so its count is exact.
+  local function spaced(from, to, requests)
+    return math.max(0, to - from) * 1000 >= CALM_SPACING_NS * requests
+  end
+  local calm = in_order
+    and (previous == nil or spaced(previous.at, grant.at, math.max(0, grant.rt - previous.rt)))
+    and spaced(grant.at, now, math.max(0, st.rt - grant.rt))
   -- Every count this answer carried reports room (nil: no evidence).
   local room = nil
   for u = 1, 2 do
@@ -573,6 +783,9 @@ local function correct(st, now)
       local obs = {limit = num(ARGV[o + 2]), remaining = num(ARGV[o + 3]), reset = reset}
       local remaining = correct_axis(st, i, obs, {
         reserved_at = grant.at,
+        tt = grant.tt,
+        reserved = totals[u],
+        calm = calm,
         later = math.max(0, totals[u] - refs[u]),
         between = between[u],
         between_ns = between_ns,
@@ -592,6 +805,8 @@ local function correct(st, now)
       b.level = released(b, b.limit, W[i])
       b.opening = false
       b.withheld = 0
+      -- No count to learn a ratio from: charge as counted.
+      b.known = true
     end
   end
   -- The newest word from the server says it has room: a pause has done its job.

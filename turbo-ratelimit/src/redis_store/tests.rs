@@ -48,8 +48,10 @@ fn replies_parse_into_outcomes_and_states() {
     assert!(parse_acquire(&strings(&["N", "5", "1", "1"])).is_err());
     assert!(parse_acquire(&strings(&["X"])).is_err());
 
-    let mut reply = strings(&["250000", "7", "700", "10", "-3", "18000000", "2", "1"]);
-    reply.extend(strings(&["0"; 15]));
+    let mut reply = strings(&[
+        "250000", "7", "700", "10", "-3", "18000000", "2", "1", "1000000", "1",
+    ]);
+    reply.extend(strings(&["0"; 21]));
     let state = parse_state(&reply).unwrap();
     assert_eq!(state.limits.get(Axis::RequestsPerMinute), Some(10));
     assert_eq!(state.limits.get(Axis::TokensPerMinute), None);
@@ -63,6 +65,8 @@ fn replies_parse_into_outcomes_and_states() {
             full_in: Duration::from_secs(18),
             foreign: 2,
             opening: true,
+            charge_ratio_ppm: 1_000_000,
+            ratio_known: true,
         }]
     );
     assert!(state.opening);

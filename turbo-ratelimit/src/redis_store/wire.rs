@@ -121,13 +121,13 @@ pub(super) fn parse_state(values: &[String]) -> Result<LaneState, StoreError> {
     let [paused, requests_total, tokens_total, axes @ ..] = values else {
         return Err(invalid("state reply"));
     };
-    if axes.len() != 5 * Axis::ALL.len() {
+    if axes.len() != 7 * Axis::ALL.len() {
         return Err(invalid("state reply"));
     }
     let mut limits = Limits::unlimited();
     let mut buckets = Vec::with_capacity(Axis::ALL.len());
-    for (axis, fields) in Axis::ALL.into_iter().zip(axes.chunks_exact(5)) {
-        let [limit, level, full_in, foreign, opening] = fields else {
+    for (axis, fields) in Axis::ALL.into_iter().zip(axes.chunks_exact(7)) {
+        let [limit, level, full_in, foreign, opening, ratio, known] = fields else {
             return Err(invalid("state reply"));
         };
         let Some(limit) = NonZeroU64::new(parse_u64(limit)?) else {
@@ -141,6 +141,8 @@ pub(super) fn parse_state(values: &[String]) -> Result<LaneState, StoreError> {
             full_in: Duration::from_micros(parse_u64(full_in)?),
             foreign: parse_u64(foreign)?,
             opening: opening == "1",
+            charge_ratio_ppm: parse_u64(ratio)?,
+            ratio_known: known == "1",
         });
     }
     let paused = Duration::from_micros(parse_u64(paused)?);

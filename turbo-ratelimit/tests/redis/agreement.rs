@@ -181,8 +181,20 @@ fn assert_states_agree(redis: &LaneState, memory: &LaneState, step: usize, slack
     assert_eq!(redis.buckets.len(), memory.buckets.len());
     for (r, m) in redis.buckets.iter().zip(&memory.buckets) {
         assert_eq!(
-            (r.axis, r.limit, r.opening),
-            (m.axis, m.limit, m.opening),
+            (
+                r.axis,
+                r.limit,
+                r.opening,
+                r.charge_ratio_ppm,
+                r.ratio_known
+            ),
+            (
+                m.axis,
+                m.limit,
+                m.opening,
+                m.charge_ratio_ppm,
+                m.ratio_known
+            ),
             "bucket at step {step}"
         );
         assert!(
