@@ -28,13 +28,13 @@ pub(crate) struct Reserved {
 /// cancellations and refusals have given back so far.
 ///
 /// The server gives unused output back when it answers (Anthropic settles
-/// `max_tokens` to the real output), so its count in an answer's headers,
-/// taken when that request was admitted, lacks what was given back since;
-/// the limiter's correction would read that as "the server has less than we
-/// think" unless the answer's count is raised by what this lane gave back
-/// since the request was reserved (measured without it: 0.95 of the output
-/// limit on a steady Anthropic load, the lane slowly re-earning each
-/// burst's refunds).
+/// `max_tokens` to the real output), so a count in its headers, taken when
+/// that request was admitted, lacks what was given back since: the
+/// limiter's correction would read that as "the server has less than we
+/// think" (measured: 0.95 of the output limit on a steady Anthropic load,
+/// the lane slowly re-earning each burst's refunds). Answers therefore give
+/// the output lane the limit only (see `settle`), and a 429's count is
+/// raised by what this lane gave back since the request was reserved.
 #[derive(Debug)]
 pub(crate) struct OutputLane {
     lane: Lane,
@@ -274,9 +274,15 @@ pub(crate) async fn settle(
     };
     settle_one(main, main_used, snapshot.and_then(feedback_from)).await;
     if let Some(output) = output {
-        let feedback = snapshot
-            .and_then(output_feedback_from)
-            .map(|feedback| with_returned(feedback, output.returned_since()));
+        // An answer tells the output lane the server's limit, not its level:
+        // the lane settles every request to the output the server charged,
+        // so it follows the server's bucket by itself, and an answer's count
+        // (taken at admission, before the answers in flight gave back their
+        // unused output) misleads both the level correction and the
+        // charge-ratio learning, which read the refunds as a server counting
+        // 0.75 of our tokens and then over-admitted (24 × 429 in
+        // rl-anthropic-output). A 429's count still re-synchronises it.
+        let feedback = snapshot.and_then(output_feedback_from).map(limit_only);
         let reserved = output.reservation.tokens();
         let used = output_used.unwrap_or(reserved);
         // What the settlement gives back (all unused output, on a lane that
@@ -286,6 +292,15 @@ pub(crate) async fn settle(
         }
         settle_one(output.reservation, Some(used), feedback).await;
     }
+}
+
+/// Feedback that states the limit only.
+fn limit_only(mut feedback: Feedback) -> Feedback {
+    if let Some(tokens) = &mut feedback.tokens {
+        tokens.remaining = None;
+        tokens.reset = None;
+    }
+    feedback
 }
 
 /// The server's output count raised by what was given back since the
