@@ -22,6 +22,16 @@ fn chat(text: &str) -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], "max_tokens": 20})
 }
 
+/// The summary's line for the lane `name`.
+fn lane<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|lane| lane["lane"] == name)
+        .unwrap_or_else(|| panic!("no lane {name} in {summary}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_provider_runs_beside_a_preset_each_at_its_own_limits() {
     let first = MockServer::start(
@@ -116,17 +126,18 @@ async fn a_declared_provider_runs_beside_a_preset_each_at_its_own_limits() {
     assert_eq!((second.ok, second.unauthorized), (2, 0));
     // One lane per provider, each with its configured limits.
     let summary = read_json(&summary);
-    let lanes = summary["lanes"].as_array().unwrap();
-    let lane = |name: &str| {
-        lanes
-            .iter()
-            .find(|lane| lane["lane"] == name)
-            .unwrap_or_else(|| panic!("no lane {name} in {summary}"))
-    };
-    assert_eq!(lane("second")["limits"]["rpm"], 300, "{summary}");
-    assert_eq!(lane("second")["limits_source"], "configured", "{summary}");
-    assert_eq!(lane("openai")["limits"]["tpm"], 100_000, "{summary}");
-    assert_eq!(lane("second")["requests"], 2, "{summary}");
+    assert_eq!(lane(&summary, "second")["limits"]["rpm"], 300, "{summary}");
+    assert_eq!(
+        lane(&summary, "second")["limits_source"],
+        "configured",
+        "{summary}"
+    );
+    assert_eq!(
+        lane(&summary, "openai")["limits"]["tpm"],
+        100_000,
+        "{summary}"
+    );
+    assert_eq!(lane(&summary, "second")["requests"], 2, "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,24 +316,25 @@ async fn the_mixed_example_runs_across_three_providers() {
     assert_eq!(anthropic.messages.accepted, 3);
     assert_eq!(anthropic.unauthorized, 0);
     let summary = read_json(&summary);
-    let lanes = summary["lanes"].as_array().unwrap();
-    let lane = |name: &str| {
-        lanes
-            .iter()
-            .find(|lane| lane["lane"] == name)
-            .unwrap_or_else(|| panic!("no lane {name} in {summary}"))
-    };
-    assert_eq!(lane("anthropic")["limits"]["rpm"], 50, "{summary}");
-    assert_eq!(lane("anthropic")["limits"]["tpm"], 30_000, "{summary}");
-    let output_lane = lane("anthropic (output tokens)");
+    assert_eq!(
+        lane(&summary, "anthropic")["limits"]["rpm"],
+        50,
+        "{summary}"
+    );
+    assert_eq!(
+        lane(&summary, "anthropic")["limits"]["tpm"],
+        30_000,
+        "{summary}"
+    );
+    let output_lane = lane(&summary, "anthropic (output tokens)");
     assert_eq!(output_lane["limits"]["tpm"], 8_000, "{summary}");
     // Output reservations were settled to what the answers used.
     assert_eq!(
         output_lane["tokens_charged"], anthropic.messages.output_tokens,
         "{summary}"
     );
-    assert_eq!(lane("local")["requests"], 3, "{summary}");
-    assert_eq!(lane("openai")["requests"], 4, "{summary}");
+    assert_eq!(lane(&summary, "local")["requests"], 3, "{summary}");
+    assert_eq!(lane(&summary, "openai")["requests"], 4, "{summary}");
     // What the answers cost is read from Anthropic's usage names too.
     let models = summary["cost"]["models"].as_array().unwrap();
     let claude = models
