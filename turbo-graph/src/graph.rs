@@ -236,6 +236,17 @@ where
         self.index.contains_key(id)
     }
 
+    /// The dense index the graph gave `id`, or `None` if it does not hold it.
+    ///
+    /// An index is fixed from [`add`](Self::add) until [`forget`](Self::forget)
+    /// and is then free for another node; indices are small (below the number
+    /// of nodes ever held at once, plus the finished ones still remembered).
+    /// A caller can keep its own per-node data in a slab beside the graph,
+    /// indexed by it, instead of a second map of ids.
+    pub fn dense_index(&self, id: &K) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
     /// Where `id` stands, or `None` if the graph does not hold it.
     pub fn state(&self, id: &K) -> Option<NodeState<K>> {
         let idx = *self.index.get(id)?;

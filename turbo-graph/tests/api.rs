@@ -361,3 +361,31 @@ fn graph_is_send_and_sync_for_plain_ids() {
     let handle = std::thread::spawn(move || g.complete(&"x".to_string()).map(|r| r.len()));
     assert_eq!(handle.join().unwrap(), Ok(0));
 }
+
+#[test]
+fn dense_indices_are_distinct_fixed_until_forgotten_then_reused() {
+    let mut g = graph();
+    g.add("a", []).unwrap();
+    g.add("b", &["a"]).unwrap();
+    g.add("c", &["a"]).unwrap();
+    let a = g.dense_index(&"a").unwrap();
+    let b = g.dense_index(&"b").unwrap();
+    let c = g.dense_index(&"c").unwrap();
+    assert!(a != b && b != c && a != c);
+    assert!([a, b, c].iter().all(|&i| i < 3), "indices stay small");
+    assert_eq!(g.dense_index(&"nope"), None);
+    // Finishing a node keeps its index; only forgetting frees it.
+    g.complete(&"a").unwrap();
+    g.complete(&"b").unwrap();
+    assert_eq!(g.dense_index(&"a"), Some(a));
+    assert_eq!(g.dense_index(&"b"), Some(b));
+    g.forget(&"b").unwrap();
+    assert_eq!(g.dense_index(&"b"), None);
+    g.add("d", []).unwrap();
+    assert_eq!(
+        g.dense_index(&"d"),
+        Some(b),
+        "a forgotten index is given again"
+    );
+    assert_eq!(g.dense_index(&"c"), Some(c));
+}
