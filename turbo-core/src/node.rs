@@ -57,8 +57,9 @@ pub(crate) enum RetryPolicy {
     Never,
     /// The engine's default [`RetryConfig`].
     EngineDefault,
-    /// This configuration.
-    Custom(RetryConfig),
+    /// This configuration (boxed: it is rare, and a queued node's record
+    /// would otherwise carry its 64 bytes).
+    Custom(Box<RetryConfig>),
 }
 
 /// One unit of work: an LLM request for a provider, optionally run through a
@@ -145,7 +146,7 @@ impl WorkNode {
 
     /// Retries retryable failures with `config`.
     pub fn with_retry_config(mut self, config: RetryConfig) -> Self {
-        self.retry = RetryPolicy::Custom(config);
+        self.retry = RetryPolicy::Custom(Box::new(config));
         self
     }
 
@@ -250,6 +251,6 @@ mod tests {
         let node = WorkNode::for_groq(request())
             .with_retry_config(custom)
             .with_work_fn_with_retry(|_| async { Ok(NodeOutput::text("x")) });
-        assert_eq!(node.retry, RetryPolicy::Custom(custom));
+        assert_eq!(node.retry, RetryPolicy::Custom(Box::new(custom)));
     }
 }

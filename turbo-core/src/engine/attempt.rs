@@ -49,7 +49,7 @@ impl Shared {
         &self,
         lane: &LaneRuntime,
         id: NodeId,
-        job: Box<Job>,
+        job: Job,
         deps: Vec<Dependency>,
         estimate: u32,
         reserved: Reserved,
@@ -57,7 +57,7 @@ impl Shared {
         let retry = match &job.retry {
             RetryPolicy::Never => None,
             RetryPolicy::EngineDefault => Some(self.retry),
-            RetryPolicy::Custom(config) => Some(*config),
+            RetryPolicy::Custom(config) => Some(**config),
         };
         let mut backoff = retry.map(|config| config.backoff());
         let cost = lane.cost(estimate, job.output);

@@ -147,11 +147,7 @@ impl Shared {
 
     /// Puts popped nodes that did not get budget back in their lane's queue,
     /// with their ranks (nodes cancelled meanwhile are left alone).
-    pub(super) fn requeue(
-        &self,
-        lane: usize,
-        popped: impl Iterator<Item = (NodeId, Rank, Box<Job>)>,
-    ) {
+    pub(super) fn requeue(&self, lane: usize, popped: impl Iterator<Item = (NodeId, Rank, Job)>) {
         let mut state = self.state.lock();
         let state = &mut *state;
         for (id, rank, job) in popped {
@@ -346,12 +342,7 @@ impl Shared {
 
     /// Fills `{{key}}` placeholders from the dependencies' answers and, if
     /// the text changed, estimates the request again.
-    pub(super) fn prepare(
-        &self,
-        mut job: Box<Job>,
-        deps: &[Dependency],
-        estimate: u32,
-    ) -> (Box<Job>, u32) {
+    pub(super) fn prepare(&self, mut job: Job, deps: &[Dependency], estimate: u32) -> (Job, u32) {
         if job.fixed_estimate || deps.is_empty() {
             return (job, estimate);
         }

@@ -51,8 +51,8 @@ impl Shared {
             (
                 lanes,
                 queued,
-                state.graph.waiting_count() as u64,
-                state.graph.len() as u64,
+                state.nodes.graph.waiting_count() as u64,
+                state.nodes.graph.len() as u64,
             )
         };
         let mut lane_stats = Vec::with_capacity(lanes.len());

@@ -52,7 +52,7 @@ impl Shared {
                         Phase::Pending | Phase::Queued | Phase::Launching
                     )
                 })
-                .map(|(id, _)| *id)
+                .map(|(id, _)| id)
                 .collect();
             for id in unstarted {
                 let launching = state
@@ -104,7 +104,7 @@ impl Shared {
             .nodes
             .iter()
             .filter(|(_, entry)| entry.status == Phase::Running)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in &running {
             if let Some(abort) = state.nodes.get_mut(id).and_then(|entry| entry.abort.take()) {
@@ -132,7 +132,7 @@ impl Shared {
             .nodes
             .iter()
             .filter(|(_, entry)| !entry.status.is_done())
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in unfinished {
             self.remove_from_queue(state, id);

@@ -21,7 +21,8 @@
 //!
 //! # Ownership and locks
 //!
-//! `Shared::state` (one mutex) owns the graph, the node table and the lane
+//! `Shared::state` (one mutex) owns the graph, the node table (`table.rs`,
+//! one record per node beside the graph) and the lane
 //! queues. `Shared::finished` owns the ended runs not yet recorded. Each lane's
 //! `LaneRuntime` owns its counters (atomics) and three small mutexes, `storm`
 //! (its 429 run), `store_outage` and `adaptive` (its latency-driven bound).
@@ -53,7 +54,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch}
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
-use turbo_graph::{AbortKind, Added, BuildIdHasher, DependencyGraph, GraphError};
+use turbo_graph::{AbortKind, Added, BuildIdHasher, GraphError};
 use turbo_pq::{Handle as QueueHandle, PriorityQueue};
 use turbo_providers::ApiRequest;
 use turbo_ratelimit::{Lane, Limits, RateLimiter};
@@ -69,11 +70,13 @@ mod lifecycle;
 mod pause;
 mod push;
 mod record;
+mod table;
 
 use adaptive::Adaptive;
 pub use pause::RateLimitPolicy;
 use pause::Storm;
 pub(crate) use push::output_lane_name;
+use table::NodeTable;
 
 use crate::budget::{self, BudgetError, Cost, OutputLane, Reserved};
 use crate::builder::{Concurrency, TurboRunBuilder};
@@ -237,10 +240,11 @@ const EPOCH: Duration = Duration::from_secs(5);
 
 /// Everything the engine keeps about a node until it is released.
 struct NodeEntry {
+    id: NodeId,
     status: Phase,
     lane: u32,
     estimate: u32,
-    job: Option<Box<Job>>,
+    job: Option<Job>,
     key: Option<Arc<str>>,
     deps: Box<[NodeId]>,
     queue_handle: Option<QueueHandle>,
@@ -251,6 +255,34 @@ struct NodeEntry {
     abort: Option<AbortHandle>,
     live_dependents: u32,
     delivered: bool,
+}
+
+impl NodeEntry {
+    /// A pending node's entry.
+    fn new(
+        id: NodeId,
+        lane: u32,
+        estimate: u32,
+        job: Option<Job>,
+        key: Option<Arc<str>>,
+        deps: Box<[NodeId]>,
+    ) -> Self {
+        Self {
+            id,
+            status: Phase::Pending,
+            lane,
+            estimate,
+            job,
+            key,
+            deps,
+            queue_handle: None,
+            result: None,
+            listeners: None,
+            abort: None,
+            live_dependents: 0,
+            delivered: false,
+        }
+    }
 }
 
 /// Who waits for a node: `wait_for` callers and a status watch.
@@ -301,7 +333,7 @@ const LIMITED_DISPATCH_BATCH: usize = 16;
 struct Popped {
     id: NodeId,
     rank: Rank,
-    job: Box<Job>,
+    job: Job,
     deps: Vec<Dependency>,
     estimate: u32,
 }
@@ -309,7 +341,7 @@ struct Popped {
 /// A node whose budget is granted, waiting for its batch to start.
 struct Launch {
     id: NodeId,
-    job: Box<Job>,
+    job: Job,
     deps: Vec<Dependency>,
     estimate: u32,
     reserved: Reserved,
@@ -349,8 +381,8 @@ struct Job {
 }
 
 struct State {
-    graph: DependencyGraph<NodeId, BuildIdHasher>,
-    nodes: HashMap<NodeId, NodeEntry, BuildIdHasher>,
+    /// The graph and the node entries beside it.
+    nodes: NodeTable,
     lanes: Vec<Arc<LaneRuntime>>,
     queues: Vec<PriorityQueue<NodeId, Rank>>,
     /// Per lane: nodes popped by the dispatcher, not yet running.
@@ -492,8 +524,7 @@ impl TurboRun {
             runtime,
             started: Instant::now(),
             state: Mutex::new(State {
-                graph: DependencyGraph::with_hasher(BuildIdHasher::default()),
-                nodes: HashMap::default(),
+                nodes: NodeTable::new(),
                 lanes: Vec::new(),
                 queues: Vec::new(),
                 launching: Vec::new(),

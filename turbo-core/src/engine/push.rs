@@ -80,7 +80,7 @@ impl Shared {
         for dep in deps {
             if !state.nodes.contains_key(dep)
                 && matches!(
-                    state.graph.state(dep),
+                    state.nodes.graph.state(dep),
                     Some(turbo_graph::NodeState::Completed)
                 )
             {
@@ -96,15 +96,19 @@ impl Shared {
             self.abandon_all(state);
             return Err(PushError::RuntimeGone);
         }
-        let added = state.graph.add(id, deps).map_err(|error| match error {
-            GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
-                node: id,
-                dependency,
-            },
-            GraphError::SelfDependency { .. } => PushError::SelfDependency { node: id },
-            GraphError::DuplicateId { .. } => PushError::Duplicate { node: id },
-            _ => PushError::Capacity,
-        })?;
+        let added = state
+            .nodes
+            .graph
+            .add(id, deps)
+            .map_err(|error| match error {
+                GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
+                    node: id,
+                    dependency,
+                },
+                GraphError::SelfDependency { .. } => PushError::SelfDependency { node: id },
+                GraphError::DuplicateId { .. } => PushError::Duplicate { node: id },
+                _ => PushError::Capacity,
+            })?;
         Counters::bump(&self.counters.pushed);
         let unique_deps = dedup_in_order(deps);
         for dep in &unique_deps {
@@ -124,23 +128,19 @@ impl Shared {
             retry: node.retry,
             priority: node.priority,
         };
-        state.nodes.insert(
+        let entry = NodeEntry::new(
             id,
-            NodeEntry {
-                status: Phase::Pending,
-                lane,
-                estimate: estimate.total(),
-                job: Some(Box::new(job)),
-                key: node.key,
-                deps: unique_deps.into_boxed_slice(),
-                queue_handle: None,
-                result: None,
-                listeners: None,
-                abort: None,
-                live_dependents: 0,
-                delivered: false,
-            },
+            lane,
+            estimate.total(),
+            Some(job),
+            node.key,
+            unique_deps.into_boxed_slice(),
         );
+        if state.nodes.insert(entry).is_err() {
+            // Unreachable: the graph took the node just above. Said rather
+            // than assumed, so a broken invariant is a refusal, not a hang.
+            return Err(PushError::Capacity);
+        }
         match added {
             Added::Ready => self.enqueue(state, id),
             Added::Waiting { .. } => {}

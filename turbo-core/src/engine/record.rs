@@ -17,7 +17,7 @@ impl Shared {
             return;
         }
         match &result {
-            Ok(_) => match state.graph.complete(&id) {
+            Ok(_) => match state.nodes.graph.complete(&id) {
                 Ok(ready) => {
                     // After shutdown began, newly ready nodes never start.
                     let stopping = !state.accepting;
@@ -37,7 +37,7 @@ impl Shared {
                 } else {
                     AbortKind::Failed
                 };
-                match state.graph.abort(&id, kind) {
+                match state.nodes.graph.abort(&id, kind) {
                     Ok(skipped) => {
                         for skip in skipped {
                             let error = NodeError::Skipped {
