@@ -39,6 +39,8 @@ use std::process::ExitCode;
 // mimalloc instead of glibc malloc: the engine and the HTTP path allocate a
 // few small objects per request, and glibc's malloc/free took about a fifth
 // of the engine's CPU time in `engine_overhead` on the simulated provider.
+// Built without transparent huge pages (the workspace's `no_thp`): see
+// Cargo.toml.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
