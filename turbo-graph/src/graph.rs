@@ -46,7 +46,9 @@ pub(crate) struct LiveNode<K> {
 #[derive(Debug, Clone)]
 pub(crate) enum Dependents {
     Inline { len: u8, items: [u32; INLINE] },
-    Spilled(Vec<u32>),
+    /// Boxed, so that the enum (and every live node) stays 16 bytes: the
+    /// few nodes with many dependents pay one more allocation.
+    Spilled(Box<Vec<u32>>),
 }
 
 const INLINE: usize = 3;
@@ -69,7 +71,7 @@ impl Dependents {
                 let mut spilled = Vec::with_capacity(2 * INLINE);
                 spilled.extend_from_slice(items);
                 spilled.push(idx);
-                *self = Dependents::Spilled(spilled);
+                *self = Dependents::Spilled(Box::new(spilled));
             }
             Dependents::Spilled(list) => list.push(idx),
         }
