@@ -51,6 +51,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::iter::FusedIterator;
+use std::num::NonZeroU64;
 
 /// Number of children per heap node. Four halves the depth of a binary heap
 /// and keeps a node's children within two cache lines for small priorities.
@@ -67,15 +68,16 @@ const VACANT: u32 = u32::MAX;
 /// Handles are meaningful only for the queue that issued them (and its clones).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Handle {
-    /// Unique per push for the lifetime of the queue; also the FIFO tie breaker.
-    seq: u64,
+    /// Unique per push for the lifetime of the queue; also the FIFO tie
+    /// breaker. Never zero, so `Option<Handle>` costs nothing extra.
+    seq: NonZeroU64,
     slot: u32,
 }
 
 #[derive(Clone)]
 struct Entry<P> {
     priority: P,
-    seq: u64,
+    seq: NonZeroU64,
     slot: u32,
 }
 
@@ -108,7 +110,16 @@ pub struct PriorityQueue<T, P> {
     /// so the table that sifting writes to stays small and cache friendly.
     positions: Vec<u32>,
     free: Vec<u32>,
-    next_seq: u64,
+    next_seq: NonZeroU64,
+}
+
+/// The sequence number after `seq` (back to 1 after 2^64 - 1 pushes, which
+/// is out of reach).
+const fn next(seq: NonZeroU64) -> NonZeroU64 {
+    match seq.checked_add(1) {
+        Some(next) => next,
+        None => NonZeroU64::MIN,
+    }
 }
 
 impl<T, P> PriorityQueue<T, P> {
@@ -119,7 +130,7 @@ impl<T, P> PriorityQueue<T, P> {
             items: Vec::new(),
             positions: Vec::new(),
             free: Vec::new(),
-            next_seq: 0,
+            next_seq: NonZeroU64::MIN,
         }
     }
 
@@ -131,7 +142,7 @@ impl<T, P> PriorityQueue<T, P> {
             items: Vec::with_capacity(capacity),
             positions: Vec::with_capacity(capacity),
             free: Vec::new(),
-            next_seq: 0,
+            next_seq: NonZeroU64::MIN,
         }
     }
 
@@ -247,7 +258,7 @@ impl<T, P: Ord> PriorityQueue<T, P> {
     pub fn push(&mut self, item: T, priority: P) -> Handle {
         let seq = self.next_seq;
         // 2^64 pushes are out of reach (centuries at one push per nanosecond).
-        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq = next(seq);
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.items[slot as usize] = Some(item);
@@ -517,7 +528,7 @@ impl<T, P: Ord> FromIterator<(T, P)> for PriorityQueue<T, P> {
                 seq: queue.next_seq,
                 slot,
             });
-            queue.next_seq += 1;
+            queue.next_seq = next(queue.next_seq);
         }
         queue.heapify();
         queue
@@ -708,5 +719,17 @@ mod tests {
         let mut expected: Vec<_> = (0..300).map(|i| (i, i % 5)).collect();
         expected.sort_by_key(|&(i, p)| (std::cmp::Reverse(p), i));
         assert_eq!(popped, expected);
+    }
+
+    #[test]
+    fn an_optional_handle_costs_no_more_than_a_handle() {
+        // Users keep one per queued item (turbo-core: one per queued node).
+        assert_eq!(
+            std::mem::size_of::<Option<Handle>>(),
+            std::mem::size_of::<Handle>()
+        );
+        let mut queue = PriorityQueue::new();
+        let first = queue.push('a', 1);
+        assert_ne!(first, queue.push('b', 1), "handles stay distinct");
     }
 }
