@@ -45,9 +45,13 @@ pub(crate) struct LiveNode<K> {
 /// place: a million nodes then cost no million allocations.
 #[derive(Debug, Clone)]
 pub(crate) enum Dependents {
-    Inline { len: u8, items: [u32; INLINE] },
+    Inline {
+        len: u8,
+        items: [u32; INLINE],
+    },
     /// Boxed, so that the enum (and every live node) stays 16 bytes: the
     /// few nodes with many dependents pay one more allocation.
+    #[allow(clippy::box_collection)]
     Spilled(Box<Vec<u32>>),
 }
 
