@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,18 +22,21 @@ use crate::result::{NodeOutput, WorkError};
 /// before the node is pushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NodeId(u64);
+pub struct NodeId(NonZeroU64);
 
 impl NodeId {
     /// The next unused id.
     pub(crate) fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        NodeId(NEXT.fetch_add(1, Ordering::Relaxed))
+        // Ids start at 1 and 2^64 of them are out of reach; were the counter
+        // ever to wrap, the graph would refuse the repeated id.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        NodeId(NonZeroU64::new(n).unwrap_or(NonZeroU64::MAX))
     }
 
-    /// The number behind the id.
+    /// The number behind the id (never 0: an `Option<NodeId>` is 8 bytes).
     pub const fn get(self) -> u64 {
-        self.0
+        self.0.get()
     }
 }
 
@@ -232,6 +236,11 @@ mod tests {
 
     fn request() -> ChatRequest {
         ChatRequest::new("m", vec![ChatMessage::user("x")])
+    }
+
+    #[test]
+    fn an_optional_id_costs_no_more_than_an_id() {
+        assert_eq!(size_of::<Option<NodeId>>(), size_of::<NodeId>());
     }
 
     #[test]

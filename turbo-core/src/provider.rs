@@ -7,7 +7,7 @@
 //! most [`MAX_PROVIDER_NAMES`] distinct names; equality and hashing are on the
 //! name.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -40,18 +40,18 @@ pub const MAX_PROVIDER_NAME_LEN: usize = 64;
 /// # Ok::<(), turbo_core::InvalidProviderName>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Provider(&'static str);
+pub struct Provider(&'static &'static str);
 
 #[allow(non_upper_case_globals)]
 impl Provider {
     /// Groq (`https://api.groq.com/openai/v1` by default), a preset of the
     /// original.
-    pub const Groq: Provider = Provider("groq");
+    pub const Groq: Provider = Provider(&"groq");
     /// OpenAI (`https://api.openai.com/v1` by default), a preset of the
     /// original.
-    pub const OpenAi: Provider = Provider("openai");
+    pub const OpenAi: Provider = Provider(&"openai");
     /// Anthropic's Messages API (`https://api.anthropic.com` by default).
-    pub const Anthropic: Provider = Provider("anthropic");
+    pub const Anthropic: Provider = Provider(&"anthropic");
 }
 
 impl Provider {
@@ -81,7 +81,7 @@ impl Provider {
         }
         let lower = name.to_ascii_lowercase();
         for preset in [Provider::Groq, Provider::OpenAi, Provider::Anthropic] {
-            if preset.0 == lower {
+            if *preset.0 == lower {
                 return Ok(preset);
             }
         }
@@ -97,7 +97,7 @@ impl Provider {
     /// The client kind of a built-in provider (how its headers are read);
     /// `None` for a provider known only by name.
     pub fn preset_kind(self) -> Option<ProviderKind> {
-        match self.0 {
+        match *self.0 {
             "groq" => Some(ProviderKind::Groq),
             "openai" => Some(ProviderKind::OpenAi),
             "anthropic" => Some(ProviderKind::Anthropic),
@@ -113,11 +113,11 @@ impl Provider {
 
 /// Interns a validated, lower-case name that is not a preset.
 fn intern(name: String) -> Result<Provider, InvalidProviderName> {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    static NAMES: OnceLock<Mutex<HashMap<&'static str, Provider>>> = OnceLock::new();
     // A leaf lock: nothing else is taken while it is held.
     let mut names = NAMES.get_or_init(Mutex::default).lock();
     if let Some(known) = names.get(name.as_str()) {
-        return Ok(Provider(known));
+        return Ok(*known);
     }
     if names.len() >= MAX_PROVIDER_NAMES {
         return Err(InvalidProviderName {
@@ -125,9 +125,12 @@ fn intern(name: String) -> Result<Provider, InvalidProviderName> {
             problem: NameProblem::TooMany,
         });
     }
+    // Leaked twice over (the text, and a pointer to it) so that a `Provider`
+    // is one thin pointer: every queued node carries one.
     let leaked: &'static str = Box::leak(name.into_boxed_str());
-    names.insert(leaked);
-    Ok(Provider(leaked))
+    let provider = Provider(Box::leak(Box::new(leaked)));
+    names.insert(leaked, provider);
+    Ok(provider)
 }
 
 impl fmt::Display for Provider {
@@ -206,6 +209,14 @@ pub type UnknownProvider = InvalidProviderName;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_is_one_thin_pointer() {
+        assert_eq!(std::mem::size_of::<Provider>(), 8);
+        let a = Provider::named("thin-one").unwrap();
+        assert_eq!(Provider::named("Thin-One").unwrap(), a);
+        assert_eq!(a.name(), "thin-one");
+    }
 
     #[test]
     fn presets_parse_case_insensitively_and_print() {

@@ -298,7 +298,7 @@ impl Shared {
             };
             entry.status = Phase::Launching;
             let estimate = entry.estimate;
-            let dep_ids = entry.deps.clone();
+            let dep_ids: Box<[NodeId]> = entry.deps().into();
             state.launching[lane] += 1;
             let mut deps = Vec::with_capacity(dep_ids.len());
             let mut released = None;
@@ -310,7 +310,7 @@ impl Shared {
                 {
                     Some((dep_entry, output)) => deps.push(Dependency {
                         id: *dep,
-                        key: dep_entry.key.clone(),
+                        key: dep_entry.key().cloned(),
                         output: output.clone(),
                     }),
                     None => {

@@ -245,8 +245,9 @@ struct NodeEntry {
     lane: u32,
     estimate: u32,
     job: Option<Job>,
-    key: Option<Arc<str>>,
-    deps: Box<[NodeId]>,
+    /// The node's key and dependencies; `None` (no allocation) for a node
+    /// with neither, as most queued nodes are.
+    links: Option<Box<Links>>,
     queue_handle: Option<QueueHandle>,
     // Boxed: most nodes never have waiters or watchers, and a result is only
     // held once the node ends; a million queued nodes must stay small.
@@ -273,8 +274,7 @@ impl NodeEntry {
             lane,
             estimate,
             job,
-            key,
-            deps,
+            links: (key.is_some() || !deps.is_empty()).then(|| Box::new(Links { key, deps })),
             queue_handle: None,
             result: None,
             listeners: None,
@@ -283,6 +283,37 @@ impl NodeEntry {
             delivered: false,
         }
     }
+}
+
+impl NodeEntry {
+    /// The node's placeholder key.
+    fn key(&self) -> Option<&Arc<str>> {
+        self.links.as_ref()?.key.as_ref()
+    }
+
+    /// The node's distinct dependencies, until they are taken.
+    fn deps(&self) -> &[NodeId] {
+        self.links.as_ref().map_or(&[], |links| &links.deps)
+    }
+
+    /// Takes the node's dependencies (once it has ended), freeing its links
+    /// if it has no key to keep.
+    fn take_deps(&mut self) -> Box<[NodeId]> {
+        let Some(links) = self.links.as_mut() else {
+            return Box::default();
+        };
+        let deps = std::mem::take(&mut links.deps);
+        if links.key.is_none() {
+            self.links = None;
+        }
+        deps
+    }
+}
+
+/// A node's key and dependencies, kept apart from its entry.
+struct Links {
+    key: Option<Arc<str>>,
+    deps: Box<[NodeId]>,
 }
 
 /// Who waits for a node: `wait_for` callers and a status watch.

@@ -118,7 +118,7 @@ impl Shared {
         }
         let has_keyed_deps = unique_deps
             .iter()
-            .any(|dep| state.nodes.get(dep).is_some_and(|e| e.key.is_some()));
+            .any(|dep| state.nodes.get(dep).is_some_and(|e| e.key().is_some()));
         let job = Job {
             provider: node.provider,
             output: estimate.output_reservation,

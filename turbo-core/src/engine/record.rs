@@ -109,7 +109,7 @@ impl Shared {
                 })
                 .is_ok();
         }
-        let deps = std::mem::take(&mut entry.deps);
+        let deps = entry.take_deps();
         entry.delivered = delivered;
         entry.result = Some(Box::new(result));
         if !self.retain_results {
