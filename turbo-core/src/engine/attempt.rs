@@ -49,7 +49,7 @@ impl Shared {
         &self,
         lane: &LaneRuntime,
         id: NodeId,
-        job: Job,
+        job: Box<Job>,
         deps: Vec<Dependency>,
         estimate: u32,
         reserved: Reserved,

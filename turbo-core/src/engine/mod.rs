@@ -364,7 +364,7 @@ const LIMITED_DISPATCH_BATCH: usize = 16;
 struct Popped {
     id: NodeId,
     rank: Rank,
-    job: Job,
+    job: Box<Job>,
     deps: Vec<Dependency>,
     estimate: u32,
 }
@@ -372,7 +372,7 @@ struct Popped {
 /// A node whose budget is granted, waiting for its batch to start.
 struct Launch {
     id: NodeId,
-    job: Job,
+    job: Box<Job>,
     deps: Vec<Dependency>,
     estimate: u32,
     reserved: Reserved,
