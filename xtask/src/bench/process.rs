@@ -3,8 +3,8 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -297,64 +297,38 @@ impl Drop for MockServer {
     }
 }
 
-/// A minimal HTTP/1.1 GET on loopback: the server's answer body.
+/// `GET http://{addr}{path}` on loopback (reqwest, on a current-thread
+/// runtime of its own: the bench is otherwise synchronous): the answer's
+/// body; a status other than 200 is an error.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    parse_http_response(&response)
-}
-
-/// Splits an HTTP/1.1 response, checks for 200 and returns the body
-/// (de-chunked if the server chunked it).
-pub fn parse_http_response(response: &[u8]) -> Result<Vec<u8>> {
-    let split = response
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("HTTP response without a header end"))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body = &response[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        bail!("HTTP status {status:?}");
-    }
-    let chunked = lines.any(|line| {
-        let lower = line.to_ascii_lowercase();
-        lower.starts_with("transfer-encoding:") && lower.contains("chunked")
-    });
-    if chunked {
-        dechunk(body)
-    } else {
-        Ok(body.to_vec())
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|window| window == b"\r\n")
-            .ok_or_else(|| anyhow!("truncated chunk size"))?;
-        let size_text = String::from_utf8_lossy(&body[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime for an HTTP GET")?;
+    let url = format!("http://{addr}{path}");
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .context("cannot build an HTTP client")?;
+        let response = client
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            bail!("GET {url}: HTTP status {status}");
         }
-        let chunk = body.get(..size).ok_or_else(|| anyhow!("truncated chunk"))?;
-        out.extend_from_slice(chunk);
-        body = body.get(size + 2..).unwrap_or_default();
-    }
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("GET {url}: reading the body"))?;
+        Ok(body.to_vec())
+    })
 }
 
 /// The server's counters (`GET /stats`), with the timeline made dense.
@@ -645,6 +619,7 @@ pub fn count_results(path: &Path) -> Result<(usize, usize)> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::io::{Read, Write};
 
     #[test]
     fn listening_line_gives_url_and_address() {
@@ -655,19 +630,9 @@ mod tests {
         assert!(parse_listening("listening on http://localhost/v1").is_none());
     }
 
-    #[test]
-    fn http_bodies_are_read_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_http_response(plain).unwrap(), b"{}");
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4;x=y\r\n\":1}\r\n0\r\n\r\n";
-        assert_eq!(parse_http_response(chunked).unwrap(), b"{\"a\":1}");
-        assert!(parse_http_response(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
-        assert!(parse_http_response(b"garbage").is_err());
-    }
-
-    #[test]
-    fn http_get_talks_to_a_loopback_server() {
+    /// A server on loopback that answers one request with `answer` and
+    /// returns the request it read.
+    fn one_answer(answer: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle<String>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
@@ -678,16 +643,29 @@ mod tests {
                 let read = stream.read(&mut buffer).unwrap();
                 request.extend_from_slice(&buffer[..read]);
             }
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}")
-                .unwrap();
+            stream.write_all(answer).unwrap();
             String::from_utf8(request).unwrap()
         });
-        let body = http_get(addr, "/stats").unwrap();
-        assert_eq!(body, b"{\"ok\":true}");
-        let request = server.join().unwrap();
-        assert!(request.starts_with("GET /stats HTTP/1.1\r\n"));
-        assert!(request.contains("Connection: close"));
+        (addr, server)
+    }
+
+    #[test]
+    fn http_get_reads_a_chunked_body_from_a_loopback_server() {
+        let (addr, server) = one_answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4;x=y\r\n\":1}\r\n0\r\n\r\n",
+        );
+        assert_eq!(http_get(addr, "/stats").unwrap(), b"{\"a\":1}");
+        let request = server.join().unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /stats http/1.1\r\n"), "{request}");
+        assert!(request.contains("accept: application/json"), "{request}");
+    }
+
+    #[test]
+    fn http_get_refuses_a_status_other_than_200() {
+        let (addr, server) = one_answer(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        let error = http_get(addr, "/nope").unwrap_err();
+        assert!(format!("{error:#}").contains("404"), "{error:#}");
+        server.join().unwrap();
     }
 
     #[test]
