@@ -10,6 +10,7 @@ mod embeddings;
 mod engine;
 mod faults;
 mod grade;
+mod loadgen;
 mod math;
 mod process;
 mod redis;

@@ -17,7 +17,7 @@ use super::cpu::cpu_seconds_of;
 
 /// A dummy key for the children: the mock server accepts any key, and the
 /// CLI may insist on one being set.
-const BENCH_KEY: &str = "sk-bench-mock-not-a-secret";
+pub(super) const BENCH_KEY: &str = "sk-bench-mock-not-a-secret";
 
 /// The `cargo` that runs us (cargo sets `CARGO` for `cargo run`).
 pub fn cargo() -> OsString {

@@ -1,6 +1,8 @@
 //! The HTTP scenario: turbo-run against the mock server on loopback at zero
 //! latency and no limits, three ways in one run (auto, a fixed --workers 64,
-//! the old 4,096 ceiling): requests/s, connections, CPU per request.
+//! the old 4,096 ceiling): requests/s, connections, CPU per request; and,
+//! side by side, a plain load generator (`loadgen.rs`) on the same server,
+//! whose rate turbo-run's auto run is graded against.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Context;
+use super::loadgen::{self, LoadRun};
 use super::process::{self, Client, ClientRun, MockServer, ServerSettings, ServerStats};
 use super::report::{Check, ScenarioReport, Status, Target, trim_float};
 use super::scenarios::{
@@ -70,12 +73,54 @@ fn throughput_run(
     })
 }
 
+/// The load generator's run on a server of its own: what the server serves
+/// to a minimal client, and the server's CPU seconds for it.
+fn generator_run(
+    context: &Context,
+    binary: &Path,
+    dir: &Path,
+    count: usize,
+) -> Result<(LoadRun, Option<f64>)> {
+    if context.build {
+        loadgen::prepare(&context.root)?;
+    }
+    let bodies = dir.join("loadgen.bodies");
+    let mut text = String::new();
+    for index in 0..count {
+        text.push_str(&workload::simple_body(index, OutputCap::MaxTokens(16)));
+        text.push('\n');
+    }
+    std::fs::write(&bodies, text)?;
+    let server = MockServer::start(
+        binary,
+        &ServerSettings::default(),
+        &dir.join("loadgen.server.log"),
+    )?;
+    let run = loadgen::generate(
+        &context.target,
+        server.base_url(),
+        GENERATOR_CONNECTIONS,
+        &bodies,
+    )?;
+    let server_cpu_seconds = server.cpu_seconds();
+    server.stop()?;
+    Ok((run, server_cpu_seconds))
+}
+
+/// The load generator's connections (as `wrk -t1 -c64`).
+const GENERATOR_CONNECTIONS: usize = 64;
+
 /// Fixed concurrency of the second, diagnostic throughput run.
 const THROUGHPUT_WORKERS: usize = 64;
 
 /// The in-flight ceiling an unlimited lane ran at before the adaptive bound
 /// (issue 14): the third run shows what the bound saves against it.
 const OLD_CEILING_WORKERS: usize = 4_096;
+
+/// `12 µs`, or `?` when the CPU time could not be read.
+fn cpu_text(micros: Option<f64>) -> String {
+    micros.map_or_else(|| "?".to_owned(), |micros| format!("{micros:.0} µs"))
+}
 
 /// Microseconds of CPU per request, when the CPU time could be read.
 fn micros_per_request(cpu_seconds: Option<f64>, requests: usize) -> Option<f64> {
@@ -104,6 +149,7 @@ pub(super) fn http_throughput(context: &Context, scenario: &Scenario) -> Result<
         count,
         Some(OLD_CEILING_WORKERS),
     )?;
+    let (generator, generator_server_cpu) = generator_run(context, binary, &dir, count)?;
 
     let rate = |run: &ThroughputRun| count as f64 / run.run.wall_seconds();
     let figures = |run: &ThroughputRun| {
@@ -126,15 +172,22 @@ pub(super) fn http_throughput(context: &Context, scenario: &Scenario) -> Result<
         "workers_auto": figures(&auto),
         "workers_fixed": figures(&fixed),
         "workers_old_ceiling": figures(&ceiling),
+        "load_generator": {
+            "connections": GENERATOR_CONNECTIONS,
+            "requests": generator.requests,
+            "ok": generator.ok,
+            "seconds": generator.seconds,
+            "requests_per_s": generator.rate(),
+            "generator_cpu_us_per_request": micros_per_request(generator.cpu_seconds, count),
+            "server_cpu_us_per_request": micros_per_request(generator_server_cpu, count),
+        },
     });
     let per_s = rate(&auto);
     let per_s_process = count as f64 / auto.run.process_seconds;
     // One row per run: requests/s, most connections open at the server (the
     // client's pool), client and server CPU per request.
     let describe = |run: &ThroughputRun| {
-        let cpu = |micros: Option<f64>| {
-            micros.map_or_else(|| "?".to_owned(), |micros| format!("{micros:.0} µs"))
-        };
+        let cpu = cpu_text;
         format!(
             "{} req/s, {} connections, CPU/request client {} server {}",
             trim_float(rate(run), 0),
@@ -166,7 +219,26 @@ pub(super) fn http_throughput(context: &Context, scenario: &Scenario) -> Result<
             rate(&ceiling),
             describe(&ceiling),
         ),
-        results_check(auto.ok.min(fixed.ok).min(ceiling.ok), count),
+        Check::info(
+            &format!("  load generator ({GENERATOR_CONNECTIONS} connections)"),
+            generator.rate(),
+            format!(
+                "{} req/s, CPU/request generator {} server {}",
+                trim_float(generator.rate(), 0),
+                cpu_text(micros_per_request(generator.cpu_seconds, count)),
+                cpu_text(micros_per_request(generator_server_cpu, count)),
+            ),
+        ),
+        Check::target(
+            "auto / load generator",
+            per_s / generator.rate(),
+            trim_float(per_s / generator.rate(), 2),
+            Target::AtLeast(0.7),
+        ),
+        results_check(
+            auto.ok.min(fixed.ok).min(ceiling.ok).min(generator.ok),
+            count,
+        ),
     ];
     if auto.run.timed_out || fixed.run.timed_out || ceiling.run.timed_out {
         report.status = Status::Error;

@@ -35,7 +35,8 @@ impl OutputCap {
     }
 }
 
-fn line(custom_id: &str, content: &str, cap: OutputCap, depends_on: &[String]) -> String {
+/// The body of one chat request, as a batch line carries it.
+fn chat_body(content: &str, cap: OutputCap) -> Value {
     let mut body = json!({
         "model": MODEL,
         "messages": [{"role": "user", "content": content}],
@@ -47,6 +48,17 @@ fn line(custom_id: &str, content: &str, cap: OutputCap, depends_on: &[String]) -
         };
         fields.insert(name.to_owned(), json!(tokens));
     }
+    body
+}
+
+/// The request body of line `index` of [`simple`] (what a client sends for
+/// it to `/v1/chat/completions`).
+pub fn simple_body(index: usize, cap: OutputCap) -> String {
+    chat_body(&simple_prompt(index), cap).to_string()
+}
+
+fn line(custom_id: &str, content: &str, cap: OutputCap, depends_on: &[String]) -> String {
+    let body = chat_body(content, cap);
     let mut request = json!({
         "custom_id": custom_id,
         "method": "POST",
