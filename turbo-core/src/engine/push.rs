@@ -96,26 +96,7 @@ impl Shared {
             self.abandon_all(state);
             return Err(PushError::RuntimeGone);
         }
-        let added = state
-            .nodes
-            .graph
-            .add(id, deps)
-            .map_err(|error| match error {
-                GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
-                    node: id,
-                    dependency,
-                },
-                GraphError::SelfDependency { .. } => PushError::SelfDependency { node: id },
-                GraphError::DuplicateId { .. } => PushError::Duplicate { node: id },
-                _ => PushError::Capacity,
-            })?;
-        Counters::bump(&self.counters.pushed);
         let unique_deps = dedup_in_order(deps);
-        for dep in &unique_deps {
-            if let Some(entry) = state.nodes.get_mut(dep) {
-                entry.live_dependents += 1;
-            }
-        }
         let has_keyed_deps = unique_deps
             .iter()
             .any(|dep| state.nodes.get(dep).is_some_and(|e| e.key().is_some()));
@@ -134,12 +115,25 @@ impl Shared {
             estimate.total(),
             Some(job),
             node.key,
-            unique_deps.into_boxed_slice(),
+            unique_deps.as_slice().into(),
         );
-        if state.nodes.insert(entry).is_err() {
-            // Unreachable: the graph took the node just above. Said rather
-            // than assumed, so a broken invariant is a refusal, not a hang.
-            return Err(PushError::Capacity);
+        let added = state
+            .nodes
+            .add(entry, &unique_deps)
+            .map_err(|error| match error {
+                GraphError::UnknownDependency { dependency, .. } => PushError::UnknownDependency {
+                    node: id,
+                    dependency,
+                },
+                GraphError::SelfDependency { .. } => PushError::SelfDependency { node: id },
+                GraphError::DuplicateId { .. } => PushError::Duplicate { node: id },
+                _ => PushError::Capacity,
+            })?;
+        Counters::bump(&self.counters.pushed);
+        for dep in &unique_deps {
+            if let Some(entry) = state.nodes.get_mut(dep) {
+                entry.live_dependents += 1;
+            }
         }
         match added {
             Added::Ready => self.enqueue(state, id),

@@ -17,7 +17,7 @@
 //!
 //! Owned by `State`, under `Shared::state` like the rest of it.
 
-use turbo_graph::{BuildIdHasher, DependencyGraph};
+use turbo_graph::{Added, BuildIdHasher, DependencyGraph, GraphError};
 
 use super::NodeEntry;
 use crate::node::NodeId;
@@ -81,8 +81,22 @@ impl NodeTable {
         self.get(id).is_some()
     }
 
-    /// Stores the entry of `entry.id`, which the graph must hold (the node
-    /// was added to it first); returns the entry back if it does not.
+    /// Adds `entry`'s node to the graph, depending on `deps`, and stores the
+    /// entry beside it; if the graph refuses the node, nothing changes.
+    pub(super) fn add(
+        &mut self,
+        entry: NodeEntry,
+        deps: &[NodeId],
+    ) -> Result<Added<NodeId>, GraphError<NodeId>> {
+        let added = self.graph.add(entry.id, deps)?;
+        if self.insert(entry).is_err() {
+            unreachable!("the graph holds the node it has just added");
+        }
+        Ok(added)
+    }
+
+    /// Stores the entry of `entry.id`, which the graph must hold; returns the
+    /// entry back if it does not.
     pub(super) fn insert(&mut self, entry: NodeEntry) -> Result<(), Box<NodeEntry>> {
         let Some((chunk, offset)) = self.place(&entry.id) else {
             return Err(Box::new(entry));
@@ -143,8 +157,7 @@ mod tests {
 
     fn add(table: &mut NodeTable) -> NodeId {
         let id = NodeId::next();
-        table.graph.add(id, []).unwrap();
-        table.insert(entry(id)).map_err(|_| ()).unwrap();
+        table.add(entry(id), &[]).unwrap();
         id
     }
 
