@@ -28,9 +28,10 @@ impl Lane {
             return self.end_opening(ticket.grant).await;
         }
         let state = self.inner.store.correct(ticket.grant, feedback).await?;
+        trace_correction(&self.inner.key, "answer", &ticket.grant, &feedback, &state);
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
-        local.note_server_limits(&self.inner.key, &feedback);
+        local.note_server_limits(&self.inner.key, &feedback, &state.limits);
         local.apply_state(&state);
         Ok(())
     }
@@ -95,9 +96,10 @@ impl Lane {
             }
         };
         let state = self.inner.store.correct(grant, feedback).await?;
+        trace_correction(&self.inner.key, "refusal", &grant, &feedback, &state);
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
-        local.note_server_limits(&self.inner.key, &feedback);
+        local.note_server_limits(&self.inner.key, &feedback, &state.limits);
         local.apply_state(&state);
         Ok(())
     }
@@ -239,4 +241,43 @@ impl Lane {
             local.notify_head();
         }
     }
+}
+
+/// One debug event per correction: what the server said about which
+/// reservation, and the levels the lane holds after it (whole units).
+fn trace_correction(
+    lane: &LaneKey,
+    what: &'static str,
+    grant: &Grant,
+    feedback: &Feedback,
+    state: &LaneState,
+) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let said = |o: Option<WindowObservation>| {
+        o.map(|o| format!("{:?}/{:?} reset {:?}", o.remaining, o.limit, o.reset))
+    };
+    let levels: Vec<String> = state
+        .buckets
+        .iter()
+        .map(|b| {
+            format!(
+                "{}: {}/{} foreign {} ratio {}",
+                b.axis, b.level, b.limit, b.foreign, b.charge_ratio_ppm
+            )
+        })
+        .collect();
+    tracing::debug!(
+        lane = %lane,
+        what,
+        requests_total = grant.requests_total,
+        tokens_total = grant.tokens_total,
+        lane_requests_total = state.requests_total,
+        requests = ?said(feedback.requests),
+        tokens = ?said(feedback.tokens),
+        levels = ?levels,
+        paused_for = ?state.paused_for,
+        "corrected from the server"
+    );
 }

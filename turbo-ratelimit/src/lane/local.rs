@@ -161,9 +161,15 @@ impl Local {
         self.pause_end = Some(self.pause_end.map_or(end, |e| e.max(end)));
     }
 
-    /// Records the limits the server stated and warns once per axis when
-    /// they differ from the configured ones.
-    pub(super) fn note_server_limits(&mut self, lane: &LaneKey, feedback: &Feedback) {
+    /// Records the limits the server stated and the store adopted (a late
+    /// answer's stale limit is not) and warns once per axis when they differ
+    /// from the configured ones.
+    pub(super) fn note_server_limits(
+        &mut self,
+        lane: &LaneKey,
+        feedback: &Feedback,
+        adopted: &Limits,
+    ) {
         let observations = [
             (Unit::Requests, feedback.requests),
             (Unit::Tokens, feedback.tokens),
@@ -176,6 +182,9 @@ impl Local {
                 continue;
             };
             let axis = Axis::new(unit, observation.window);
+            if adopted.get(axis) != Some(limit.get()) {
+                continue;
+            }
             self.server_limits.set(axis, Some(limit));
             let configured = self.config.limits().get(axis);
             if let Some(configured) = configured

@@ -307,7 +307,17 @@ impl LaneBuckets {
         let axis = Axis::new(unit, obs.window);
         let slot = &mut self.buckets[axis.index()];
         let current = *slot;
-        let limit = obs.limit.filter(|&l| l > 0).or(current.map(|b| b.limit))?;
+        let stated = obs.limit.filter(|&l| l > 0);
+        // A late answer about a request older than one already answered
+        // speaks of a limit that newer answers may have replaced (after a
+        // change, answers about requests handled before it keep arriving
+        // for a round trip): its limit and its count are stale. Module
+        // docs, step 4.
+        if !in_order && current.is_some_and(|b| !b.opening && stated.is_some_and(|l| l != b.limit))
+        {
+            return None;
+        }
+        let limit = stated.or(current.map(|b| b.limit))?;
         let remaining = obs.remaining.or_else(|| {
             obs.reset
                 .map(|r| remaining_from_reset(limit, r, obs.window))

@@ -212,6 +212,32 @@ fn server_raising_the_limit_may_raise_the_level() {
 }
 
 #[test]
+fn a_late_answer_does_not_restore_a_limit_a_newer_one_replaced() {
+    // Two requests in flight across a halving: the newer one's answer says
+    // 500, then the older one's (handled before the change) says 1,000.
+    let mut lane = LaneBuckets::new(&tpm(1000), Duration::ZERO);
+    let old = reserve(&mut lane, Duration::ZERO, 100);
+    let new = reserve(&mut lane, S, 100);
+    lane.correct(2 * S, &new, &tokens_fb(500, 0));
+    assert_eq!(
+        lane.bucket(Axis::TokensPerMinute).map(|b| b.limit),
+        Some(500)
+    );
+    let after_new = level(&mut lane, 2 * S, Axis::TokensPerMinute);
+    lane.correct(2 * S, &old, &tokens_fb(1000, 800));
+    let bucket = lane.bucket(Axis::TokensPerMinute).unwrap();
+    assert_eq!(bucket.limit, 500, "the stale limit came back");
+    assert_eq!(level(&mut lane, 2 * S, Axis::TokensPerMinute), after_new);
+    // The next answer in order that states a new limit is believed.
+    let newer = reserve(&mut lane, 70 * S, 100);
+    lane.correct(71 * S, &newer, &tokens_fb(2000, 1500));
+    assert_eq!(
+        lane.bucket(Axis::TokensPerMinute).map(|b| b.limit),
+        Some(2000)
+    );
+}
+
+#[test]
 fn feedback_creates_axes_in_its_window() {
     // Groq: requests per day, tokens per minute.
     let mut lane = LaneBuckets::new(&Limits::unlimited(), Duration::ZERO);

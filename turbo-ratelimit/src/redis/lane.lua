@@ -603,6 +603,12 @@ local function correct_axis(st, i, obs, seen)
   local tokens = TOKENS[i]
   local current = st.b[i]
   local limit = obs.limit
+  -- A late answer (not in order) stating another limit than the bucket's
+  -- speaks of a limit newer answers have replaced: stale, ignored.
+  if not seen.in_order and current and not current.opening and limit > 0
+      and limit ~= current.limit then
+    return nil
+  end
   if limit <= 0 then
     if not current then return nil end
     limit = current.limit
