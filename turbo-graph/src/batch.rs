@@ -5,7 +5,8 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
-use crate::graph::{DependencyGraph, Dependents, LiveNode, MAX_NODES, NONE, Slot, dedup_in_order};
+use crate::add::dedup_in_order;
+use crate::graph::{DependencyGraph, Dependents, LiveNode, MAX_NODES, NONE, Slot};
 use crate::types::Skipped;
 
 /// One thing wrong with a batch given to

@@ -125,8 +125,11 @@
 //! ```
 #![warn(missing_docs)]
 
+mod add;
 mod batch;
 mod error;
+mod finish;
+mod forget;
 mod graph;
 mod hasher;
 mod path;
