@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 use super::Context;
 use super::math::Latency;
 use super::process::{self, Client, ClientRun, MockServer};
+use super::rate_limited::RateLimited;
 use super::report::{self, Check, ScenarioReport, Status, Target, trim_float};
-use super::scenarios::{self, RateLimited, Scenario, Theory};
+use super::scenarios::{self, Scenario, Theory};
 use super::workload;
 
 /// What the server logs once it accepts connections.
