@@ -1,0 +1,319 @@
+//! Issue 11's scenarios: does the limiter believe the server rather than its
+//! configuration? Each situation (told twice or half the limits, a drained
+//! key, a kill and resume, limits that change, a server that counts tokens
+//! its own way, a neighbour on the key) runs three times against
+//! `turbo-run mock-server`, and the worst run is graded: a user runs a job
+//! once.
+//!
+//! Per run: efficiency = the shortest time the *server's* limits allow for
+//! what the server charged (its own totals, its limits over time, its
+//! starting level) ÷ the client's wall time; 429s as a share of requests;
+//! and the longest stall: whole seconds in which the server admitted nothing
+//! although, at the end of the second, its buckets had room for one more
+//! request (between the first and the last admission).
+
+mod axes;
+mod graded;
+mod run;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use super::Context;
+use super::process::{ServerSettings, ServerStats};
+use super::report::ScenarioReport;
+use super::scenarios::{SIGMA, Scenario};
+use super::workload;
+
+use graded::graded;
+
+/// The independent referee's key: 600 RPM, 90k TPM, 1 s log-normal latency.
+const RPM: u64 = 600;
+const TPM: u64 = 90_000;
+const LATENCY_MS: u64 = 1_000;
+/// Output reserved per request: with the 16-token prompt, 250 tokens a
+/// request, so 360 requests a minute fill the tokens first.
+const MAX_TOKENS: u32 = 234;
+const COST: u64 = workload::SIMPLE_PROMPT_TOKENS + MAX_TOKENS as u64;
+
+/// Seconds of refill beyond the starting level a run needs: 45 (10 with
+/// `--quick`), shorter than the other rate-limited scenarios' 150 because
+/// each situation runs three times (eight situations: about 25 minutes).
+fn budget_s(quick: bool) -> f64 {
+    if quick { 10.0 } else { 45.0 }
+}
+
+/// What one situation changes from an exact configuration on a fresh key.
+#[derive(Debug, Clone)]
+struct Situation {
+    /// `--rpm`/`--tpm` given to the client; `None` to let it learn them.
+    told: Option<(u64, u64)>,
+    /// Share of the server's buckets full at start.
+    fill: f64,
+    /// The server's limits over time: `(from second, rpm, tpm)`, the first at 0.
+    limits: Vec<(f64, u64, u64)>,
+    /// The server charges `cost × factor` tokens.
+    token_factor: f64,
+    /// SIGKILL when half the lines are answered, then `--resume` at once.
+    kill_at_half: bool,
+    /// A second client on the key using about 30 % of the token budget.
+    neighbour: bool,
+    efficiency_target: f64,
+    max_429_share: f64,
+}
+
+impl Situation {
+    fn exact() -> Self {
+        Self {
+            told: Some((RPM, TPM)),
+            fill: 1.0,
+            limits: vec![(0.0, RPM, TPM)],
+            token_factor: 1.0,
+            kill_at_half: false,
+            neighbour: false,
+            efficiency_target: 0.99,
+            max_429_share: 0.01,
+        }
+    }
+
+    fn server_args(&self) -> Vec<String> {
+        let settings = ServerSettings {
+            rpm: Some(self.limits[0].1),
+            tpm: Some(self.limits[0].2),
+            latency_ms: LATENCY_MS,
+            latency_sigma: SIGMA,
+            error_rate: 0.0,
+        };
+        let mut args = settings.args();
+        if self.fill < 1.0 {
+            args.extend(["--initial-fill".to_owned(), self.fill.to_string()]);
+        }
+        for (at, rpm, tpm) in &self.limits[1..] {
+            args.extend([
+                "--limit-change".to_owned(),
+                format!("{}ms:rpm={rpm},tpm={tpm}", (at * 1000.0).round() as u64),
+            ]);
+        }
+        if (self.token_factor - 1.0).abs() > f64::EPSILON {
+            args.extend(["--token-factor".to_owned(), self.token_factor.to_string()]);
+        }
+        args
+    }
+
+    /// Lines for about `budget_s` seconds of refill beyond the starting
+    /// level at the first limits, leaving a neighbour its 30 %.
+    /// With limits that change, what the server's limits allow by
+    /// `budget_s` (an upgrade's extra capacity included), so the run
+    /// outlasts the last change.
+    fn lines(&self, budget_s: f64) -> usize {
+        let share = if self.neighbour { 0.7 } else { 1.0 };
+        let requests_of = |rpm: u64, tpm: u64| (tpm as f64 / COST as f64).min(rpm as f64);
+        let (_, rpm, tpm) = self.limits[0];
+        let mut total = self.fill * requests_of(rpm, tpm);
+        for (index, (from, rpm, tpm)) in self.limits.iter().enumerate() {
+            let until = self
+                .limits
+                .get(index + 1)
+                .map_or(budget_s, |next| next.0.min(budget_s));
+            if index > 0 {
+                let (_, before_rpm, before_tpm) = self.limits[index - 1];
+                total += (requests_of(*rpm, *tpm) - requests_of(before_rpm, before_tpm)).max(0.0);
+            }
+            total += requests_of(*rpm, *tpm) / 60.0 * (until - from).max(0.0);
+        }
+        (share * total).ceil() as usize
+    }
+}
+
+impl Situation {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.told {
+            Some((rpm, tpm)) => parts.push(format!("client told {rpm} RPM, {tpm} TPM")),
+            None => parts.push("client told no limits".to_owned()),
+        }
+        if self.fill < 1.0 {
+            parts.push(format!("buckets {} % full at start", self.fill * 100.0));
+        }
+        for (at, rpm, tpm) in &self.limits[1..] {
+            parts.push(format!("{rpm} RPM, {tpm} TPM from {at:.0} s"));
+        }
+        if (self.token_factor - 1.0).abs() > f64::EPSILON {
+            parts.push(format!("server counts tokens × {}", self.token_factor));
+        }
+        if self.kill_at_half {
+            parts.push("SIGKILL at half, --resume".to_owned());
+        }
+        if self.neighbour {
+            parts.push("neighbour at ~30 %".to_owned());
+        }
+        parts.join("; ")
+    }
+}
+
+/// The situations, as the bench's scenario list names them.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "limits-told-2x",
+            about: "issue 11: client told twice the server's limits (3 runs, worst graded)",
+            needs_cli: true,
+            run: told_twice,
+        },
+        Scenario {
+            name: "limits-told-half",
+            about: "issue 11: client told half the server's limits (3 runs, worst graded)",
+            needs_cli: true,
+            run: told_half,
+        },
+        Scenario {
+            name: "limits-drained-key",
+            about: "issue 11: the key's buckets are empty at start (3 runs, worst graded)",
+            needs_cli: true,
+            run: drained_key,
+        },
+        Scenario {
+            name: "limits-kill-resume",
+            about: "issue 11: SIGKILL at half the lines, --resume at once (3 runs, worst graded)",
+            needs_cli: true,
+            run: kill_resume,
+        },
+        Scenario {
+            name: "limits-change",
+            about: "issue 11: the server's limits double a quarter in, then halve back at half time (3 runs, worst graded)",
+            needs_cli: true,
+            run: limits_change,
+        },
+        Scenario {
+            name: "limits-tokens-plus-10",
+            about: "issue 11: the server counts 10 % more tokens than the client (3 runs, worst graded)",
+            needs_cli: true,
+            run: tokens_plus,
+        },
+        Scenario {
+            name: "limits-tokens-minus-10",
+            about: "issue 11: the server counts 10 % fewer tokens than the client (3 runs, worst graded)",
+            needs_cli: true,
+            run: tokens_minus,
+        },
+        Scenario {
+            name: "limits-neighbour",
+            about: "issue 11: a steady neighbour uses about 30 % of the key (3 runs, worst graded; its 429s too)",
+            needs_cli: true,
+            run: neighbour,
+        },
+    ]
+}
+
+fn told_twice(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        told: Some((2 * RPM, 2 * TPM)),
+        efficiency_target: 0.97,
+        max_429_share: 0.05,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+fn told_half(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        told: Some((RPM / 2, TPM / 2)),
+        efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+fn drained_key(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        fill: 0.0,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+fn kill_resume(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        kill_at_half: true,
+        efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+fn limits_change(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    // Doubled a quarter in, halved back at half time: the job is sized to
+    // what the limits allow over the whole budget, so it runs on at the
+    // first limits for the second half.
+    let quarter = budget_s(context.quick) / 4.0;
+    let situation = Situation {
+        limits: vec![
+            (0.0, RPM, TPM),
+            (quarter, 2 * RPM, 2 * TPM),
+            (2.0 * quarter, RPM, TPM),
+        ],
+        efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+fn tokens_plus(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        token_factor: 1.1,
+        efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+fn tokens_minus(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        token_factor: 0.9,
+        efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+fn neighbour(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        neighbour: true,
+        efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+struct Outcome {
+    efficiency: f64,
+    rate_limited_share: f64,
+    stall_s: u64,
+    lines: usize,
+    ok: usize,
+    timed_out: bool,
+    /// The neighbour's 429s (neighbour situation only).
+    neighbour_429s: Option<u64>,
+    figures: Value,
+    stats: ServerStats,
+    markers: Vec<(f64, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_cover_an_upgrade_and_the_time_after_it() {
+        // 360 at start, 6/s for 10 s, +360 at the upgrade, 12/s for 10 s,
+        // then 6/s for 20 s: 360 + 60 + 360 + 120 + 120 = 1,020.
+        let situation = Situation {
+            limits: vec![(0.0, RPM, TPM), (10.0, 2 * RPM, 2 * TPM), (20.0, RPM, TPM)],
+            ..Situation::exact()
+        };
+        assert_eq!(situation.lines(40.0), 1_020);
+        assert_eq!(Situation::exact().lines(45.0), 630);
+    }
+}
