@@ -323,10 +323,12 @@
 //! One idea each: `units.rs` (scaled integers and the bucket operations),
 //! `estimate.rs` (reading the server's counts: the estimate, the opening's
 //! probe, the foreign rate), `ratio.rs` (the charge ratio), `bucket.rs`
-//! (one axis's state) and `lane.rs`
-//! (the lane's state machine that every store steps); `tests.rs` checks them.
+//! (one axis's state), `lane.rs` (the lane's state machine that every store
+//! steps) and `correct.rs` (its correction step: absorbing an answer);
+//! `tests.rs` checks them.
 
 mod bucket;
+mod correct;
 mod estimate;
 mod lane;
 mod ratio;
