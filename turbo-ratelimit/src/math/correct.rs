@@ -333,6 +333,25 @@ impl LaneBuckets {
         };
         let mut level = corrected_level(Some((b.level, limit)), limit, obs.window, Some(claim));
         let mut withheld = b.withheld;
+        // Lowered, not lost (module docs, "Raising on the server's word"):
+        // what a correction takes is withheld, and a calm answer (an exact
+        // count) that shows more room than the level holds gives it back,
+        // while no one else is seen on the key.
+        if first.is_none() && b.ratio_known {
+            if level < local {
+                withheld = withheld.saturating_add(local - level);
+            } else if calm && withheld > 0 && b.foreign == 0 && foreign == 0 {
+                let margin = cap / (2 * MISREAD_FRACTION);
+                let target = claim
+                    .min(estimate.saturating_sub(paced(limit)))
+                    .saturating_sub(margin);
+                if target.saturating_sub(local) >= margin {
+                    let raise = (target - local).min(withheld);
+                    level = local + raise;
+                    withheld -= raise;
+                }
+            }
+        }
         if let Some(seen) = first {
             // What the cautious charges took beyond the server's own count
             // comes back, within what they withheld; of a server drained

@@ -136,13 +136,33 @@
 //!      agreement, and a stale value never raises the level.
 //!
 //! Outside the opening (and the first charge ratio learned, below) a
-//! correction never raises a level on a kept limit. A single answer cannot
-//! tell "the server counts fewer tokens than we reserve" from "a request
-//! this one overtook is not counted yet", and a raise would let arbitrary
-//! feedback break the bound the proptests check (no 60 s window admits more
-//! than the limit plus one bucket, in the server's units). A server that
-//! counts differently is learned from many answers instead: see "The server
-//! counts its own way".
+//! correction raises a level on a kept limit only to give back what earlier
+//! corrections took (next section). A single answer cannot tell "the server
+//! counts fewer tokens than we reserve" from "a request this one overtook is
+//! not counted yet", and a free raise would let arbitrary feedback break the
+//! bound the proptests check (no 60 s window admits more than the limit plus
+//! one bucket, in the server's units). A server that counts differently is
+//! learned from many answers instead: see "The server counts its own way".
+//!
+//! # Raising on the server's word: lowered, not lost
+//!
+//! A lowering can be wrong: a burst misread beyond what step 2 discounts
+//! (`M`, a second of the limit after a round trip), or the level a withheld
+//! caution came back to. Never raised again, that capacity was lost for
+//! good: the server's bucket kept it unused to the end of the run (measured:
+//! 7-11 requests, 1.5-2 s of a 47 s run, after a doubling's burst or the
+//! opening's caution). So on a kept limit with a known charge ratio, what a
+//! lowering takes goes to `withheld` (still `level + withheld ≤ C`, trimmed
+//! as the level refills), and a *calm* in-order answer (an exact count, see
+//! [`CALM_SPACING_NS`]) with no foreign use known before or after it raises
+//! the level to `min(claim, est − paced) − m`, `m = C/128`, when that is at
+//! least `m` above the level, by at most `withheld`. `paced` is step 3's
+//! possibly uncounted requests. `level + withheld` is never raised by a
+//! correction, so the bound holds whatever the feedback. The margin and the
+//! calm rule keep noise from ratcheting the level up: raised on every
+//! answer a unit at a time, or on any in-order answer, the simulations
+//! (`tests/believe_server.rs`) drew 8-25 429s of ~5,000 where there were
+//! none; with them, none more, and the gaps after a doubling's burst halve.
 //!
 //! A server limit of 0 is ignored (a lane never has a zero limit); an axis
 //! with no limit from either side is left alone.

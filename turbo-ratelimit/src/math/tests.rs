@@ -238,6 +238,40 @@ fn a_late_answer_does_not_restore_a_limit_a_newer_one_replaced() {
 }
 
 #[test]
+fn a_calm_answer_gives_back_what_a_lowering_took_less_a_margin() {
+    let axis = Axis::TokensPerMinute;
+    let mut lane = LaneBuckets::new(&tpm(6000), Duration::ZERO);
+    let a = reserve(&mut lane, Duration::ZERO, 1000);
+    // The server says 2,000 less than the level: lowered, and withheld.
+    lane.correct(Duration::ZERO, &a, &tokens_fb(6000, 3000));
+    assert_eq!(level(&mut lane, Duration::ZERO, axis), 3000);
+    let ceiling = |lane: &LaneBuckets| {
+        let b = lane.bucket(axis).unwrap();
+        b.level + b.withheld
+    };
+    let before = ceiling(&lane);
+    // Ten seconds later (100 tokens/s of refill), a calm request finds
+    // 4,900 where the level holds 3,900: raised to 4,900 − C/128.
+    let b = reserve(&mut lane, 10 * S, 100);
+    let after_reserve = ceiling(&lane);
+    lane.correct(10 * S, &b, &tokens_fb(6000, 4900));
+    let raised = level(&mut lane, 10 * S, axis);
+    assert_eq!(raised, 4900 - 47, "6000/128 = 46.9 tokens of margin");
+    // Never above what the lowering took (level + withheld is unchanged).
+    assert_eq!(ceiling(&lane), after_reserve);
+    assert!(after_reserve <= before + scaled(1000, Window::Minute));
+    // A level already within twice the margin of the server's stays.
+    let c = reserve(&mut lane, 20 * S, 100);
+    let at_c = level(&mut lane, 20 * S, axis);
+    lane.correct(
+        20 * S,
+        &c,
+        &tokens_fb(6000, u64::try_from(at_c).unwrap() + 90),
+    );
+    assert_eq!(level(&mut lane, 20 * S, axis), at_c);
+}
+
+#[test]
 fn feedback_creates_axes_in_its_window() {
     // Groq: requests per day, tokens per minute.
     let mut lane = LaneBuckets::new(&Limits::unlimited(), Duration::ZERO);

@@ -713,6 +713,23 @@ local function correct_axis(st, i, obs, seen)
   end
   local level = corrected_level(lvl, limit, limit, w, claim)
   local withheld = b.withheld
+  -- Lowered, not lost: what a correction takes is withheld, and a calm answer
+  -- (an exact count) that shows clearly more room than the level holds gives
+  -- it back, less a margin, while no one else is seen on the key.
+  if first == nil and b.known then
+    if level < lvl then
+      withheld = withheld + (lvl - level)
+    elseif seen.calm and withheld > 0 and b.foreign == 0 and learned_foreign == 0 then
+      local margin = tdiv(cap, 2 * MISREAD_FRACTION)
+      local paced = math.min(cost(b, seen.between, tokens, w) * w, limit * seen.between_ns + w)
+      local target = math.min(claim, est - paced) - margin
+      if target - lvl >= margin then
+        local raise = math.min(target - lvl, withheld)
+        level = lvl + raise
+        withheld = withheld - raise
+      end
+    end
+  end
   if first then
     -- What the cautious charges took beyond the server's own count comes
     -- back, within what they withheld and what the ratio learned says was
