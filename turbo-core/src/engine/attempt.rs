@@ -190,12 +190,29 @@ impl Shared {
     ) -> Result<(), NodeError> {
         Counters::bump(&self.counters.rate_limited);
         let hint = error.provider_error().and_then(budget::rate_limit_hint);
+        // The limiter re-synchronised from the refusal's counts (pause.rs).
+        let counted = error
+            .provider_error()
+            .and_then(|e| e.rate_limit_snapshot())
+            .is_some_and(|s| {
+                [
+                    s.remaining_requests,
+                    s.remaining_tokens,
+                    s.remaining_output_tokens,
+                ]
+                .iter()
+                .any(Option::is_some)
+                    || [s.reset_requests, s.reset_tokens, s.reset_output_tokens]
+                        .iter()
+                        .any(Option::is_some)
+            });
         let now = Instant::now();
         let pause = lane.storm.lock().on_rate_limited(
             &self.rate_limit,
             sent,
             now,
             hint,
+            counted,
             rand::random::<f64>(),
         );
         let refused_for = now.duration_since(since);

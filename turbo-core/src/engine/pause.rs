@@ -12,6 +12,16 @@
 //! answers counts once. A success of a request sent after the last pause ended
 //! proves there is room again and resets the streak.
 //!
+//! A 429 that carries the server's counts (`x-ratelimit-remaining-*` or
+//! `-reset-*`) never escalates past its hint: the limiter has re-synchronised
+//! the lane's buckets from those counts and waits for the server's own
+//! refill, so a refusal that follows is the limiter's estimate being off by
+//! a request or two, not a hint that failed. Escalating there paused a lane
+//! for 2-4 s with room on the server: 429s come back at once while the
+//! successes sent beside them take a round trip, so the streak grew before
+//! any success could reset it. Escalation is for a server that says nothing
+//! else (a gateway's bare 429, or one with only `retry-after`).
+//!
 //! A node fails on 429s only once it has been refused continuously for longer
 //! than [`RateLimitPolicy::deadline`] (or the server asks it to wait past it).
 //!
@@ -56,12 +66,15 @@ pub(crate) struct Storm {
 impl Storm {
     /// A 429 arrived for an attempt sent at `sent`. Returns how long to pause
     /// the lane from `now`. `jitter` is a uniform draw from `[0, 1)`.
+    /// `counted`: the refusal carried the server's remaining counts (module
+    /// docs).
     pub(crate) fn on_rate_limited(
         &mut self,
         policy: &RateLimitPolicy,
         sent: Instant,
         now: Instant,
         hint: Option<Duration>,
+        counted: bool,
         jitter: f64,
     ) -> Duration {
         let new_evidence = self.paused_until.is_none_or(|until| sent >= until);
@@ -73,8 +86,9 @@ impl Storm {
             // sharing a key do not come back in step.
             let backoff = full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
             match hint {
-                // The server's word, the first time it is tested.
-                Some(hint) if self.streak <= 1 => hint,
+                // The server's word, the first time it is tested, or
+                // whenever the limiter follows its counts.
+                Some(hint) if self.streak <= 1 || counted => hint,
                 // It was tested and failed: never less than the backoff.
                 Some(hint) => hint.max(backoff),
                 None => backoff,
@@ -116,13 +130,13 @@ mod tests {
         let mut pauses = Vec::new();
         for _ in 0..9 {
             let now = Instant::now();
-            let pause = storm.on_rate_limited(&policy(), now, now, None, 1.0);
+            let pause = storm.on_rate_limited(&policy(), now, now, None, false, 1.0);
             pauses.push(pause.as_secs());
             tokio::time::advance(pause).await;
         }
         assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         let now = Instant::now();
-        let low = storm.on_rate_limited(&policy(), now, now, None, 0.0);
+        let low = storm.on_rate_limited(&policy(), now, now, None, false, 0.0);
         assert_eq!(
             low,
             Duration::from_secs(30),
@@ -136,10 +150,10 @@ mod tests {
         let sent = Instant::now();
         tokio::time::advance(Duration::from_millis(100)).await;
         let now = Instant::now();
-        let first = storm.on_rate_limited(&policy(), sent, now, None, 1.0);
+        let first = storm.on_rate_limited(&policy(), sent, now, None, false, 1.0);
         assert_eq!(first, Duration::from_secs(1));
         for _ in 0..50 {
-            let again = storm.on_rate_limited(&policy(), sent, Instant::now(), None, 1.0);
+            let again = storm.on_rate_limited(&policy(), sent, Instant::now(), None, false, 1.0);
             assert_eq!(again, Duration::ZERO);
         }
         assert_eq!(storm.streak(), 1);
@@ -147,7 +161,7 @@ mod tests {
         tokio::time::advance(first).await;
         let now = Instant::now();
         assert_eq!(
-            storm.on_rate_limited(&policy(), now, now, None, 1.0),
+            storm.on_rate_limited(&policy(), now, now, None, false, 1.0),
             Duration::from_secs(2)
         );
     }
@@ -158,22 +172,51 @@ mod tests {
         let now = Instant::now();
         let hint = Some(Duration::from_millis(200));
         assert_eq!(
-            storm.on_rate_limited(&policy(), now, now, hint, 1.0),
+            storm.on_rate_limited(&policy(), now, now, hint, false, 1.0),
             Duration::from_millis(200)
         );
         tokio::time::advance(Duration::from_millis(200)).await;
         let now = Instant::now();
         // The hint did not hold: the backoff (2 s at this streak) wins.
         assert_eq!(
-            storm.on_rate_limited(&policy(), now, now, hint, 1.0),
+            storm.on_rate_limited(&policy(), now, now, hint, false, 1.0),
             Duration::from_secs(2)
         );
         // A long hint wins over a short backoff.
         tokio::time::advance(Duration::from_secs(2)).await;
         let now = Instant::now();
         assert_eq!(
-            storm.on_rate_limited(&policy(), now, now, Some(Duration::from_secs(60)), 1.0),
+            storm.on_rate_limited(
+                &policy(),
+                now,
+                now,
+                Some(Duration::from_secs(60)),
+                false,
+                1.0
+            ),
             Duration::from_secs(60)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_with_the_servers_counts_keeps_to_its_hint() {
+        let mut storm = Storm::default();
+        let hint = Some(Duration::from_millis(130));
+        for round in 0..4 {
+            let now = Instant::now();
+            assert_eq!(
+                storm.on_rate_limited(&policy(), now, now, hint, true, 1.0),
+                Duration::from_millis(130),
+                "round {round}"
+            );
+            tokio::time::advance(Duration::from_millis(130)).await;
+        }
+        assert_eq!(storm.streak(), 4, "still counted as new evidence");
+        // Without counts, the same streak backs off.
+        let now = Instant::now();
+        assert_eq!(
+            storm.on_rate_limited(&policy(), now, now, hint, false, 1.0),
+            Duration::from_secs(16)
         );
     }
 
@@ -182,7 +225,7 @@ mod tests {
         let mut storm = Storm::default();
         let sent_before = Instant::now();
         let now = Instant::now();
-        storm.on_rate_limited(&policy(), now, now, None, 1.0);
+        storm.on_rate_limited(&policy(), now, now, None, false, 1.0);
         storm.on_answered(sent_before);
         assert_eq!(storm.streak(), 1, "sent before the pause ended: no proof");
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -190,7 +233,7 @@ mod tests {
         assert_eq!(storm.streak(), 0);
         let now = Instant::now();
         assert_eq!(
-            storm.on_rate_limited(&policy(), now, now, None, 1.0),
+            storm.on_rate_limited(&policy(), now, now, None, false, 1.0),
             Duration::from_secs(1)
         );
     }
