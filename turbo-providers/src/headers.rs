@@ -198,6 +198,25 @@ impl RateLimitSnapshot {
         }
     }
 
+    /// True when some axis reports where the server's budget stands (a
+    /// remaining count or a reset), not only its limit.
+    pub fn has_counts(&self) -> bool {
+        [
+            self.remaining_requests,
+            self.remaining_tokens,
+            self.remaining_output_tokens,
+        ]
+        .iter()
+        .any(Option::is_some)
+            || [
+                self.reset_requests,
+                self.reset_tokens,
+                self.reset_output_tokens,
+            ]
+            .iter()
+            .any(Option::is_some)
+    }
+
     /// True when none of the headers was present (output-token ones included).
     pub fn is_empty(&self) -> bool {
         self.limit_requests.is_none()
@@ -766,6 +785,27 @@ mod tests {
             headers.get(name).and_then(|value| value.to_str().ok())
         });
         assert_eq!(looked_up, groq);
+    }
+
+    #[test]
+    fn a_snapshot_has_counts_only_with_a_remaining_or_a_reset() {
+        let limits_only = RateLimitSnapshot {
+            limit_requests: Some(600),
+            limit_tokens: Some(90_000),
+            ..RateLimitSnapshot::default()
+        };
+        assert!(!limits_only.is_empty());
+        assert!(!limits_only.has_counts());
+        let remaining = RateLimitSnapshot {
+            remaining_output_tokens: Some(0),
+            ..limits_only
+        };
+        assert!(remaining.has_counts());
+        let reset = RateLimitSnapshot {
+            reset_tokens: Some(ms(100)),
+            ..limits_only
+        };
+        assert!(reset.has_counts());
     }
 
     #[test]

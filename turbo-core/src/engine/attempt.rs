@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::debug;
-use turbo_providers::{ApiRequest, ChatClient, ProviderError};
+use turbo_providers::{ApiRequest, ChatClient, ProviderError, RateLimitSnapshot};
 use turbo_retry::Retryable;
 
 use super::{Job, LaneRuntime, Shared, budget_error};
@@ -194,18 +194,7 @@ impl Shared {
         let counted = error
             .provider_error()
             .and_then(|e| e.rate_limit_snapshot())
-            .is_some_and(|s| {
-                [
-                    s.remaining_requests,
-                    s.remaining_tokens,
-                    s.remaining_output_tokens,
-                ]
-                .iter()
-                .any(Option::is_some)
-                    || [s.reset_requests, s.reset_tokens, s.reset_output_tokens]
-                        .iter()
-                        .any(Option::is_some)
-            });
+            .is_some_and(RateLimitSnapshot::has_counts);
         let now = Instant::now();
         let pause = lane.storm.lock().on_rate_limited(
             &self.rate_limit,
