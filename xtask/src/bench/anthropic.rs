@@ -24,8 +24,8 @@ use super::math::{Axis, Latency};
 use super::process::{self, Client, MockServer, ServerSettings};
 use super::report::ScenarioReport;
 use super::scenarios::{
-    SIGMA, Scenario, Theory, binary, budget_target_s, client_json, client_markers, client_settings,
-    client_timeout, grade_run, server_json, write_chart,
+    SIGMA, Scenario, Theory, binary, budget_target_s, client_markers, client_settings,
+    client_timeout, grade_run, run_figures, write_chart,
 };
 
 const MODEL: &str = "claude-sonnet-4-5";
@@ -152,14 +152,9 @@ fn run(context: &Context, scenario: &Scenario, levels_at_answer: bool) -> Result
         "max_tokens": MAX_TOKENS,
         "budget_target_seconds": budget_s,
     });
-    report.figures = json!({
-        "client": client_json(&run),
-        "results": {"lines": lines, "ok": ok},
-        "server": server_json(&stats),
-        "messages": messages,
-        "theory": theory.to_json(actual_s),
-        "rate_limited_share": stats.rate_limited_share(),
-    });
+    let mut figures = run_figures(&run, (lines, ok), &stats, &theory, actual_s);
+    figures["messages"] = json!(messages);
+    report.figures = figures;
     grade_run(
         &mut report,
         &theory,

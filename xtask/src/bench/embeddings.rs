@@ -15,8 +15,8 @@ use super::math::Latency;
 use super::process::{self, Client, MockServer, ServerSettings};
 use super::report::ScenarioReport;
 use super::scenarios::{
-    SIGMA, Scenario, Theory, binary, budget_target_s, client_json, client_markers, client_settings,
-    client_timeout, grade_run, server_axes, server_json, write_chart,
+    SIGMA, Scenario, Theory, binary, budget_target_s, client_markers, client_settings,
+    client_timeout, grade_run, run_figures, server_axes, write_chart,
 };
 use super::workload;
 
@@ -115,14 +115,9 @@ pub(super) fn rl_embeddings(context: &Context, scenario: &Scenario) -> Result<Sc
         "budget_target_seconds": budget_s,
     });
     let tokens_per_request = stats.tokens_charged as f64 / stats.admitted().max(1) as f64;
-    report.figures = json!({
-        "client": client_json(&run),
-        "results": {"lines": lines, "ok": ok},
-        "server": server_json(&stats),
-        "tokens_per_request": tokens_per_request,
-        "theory": theory.to_json(actual_s),
-        "rate_limited_share": stats.rate_limited_share(),
-    });
+    let mut figures = run_figures(&run, (lines, ok), &stats, &theory, actual_s);
+    figures["tokens_per_request"] = json!(tokens_per_request);
+    report.figures = figures;
     grade_run(
         &mut report,
         &theory,

@@ -88,6 +88,26 @@ pub(super) fn server_json(stats: &ServerStats) -> Value {
     })
 }
 
+/// The figures every one-client scenario reports: the client, its results
+/// (lines written, answered 200), the server's totals, the theory against
+/// the wall time and the share of requests refused. Scenarios add their own
+/// keys to the object.
+pub(super) fn run_figures(
+    run: &ClientRun,
+    (lines, ok): (usize, usize),
+    stats: &ServerStats,
+    theory: &Theory,
+    actual_s: f64,
+) -> Value {
+    json!({
+        "client": client_json(run),
+        "results": {"lines": lines, "ok": ok},
+        "server": server_json(stats),
+        "theory": theory.to_json(actual_s),
+        "rate_limited_share": stats.rate_limited_share(),
+    })
+}
+
 pub(super) fn client_json(run: &ClientRun) -> Value {
     json!({
         "exit_code": run.exit_code,

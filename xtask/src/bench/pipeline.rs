@@ -9,8 +9,8 @@ use super::math::Latency;
 use super::process::{self, Client, MockServer, ServerSettings};
 use super::report::ScenarioReport;
 use super::scenarios::{
-    SIGMA, Scenario, Theory, binary, budget_target_s, client_json, client_markers, client_settings,
-    client_timeout, grade_run, server_axes, server_json, write_chart,
+    SIGMA, Scenario, Theory, binary, budget_target_s, client_markers, client_settings,
+    client_timeout, grade_run, run_figures, server_axes, write_chart,
 };
 use super::workload::{self, OutputCap};
 
@@ -67,13 +67,7 @@ pub(super) fn pipeline_map_reduce(
         "maps": maps, "group": group, "reduces": maps.div_ceil(group), "final": 1,
         "requests": pipeline.requests, "depth": pipeline.depth, "max_tokens": cap.tokens(),
     });
-    report.figures = json!({
-        "client": client_json(&run),
-        "results": {"lines": lines, "ok": ok},
-        "server": server_json(&stats),
-        "theory": theory.to_json(actual_s),
-        "rate_limited_share": stats.rate_limited_share(),
-    });
+    report.figures = run_figures(&run, (lines, ok), &stats, &theory, actual_s);
     grade_run(
         &mut report,
         &theory,

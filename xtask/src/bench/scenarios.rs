@@ -50,7 +50,7 @@ pub(super) const SIGMA: f64 = 0.3;
 
 pub(super) use super::grade::{
     Theory, client_json, efficiency_checks, grade_run, rate_limit_checks, results_check,
-    server_axes, server_json,
+    run_figures, server_axes, server_json,
 };
 
 /// Every scenario, in the order they run.
