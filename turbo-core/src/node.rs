@@ -34,6 +34,12 @@ impl NodeId {
         NodeId(NonZeroU64::new(n).unwrap_or(NonZeroU64::MAX))
     }
 
+    /// The id `n` (tests that need ids in a known order).
+    #[cfg(test)]
+    pub(crate) fn from_raw(n: NonZeroU64) -> Self {
+        NodeId(n)
+    }
+
     /// The number behind the id (never 0: an `Option<NodeId>` is 8 bytes).
     pub const fn get(self) -> u64 {
         self.0.get()

@@ -450,13 +450,18 @@ async fn results_that_dependents_need_are_never_released_under_them() {
     // released is refused too (it would have been sent with `{{a}}` unfilled).
     let engine = builder().retain_results(false).build().unwrap();
     let mut completions = engine.completions().unwrap();
-    let a = push(&engine, WorkNode::for_groq(request("a")).with_key("a"), &[]);
+    let node_a = WorkNode::for_groq(request("a")).with_key("a");
+    let again = node_a.clone();
+    let a = push(&engine, node_a, &[]);
     assert_eq!(completions.recv().await.unwrap().id, a);
     let late = WorkNode::for_groq(request("uses {{a}}"));
     assert!(matches!(
         engine.push_with_dependencies(late, &[a]),
         Err(PushError::DependencyReleased { .. })
     ));
+    // Its record is gone with its result, its id is not: a clone of it (same
+    // id) is refused rather than run, and paid for, a second time.
+    assert_eq!(engine.push(again), Err(PushError::Duplicate { node: a }));
     engine.shutdown().await;
 }
 

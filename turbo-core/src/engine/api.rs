@@ -208,7 +208,7 @@ impl TurboRun {
         let mut state = self.shared().state.lock();
         match state.nodes.get(&id) {
             Some(entry) if entry.status.is_done() && entry.live_dependents == 0 => {
-                state.nodes.remove(&id);
+                state.nodes.release(&id);
                 true
             }
             _ => false,

@@ -72,6 +72,7 @@ mod lifecycle;
 mod pause;
 mod push;
 mod record;
+mod released;
 mod table;
 
 use adaptive::Adaptive;

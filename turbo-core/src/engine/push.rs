@@ -77,13 +77,12 @@ impl Shared {
         // A completed dependency whose entry is gone had its result released:
         // the node would run without it (an unfilled `{{key}}` sent and paid
         // for). Checked before anything changes, so a refusal changes nothing.
+        if state.nodes.is_released(&id) {
+            // A clone of a node that ran here already.
+            return Err(PushError::Duplicate { node: id });
+        }
         for dep in deps {
-            if !state.nodes.contains_key(dep)
-                && matches!(
-                    state.nodes.graph.state(dep),
-                    Some(turbo_graph::NodeState::Completed)
-                )
-            {
+            if state.nodes.is_released(dep) {
                 return Err(PushError::DependencyReleased {
                     node: id,
                     dependency: *dep,

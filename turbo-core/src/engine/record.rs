@@ -141,7 +141,7 @@ impl Shared {
                 .as_ref()
                 .is_none_or(|listeners| listeners.waiters.is_empty())
         {
-            state.nodes.remove(&id);
+            state.nodes.release(&id);
         }
     }
 

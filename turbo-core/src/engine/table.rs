@@ -7,19 +7,20 @@
 //! the map doubled, the old table as well; here they cost their entries, in
 //! chunks of [`CHUNK`] that never move, and the graph's id map serves both.
 //!
-//! The graph gives each id a dense index from `add` until `forget`; the
-//! engine never forgets graph records (a released node's record stays, so
-//! that a later push naming it is told its result was released), so an
-//! index is never given to another node while this table may hold an entry
-//! for it. A chunk whose entries are all removed is freed: released nodes
-//! cost the table nothing but its chunk pointer (8 bytes per [`CHUNK`]
-//! nodes).
+//! The graph gives each id a dense index from `add` until `forget`. A node's
+//! entry goes first ([`NodeTable::release`]), and its graph record with it
+//! when the node completed: the id moves to [`ReleasedIds`] (so a later
+//! push naming it is told its result was released) and its index may be
+//! given to a new node, whose entry then takes the free place. Records of
+//! failed, cancelled and skipped nodes stay in the graph, which skips a
+//! dependent pushed later. A chunk whose entries are all removed is freed.
 //!
 //! Owned by `State`, under `Shared::state` like the rest of it.
 
-use turbo_graph::{Added, BuildIdHasher, DependencyGraph, GraphError};
+use turbo_graph::{Added, BuildIdHasher, DependencyGraph, GraphError, NodeState};
 
 use super::NodeEntry;
+use super::released::ReleasedIds;
 use crate::node::NodeId;
 
 /// Bytes per chunk: a power of two, which allocators serve without rounding
@@ -50,6 +51,8 @@ pub(super) struct NodeTable {
     chunks: Vec<Option<Chunk>>,
     /// Per chunk, the entries present: the chunk is freed when it reaches 0.
     live: Vec<u32>,
+    /// Completed nodes whose entry and graph record are gone.
+    released: ReleasedIds,
 }
 
 impl NodeTable {
@@ -58,6 +61,7 @@ impl NodeTable {
             graph: DependencyGraph::with_hasher(BuildIdHasher::default()),
             chunks: Vec::new(),
             live: Vec::new(),
+            released: ReleasedIds::default(),
         }
     }
 
@@ -75,10 +79,6 @@ impl NodeTable {
     pub(super) fn get_mut(&mut self, id: &NodeId) -> Option<&mut NodeEntry> {
         let (chunk, offset) = self.place(id)?;
         self.chunks.get_mut(chunk)?.as_mut()?[offset].as_mut()
-    }
-
-    pub(super) fn contains_key(&self, id: &NodeId) -> bool {
-        self.get(id).is_some()
     }
 
     /// Adds `entry`'s node to the graph, depending on `deps`, and stores the
@@ -112,14 +112,25 @@ impl NodeTable {
         Ok(())
     }
 
-    /// Removes `id`'s entry, freeing its chunk if it was the last one there.
-    pub(super) fn remove(&mut self, id: &NodeId) -> Option<NodeEntry> {
+    /// Whether `id` completed and was released (entry and record gone).
+    pub(super) fn is_released(&self, id: &NodeId) -> bool {
+        self.released.contains(*id)
+    }
+
+    /// Removes `id`'s entry, freeing its chunk if it was the last one there,
+    /// and, if the node completed, its graph record (see the module doc).
+    pub(super) fn release(&mut self, id: &NodeId) -> Option<NodeEntry> {
         let (chunk, offset) = self.place(id)?;
         let slot = self.chunks.get_mut(chunk)?;
         let entry = slot.as_mut()?[offset].take()?;
         self.live[chunk] -= 1;
         if self.live[chunk] == 0 {
             *slot = None;
+        }
+        if matches!(self.graph.state(id), Some(NodeState::Completed))
+            && self.graph.forget(id).is_ok()
+        {
+            self.released.insert(*id);
         }
         Some(entry)
     }
@@ -171,14 +182,35 @@ mod tests {
         }
         table.get_mut(&ids[7]).unwrap().status = Phase::Queued;
         assert_eq!(table.get(&ids[7]).unwrap().status, Phase::Queued);
-        assert!(table.remove(&ids[7]).is_some());
-        assert!(table.remove(&ids[7]).is_none());
-        assert!(!table.contains_key(&ids[7]));
-        // The graph still holds the node: only the entry is gone.
+        assert!(table.release(&ids[7]).is_some());
+        assert!(table.release(&ids[7]).is_none());
+        assert!(table.get(&ids[7]).is_none());
+        // It never completed: the graph keeps its record, only the entry is gone.
         assert!(table.graph.contains(&ids[7]));
+        assert!(!table.is_released(&ids[7]));
         let seen: Vec<NodeId> = table.iter().map(|(id, _)| id).collect();
         assert_eq!(seen.len(), 599);
         assert!(!seen.contains(&ids[7]));
+    }
+
+    #[test]
+    fn a_completed_node_leaves_the_graph_and_its_index_is_reused() {
+        let mut table = NodeTable::new();
+        let first = add(&mut table);
+        let index = table.graph.dense_index(&first);
+        table.graph.complete(&first).unwrap();
+        assert!(table.release(&first).is_some());
+        assert!(
+            !table.graph.contains(&first),
+            "the record went with the entry"
+        );
+        assert!(table.is_released(&first));
+        // A new node takes the free index; the released id is not confused with it.
+        let second = add(&mut table);
+        assert_eq!(table.graph.dense_index(&second), index);
+        assert_eq!(table.get(&second).map(|e| e.id), Some(second));
+        assert!(table.get(&first).is_none());
+        assert!(!table.is_released(&second));
     }
 
     #[test]
@@ -187,7 +219,7 @@ mod tests {
         let stranger = NodeId::next();
         assert!(table.insert(entry(stranger)).is_err());
         assert!(table.get(&stranger).is_none());
-        assert!(table.remove(&stranger).is_none());
+        assert!(table.release(&stranger).is_none());
     }
 
     #[test]
@@ -196,15 +228,15 @@ mod tests {
         let ids: Vec<NodeId> = (0..CHUNK * 3).map(|_| add(&mut table)).collect();
         assert_eq!(table.chunks_held(), 3);
         for id in &ids[..CHUNK] {
-            table.remove(id);
+            table.release(id);
         }
         assert_eq!(table.chunks_held(), 2);
         for id in &ids[CHUNK + 1..] {
-            table.remove(id);
+            table.release(id);
         }
         assert_eq!(table.chunks_held(), 1, "one entry keeps its chunk");
         assert!(table.get(&ids[CHUNK]).is_some());
-        table.remove(&ids[CHUNK]);
+        table.release(&ids[CHUNK]);
         assert_eq!(table.chunks_held(), 0);
         assert_eq!(table.len(), 0);
     }
