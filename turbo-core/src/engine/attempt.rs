@@ -24,7 +24,7 @@ use tracing::debug;
 use turbo_providers::{ApiRequest, ChatClient, ProviderError, RateLimitSnapshot};
 use turbo_retry::Retryable;
 
-use super::{Job, LaneRuntime, Shared, budget_error};
+use super::{Finished, Job, LaneRuntime, Launch, Shared, Slot, budget_error};
 use crate::budget::{self, Cost, Reserved};
 use crate::context::{Dependency, WorkContext};
 use crate::node::{NodeId, Provider, RetryPolicy};
@@ -43,8 +43,36 @@ impl Shared {
         *self.halted.borrow()
     }
 
+    /// A launched node's task: its attempts, then its record (which frees
+    /// its worker slot).
+    ///
+    /// Its future is what the spawn moves (into the task, and again as the
+    /// task ends): 2.4 KB per node here put memmove at 10 % of a
+    /// zero-latency run's profile. So the task owns the launch once and the
+    /// attempts borrow its budget in place, and the settlement, the one
+    /// large future awaited on every node's path, is boxed.
+    pub(super) async fn run_launched(
+        self: Arc<Self>,
+        lane: Arc<LaneRuntime>,
+        mut launch: Launch,
+        slot: Slot,
+    ) {
+        let id = launch.id;
+        let result = self
+            .run(
+                &lane,
+                id,
+                launch.job,
+                launch.deps,
+                launch.estimate,
+                &mut launch.reserved,
+            )
+            .await;
+        self.record(Finished { id, result, slot });
+    }
+
     /// Runs a node's work until it succeeds, fails for good, or the engine
-    /// halts. `reserved` is the first attempt's budget.
+    /// halts. `reserved` holds the first attempt's budget.
     pub(super) async fn run(
         &self,
         lane: &LaneRuntime,
@@ -52,7 +80,7 @@ impl Shared {
         job: Box<Job>,
         deps: Vec<Dependency>,
         estimate: u32,
-        reserved: Reserved,
+        reserved: &mut Option<Reserved>,
     ) -> RunResult {
         let retry = match &job.retry {
             RetryPolicy::Never => None,
@@ -64,7 +92,6 @@ impl Shared {
         let request = Arc::new(job.request);
         let deps: Arc<[Dependency]> = deps.into();
         let client = self.clients.get(job.provider).cloned();
-        let mut reserved = Some(reserved);
         let mut attempt = 0;
         // When this node's current run of 429s began.
         let mut refused_since: Option<Instant> = None;
@@ -120,7 +147,7 @@ impl Shared {
                     }
                     if let Some(reservation) = reservation {
                         let snapshot = output.response.as_ref().map(|r| r.rate_limit());
-                        budget::settle(reservation, output.usage, snapshot).await;
+                        Box::pin(budget::settle(reservation, output.usage, snapshot)).await;
                     }
                     lane.storm.lock().on_answered(sent);
                     self.update_target(lane);
@@ -173,7 +200,7 @@ impl Shared {
                     return Err(NodeError::Cancelled);
                 }
             }
-            reserved = Some(Box::pin(self.reacquire(lane, cost, attempt)).await?);
+            *reserved = Some(Box::pin(self.reacquire(lane, cost, attempt)).await?);
         }
     }
 

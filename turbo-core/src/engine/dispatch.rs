@@ -110,7 +110,7 @@ impl Shared {
                             job,
                             deps: popped.deps,
                             estimate,
-                            reserved,
+                            reserved: Some(reserved),
                         });
                     }
                     Some(Err(error)) => {
@@ -402,7 +402,7 @@ impl Shared {
                 let slot = if runnable { slots.pop() } else { None };
                 let Some(mut slot) = slot else {
                     // Cancelled while waiting for budget: the request is never sent.
-                    unsent.push(launch.reserved);
+                    unsent.extend(launch.reserved);
                     continue;
                 };
                 if let Some(entry) = state.nodes.get_mut(&id) {
@@ -421,19 +421,7 @@ impl Shared {
         let mut started = Vec::with_capacity(starting.len());
         for (launch, slot) in starting {
             let id = launch.id;
-            let shared = self.clone();
-            let lane = lane.clone();
-            let run = async move {
-                let Launch {
-                    id,
-                    job,
-                    deps,
-                    estimate,
-                    reserved,
-                } = launch;
-                let result = shared.run(&lane, id, job, deps, estimate, reserved).await;
-                shared.record(Finished { id, result, slot });
-            };
+            let run = self.clone().run_launched(lane.clone(), launch, slot);
             // Entering a span on every poll costs more than a zero-latency
             // run itself: only pay for it when a subscriber listens.
             let task = if self.span.is_disabled() {

@@ -8,7 +8,8 @@
 //! - dispatch (`dispatch.rs`): one task per lane, `Shared::dispatch`, pops in
 //!   rank order, reserves budget and takes worker slots (`Shared::start_all`,
 //!   `Shared::launch_many`);
-//! - attempt (`attempt.rs`): `Shared::run` sends (or runs the work function)
+//! - attempt (`attempt.rs`): each launched node's task, `Shared::run_launched`,
+//!   runs `Shared::run`, which sends (or runs the work function)
 //!   under the attempt timeout, settles the budget, pauses the lane on 429s
 //!   (`pause.rs`) and retries;
 //! - record (`record.rs`): `Shared::record` records ended runs in batches and
@@ -372,13 +373,17 @@ struct Popped {
     estimate: u32,
 }
 
-/// A node whose budget is granted, waiting for its batch to start.
+/// A node whose budget is granted, waiting for its batch to start, then
+/// owned by its task (`Shared::run_launched`).
 struct Launch {
     id: NodeId,
     job: Box<Job>,
     deps: Vec<Dependency>,
     estimate: u32,
-    reserved: Reserved,
+    /// The budget of the attempt to come: always granted at launch; the
+    /// attempts take it and put the next one here, in place (the task keeps
+    /// it once, not copied into each layer of its future).
+    reserved: Option<Reserved>,
 }
 
 /// A run that ended: its result and the worker slot it held, which is freed
