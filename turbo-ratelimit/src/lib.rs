@@ -103,7 +103,9 @@ pub use redis_store::{
     FallbackTooSmall, NoAnswer, RedisBackend, RedisBackendBuilder, RedisUnavailable,
 };
 pub use reservation::{Reservation, Ticket};
-pub use stats::{HISTORY_MINUTES, LaneStats, LimitSource, MinuteUsage, Totals, Usage};
+pub use stats::{
+    HISTORY_MINUTES, LIMIT_PERIODS, LaneStats, LimitPeriod, LimitSource, MinuteUsage, Totals, Usage,
+};
 #[cfg(any(test, feature = "test-support"))]
 pub use store::MockBucketStore;
 pub use store::{

@@ -112,6 +112,58 @@ pub struct LaneStats {
     /// Per-minute usage, oldest first, at most [`HISTORY_MINUTES`] entries
     /// (minutes without activity are omitted).
     pub history: Vec<MinuteUsage>,
+    /// The limits in force and since when, oldest first: the first entry is
+    /// the lane's start (its configured limits), then one per change (the
+    /// server stated others, they were learned or set). At most
+    /// [`LIMIT_PERIODS`] entries: the first ones and the latest.
+    pub limit_periods: Vec<LimitPeriod>,
+}
+
+/// Limit changes a lane remembers ([`LaneStats::limit_periods`]).
+pub const LIMIT_PERIODS: usize = 32;
+
+/// Limits in force from `from` on (the limiter clock's reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitPeriod {
+    /// When these limits came into force.
+    pub from: Duration,
+    /// The limits.
+    pub limits: Limits,
+}
+
+/// The limits a lane had in force over time (see [`LaneStats::limit_periods`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LimitPeriods {
+    periods: Vec<LimitPeriod>,
+}
+
+impl LimitPeriods {
+    pub(crate) fn new(from: Duration, limits: Limits) -> Self {
+        Self {
+            periods: vec![LimitPeriod { from, limits }],
+        }
+    }
+
+    /// Records `limits` in force from `now`, if they differ from the last.
+    /// Past [`LIMIT_PERIODS`], the newest entry is replaced: the first
+    /// changes and the limits in force now are what a reader needs.
+    pub(crate) fn note(&mut self, now: Duration, limits: Limits) {
+        if self
+            .periods
+            .last()
+            .is_some_and(|last| last.limits == limits)
+        {
+            return;
+        }
+        if self.periods.len() >= LIMIT_PERIODS {
+            self.periods.pop();
+        }
+        self.periods.push(LimitPeriod { from: now, limits });
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<LimitPeriod> {
+        self.periods.clone()
+    }
 }
 
 /// Where a limit in force came from.
@@ -267,6 +319,7 @@ pub(crate) struct LocalSnapshot {
     pub(crate) last_minute: Usage,
     pub(crate) totals: Totals,
     pub(crate) history: Vec<MinuteUsage>,
+    pub(crate) limit_periods: Vec<LimitPeriod>,
 }
 
 #[cfg(test)]

@@ -134,6 +134,44 @@ async fn server_limits_replace_wrong_configured_ones() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_limits_in_force_are_remembered_with_their_start() {
+    let configured = per_minute(10, 100);
+    let (_l, lane) = lane_limited(configured).await;
+    let start = lane.stats().await.unwrap().limit_periods[0].from;
+    tokio::time::advance(5 * SEC).await;
+    let a = lane.acquire(10).await.unwrap();
+    let stated = |limit| {
+        tokens(
+            WindowObservation::new(Window::Minute)
+                .limit(limit)
+                .remaining(limit / 2),
+        )
+    };
+    lane.observe(&a, stated(10_000)).await.unwrap();
+    // The same limit again is no change.
+    let b = lane.acquire(10).await.unwrap();
+    lane.observe(&b, stated(10_000)).await.unwrap();
+    tokio::time::advance(2 * SEC).await;
+    lane.set_limits(configured).await.unwrap();
+    let periods = lane.stats().await.unwrap().limit_periods;
+    let seen: Vec<(Duration, Option<u64>)> = periods
+        .iter()
+        .map(|p| (p.from - start, p.limits.get(Axis::TokensPerMinute)))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Duration::ZERO, Some(100)),
+            (5 * SEC, Some(10_000)),
+            (7 * SEC, Some(100)),
+        ]
+    );
+    assert_eq!(periods[1].limits.get(Axis::RequestsPerMinute), Some(10));
+    a.settle(10).await.unwrap();
+    b.settle(10).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_server_limit_below_a_waiter_fails_it() {
     let (_l, lane) = lane_limited(tpm(1000)).await;
     let a = lane.acquire(1000).await.unwrap();

@@ -29,10 +29,11 @@ impl Lane {
         }
         let state = self.inner.store.correct(ticket.grant, feedback).await?;
         trace_correction(&self.inner.key, "answer", &ticket.grant, &feedback, &state);
+        let now = self.inner.clock.now();
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
         local.note_server_limits(&self.inner.key, &feedback, &state.limits);
-        local.apply_state(&state);
+        local.apply_state(&state, now);
         Ok(())
     }
 
@@ -44,7 +45,8 @@ impl Lane {
             return Ok(());
         }
         let state = self.inner.store.correct(grant, Feedback::default()).await?;
-        self.inner.local.lock().apply_state(&state);
+        let now = self.inner.clock.now();
+        self.inner.local.lock().apply_state(&state, now);
         Ok(())
     }
 
@@ -97,10 +99,11 @@ impl Lane {
         };
         let state = self.inner.store.correct(grant, feedback).await?;
         trace_correction(&self.inner.key, "refusal", &grant, &feedback, &state);
+        let now = self.inner.clock.now();
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
         local.note_server_limits(&self.inner.key, &feedback, &state.limits);
-        local.apply_state(&state);
+        local.apply_state(&state, now);
         Ok(())
     }
 
@@ -140,7 +143,8 @@ impl Lane {
     /// [`AcquireError::NeverFits`].
     pub async fn set_limits(&self, limits: Limits) -> Result<(), Error> {
         let state = self.inner.store.set_limits(limits).await?;
-        self.inner.local.lock().apply_state(&state);
+        let now = self.inner.clock.now();
+        self.inner.local.lock().apply_state(&state, now);
         Ok(())
     }
 
@@ -173,6 +177,7 @@ impl Lane {
                 last_minute: local.tracker.last_minute(now),
                 totals: local.tracker.totals,
                 history: local.tracker.history(now),
+                limit_periods: local.limit_periods.to_vec(),
             }
         };
         Ok(LaneStats {
@@ -192,6 +197,7 @@ impl Lane {
             last_minute: local.last_minute,
             totals: local.totals,
             history: local.history,
+            limit_periods: local.limit_periods,
         })
     }
 

@@ -63,6 +63,8 @@ pub(super) struct Local {
     pub(super) limits: Limits,
     /// The limits the server last stated, per axis (feedback's `limit`).
     pub(super) server_limits: Limits,
+    /// The limits in force over time, for the figures.
+    pub(super) limit_periods: LimitPeriods,
     /// Axes whose configured-vs-server mismatch has been logged.
     pub(super) warned: [bool; 4],
     /// The store's buckets are still in their opening (as last seen): the
@@ -257,8 +259,10 @@ impl Local {
         }
     }
 
-    pub(super) fn apply_state(&mut self, state: &LaneState) {
+    /// Takes the store's view of the lane, read at `now` (the limiter clock).
+    pub(super) fn apply_state(&mut self, state: &LaneState, now: Duration) {
         self.limits = state.limits;
+        self.limit_periods.note(now, state.limits);
         self.opening = state.opening;
         self.learning = self.config.learn() && state.limits.is_unlimited();
         match state.paused_for {

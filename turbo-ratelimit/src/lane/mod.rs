@@ -22,7 +22,7 @@ use crate::config::{Axis, LaneConfig, LaneKey, Limits, SettlePolicy, Start, Unit
 use crate::error::{AcquireError, Error, TryAcquireError};
 use crate::feedback::{Feedback, WindowObservation};
 use crate::reservation::{End, Reservation, Ticket};
-use crate::stats::{LaneStats, LocalSnapshot, Tracker, Usage};
+use crate::stats::{LaneStats, LimitPeriods, LocalSnapshot, Tracker, Usage};
 use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketStore, Grant, LaneState};
 
 mod feedback;
@@ -130,6 +130,7 @@ impl Lane {
             config,
             limits,
             server_limits: Limits::unlimited(),
+            limit_periods: LimitPeriods::new(clock.now(), limits),
             warned: [false; 4],
             opening: config.start() == Start::Probe && !limits.is_unlimited(),
             learning: config.learn() && limits.is_unlimited(),
