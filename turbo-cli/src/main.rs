@@ -20,6 +20,7 @@ mod eta;
 mod figures;
 mod hint;
 mod input;
+mod limit_periods;
 mod limits;
 mod mock;
 mod output;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use turbo_core::{EngineStats, Limits, Provider};
 
+use crate::limit_periods::{self, LimitsFrom, PerMinute, describe_periods};
 use crate::limits::{LaneLimits, LimitPlan, thousands};
 use crate::prices::{Spent, dollars, spent};
 use crate::progress::{Outcomes, charged, compact, duration};
@@ -33,6 +34,15 @@ pub struct LaneSummary {
     /// With `limits_source` `server`: what the configuration said.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub configured_limits: Option<Limits>,
+    /// When the limits changed during the run (the server stated others,
+    /// they were learned or set): each set of limits and when it came into
+    /// force, the first at the lane's start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limit_periods: Vec<LimitsFrom>,
+    /// With `limit_periods`: their time-weighted mean over the run, which
+    /// the shares below are of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_limits: Option<PerMinute>,
     /// Requests admitted, retries included.
     pub requests: u64,
     /// Tokens the provider reported used.
@@ -51,10 +61,11 @@ pub struct LaneSummary {
     pub rpm_share: Option<f64>,
     /// `achieved_tpm` / the TPM limit.
     pub tpm_share: Option<f64>,
-    /// Requests admitted from the full opening budget: the RPM limit, or
-    /// fewer if the lane sent fewer (0 without an RPM limit).
+    /// Requests admitted from the full opening budget: the RPM limit at the
+    /// start, or fewer if the lane sent fewer (0 without an RPM limit).
     pub opening_burst_requests: u64,
-    /// Tokens charged from the full opening budget: the TPM limit, or fewer.
+    /// Tokens charged from the full opening budget: the TPM limit at the
+    /// start, or fewer.
     pub opening_burst_tokens: u64,
     /// Requests per minute beyond the opening burst, over the wall time.
     pub after_burst_rpm: f64,
@@ -206,8 +217,17 @@ fn lane_summary(
 ) -> LaneSummary {
     let t = &limiter.totals;
     let lane_charged = charged(t.tokens_reserved, t.tokens_refunded, t.tokens_charged_extra);
-    let rpm = limiter.limits.rpm.map(|v| u64::from(v.get()));
-    let tpm = limiter.limits.tpm.map(|v| v.get());
+    // Limits that changed during the run: rates are held against their mean
+    // over the run, the opening burst against the first.
+    let periods = limit_periods::periods(limiter);
+    let changed = periods.len() > 1;
+    let mean_limits = changed.then(|| limit_periods::mean(&periods, wall));
+    let PerMinute { rpm, tpm } = mean_limits.unwrap_or(PerMinute::of(&limiter.limits));
+    let opening = periods
+        .first()
+        .map_or(PerMinute::of(&limiter.limits), |first| {
+            PerMinute::of(&first.limits)
+        });
     // Configured limits the server's headers overrode (a lane that had none
     // learned them: that is `learned`, not an override).
     let overridden = (!limiter.configured_limits.is_unlimited()
@@ -215,8 +235,8 @@ fn lane_summary(
         .then_some(limiter.configured_limits);
     let achieved_rpm = per_minute(t.requests, wall);
     let achieved_tpm = per_minute(lane_charged, wall);
-    let opening_burst_requests = rpm.map_or(0, |rpm| rpm.min(t.requests));
-    let opening_burst_tokens = tpm.map_or(0, |tpm| tpm.min(lane_charged));
+    let opening_burst_requests = opening.rpm.map_or(0, |rpm| rpm.min(t.requests));
+    let opening_burst_tokens = opening.tpm.map_or(0, |tpm| tpm.min(lane_charged));
     let after_burst_rpm = per_minute(t.requests - opening_burst_requests, wall);
     let after_burst_tpm = per_minute(lane_charged - opening_burst_tokens, wall);
     LaneSummary {
@@ -224,6 +244,8 @@ fn lane_summary(
         limits: limiter.limits,
         limits_source: overridden.map_or(source, |_| "server"),
         configured_limits: overridden,
+        limit_periods: if changed { periods } else { Vec::new() },
+        mean_limits,
         requests: t.requests,
         tokens_used,
         tokens_charged: lane_charged,
@@ -272,10 +294,9 @@ impl Summary {
             );
             requests += summary.requests;
             tokens_charged += summary.tokens_charged;
-            rpm_limit = rpm_limit
-                .zip(limiter.limits.rpm)
-                .map(|(a, b)| a + u64::from(b.get()));
-            tpm_limit = tpm_limit.zip(limiter.limits.tpm).map(|(a, b)| a + b.get());
+            let held = summary.held_against();
+            rpm_limit = rpm_limit.zip(held.rpm).map(|(a, b)| a + b);
+            tpm_limit = tpm_limit.zip(held.tpm).map(|(a, b)| a + b);
             lanes.push(summary);
             // Output tokens (Anthropic's OTPM): a lane of their own, not
             // counted again in the totals above.
@@ -415,13 +436,25 @@ fn cost_line(cost: &Spent, earlier: bool, simulated: bool) -> String {
 }
 
 impl LaneSummary {
+    /// The per-minute limits the rates are held against: the limits in
+    /// force, or their mean over the run when they changed.
+    pub fn held_against(&self) -> PerMinute {
+        self.mean_limits.unwrap_or(PerMinute::of(&self.limits))
+    }
+
     /// The lane's lines of the printed summary.
     fn lines(&self, wall_seconds: f64) -> Vec<String> {
-        let rpm = self.limits.rpm.map(|v| u64::from(v.get()));
-        let tpm = self.limits.tpm.map(|v| v.get());
+        let PerMinute { rpm, tpm } = self.held_against();
+        let opening = self
+            .limit_periods
+            .first()
+            .map_or(PerMinute::of(&self.limits), |first| {
+                PerMinute::of(&first.limits)
+            });
+        let in_force = PerMinute::of(&self.limits);
         let limits: Vec<String> = [
-            rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
-            tpm.map(|tpm| format!("{} TPM", thousands(tpm))),
+            in_force.rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
+            in_force.tpm.map(|tpm| format!("{} TPM", thousands(tpm))),
         ]
         .into_iter()
         .flatten()
@@ -462,6 +495,27 @@ impl LaneSummary {
             thousands(self.tokens_charged),
             duration(Duration::from_secs_f64(wall_seconds.max(0.0))),
         )];
+        if let Some(mean) = &self.mean_limits {
+            let held: Vec<String> = [
+                mean.rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
+                mean.tpm.map(|tpm| format!("{} TPM", thousands(tpm))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let held = if held.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; rates below are of their mean over the run, {}",
+                    held.join(", ")
+                )
+            };
+            lines.push(format!(
+                "  limits changed during the run: {}{held}",
+                describe_periods(&self.limit_periods)
+            ));
+        }
         if rpm.is_none() && tpm.is_none() {
             lines[0].push_str(&format!(
                 " · {} RPM, {} TPM",
@@ -470,8 +524,9 @@ impl LaneSummary {
             ));
             return lines;
         }
-        let burst_whole = (rpm.is_none() || Some(self.opening_burst_requests) < rpm)
-            && (tpm.is_none() || Some(self.opening_burst_tokens) < tpm);
+        let burst_whole = (opening.rpm.is_none()
+            || Some(self.opening_burst_requests) < opening.rpm)
+            && (opening.tpm.is_none() || Some(self.opening_burst_tokens) < opening.tpm);
         let daily = self.daily_line();
         if burst_whole {
             lines.push(
@@ -482,8 +537,12 @@ impl LaneSummary {
         }
         // Only the axes whose opening budget was used up have a burst, and a
         // rate beyond it worth holding against the limit.
-        let rpm_spent = rpm.is_some() && Some(self.opening_burst_requests) == rpm;
-        let tpm_spent = tpm.is_some() && Some(self.opening_burst_tokens) == tpm;
+        let rpm_spent = opening.rpm.is_some()
+            && rpm.is_some()
+            && Some(self.opening_burst_requests) == opening.rpm;
+        let tpm_spent = opening.tpm.is_some()
+            && tpm.is_some()
+            && Some(self.opening_burst_tokens) == opening.tpm;
         let mut burst = Vec::new();
         let mut after = Vec::new();
         if rpm_spent {
@@ -581,6 +640,8 @@ mod tests {
             limits,
             limits_source: "configured",
             configured_limits: None,
+            limit_periods: Vec::new(),
+            mean_limits: None,
             requests,
             tokens_used: tokens / 2,
             tokens_charged: tokens,
@@ -625,6 +686,81 @@ mod tests {
             "{:?}",
             lane.lines(600.0)
         );
+    }
+
+    #[test]
+    fn limits_that_changed_mid_run_are_named_and_rates_held_to_their_mean() {
+        // The server doubled its limits at 10 s and halved them back at 30 s
+        // of a 40 s run: a full bucket, then 900 RPM and 135,000 TPM, their
+        // mean over the run (the limits in force at the end read 150 %).
+        let limits = |rpm, tpm| Limits::try_per_minute(rpm, tpm).unwrap();
+        let period = |from: u64, limits| turbo_ratelimit::LimitPeriod {
+            from: Duration::from_secs(100 + from),
+            limits,
+        };
+        let stats = turbo_ratelimit::LaneStats {
+            lane: "openai".into(),
+            provider: "openai".into(),
+            model: None,
+            limits: limits(600, 90_000),
+            configured_limits: limits(600, 90_000),
+            server_limits: limits(600, 90_000),
+            opening: false,
+            buckets: Vec::new(),
+            settle: turbo_ratelimit::SettlePolicy::KeepReservation,
+            learning: false,
+            paused_for: None,
+            waiters: 0,
+            in_flight: 0,
+            last_minute: turbo_ratelimit::Usage::default(),
+            totals: turbo_ratelimit::Totals {
+                requests: 1_200,
+                tokens_reserved: 180_000,
+                ..turbo_ratelimit::Totals::default()
+            },
+            history: Vec::new(),
+            limit_periods: vec![
+                period(0, limits(600, 90_000)),
+                period(10, limits(1_200, 180_000)),
+                period(30, limits(600, 90_000)),
+            ],
+        };
+        let lane = lane_summary(
+            "openai".into(),
+            &stats,
+            0,
+            1_000.0,
+            Duration::from_secs(40),
+            "configured",
+        );
+        assert_eq!(
+            lane.mean_limits,
+            Some(PerMinute {
+                rpm: Some(900),
+                tpm: Some(135_000)
+            })
+        );
+        assert_eq!(lane.after_burst_rpm_share, Some(1.0));
+        assert_eq!(lane.after_burst_tpm_share, Some(1.0));
+        let lines = lane.lines(40.0);
+        assert!(
+            lines[0].ends_with("limits 600 RPM, 90,000 TPM (configured)"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            "  limits changed during the run: 600 RPM, 90,000 TPM at the start; \
+             1,200 RPM, 180,000 TPM from 10.0 s; 600 RPM, 90,000 TPM from 30.0 s; \
+             rates below are of their mean over the run, 900 RPM, 135,000 TPM"
+        );
+        assert!(
+            lines[2].starts_with("  opening burst 600 requests, 90,000 tokens")
+                && lines[2].contains("900 RPM (100% of 900)"),
+            "{lines:?}"
+        );
+        let json = serde_json::to_value(&lane).unwrap();
+        assert_eq!(json["limit_periods"][1]["from_seconds"], 10.0);
+        assert_eq!(json["mean_limits"]["tpm"], 135_000);
     }
 
     #[test]
