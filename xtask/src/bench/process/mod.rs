@@ -262,7 +262,9 @@ mod tests {
         )
         .unwrap();
         let client = Client::spawn(&client_bin, settings(&dir, server.base_url())).unwrap();
-        let started = Instant::now();
+        // Had the wait sat out the client's minute, the client would have
+        // ended on its own and the wait returned its run: the error is the
+        // proof (no clock is read).
         let error = client
             .wait(Duration::from_secs(120), &mut server)
             .unwrap_err();
@@ -270,8 +272,6 @@ mod tests {
             error.to_string().contains("exited during the run"),
             "{error}"
         );
-        // Far less than the client's minute: the wait did not sit it out.
-        assert!(started.elapsed() < Duration::from_secs(30));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
