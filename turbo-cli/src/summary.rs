@@ -288,7 +288,7 @@ impl Summary {
                 lane.lane.clone(),
                 limiter,
                 lane.tokens_used,
-                lane.latency_ms,
+                lane.latency_mean_ms,
                 wall,
                 source(input.lane_limits, &lane.lane),
             );
@@ -311,7 +311,7 @@ impl Summary {
                     format!("{} (output tokens)", lane.lane),
                     output,
                     output.totals.tokens_used,
-                    lane.latency_ms,
+                    lane.latency_mean_ms,
                     wall,
                     source,
                 ));

@@ -80,8 +80,12 @@ pub struct LaneStats {
     pub concurrency_target: Option<u64>,
     /// Why the auto bound last moved (`None` with a fixed worker count).
     pub concurrency_reason: Option<&'static str>,
-    /// Mean observed latency of this lane's attempts, in milliseconds.
+    /// Recent latency of this lane's attempts, in milliseconds: an average
+    /// weighted to the last ~8 answers (what ETAs and the auto bound follow).
     pub latency_ms: f64,
+    /// Mean latency of every attempt of this lane so far, in milliseconds
+    /// (0 before the first answer).
+    pub latency_mean_ms: f64,
     /// Tokens reserved by this lane's attempts.
     pub tokens_reserved: u64,
     /// Tokens really used, from the responses' `usage`.

@@ -788,3 +788,35 @@ async fn push_batch_takes_dependencies_within_the_batch_and_reports_each_error()
     assert_eq!(engine.status(orphan_id), None);
     engine.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn lane_stats_give_the_mean_latency_beside_the_recent_one() {
+    // One at a time: an answer of 900 ms, then seven of 100 ms.
+    let engine = builder()
+        .concurrency(Concurrency::fixed(1))
+        .build()
+        .unwrap();
+    let rec = Recorder::new();
+    let mut last = None;
+    for i in 0..8 {
+        let latency = if i == 0 { 900 * MS } else { 100 * MS };
+        let deps: Vec<_> = last.into_iter().collect();
+        last = Some(push(
+            &engine,
+            timed_node(&rec, &format!("n{i}"), latency, false),
+            &deps,
+        ));
+    }
+    assert!(engine.wait_for(last.unwrap()).await.is_ok());
+    let stats = engine.stats().await;
+    let lane = &stats.lanes[0];
+    // The mean of all eight; the recent figure still carries the slow
+    // first answer at (7/8)^7 of its weight.
+    assert!(
+        (lane.latency_mean_ms - 200.0).abs() < 1e-9,
+        "{}",
+        lane.latency_mean_ms
+    );
+    assert!((lane.latency_ms - 414.0).abs() < 1.0, "{}", lane.latency_ms);
+    engine.shutdown().await;
+}

@@ -70,6 +70,7 @@ impl Shared {
                     Concurrency::Fixed(_) => None,
                 },
                 latency_ms: lane.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                latency_mean_ms: lane.latency_mean_ms(),
                 tokens_reserved: lane.tokens_reserved.load(Ordering::Relaxed),
                 tokens_used: lane.tokens_used.load(Ordering::Relaxed),
                 limiter: budget::stats(&lane.budget).await,

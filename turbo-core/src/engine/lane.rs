@@ -34,6 +34,8 @@ impl LaneRuntime {
 
     pub(super) fn observe_latency(&self, latency: Duration) {
         let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_total_us.fetch_add(sample, Ordering::Relaxed);
+        self.latency_samples.fetch_add(1, Ordering::Relaxed);
         if !self.latency_observed.swap(true, Ordering::Relaxed) {
             // The first answer replaces the assumption outright.
             self.latency_ewma_us.store(sample, Ordering::Relaxed);
@@ -45,6 +47,17 @@ impl LaneRuntime {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
                 Some(old - old / 8 + sample / 8)
             });
+    }
+
+    /// The mean latency of every attempt so far, in milliseconds (0 before
+    /// the first; the two counters are read apart, so a figure taken while
+    /// answers arrive may be off by one sample).
+    pub(super) fn latency_mean_ms(&self) -> f64 {
+        let samples = self.latency_samples.load(Ordering::Relaxed);
+        if samples == 0 {
+            return 0.0;
+        }
+        self.latency_total_us.load(Ordering::Relaxed) as f64 / samples as f64 / 1000.0
     }
 
     pub(super) fn observe_estimate(&self, estimate: u32) {

@@ -448,6 +448,9 @@ struct LaneRuntime {
     target: AtomicUsize,
     latency_ewma_us: AtomicU64,
     latency_observed: AtomicBool,
+    /// Every attempt's latency added up, and how many: the run's mean.
+    latency_total_us: AtomicU64,
+    latency_samples: AtomicU64,
     estimate_ewma: AtomicU64,
     tokens_reserved: AtomicU64,
     tokens_used: AtomicU64,

@@ -189,6 +189,8 @@ impl Shared {
                         u64::try_from(INITIAL_LATENCY.as_micros()).unwrap_or(u64::MAX),
                     ),
                     latency_observed: AtomicBool::new(false),
+                    latency_total_us: AtomicU64::new(0),
+                    latency_samples: AtomicU64::new(0),
                     estimate_ewma: AtomicU64::new(0),
                     tokens_reserved: AtomicU64::new(0),
                     tokens_used: AtomicU64::new(0),
