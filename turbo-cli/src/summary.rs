@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use turbo_core::{EngineStats, Limits, Provider};
+use turbo_ratelimit::{Axis, BucketSnapshot};
 
 use crate::limit_periods::{self, LimitsFrom, PerMinute, describe_periods};
 use crate::limits::{LaneLimits, LimitPlan, thousands};
@@ -43,6 +44,11 @@ pub struct LaneSummary {
     /// the shares below are of.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_limits: Option<PerMinute>,
+    /// Server tokens per token of our estimates, when the limiter learned
+    /// that the server counts differently (by 0.5 % or more): the token
+    /// rates, shares and burst below are in the server's count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_count_ratio: Option<f64>,
     /// Requests admitted, retries included.
     pub requests: u64,
     /// Tokens the provider reported used.
@@ -55,7 +61,8 @@ pub struct LaneSummary {
     pub latency_ms: f64,
     /// Requests per minute over the run's wall time.
     pub achieved_rpm: f64,
-    /// Charged tokens per minute over the run's wall time.
+    /// Charged tokens per minute over the run's wall time (in the server's
+    /// count with `server_count_ratio`).
     pub achieved_tpm: f64,
     /// `achieved_rpm` / the RPM limit.
     pub rpm_share: Option<f64>,
@@ -233,12 +240,24 @@ fn lane_summary(
     let overridden = (!limiter.configured_limits.is_unlimited()
         && limiter.configured_limits != limiter.limits)
         .then_some(limiter.configured_limits);
+    // A server that counts tokens its own way (a charge ratio learned on
+    // the per-minute token axis): token rates are held to its limit in its
+    // own count, not in our estimates (10 % fewer read as 110 % of it).
+    let server_count_ratio = limiter
+        .buckets
+        .iter()
+        .find(|bucket| bucket.axis == Axis::TokensPerMinute && bucket.ratio_known)
+        .map(BucketSnapshot::charge_ratio)
+        .filter(|ratio| (ratio - 1.0).abs() >= 0.005);
+    let counted = server_count_ratio.map_or(lane_charged, |ratio| {
+        (lane_charged as f64 * ratio).round() as u64
+    });
     let achieved_rpm = per_minute(t.requests, wall);
-    let achieved_tpm = per_minute(lane_charged, wall);
+    let achieved_tpm = per_minute(counted, wall);
     let opening_burst_requests = opening.rpm.map_or(0, |rpm| rpm.min(t.requests));
-    let opening_burst_tokens = opening.tpm.map_or(0, |tpm| tpm.min(lane_charged));
+    let opening_burst_tokens = opening.tpm.map_or(0, |tpm| tpm.min(counted));
     let after_burst_rpm = per_minute(t.requests - opening_burst_requests, wall);
-    let after_burst_tpm = per_minute(lane_charged - opening_burst_tokens, wall);
+    let after_burst_tpm = per_minute(counted - opening_burst_tokens, wall);
     LaneSummary {
         lane,
         limits: limiter.limits,
@@ -246,6 +265,7 @@ fn lane_summary(
         configured_limits: overridden,
         limit_periods: if changed { periods } else { Vec::new() },
         mean_limits,
+        server_count_ratio,
         requests: t.requests,
         tokens_used,
         tokens_charged: lane_charged,
@@ -516,6 +536,11 @@ impl LaneSummary {
                 describe_periods(&self.limit_periods)
             ));
         }
+        if let Some(ratio) = self.server_count_ratio {
+            lines.push(format!(
+                "  the server counts {ratio:.2} tokens per token of our estimates (learned from its headers): token rates below are in its count"
+            ));
+        }
         if rpm.is_none() && tpm.is_none() {
             lines[0].push_str(&format!(
                 " · {} RPM, {} TPM",
@@ -642,6 +667,7 @@ mod tests {
             configured_limits: None,
             limit_periods: Vec::new(),
             mean_limits: None,
+            server_count_ratio: None,
             requests,
             tokens_used: tokens / 2,
             tokens_charged: tokens,
@@ -688,6 +714,34 @@ mod tests {
         );
     }
 
+    /// The limiter's figures of a lane that admitted `requests` and
+    /// `tokens` (our estimates) under `limits`.
+    fn limiter_stats(limits: Limits, requests: u64, tokens: u64) -> turbo_ratelimit::LaneStats {
+        turbo_ratelimit::LaneStats {
+            lane: "openai".into(),
+            provider: "openai".into(),
+            model: None,
+            limits,
+            configured_limits: limits,
+            server_limits: limits,
+            opening: false,
+            buckets: Vec::new(),
+            settle: turbo_ratelimit::SettlePolicy::KeepReservation,
+            learning: false,
+            paused_for: None,
+            waiters: 0,
+            in_flight: 0,
+            last_minute: turbo_ratelimit::Usage::default(),
+            totals: turbo_ratelimit::Totals {
+                requests,
+                tokens_reserved: tokens,
+                ..turbo_ratelimit::Totals::default()
+            },
+            history: Vec::new(),
+            limit_periods: Vec::new(),
+        }
+    }
+
     #[test]
     fn limits_that_changed_mid_run_are_named_and_rates_held_to_their_mean() {
         // The server doubled its limits at 10 s and halved them back at 30 s
@@ -698,33 +752,12 @@ mod tests {
             from: Duration::from_secs(100 + from),
             limits,
         };
-        let stats = turbo_ratelimit::LaneStats {
-            lane: "openai".into(),
-            provider: "openai".into(),
-            model: None,
-            limits: limits(600, 90_000),
-            configured_limits: limits(600, 90_000),
-            server_limits: limits(600, 90_000),
-            opening: false,
-            buckets: Vec::new(),
-            settle: turbo_ratelimit::SettlePolicy::KeepReservation,
-            learning: false,
-            paused_for: None,
-            waiters: 0,
-            in_flight: 0,
-            last_minute: turbo_ratelimit::Usage::default(),
-            totals: turbo_ratelimit::Totals {
-                requests: 1_200,
-                tokens_reserved: 180_000,
-                ..turbo_ratelimit::Totals::default()
-            },
-            history: Vec::new(),
-            limit_periods: vec![
-                period(0, limits(600, 90_000)),
-                period(10, limits(1_200, 180_000)),
-                period(30, limits(600, 90_000)),
-            ],
-        };
+        let mut stats = limiter_stats(limits(600, 90_000), 1_200, 180_000);
+        stats.limit_periods = vec![
+            period(0, limits(600, 90_000)),
+            period(10, limits(1_200, 180_000)),
+            period(30, limits(600, 90_000)),
+        ];
         let lane = lane_summary(
             "openai".into(),
             &stats,
@@ -761,6 +794,48 @@ mod tests {
         let json = serde_json::to_value(&lane).unwrap();
         assert_eq!(json["limit_periods"][1]["from_seconds"], 10.0);
         assert_eq!(json["mean_limits"]["tpm"], 135_000);
+    }
+
+    #[test]
+    fn a_server_counting_fewer_tokens_is_held_to_its_limit_in_its_count() {
+        // The limits-tokens-minus-10 bench: 630 requests of 250 tokens by our
+        // count in 36.87 s; the server counts 0.9 of that (141,750, as its
+        // own totals say). In our count the rate after the burst read 122 %
+        // of 90,000 TPM.
+        let mut stats = limiter_stats(Limits::try_per_minute(600, 90_000).unwrap(), 630, 157_500);
+        stats.buckets.push(BucketSnapshot {
+            axis: Axis::TokensPerMinute,
+            limit: 90_000,
+            level: 0,
+            full_in: Duration::ZERO,
+            foreign: 0,
+            opening: false,
+            charge_ratio_ppm: 900_000,
+            ratio_known: true,
+        });
+        let wall = Duration::from_secs_f64(36.87);
+        let lane = lane_summary("openai".into(), &stats, 0, 1_000.0, wall, "configured");
+        assert_eq!(lane.server_count_ratio, Some(0.9));
+        assert_eq!(
+            lane.tokens_charged, 157_500,
+            "our own count stays as it was"
+        );
+        assert_eq!(lane.opening_burst_tokens, 90_000);
+        let share = lane.after_burst_tpm_share.unwrap();
+        assert!(
+            (share - 51_750.0 / 36.87 * 60.0 / 90_000.0).abs() < 1e-9,
+            "{share}"
+        );
+        let lines = lane.lines(36.87);
+        assert!(
+            lines[1].starts_with("  the server counts 0.90 tokens per token"),
+            "{lines:?}"
+        );
+        assert!(lines[2].contains("84k TPM (94% of 90,000)"), "{lines:?}");
+        // A ratio within half a percent of 1 is agreement: nothing changes.
+        stats.buckets[0].charge_ratio_ppm = 997_000;
+        let lane = lane_summary("openai".into(), &stats, 0, 1_000.0, wall, "configured");
+        assert_eq!(lane.server_count_ratio, None);
     }
 
     #[test]
