@@ -1,5 +1,6 @@
 //! Counting throughput (MB/s) per encoding, beside tiktoken-rs's encoder as a baseline, and
-//! the per-call cost of `estimate` on a short chat.
+//! the per-call cost of `estimate` on a short chat and on requests that share a long system
+//! prompt (counted once per thread, then remembered).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -91,5 +92,36 @@ fn estimate_short_chat(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, counting, estimate_short_chat);
+fn estimate_shared_system_prompt(c: &mut Criterion) {
+    let counter = TiktokenCounter::try_new().unwrap();
+    let system = repeat_to(&PROSE_SENTENCES, 8 * 1024);
+    let users: Vec<String> = (0..1024)
+        .map(|i| format!("Summarise item {i} in one line."))
+        .collect();
+    let mut group = c.benchmark_group("estimate");
+    group.throughput(Throughput::Elements(1));
+    let mut next = 0;
+    group.bench_function("shared_8k_system_prompt/gpt-4o-mini", |b| {
+        b.iter(|| {
+            next = (next + 1) % users.len();
+            let messages = [
+                MessageRef::new("system", &system),
+                MessageRef::new("user", &users[next]),
+            ];
+            let request = RequestShape {
+                max_tokens: Some(200),
+                ..RequestShape::new("gpt-4o-mini", &messages)
+            };
+            counter.estimate(black_box(&request), DefaultOutput::GROQ)
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    counting,
+    estimate_short_chat,
+    estimate_shared_system_prompt
+);
 criterion_main!(benches);

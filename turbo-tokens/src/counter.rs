@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use crate::bpe::FastBpe;
+use crate::repeat::count_remembered;
 use crate::{Encoding, TokenError, encoding_for_model};
 
 /// One chat message, borrowed from wherever the request lives.
@@ -241,12 +242,15 @@ impl TiktokenCounter {
 
 impl TokenCounter for TiktokenCounter {
     fn count_text(&self, encoding: Encoding, text: &str) -> usize {
-        count_with(bpe(encoding), text)
+        count_remembered(encoding, text, |text| count_with(bpe(encoding), text))
     }
 
     fn count_chat(&self, model: &str, messages: &[MessageRef<'_>]) -> usize {
-        let bpe = bpe(encoding_for_model(model));
-        chat_tokens(messages, |text| count_with(bpe, text))
+        let encoding = encoding_for_model(model);
+        let bpe = bpe(encoding);
+        chat_tokens(messages, |text| {
+            count_remembered(encoding, text, |text| count_with(bpe, text))
+        })
     }
 
     fn estimate(&self, request: &RequestShape<'_>, default_output: DefaultOutput) -> Estimate {

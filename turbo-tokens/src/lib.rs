@@ -53,6 +53,7 @@ mod encoding;
 mod endpoints;
 mod error;
 mod json;
+mod repeat;
 
 #[cfg(any(test, feature = "test-support"))]
 pub use counter::MockTokenCounter;
