@@ -372,6 +372,32 @@ pub mod sim {
             let t = ours.tokens_between(Duration::ZERO, self.duration) as f64 / (tokens - others_t);
             r.max(t)
         }
+
+        /// [`Scenario::efficiency`] of a client that starts at `from`, when
+        /// the others left the server's buckets full until then: what it
+        /// achieved of a full bucket at `from` plus the refill since, less
+        /// what the others took from `from` on.
+        pub fn efficiency_from(
+            &self,
+            reports: &[ClientReport],
+            client: usize,
+            from: Duration,
+        ) -> f64 {
+            let minutes = (self.duration - from).as_secs_f64() / 60.0;
+            let requests = f64::from(self.rpm) * (1.0 + minutes);
+            let tokens = self.tpm as f64 * (1.0 + minutes);
+            let (mut others_r, mut others_t) = (0.0, 0.0);
+            for (i, r) in reports.iter().enumerate() {
+                if i != client {
+                    others_r += r.admitted.iter().filter(|(t, _)| *t >= from).count() as f64;
+                    others_t += r.tokens_between(from, self.duration) as f64;
+                }
+            }
+            let ours = &reports[client];
+            let r = ours.admitted.len() as f64 / (requests - others_r);
+            let t = ours.tokens_between(from, self.duration) as f64 / (tokens - others_t);
+            r.max(t)
+        }
     }
 
     /// The whole setting.
