@@ -87,6 +87,43 @@ pub fn mean(periods: &[LimitsFrom], wall: Duration) -> PerMinute {
     }
 }
 
+/// What the budget held without waiting for its refill over the first
+/// `wall` of the lane: the first limits (the bucket starts full) plus every
+/// raise (a bucket whose limit grows holds the difference at once, as a
+/// server's does after a tier upgrade). An axis unlimited at some point
+/// has none.
+pub fn bursts(periods: &[LimitsFrom], wall: Duration) -> PerMinute {
+    let wall = wall.as_secs_f64();
+    let mut total = PerMinute {
+        rpm: Some(0),
+        tpm: Some(0),
+    };
+    let mut before = PerMinute {
+        rpm: Some(0),
+        tpm: Some(0),
+    };
+    for (index, period) in periods.iter().enumerate() {
+        if index > 0 && period.from_seconds >= wall {
+            break;
+        }
+        let now = PerMinute::of(&period.limits);
+        let raise = |total: Option<u64>, now: Option<u64>, before: Option<u64>| {
+            total
+                .zip(now)
+                .map(|(sum, now)| sum + now.saturating_sub(before.unwrap_or(0)))
+        };
+        total = PerMinute {
+            rpm: raise(total.rpm, now.rpm, before.rpm),
+            tpm: raise(total.tpm, now.tpm, before.tpm),
+        };
+        before = now;
+    }
+    if periods.is_empty() {
+        return PerMinute::default();
+    }
+    total
+}
+
 /// `600 RPM, 90,000 TPM at the start; 1,200 RPM, 180,000 TPM from 12.5 s`.
 pub fn describe_periods(periods: &[LimitsFrom]) -> String {
     periods
@@ -153,6 +190,21 @@ mod tests {
             mean(&one, Duration::ZERO),
             PerMinute::of(&limits(600, 90_000))
         );
+    }
+
+    #[test]
+    fn a_raise_adds_its_difference_to_the_burst_and_a_cut_nothing() {
+        let periods = [
+            from(0.0, 600, 90_000),
+            from(10.0, 1_200, 180_000),
+            from(30.0, 600, 90_000),
+            from(35.0, 900, 100_000),
+            // After the run.
+            from(50.0, 5_000, 900_000),
+        ];
+        let bursts = bursts(&periods, Duration::from_secs(40));
+        assert_eq!(bursts.rpm, Some(600 + 600 + 300));
+        assert_eq!(bursts.tpm, Some(90_000 + 90_000 + 10_000));
     }
 
     #[test]

@@ -60,10 +60,11 @@ pub struct LaneSummary {
     /// `achieved_tpm` / the TPM limit.
     pub tpm_share: Option<f64>,
     /// Requests admitted from the full opening budget: the RPM limit at the
-    /// start, or fewer if the lane sent fewer (0 without an RPM limit).
+    /// start (plus every raise of it during the run), or fewer if the lane
+    /// sent fewer (0 without an RPM limit).
     pub opening_burst_requests: u64,
     /// Tokens charged from the full opening budget: the TPM limit at the
-    /// start, or fewer.
+    /// start (plus every raise), or fewer.
     pub opening_burst_tokens: u64,
     /// Requests per minute beyond the opening burst, over the wall time.
     pub after_burst_rpm: f64,
@@ -107,11 +108,11 @@ pub(super) fn lane_summary(
     let changed = periods.len() > 1;
     let mean_limits = changed.then(|| limit_periods::mean(&periods, wall));
     let PerMinute { rpm, tpm } = mean_limits.unwrap_or(PerMinute::of(&limiter.limits));
-    let opening = periods
-        .first()
-        .map_or(PerMinute::of(&limiter.limits), |first| {
-            PerMinute::of(&first.limits)
-        });
+    let opening = if changed {
+        limit_periods::bursts(&periods, wall)
+    } else {
+        PerMinute::of(&limiter.limits)
+    };
     // Configured limits the server's headers overrode (a lane that had none
     // learned them: that is `learned`, not an override).
     let overridden = (!limiter.configured_limits.is_unlimited()
@@ -171,12 +172,14 @@ impl LaneSummary {
     /// The lane's lines of the printed summary.
     pub(super) fn lines(&self, wall_seconds: f64) -> Vec<String> {
         let PerMinute { rpm, tpm } = self.held_against();
-        let opening = self
-            .limit_periods
-            .first()
-            .map_or(PerMinute::of(&self.limits), |first| {
-                PerMinute::of(&first.limits)
-            });
+        let opening = if self.limit_periods.is_empty() {
+            PerMinute::of(&self.limits)
+        } else {
+            limit_periods::bursts(
+                &self.limit_periods,
+                Duration::from_secs_f64(wall_seconds.max(0.0)),
+            )
+        };
         let in_force = PerMinute::of(&self.limits);
         let limits: Vec<String> = [
             in_force.rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
@@ -296,8 +299,13 @@ impl LaneSummary {
             ));
         }
         lines.push(format!(
-            "  opening burst {} (the budget starts full), then {}",
+            "  opening burst {} (the budget starts full{}), then {}",
             burst.join(", "),
+            if self.limit_periods.is_empty() {
+                ""
+            } else {
+                "; each raise of the limits adds its difference"
+            },
             after.join(" · ")
         ));
         lines.extend(daily);

@@ -432,14 +432,15 @@ mod tests {
     #[test]
     fn limits_that_changed_mid_run_are_named_and_rates_held_to_their_mean() {
         // The server doubled its limits at 10 s and halved them back at 30 s
-        // of a 40 s run: a full bucket, then 900 RPM and 135,000 TPM, their
-        // mean over the run (the limits in force at the end read 150 %).
+        // of a 40 s run: a full bucket and the raise's difference, then 900
+        // RPM and 135,000 TPM, their mean over the run (held to the limits
+        // in force at the end, with one burst, it read 250 %).
         let limits = |rpm, tpm| Limits::try_per_minute(rpm, tpm).unwrap();
         let period = |from: u64, limits| turbo_ratelimit::LimitPeriod {
             from: Duration::from_secs(100 + from),
             limits,
         };
-        let mut stats = limiter_stats(limits(600, 90_000), 1_200, 180_000);
+        let mut stats = limiter_stats(limits(600, 90_000), 1_800, 270_000);
         stats.limit_periods = vec![
             period(0, limits(600, 90_000)),
             period(10, limits(1_200, 180_000)),
@@ -474,7 +475,7 @@ mod tests {
              rates below are of their mean over the run, 900 RPM, 135,000 TPM"
         );
         assert!(
-            lines[2].starts_with("  opening burst 600 requests, 90,000 tokens")
+            lines[2].starts_with("  opening burst 1,200 requests, 180,000 tokens")
                 && lines[2].contains("900 RPM (100% of 900)"),
             "{lines:?}"
         );
