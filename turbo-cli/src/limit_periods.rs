@@ -9,7 +9,7 @@ use serde::Serialize;
 use turbo_core::Limits;
 use turbo_ratelimit::LaneStats;
 
-use crate::limits::describe;
+use crate::limits::{describe, thousands};
 
 /// Limits in force from some time on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -36,6 +36,17 @@ impl PerMinute {
             rpm: limits.rpm.map(|v| u64::from(v.get())),
             tpm: limits.tpm.map(|v| v.get()),
         }
+    }
+
+    /// `["600 RPM", "90,000 TPM"]`, the limited axes only.
+    pub fn words(&self) -> Vec<String> {
+        [
+            self.rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
+            self.tpm.map(|tpm| format!("{} TPM", thousands(tpm))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

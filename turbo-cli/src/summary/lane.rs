@@ -180,27 +180,10 @@ impl LaneSummary {
                 Duration::from_secs_f64(wall_seconds.max(0.0)),
             )
         };
-        let in_force = PerMinute::of(&self.limits);
-        let limits: Vec<String> = [
-            in_force.rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
-            in_force.tpm.map(|tpm| format!("{} TPM", thousands(tpm))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let limits = PerMinute::of(&self.limits).words();
         let source = match &self.configured_limits {
             Some(configured) => {
-                let configured: Vec<String> = [
-                    configured
-                        .rpm
-                        .map(|v| format!("{} RPM", thousands(u64::from(v.get())))),
-                    configured
-                        .tpm
-                        .map(|v| format!("{} TPM", thousands(v.get()))),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
+                let configured = PerMinute::of(configured).words();
                 format!(
                     "stated by the server; configured {}",
                     if configured.is_empty() {
@@ -225,13 +208,7 @@ impl LaneSummary {
             duration(Duration::from_secs_f64(wall_seconds.max(0.0))),
         )];
         if let Some(mean) = &self.mean_limits {
-            let held: Vec<String> = [
-                mean.rpm.map(|rpm| format!("{} RPM", thousands(rpm))),
-                mean.tpm.map(|tpm| format!("{} TPM", thousands(tpm))),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            let held = mean.words();
             let held = if held.is_empty() {
                 String::new()
             } else {
