@@ -104,6 +104,9 @@ pub fn mean(periods: &[LimitsFrom], wall: Duration) -> PerMinute {
 /// server's does after a tier upgrade). An axis unlimited at some point
 /// has none.
 pub fn bursts(periods: &[LimitsFrom], wall: Duration) -> PerMinute {
+    if periods.is_empty() {
+        return PerMinute::default();
+    }
     let wall = wall.as_secs_f64();
     let mut total = PerMinute {
         rpm: Some(0),
@@ -128,9 +131,6 @@ pub fn bursts(periods: &[LimitsFrom], wall: Duration) -> PerMinute {
             tpm: raise(total.tpm, now.tpm, before.tpm),
         };
         before = now;
-    }
-    if periods.is_empty() {
-        return PerMinute::default();
     }
     total
 }

@@ -35,6 +35,10 @@ pub struct LaneSummary {
     /// the shares below are of.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_limits: Option<PerMinute>,
+    /// What the opening burst is held to: the limits (the first ones plus
+    /// every raise, when they changed). Computed once, for the lines.
+    #[serde(skip)]
+    pub opening_limits: PerMinute,
     /// Server tokens per token of our estimates, when the limiter learned
     /// that the server counts differently (by 0.5 % or more): the token
     /// rates, shares and burst below are in the server's count.
@@ -103,11 +107,12 @@ pub(super) fn lane_summary(
     let t = &limiter.totals;
     let lane_charged = charged(t.tokens_reserved, t.tokens_refunded, t.tokens_charged_extra);
     // Limits that changed during the run: rates are held against their mean
-    // over the run, the opening burst against the first.
+    // over the run, the opening burst against the first limits plus every
+    // raise.
     let periods = limit_periods::periods(limiter);
     let changed = periods.len() > 1;
     let mean_limits = changed.then(|| limit_periods::mean(&periods, wall));
-    let PerMinute { rpm, tpm } = mean_limits.unwrap_or(PerMinute::of(&limiter.limits));
+    let PerMinute { rpm, tpm } = held_against(mean_limits, &limiter.limits);
     let opening = if changed {
         limit_periods::bursts(&periods, wall)
     } else {
@@ -143,6 +148,7 @@ pub(super) fn lane_summary(
         configured_limits: overridden,
         limit_periods: if changed { periods } else { Vec::new() },
         mean_limits,
+        opening_limits: opening,
         server_count_ratio,
         requests: t.requests,
         tokens_used,
@@ -162,24 +168,22 @@ pub(super) fn lane_summary(
     }
 }
 
+/// The mean of limits that changed, else the limits in force.
+fn held_against(mean: Option<PerMinute>, limits: &Limits) -> PerMinute {
+    mean.unwrap_or(PerMinute::of(limits))
+}
+
 impl LaneSummary {
     /// The per-minute limits the rates are held against: the limits in
     /// force, or their mean over the run when they changed.
     pub fn held_against(&self) -> PerMinute {
-        self.mean_limits.unwrap_or(PerMinute::of(&self.limits))
+        held_against(self.mean_limits, &self.limits)
     }
 
     /// The lane's lines of the printed summary.
     pub(super) fn lines(&self, wall_seconds: f64) -> Vec<String> {
         let PerMinute { rpm, tpm } = self.held_against();
-        let opening = if self.limit_periods.is_empty() {
-            PerMinute::of(&self.limits)
-        } else {
-            limit_periods::bursts(
-                &self.limit_periods,
-                Duration::from_secs_f64(wall_seconds.max(0.0)),
-            )
-        };
+        let opening = self.opening_limits;
         let limits = PerMinute::of(&self.limits).words();
         let source = match &self.configured_limits {
             Some(configured) => {

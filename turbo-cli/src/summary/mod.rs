@@ -354,6 +354,7 @@ mod tests {
             configured_limits: None,
             limit_periods: Vec::new(),
             mean_limits: None,
+            opening_limits: PerMinute::of(&limits),
             server_count_ratio: None,
             requests,
             tokens_used: tokens / 2,
