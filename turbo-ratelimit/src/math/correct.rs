@@ -341,11 +341,11 @@ impl LaneBuckets {
             if level < local {
                 withheld = withheld.saturating_add(local - level);
             } else if calm && withheld > 0 && b.foreign == 0 && foreign == 0 {
-                let margin = cap / (2 * MISREAD_FRACTION);
+                let margin = cap / RAISE_MARGIN_FRACTION;
                 let target = claim
                     .min(estimate.saturating_sub(paced(limit)))
                     .saturating_sub(margin);
-                if target.saturating_sub(local) >= margin {
+                if target.saturating_sub(local) >= scaled(1, obs.window) {
                     let raise = (target - local).min(withheld);
                     level = local + raise;
                     withheld -= raise;

@@ -251,24 +251,35 @@ fn a_calm_answer_gives_back_what_a_lowering_took_less_a_margin() {
     };
     let before = ceiling(&lane);
     // Ten seconds later (100 tokens/s of refill), a calm request finds
-    // 4,900 where the level holds 3,900: raised to 4,900 − C/128.
+    // 4,900 where the level holds 3,900: raised to 4,900 − C/256.
     let b = reserve(&mut lane, 10 * S, 100);
     let after_reserve = ceiling(&lane);
     lane.correct(10 * S, &b, &tokens_fb(6000, 4900));
     let raised = level(&mut lane, 10 * S, axis);
-    assert_eq!(raised, 4900 - 47, "6000/128 = 46.9 tokens of margin");
+    assert_eq!(raised, 4900 - 24, "6000/256 = 23.4 tokens of margin");
     // Never above what the lowering took (level + withheld is unchanged).
     assert_eq!(ceiling(&lane), after_reserve);
     assert!(after_reserve <= before + scaled(1000, Window::Minute));
-    // A level already within twice the margin of the server's stays.
+    // A level within the margin of the server's count stays.
     let c = reserve(&mut lane, 20 * S, 100);
     let at_c = level(&mut lane, 20 * S, axis);
-    lane.correct(
-        20 * S,
-        &c,
-        &tokens_fb(6000, u64::try_from(at_c).unwrap() + 90),
-    );
+    let count = |extra: u64| tokens_fb(6000, u64::try_from(at_c).unwrap() + extra);
+    lane.correct(20 * S, &c, &count(20));
     assert_eq!(level(&mut lane, 20 * S, axis), at_c);
+    // Beyond it, by however little, the level follows the count.
+    let d = reserve(&mut lane, 21 * S, 100);
+    let at_d = level(&mut lane, 21 * S, axis);
+    assert!(lane.bucket(axis).unwrap().withheld > 0);
+    lane.correct(
+        21 * S,
+        &d,
+        &tokens_fb(6000, u64::try_from(at_d).unwrap() + 30),
+    );
+    assert_eq!(
+        level(&mut lane, 21 * S, axis),
+        at_d + 6,
+        "30 - 23.4, rounded down"
+    );
 }
 
 #[test]

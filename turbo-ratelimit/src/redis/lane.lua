@@ -51,6 +51,7 @@ local TOKENS = {false, true, false, true}
 local UNCONTESTED_FRACTION = 16
 local PROBE_FRACTION = 256
 local MISREAD_FRACTION = 64
+local RAISE_MARGIN_FRACTION = 256
 local RATIO_ONE = 1000000
 local RATIO_MIN = 500000
 local RATIO_MAX = 2000000
@@ -714,16 +715,16 @@ local function correct_axis(st, i, obs, seen)
   local level = corrected_level(lvl, limit, limit, w, claim)
   local withheld = b.withheld
   -- Lowered, not lost: what a correction takes is withheld, and a calm answer
-  -- (an exact count) that shows clearly more room than the level holds gives
-  -- it back, less a margin, while no one else is seen on the key.
+  -- (an exact count) that shows more room than the level holds gives it
+  -- back, less a margin, while no one else is seen on the key.
   if first == nil and b.known then
     if level < lvl then
       withheld = withheld + (lvl - level)
     elseif seen.calm and withheld > 0 and b.foreign == 0 and learned_foreign == 0 then
-      local margin = tdiv(cap, 2 * MISREAD_FRACTION)
+      local margin = tdiv(cap, RAISE_MARGIN_FRACTION)
       local paced = math.min(cost(b, seen.between, tokens, w) * w, limit * seen.between_ns + w)
       local target = math.min(claim, est - paced) - margin
-      if target - lvl >= margin then
+      if target - lvl >= w then
         local raise = math.min(target - lvl, withheld)
         level = lvl + raise
         withheld = withheld - raise
