@@ -305,14 +305,12 @@ fn a_short_job_beside_a_neighbour_at_thirty_percent() {
     check(
         "short job, neighbour at 30 %",
         |seed| short_job(ServerSpec::default(), true, seed),
-        // NOT the targets for the neighbour (0 429s; here up to 13
-        // in seed 1, 3 and 7 before the charge ratio) nor for ours (1 %;
-        // here up to 6 of 555, 1.08 %, 8 of 562 before). cargo xtask bench
-        // (limits-neighbour, worst of 3): ours 0.45 % (1.12 % before), the
-        // neighbour's 3 (5 before).
+        // The targets, the neighbour's 0 429s included. Before the
+        // give-back of the first charge ratio left its surplus as others'
+        // (module docs, "The server counts its own way"): up to 13 429s for
+        // the neighbour and 6 of 555 (1.08 %) for us.
         &Targets {
-            rejected_share: 0.0125,
-            others_rejected: 15,
+            others_rejected: 0,
             ..WRONG
         },
     );
@@ -455,27 +453,30 @@ fn check_beside_a_chained_neighbour(name: &str, make: impl Fn(u64) -> Scenario, 
     }
 }
 
-/// NOT the target for the neighbour (0 429s): 0-2 per run, 18-26 s
-/// after our opening, once the lane has spent the server's surplus (the
-/// first charge ratio gives back the opening's caution at once) and runs at
-/// the full limit while its foreign rate, learned only once the server has
-/// less than the lane thinks, is still near 0. Nor does the neighbour keep its share: its
-/// own lane reads our use as foreign, each lane's estimate feeds the
-/// other's, and the neighbour ends at its lane's floor, 1/16 of the limit
-/// (their share 0.064-0.066 in every seed).
+/// The target for the neighbour: 0 429s. Before the first charge
+/// ratio's give-back left what the server had beyond the ratio's share as
+/// others' (their taking it now teaches the foreign rate at once), 0-2 per
+/// run, 18-26 s after our opening: the lane spent the server's surplus and
+/// ran at the full limit while its foreign rate, learned only once the
+/// server had less than the lane thought, was still near 0.
+///
+/// Not met: the neighbour's share. Its own lane reads our use as foreign,
+/// each lane's estimate feeds the other's, and over ten minutes the
+/// neighbour ends near its lane's floor, 1/16 of the limit (their share
+/// 0.068-0.082 of its 0.33; 0.064-0.066 before).
 #[test]
 fn a_chained_neighbour_beside_a_long_job() {
     check_beside_a_chained_neighbour(
         "chained neighbour",
         |seed| beside_a_chained_neighbour(us(TOKEN_BOUND), Duration::from_secs(600), seed),
-        2,
+        0,
     );
 }
 
-/// NOT the target for the neighbour (0 429s): 1-12 per run (the
-/// bench's `limits-neighbour` draws 2-10), 11-31 s after our opening, for
-/// the reasons above; its share of the limit falls to 0.10-0.26 of its
-/// 0.33.
+/// The target for the neighbour: 0 429s (1-12 per run before, and
+/// 2-10 in the bench's `limits-neighbour`, for the reasons above). Over a
+/// short job it keeps most of its share: 0.28-0.30 of its 0.33 (0.10-0.26
+/// before).
 #[test]
 fn a_chained_neighbour_beside_a_short_job() {
     check_beside_a_chained_neighbour(
@@ -485,6 +486,6 @@ fn a_chained_neighbour_beside_a_short_job() {
                 Client::busy(512, (240, 260), Delay::ms(1, 10), Delay::ms(400, 2_500)).probing();
             beside_a_chained_neighbour(ours, NEIGHBOUR_FIRST + Duration::from_secs(45), seed)
         },
-        12,
+        0,
     );
 }

@@ -381,12 +381,15 @@ impl LaneBuckets {
             }),
             // The first ratio learned gave back what the caution withheld:
             // the lane spends it at once, a burst whose answers come back
-            // in any order. Requests reserved with it teach nothing.
+            // in any order. Requests reserved with it teach nothing. What
+            // it left of the server's count (a drain beyond the ratio) is
+            // others' to take, as a claim leaves it (step 3): their taking
+            // it is evidence of their rate.
             (None, _) if first.is_some() => Some(SyncPoint {
                 at: reserved_at
                     .saturating_add(Duration::from_nanos(elapsed))
                     .saturating_add(Duration::from_nanos(CALM_SPACING_NS)),
-                residual: 0,
+                residual: level.saturating_sub(estimate).min(0),
             }),
             // The first sync point, or an uncontested bucket: start afresh.
             // A surplus seen now may be noise and is no evidence yet.

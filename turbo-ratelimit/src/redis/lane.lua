@@ -752,7 +752,10 @@ local function correct_axis(st, i, obs, seen)
   elseif first then
     -- The first ratio learned gave back what the caution withheld: the lane
     -- spends it at once, a burst; requests reserved with it teach nothing.
-    sync = {at = seen.reserved_at + idiv(seen.elapsed, 1000) + CALM_SPACING_NS / 1000, residual = 0}
+    -- What it left of the server's count is others' to take (as a claim
+    -- leaves it): their taking it is evidence of their rate.
+    sync = {at = seen.reserved_at + idiv(seen.elapsed, 1000) + CALM_SPACING_NS / 1000,
+      residual = math.min(level - est, 0)}
   else
     -- The first sync point, or an uncontested bucket: start afresh.
     sync = {at = seen.reserved_at, residual = 0}
