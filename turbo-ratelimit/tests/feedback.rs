@@ -257,16 +257,22 @@ async fn learning_admits_one_at_a_time_until_feedback_brings_limits() {
     second.await.unwrap().unwrap();
     assert_eq!(log.events().len(), 1);
     // Buckets start from the feedback's remaining counts, not full: 600 left
-    // when `first` was handled, + 3 s × 1000/60 refilled, − 100 for `second`
-    // = 550 tokens; requests 9 + 0.5 − 1 = 8.5, i.e. 8 whole.
-    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 550);
+    // when `first` was handled, + 3 s × 1000/60 refilled = 650 tokens;
+    // requests 9 + 0.5 − 1 = 8.5, i.e. 8 whole. The server's charge ratio
+    // is not known yet: while the bucket holds more than a quarter, an
+    // admission takes 1.25 × its estimate, and the extra stays withheld
+    // for the first ratio learned (module docs, "The server counts its own
+    // way"): `second` took 125.
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 525);
     assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 8);
     // Now several may be in flight, within the learned limits.
     let start = Instant::now();
     let x = lane.acquire(300).await.unwrap();
-    let y = lane.acquire(200).await.unwrap();
+    let y = lane.acquire(100).await.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO);
-    // 50 tokens short at 1000/60 per s = 3 s.
+    // x took 375 (150 left), y below a quarter 100 as counted (50 left): 50
+    // short of the next 100 at 1000/60 per s = 3 s.
+    assert_eq!(level(&lane, Axis::TokensPerMinute).await, 50);
     lane.acquire(100).await.unwrap().settle(100).await.unwrap();
     assert_eq!(start.elapsed(), 3 * SEC);
     for r in [first, x, y] {

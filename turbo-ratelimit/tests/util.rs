@@ -169,6 +169,8 @@ pub mod sim {
         pub observe: bool,
         /// Its own configured (requests, tokens) per minute; `None`: the server's.
         pub limits: Option<(u32, u64)>,
+        /// Configured with no limits: learns them from the server's answers.
+        pub learn: bool,
         /// When it starts.
         pub start: Duration,
         /// Opens with a probe ([`Start::Probe`]) instead of full buckets.
@@ -194,6 +196,7 @@ pub mod sim {
                 downlink,
                 observe: true,
                 limits: None,
+                learn: false,
                 start: Duration::ZERO,
                 probe: false,
                 restart_at: None,
@@ -209,6 +212,12 @@ pub mod sim {
         /// Configured with these limits, still feeding the server's numbers back.
         pub const fn told(mut self, rpm: u32, tpm: u64) -> Self {
             self.limits = Some((rpm, tpm));
+            self
+        }
+
+        /// Told no limits: learns them from the server's answers.
+        pub const fn learning(mut self) -> Self {
+            self.learn = true;
             self
         }
 
@@ -526,6 +535,9 @@ pub mod sim {
             })
             .collect();
         let client_limits = |spec: &Client| {
+            if spec.learn {
+                return Limits::unlimited();
+            }
             spec.limits
                 .map_or(limits, |(r, t)| Limits::try_per_minute(r, t).unwrap())
         };
@@ -602,6 +614,16 @@ pub mod sim {
                     }
                     c.pending_try = None;
                     while c.ready > 0 {
+                        // Learning its limits, the lane admits one request
+                        // at a time until an answer brings them (the
+                        // lane's learning mode; its default cap).
+                        let in_flight = c.spec.workers - c.idle - c.ready;
+                        if c.spec.learn
+                            && c.lane.bucket(Axis::TokensPerMinute).is_none()
+                            && in_flight >= 1
+                        {
+                            break;
+                        }
                         let tokens = rng.random_range(c.spec.tokens.0..=c.spec.tokens.1);
                         match c.lane.try_acquire(now, AcquireRequest::one(tokens)) {
                             AcquireOutcome::Reserved(grant) => {
@@ -693,7 +715,12 @@ pub mod sim {
                     }
                     if c.spec.observe {
                         c.lane.state(now);
-                        let level_before = c.lane.bucket(Axis::TokensPerMinute).unwrap().level;
+                        // A lane learning its limits has no bucket before
+                        // the first answer.
+                        let level_before = c
+                            .lane
+                            .bucket(Axis::TokensPerMinute)
+                            .map_or(i128::MIN, |b| b.level);
                         let feedback = Feedback {
                             requests: Some(
                                 WindowObservation::new(Window::Minute)
@@ -708,7 +735,7 @@ pub mod sim {
                         };
                         c.lane.correct(now, &grant.into(), &feedback);
                         let after = c.lane.bucket(Axis::TokensPerMinute).unwrap();
-                        let lowered = (level_before - after.level).max(0) as f64 / w;
+                        let lowered = level_before.saturating_sub(after.level).max(0) as f64 / w;
                         c.report.lowered_tokens += lowered;
                         c.report.largest_lowering = c.report.largest_lowering.max(lowered);
                         if now >= s.warmup {

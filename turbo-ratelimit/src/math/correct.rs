@@ -218,15 +218,30 @@ impl LaneBuckets {
                 limit,
                 level,
                 foreign: 0,
+                // Limits learned from this count: it speaks for the server's
+                // bucket as of now, and the wait for it (the lane's one
+                // learning request) explains no one's use. Read so, a 2.2 s
+                // first answer let the burst that follows lower the level
+                // by 3.3k tokens, a 3-4 s stall. (The opening's end keeps
+                // its reservation instant: several processes opening on one
+                // key drew more 429s from the misreads that discounted.)
                 sync: estimate.map(|_| SyncPoint {
-                    at: reserved_at,
+                    at: if current.is_none() {
+                        reserved_at.saturating_add(Duration::from_nanos(elapsed))
+                    } else {
+                        reserved_at
+                    },
                     residual: 0,
                 }),
                 opening: false,
                 withheld,
                 ratio: ratio.ratio,
                 // Released without a count: nothing to learn a ratio from.
-                ratio_known: ratio.ratio_known
+                // A token limit learned from this answer (the lane had
+                // none) comes with a count but no ratio: it is learned as
+                // an opening's is, the caution included.
+                ratio_known: (ratio.ratio_known
+                    && !(tokens && current.is_none() && estimate.is_some()))
                     || (estimate.is_none() && current.is_some_and(|b| b.opening)),
                 anchor: if tokens && calm { answer } else { None },
             });

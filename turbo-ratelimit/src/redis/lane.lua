@@ -648,13 +648,22 @@ local function correct_axis(st, i, obs, seen)
       if current.opening then total = released(current, limit, w) else total = current.level + current.withheld end
       withheld = math.max(total - level, 0)
     end
+    -- Limits learned from this count: it speaks for the server's bucket as
+    -- of now, and the wait for it explains no one's use.
     local sync = nil
-    if est then sync = {at = seen.reserved_at, residual = 0} end
+    if est then
+      local at = seen.reserved_at
+      if not current then at = seen.reserved_at + idiv(seen.elapsed, 1000) end
+      sync = {at = at, residual = 0}
+    end
     local anchor = nil
     if tokens and seen.calm then anchor = answer end
+    -- A token limit learned from this answer comes with a count but no
+    -- ratio: it is learned as an opening's is.
+    local fresh = tokens and current == nil and est ~= nil
     st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync, opening = false, withheld = withheld,
                ratio = src.ratio,
-               known = src.known or (est == nil and current ~= nil and current.opening),
+               known = (src.known and not fresh) or (est == nil and current ~= nil and current.opening),
                anchor = anchor}
     return remaining
   end
