@@ -239,17 +239,20 @@ async fn learning_admits_one_at_a_time_until_feedback_brings_limits() {
     );
     assert_eq!(lane.in_flight(), 1);
 
-    // The first response carries the limits: 1000 tpm with 600 left, 10 rpm with 9 left.
+    // The first response carries the limits: 1000 tpm with 600 left, 10 rpm
+    // with 9 left, and (as providers send them) the times until full.
     let feedback = Feedback {
         requests: Some(
             WindowObservation::new(Window::Minute)
                 .limit(10)
-                .remaining(9),
+                .remaining(9)
+                .reset(6 * SEC),
         ),
         tokens: Some(
             WindowObservation::new(Window::Minute)
                 .limit(1000)
-                .remaining(600),
+                .remaining(600)
+                .reset(24 * SEC),
         ),
     };
     lane.observe(&first, feedback).await.unwrap();

@@ -721,17 +721,21 @@ pub mod sim {
                             .lane
                             .bucket(Axis::TokensPerMinute)
                             .map_or(i128::MIN, |b| b.level);
+                        // As providers do: the count and the time until the
+                        // bucket is full again (a continuous bucket's).
+                        let observed = |limit: u64, remaining: u64| {
+                            let missing = limit.saturating_sub(remaining);
+                            let reset_ns = u128::from(missing)
+                                * u128::from(window_ns(Window::Minute))
+                                / u128::from(limit.max(1));
+                            WindowObservation::new(Window::Minute)
+                                .limit(limit)
+                                .remaining(remaining)
+                                .reset(Duration::from_nanos(u64::try_from(reset_ns).unwrap()))
+                        };
                         let feedback = Feedback {
-                            requests: Some(
-                                WindowObservation::new(Window::Minute)
-                                    .limit(server_rpm)
-                                    .remaining(remaining.0),
-                            ),
-                            tokens: Some(
-                                WindowObservation::new(Window::Minute)
-                                    .limit(server_tpm)
-                                    .remaining(remaining.1),
-                            ),
+                            requests: Some(observed(server_rpm, remaining.0)),
+                            tokens: Some(observed(server_tpm, remaining.1)),
                         };
                         c.lane.correct(now, &grant.into(), &feedback);
                         let after = c.lane.bucket(Axis::TokensPerMinute).unwrap();

@@ -170,6 +170,13 @@ impl LaneBuckets {
             obs.reset
                 .map(|r| remaining_from_reset(limit, r, obs.window))
         });
+        // Only a count that comes with its reset is a continuous bucket's
+        // (every provider we know sends both). A gateway's calendar-minute
+        // counter (a count, no reset) jumps back to full at the minute, and
+        // the drop between two of its counts is not what we spent: read as
+        // a charge ratio it said 0.90 for an exact count. Such a bucket
+        // charges as counted.
+        let continuous = obs.reset.is_some();
         let answer = remaining.map(|remaining| RatioAnchor {
             at: reserved_at,
             tokens_total,
@@ -242,8 +249,13 @@ impl LaneBuckets {
                 // an opening's is, the caution included.
                 ratio_known: (ratio.ratio_known
                     && !(tokens && current.is_none() && estimate.is_some()))
-                    || (estimate.is_none() && current.is_some_and(|b| b.opening)),
-                anchor: if tokens && calm { answer } else { None },
+                    || (estimate.is_none() && current.is_some_and(|b| b.opening))
+                    || !continuous,
+                anchor: if tokens && calm && continuous {
+                    answer
+                } else {
+                    None
+                },
             });
             return remaining;
         };
@@ -260,8 +272,13 @@ impl LaneBuckets {
         // The server's count against what we reserved since the last one
         // teaches the charge ratio (module docs, "The server counts its own
         // way"); the first ratio learned may give back the cautious charges.
-        let first = if tokens && in_order {
+        let first = if tokens && in_order && continuous {
             observe_ratio(&mut b, answer, calm, obs.window)
+        } else if tokens && in_order && !b.ratio_known {
+            // No ratio can be learned from this counter: 1, and the
+            // caution's charges come back as a first ratio's would.
+            b.ratio_known = true;
+            Some(b.ratio)
         } else {
             None
         };

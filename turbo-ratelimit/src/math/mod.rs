@@ -280,7 +280,14 @@
 //! and refunds likewise, and the `later`/`between` units of the correction
 //! above are our tokens at `ρ` ([`charged`]). Request axes count exactly.
 //!
-//! *Learning* (`ratio.rs`): the only signal is the server's count.
+//! *Learning* (`ratio.rs`): the only signal is the server's count, and
+//! only a count that comes with its reset (the time until the bucket is
+//! full again: every provider we know sends both) is a continuous bucket's.
+//! A gateway's calendar-minute counter sends a count and no reset; it jumps
+//! back to full at the minute, and its drops are not our spending (read as
+//! a ratio, 0.90 for an exact count). A token bucket fed such counts takes
+//! `ρ = 1` at its first in-order answer, giving back the caution as a first
+//! ratio would.
 //! Between two in-order answers A and B, the server's level fell by
 //! `drop = remaining_A + L·(t_B − t_A) − remaining_B − foreign·(t_B − t_A)`
 //! while we reserved `ours = tokens_B − tokens_A` (through B): a sample

@@ -577,3 +577,42 @@ fn a_nearly_full_server_bucket_teaches_nothing() {
     }
     assert_eq!(foreign(&lane), f);
 }
+
+#[test]
+fn a_count_without_its_reset_teaches_no_charge_ratio() {
+    // A gateway's calendar-minute counter sends a count and no reset: its
+    // count jumps back to full at the minute, so the drop between two of
+    // them says nothing of a charge ratio.
+    let axis = Axis::TokensPerMinute;
+    let mut lane = LaneBuckets::starting(&tpm(6000), Duration::ZERO, crate::config::Start::Probe);
+    let a = reserve(&mut lane, Duration::ZERO, 10);
+    lane.correct(S, &a, &tokens_fb(6000, 5990));
+    let b = lane.bucket(axis).unwrap();
+    assert!(b.ratio_known, "no ratio to learn: taken as 1 at once");
+    assert_eq!(b.ratio, RATIO_ONE);
+    assert!(b.anchor.is_none());
+    // No caution either: 1,000 tokens from a bucket holding ~6,000 take
+    // 1,000 (an unknown ratio charges 1,250).
+    let before = level(&mut lane, S, axis);
+    let _ = reserve(&mut lane, S, 1000);
+    assert_eq!(level(&mut lane, S, axis), before - 1000);
+
+    // The same answer with its reset: the ratio stays to be learned, and
+    // the caution charges 1,250.
+    let mut lane = LaneBuckets::starting(&tpm(6000), Duration::ZERO, crate::config::Start::Probe);
+    let a = reserve(&mut lane, Duration::ZERO, 10);
+    let with_reset = Feedback {
+        requests: None,
+        tokens: Some(
+            WindowObservation::new(Window::Minute)
+                .limit(6000)
+                .remaining(5990)
+                .reset(Duration::from_millis(100)),
+        ),
+    };
+    lane.correct(S, &a, &with_reset);
+    assert!(!lane.bucket(axis).unwrap().ratio_known);
+    let before = level(&mut lane, S, axis);
+    let _ = reserve(&mut lane, S, 1000);
+    assert_eq!(level(&mut lane, S, axis), before - 1250);
+}

@@ -622,6 +622,7 @@ local function correct_axis(st, i, obs, seen)
   end
   local answer = nil
   if remaining then answer = {at = seen.reserved_at, tt = seen.tt, rem = remaining, calm = seen.calm} end
+  local continuous = obs.reset >= 0
   -- A learned axis, a changed limit or the opening starts afresh.
   if not current or limit ~= current.limit or current.opening then
     local src = current or full_bucket(limit, i)
@@ -661,9 +662,11 @@ local function correct_axis(st, i, obs, seen)
     -- A token limit learned from this answer comes with a count but no
     -- ratio: it is learned as an opening's is.
     local fresh = tokens and current == nil and est ~= nil
+    if not continuous then anchor = nil end
     st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync, opening = false, withheld = withheld,
                ratio = src.ratio,
-               known = (src.known and not fresh) or (est == nil and current ~= nil and current.opening),
+               known = (src.known and not fresh) or (est == nil and current ~= nil and current.opening)
+                 or not continuous,
                anchor = anchor}
     return remaining
   end
@@ -683,8 +686,15 @@ local function correct_axis(st, i, obs, seen)
   if not remaining then return nil end
   -- The server's count against what we reserved since the last one teaches
   -- the charge ratio; the first ratio learned may give back the cautious charges.
+  -- Only a count with its reset is a continuous bucket's (a gateway's
+  -- calendar-minute counter is not): without one, no ratio is learned.
   local first = nil
-  if tokens and seen.in_order then first = observe_ratio(b, answer, seen.calm, w) end
+  if tokens and seen.in_order and continuous then
+    first = observe_ratio(b, answer, seen.calm, w)
+  elseif tokens and seen.in_order and not b.known then
+    b.known = true
+    first = b.ratio
+  end
   local later = cost(b, seen.later, tokens, w)
   local est = estimate_level_at_rate(remaining, later, limit, rate_of(limit, b.foreign), w, seen.elapsed)
   local server = est
