@@ -23,18 +23,18 @@ async fn probing() -> (RateLimiter, Lane) {
     (limiter, lane)
 }
 
+/// An answer's counts, with the times until full as providers send them.
 fn counts(rpm: u64, requests: u64, tpm: u64, tokens: u64) -> Feedback {
+    let observed = |limit: u64, remaining: u64| {
+        let missing = Duration::from_secs(60) * u32::try_from(limit - remaining).unwrap();
+        WindowObservation::new(Window::Minute)
+            .limit(limit)
+            .remaining(remaining)
+            .reset(missing / u32::try_from(limit).unwrap())
+    };
     Feedback {
-        requests: Some(
-            WindowObservation::new(Window::Minute)
-                .limit(rpm)
-                .remaining(requests),
-        ),
-        tokens: Some(
-            WindowObservation::new(Window::Minute)
-                .limit(tpm)
-                .remaining(tokens),
-        ),
+        requests: Some(observed(rpm, requests)),
+        tokens: Some(observed(tpm, tokens)),
     }
 }
 
