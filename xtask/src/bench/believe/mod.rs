@@ -1,7 +1,7 @@
 //! Issue 11's scenarios: does the limiter believe the server rather than its
 //! configuration? Each situation (told twice or half the limits, a drained
 //! key, a kill and resume, limits that change, a server that counts tokens
-//! its own way, a neighbour on the key) runs three times against
+//! its own way, with limits configured or learned, a neighbour on the key) runs three times against
 //! `turbo-run mock-server`, and the worst run is graded: a user runs a job
 //! once.
 //!
@@ -197,6 +197,12 @@ pub fn scenarios() -> Vec<Scenario> {
             run: tokens_minus,
         },
         Scenario {
+            name: "limits-learned-minus-10",
+            about: "issue 11: the client learns the limits from headers and the server counts 10 % fewer tokens (3 runs, worst graded)",
+            needs_cli: true,
+            run: learned_minus,
+        },
+        Scenario {
             name: "limits-neighbour",
             about: "issue 11: a steady neighbour uses about 30 % of the key (3 runs, worst graded; its 429s too)",
             needs_cli: true,
@@ -269,6 +275,19 @@ fn tokens_plus(context: &Context, scenario: &Scenario) -> Result<ScenarioReport>
 
 fn tokens_minus(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
     let situation = Situation {
+        token_factor: 0.9,
+        efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+/// Limits learned from the headers, not configured: the charge ratio must
+/// be learned all the same (the same job took 46.6 s instead of 36 s when a
+/// learned bucket took a ratio of 1 as known).
+fn learned_minus(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        told: None,
         token_factor: 0.9,
         efficiency_target: 0.97,
         ..Situation::exact()
