@@ -344,7 +344,9 @@
 //! neighbour eating it was invisible until it was gone, 5-7 s in the bench,
 //! and the lane then ran at the full limit while the foreign rate was
 //! learned: 0-13 429s for a neighbour at 30 % in the simulations, 2-10 in
-//! the bench; since, none in the simulations and 0-1 per bench run.)
+//! the bench; since, none in the simulations and 0-1 per bench run.) A
+//! lane never calm takes 1 a window after its anchor; an answer without
+//! counts releases the opening with ρ = 1.
 //!
 //! *Learned limits.* A token bucket created by an answer (a lane told no
 //! limits, learning them from the headers) has the server's count but no
@@ -355,8 +357,7 @@
 //! (Before, a learned bucket took a ratio of 1 as known: a server counting
 //! 10 % fewer kept its surplus to the end, 46.6 s for a 36 s job in the
 //! bench's setting, and one counting 10 % more refused 6.5 % of a short job
-//! in the simulations.) A lane never calm takes 1 a window after its anchor; an
-//! answer without counts releases the opening with ρ = 1.
+//! in the simulations.)
 //!
 //! # Porting to a double-only script language
 //!

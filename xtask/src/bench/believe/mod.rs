@@ -1,9 +1,9 @@
 //! Issue 11's scenarios: does the limiter believe the server rather than its
 //! configuration? Each situation (told twice or half the limits, a drained
 //! key, a kill and resume, limits that change, a server that counts tokens
-//! its own way, with limits configured or learned, a neighbour on the key) runs three times against
-//! `turbo-run mock-server`, and the worst run is graded: a user runs a job
-//! once.
+//! its own way with limits configured or learned, a neighbour on the key)
+//! runs three times against `turbo-run mock-server`, and the worst run is
+//! graded: a user runs a job once.
 //!
 //! Per run: efficiency = the shortest time the *server's* limits allow for
 //! what the server charged (its own totals, its limits over time, its
