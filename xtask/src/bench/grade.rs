@@ -80,6 +80,10 @@ pub(super) fn server_json(stats: &ServerStats) -> Value {
         "prompt_tokens": stats.raw.get("prompt_tokens"),
         "completion_tokens": stats.raw.get("completion_tokens"),
         "max_in_flight": stats.max_in_flight,
+        // The drawn answer latencies (p50/p90/p99/max, microseconds): a run
+        // slower than its siblings with the same admissions waited on a
+        // slow answer if its max stands out.
+        "latency": stats.raw.get("latency"),
         "timeline": {
             "admitted_per_second": stats.admitted_per_second,
             "tokens_per_second": stats.tokens_per_second,
