@@ -243,14 +243,17 @@ impl LaneBuckets {
                 opening: false,
                 withheld,
                 ratio: ratio.ratio,
-                // Released without a count: nothing to learn a ratio from.
-                // A token limit learned from this answer (the lane had
-                // none) comes with a count but no ratio: it is learned as
-                // an opening's is, the caution included.
-                ratio_known: (ratio.ratio_known
-                    && !(tokens && current.is_none() && estimate.is_some()))
-                    || (estimate.is_none() && current.is_some_and(|b| b.opening))
-                    || !continuous,
+                ratio_known: match (estimate, current) {
+                    // A counter without resets teaches no ratio: 1.
+                    _ if !continuous => true,
+                    // Released without a count: nothing to learn from.
+                    (None, Some(b)) if b.opening => true,
+                    // A token limit learned from this count (the lane had
+                    // none) comes with no ratio: it is learned as an
+                    // opening's is, the caution included.
+                    (Some(_), None) if tokens => false,
+                    _ => ratio.ratio_known,
+                },
                 anchor: if tokens && calm && continuous {
                     answer
                 } else {
