@@ -183,13 +183,24 @@ impl RateLimitSnapshot {
                 }
             })
         };
+        // A count of -1 says "unknown" (Azure OpenAI's Responses API has
+        // answered limit -1, remaining -1, reset 0): the window's reset then
+        // says nothing either, where read alone a reset of 0 is a full bucket.
+        let unknown = |index: usize| get(index).is_some_and(|value| value.trim() == "-1");
+        let reset_unless_unknown = |limit: usize, remaining: usize, at: usize| {
+            if unknown(limit) || unknown(remaining) {
+                None
+            } else {
+                reset(at)
+            }
+        };
         Self {
             limit_requests: count(0),
             limit_tokens: count(1),
             remaining_requests: count(2),
             remaining_tokens: count(3),
-            reset_requests: reset(4),
-            reset_tokens: reset(5),
+            reset_requests: reset_unless_unknown(0, 2, 4),
+            reset_tokens: reset_unless_unknown(1, 3, 5),
             requests_window: provider.requests_window(),
             tokens_window: provider.tokens_window(),
             limit_output_tokens: None,
@@ -819,6 +830,33 @@ mod tests {
         assert_eq!(snapshot.reset_requests, None);
         assert_eq!(snapshot.reset_tokens, Some(ms(1500)));
         assert!(RateLimitSnapshot::default().is_empty());
+    }
+
+    #[test]
+    fn a_window_whose_counts_are_unknown_has_no_reset_either() {
+        // Azure OpenAI's Responses API, as reported: -1 for "unknown".
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-ratelimit-limit-tokens", "-1"),
+            ("x-ratelimit-remaining-tokens", "-1"),
+            ("x-ratelimit-reset-tokens", "0"),
+            ("x-ratelimit-remaining-requests", "99"),
+            ("x-ratelimit-reset-requests", "0"),
+        ] {
+            headers.insert(name, value.parse().unwrap());
+        }
+        let snapshot = RateLimitSnapshot::from_headers(&headers, ProviderKind::OpenAi);
+        assert_eq!(
+            (
+                snapshot.limit_tokens,
+                snapshot.remaining_tokens,
+                snapshot.reset_tokens
+            ),
+            (None, None, None)
+        );
+        // The other window's reset of 0 stands with its count.
+        assert_eq!(snapshot.remaining_requests, Some(99));
+        assert_eq!(snapshot.reset_requests, Some(Duration::ZERO));
     }
 
     proptest! {
