@@ -585,6 +585,14 @@ mod tests {
         Duration::from_millis(millis)
     }
 
+    fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
     #[test]
     fn parses_the_formats_providers_send() {
         let cases = [
@@ -732,11 +740,7 @@ mod tests {
     fn gateways_retry_hints_are_read_when_the_standard_ones_are_missing() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let with = |pairs: &[(&'static str, &'static str)]| {
-            let mut headers = HeaderMap::new();
-            for (name, value) in pairs {
-                headers.insert(*name, value.parse().unwrap());
-            }
-            retry_after_from_headers(&headers, now)
+            retry_after_from_headers(&header_map(pairs), now)
         };
         // LiteLLM's proxy on its own 429: only the prefixed header.
         assert_eq!(
@@ -763,17 +767,14 @@ mod tests {
 
     #[test]
     fn snapshot_reads_all_six_headers_with_provider_windows() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
+        let headers = header_map(&[
             ("x-ratelimit-limit-requests", "14400"),
             ("x-ratelimit-limit-tokens", "6000"),
             ("x-ratelimit-remaining-requests", "14399"),
             ("x-ratelimit-remaining-tokens", "5990.0"),
             ("x-ratelimit-reset-requests", "6s"),
             ("x-ratelimit-reset-tokens", "100ms"),
-        ] {
-            headers.insert(name, value.parse().unwrap());
-        }
+        ]);
         let groq = RateLimitSnapshot::from_headers(&headers, ProviderKind::Groq);
         assert_eq!(
             groq,
@@ -835,16 +836,13 @@ mod tests {
     #[test]
     fn a_window_whose_counts_are_unknown_has_no_reset_either() {
         // Azure OpenAI's Responses API, as reported: -1 for "unknown".
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
+        let headers = header_map(&[
             ("x-ratelimit-limit-tokens", "-1"),
             ("x-ratelimit-remaining-tokens", "-1"),
             ("x-ratelimit-reset-tokens", "0"),
             ("x-ratelimit-remaining-requests", "99"),
             ("x-ratelimit-reset-requests", "0"),
-        ] {
-            headers.insert(name, value.parse().unwrap());
-        }
+        ]);
         let snapshot = RateLimitSnapshot::from_headers(&headers, ProviderKind::OpenAi);
         assert_eq!(
             (

@@ -114,16 +114,7 @@ fn check_from(
                 ))
                 .collect::<Vec<_>>()
         );
-        assert!(
-            efficiency >= targets.efficiency,
-            "{name}, seed {seed}: efficiency {efficiency}"
-        );
-        assert!(
-            ours.rejected_share() <= targets.rejected_share,
-            "{name}, seed {seed}: {} of {} refused",
-            ours.rejected,
-            ours.sent
-        );
+        assert_ours(name, seed, efficiency, ours, targets);
         assert!(gap <= targets.gap, "{name}, seed {seed}: stalled {gap:?}");
         let theirs: u64 = reports[1..].iter().map(|r| r.rejected).sum();
         assert!(
@@ -134,6 +125,26 @@ fn check_from(
     }
     efficiencies.sort_by(f64::total_cmp);
     [efficiencies[0], efficiencies[1], efficiencies[2]]
+}
+
+/// Our efficiency and share of 429s in one seed against `targets`.
+fn assert_ours(
+    name: &str,
+    seed: u64,
+    efficiency: f64,
+    ours: &sim::ClientReport,
+    targets: &Targets,
+) {
+    assert!(
+        efficiency >= targets.efficiency,
+        "{name}, seed {seed}: efficiency {efficiency}"
+    );
+    assert!(
+        ours.rejected_share() <= targets.rejected_share,
+        "{name}, seed {seed}: {} of {} refused",
+        ours.rejected,
+        ours.sent
+    );
 }
 
 #[test]
@@ -498,16 +509,7 @@ fn check_beside_a_chained_neighbour(name: &str, make: impl Fn(u64) -> Scenario, 
                 .map(|t| (t.as_secs_f64() * 10.0).round() / 10.0)
                 .collect::<Vec<_>>(),
         );
-        assert!(
-            efficiency >= WRONG.efficiency,
-            "{name}, seed {seed}: {efficiency}"
-        );
-        assert!(
-            ours.rejected_share() <= WRONG.rejected_share,
-            "{name}, seed {seed}: {} of {} refused",
-            ours.rejected,
-            ours.sent
-        );
+        assert_ours(name, seed, efficiency, ours, &WRONG);
         assert!(
             theirs.rejected <= their_429s,
             "{name}, seed {seed}: the neighbour got {} 429s",
