@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use turbo_core::{ChatClient, ChatRequest, ChatResponse, EndpointRequest, Provider, ProviderError};
+use turbo_core::{
+    ChatClient, ChatRequest, ChatResponse, EndpointRequest, LaneConfig, Provider, ProviderError,
+};
 use turbo_providers::{
     ANTHROPIC_BASE_URL, AnthropicClient, ClientConfig, GROQ_BASE_URL, LatencyModel,
     OPENAI_BASE_URL, OpenAiCompatClient, ProviderKind, SimulatedConfig, SimulatedProvider,
@@ -334,8 +336,10 @@ impl HeaderWatch {
         if response.rate_limit().is_empty() && !self.warned.swap(true, Ordering::Relaxed) {
             self.console.warn(&format!(
                 "{} at {} sends no x-ratelimit-* headers, so its limits cannot be learned and \
-                 requests go one at a time; give --rpm/--tpm, --limits FILE, or --no-limits",
-                self.provider, self.base_url
+                 requests go {} at a time; give --rpm/--tpm, --limits FILE, or --no-limits",
+                self.provider,
+                self.base_url,
+                LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT
             ));
         }
         response

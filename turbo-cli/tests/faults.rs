@@ -157,9 +157,9 @@ async fn a_hung_server_is_noticed_per_attempt() {
     .spawn()
     .unwrap();
     poll_until("five lines are answered", || results(&output).len() >= 5).await;
-    // The hung request goes out last (requests go one at a time without
-    // rate-limit headers): interrupt only once the server holds it, or it
-    // is cancelled before it is sent and nothing is abandoned.
+    // The hung request is the last line (without rate-limit headers a few
+    // requests go at a time): interrupt only once the server holds it, or
+    // it is cancelled before it is sent and nothing is abandoned.
     poll_until("the hung request reaches the server", || {
         server.count("HANG") >= 3
     })

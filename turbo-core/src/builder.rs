@@ -217,7 +217,8 @@ impl TurboRunBuilder {
     }
 
     /// Learn a provider's limits from its `x-ratelimit-*` headers, starting
-    /// cautiously (one request at a time until the first answer).
+    /// cautiously (a few requests at a time until the first answer:
+    /// `LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT`).
     pub fn learn_limits(self, provider: Provider) -> Self {
         self.lane_config(provider, None, LaneConfig::learning())
     }

@@ -313,6 +313,17 @@ impl LaneConfig {
     pub const DEFAULT_PAUSE_JITTER: Duration = Duration::from_millis(250);
     /// Pause used by [`crate::Lane::rate_limited`] when the server gave no `retry-after`.
     pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+    /// Most requests in flight while a lane learns its limits (until the
+    /// first answer that states them). It was 1: against a fresh key the
+    /// first round trip then spent one request's worth while the server's
+    /// full bucket wasted a second of refill (a 36 s job with learned
+    /// limits ended ~1 s later than one told them). Four spend part of
+    /// that second and, against a key of a few requests a minute, cost at
+    /// most three 429s (each paused on, then retried).
+    pub const DEFAULT_LEARN_MAX_IN_FLIGHT: NonZeroU32 = match NonZeroU32::new(4) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    };
     /// Largest accepted `pause_jitter`.
     pub const MAX_PAUSE_JITTER: Duration = Duration::from_secs(60);
     /// Largest accepted `default_pause`.
@@ -326,14 +337,15 @@ impl LaneConfig {
             settle: SettlePolicy::KeepReservation,
             start: Start::Probe,
             learn: false,
-            learn_max_in_flight: NonZeroU32::MIN,
+            learn_max_in_flight: Self::DEFAULT_LEARN_MAX_IN_FLIGHT,
             pause_jitter: Self::DEFAULT_PAUSE_JITTER,
             default_pause: Self::DEFAULT_PAUSE,
         }
     }
 
-    /// A lane with no known limits that learns them from feedback, admitting one
-    /// request at a time until then. The limiter's default for unconfigured lanes.
+    /// A lane with no known limits that learns them from feedback, admitting
+    /// at most [`Self::DEFAULT_LEARN_MAX_IN_FLIGHT`] requests at a time until
+    /// then. The limiter's default for unconfigured lanes.
     pub const fn learning() -> Self {
         let mut config = Self::new(Limits::unlimited());
         config.learn = true;
@@ -446,7 +458,8 @@ impl LaneConfigBuilder {
         self
     }
 
-    /// Most outstanding reservations while learning (default 1).
+    /// Most outstanding reservations while learning (default
+    /// [`LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT`]).
     #[must_use]
     pub fn learn_max_in_flight(mut self, max: NonZeroU32) -> Self {
         self.config.learn_max_in_flight = max;

@@ -225,7 +225,14 @@ async fn observing_with_another_lanes_ticket_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn learning_admits_one_at_a_time_until_feedback_brings_limits() {
-    let limiter = RateLimiter::new();
+    // The default admits a few at a time (next test); one keeps the
+    // arithmetic below to a single request before the limits are known.
+    let one = LaneConfig::builder()
+        .learn(true)
+        .learn_max_in_flight(NonZeroU32::MIN)
+        .build()
+        .unwrap();
+    let limiter = RateLimiter::builder().default_config(one).build();
     let lane = limiter.lane("local", None);
     assert!(lane.is_learning());
     let first = lane.acquire(100).await.unwrap();
@@ -279,6 +286,35 @@ async fn learning_admits_one_at_a_time_until_feedback_brings_limits() {
     lane.acquire(100).await.unwrap().settle(100).await.unwrap();
     assert_eq!(start.elapsed(), 3 * SEC);
     for r in [first, x, y] {
+        r.settle(0).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_default_learning_lane_admits_its_cap_at_once_then_waits() {
+    let limiter = RateLimiter::new();
+    let lane = limiter.lane("local", None);
+    assert!(lane.is_learning());
+    let cap = LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT.get();
+    assert!(
+        cap > 1,
+        "the first round trip carries more than one request"
+    );
+    let mut held = Vec::new();
+    for _ in 0..cap {
+        held.push(lane.acquire(100).await.unwrap());
+    }
+    let log = Log::new();
+    let next = spawn_acquire(&lane, 100, &log, "next");
+    until_waiters(&lane, 1).await;
+    tokio::time::sleep(3 * SEC).await;
+    assert!(log.events().is_empty(), "no more than {cap} while learning");
+    assert_eq!(lane.in_flight(), u64::from(cap));
+    // An answer without limits frees its slot: the next one goes.
+    held.pop().unwrap().settle(100).await.unwrap();
+    next.await.unwrap().unwrap();
+    assert_eq!(log.events().len(), 1);
+    for r in held {
         r.settle(0).await.unwrap();
     }
 }

@@ -194,7 +194,7 @@ impl Adaptive {
     /// The lane has limits now (configured, or just learned from headers):
     /// the bound becomes the brake described in the module docs at once,
     /// instead of after its first window (a lane learning its limits admits
-    /// one request at a time, so that window would take many round trips).
+    /// a few requests at a time, so that window would take many round trips).
     pub(crate) fn limited(&mut self) {
         if self.phase == Phase::SlowStart {
             self.phase = Phase::Steady;

@@ -353,7 +353,7 @@
 //! ratio either: it starts at the estimate of step 2 with its ratio unknown,
 //! so the caution and the first ratio above apply to it as to an opening.
 //! Its sync point is the answer's instant, not its request's: the lane's
-//! one learning request waited for it, and that wait explains no one's use.
+//! few learning requests waited for it, and that wait explains no one's use.
 //! (Before, a learned bucket took a ratio of 1 as known: a server counting
 //! 10 % fewer kept its surplus to the end, 46.6 s for a 36 s job in the
 //! bench's setting, and one counting 10 % more refused 6.5 % of a short job

@@ -16,8 +16,8 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use turbo_ratelimit::math::{LaneBuckets, window_ns};
 use turbo_ratelimit::{
-    AcquireOutcome, AcquireRequest, Adjustment, Axis, Feedback, Grant, Limits, Start, Window,
-    WindowObservation,
+    AcquireOutcome, AcquireRequest, Adjustment, Axis, Feedback, Grant, LaneConfig, Limits, Start,
+    Window, WindowObservation,
 };
 
 /// A uniformly distributed delay.
@@ -499,13 +499,14 @@ pub fn run(s: &Scenario) -> Vec<ClientReport> {
                 }
                 c.pending_try = None;
                 while c.ready > 0 {
-                    // Learning its limits, the lane admits one request
-                    // at a time until an answer brings them (the
-                    // lane's learning mode; its default cap).
+                    // Learning its limits, the lane admits a few requests
+                    // at a time until an answer brings them (the lane's
+                    // learning mode; its default cap).
                     let in_flight = c.spec.workers - c.idle - c.ready;
+                    let cap = LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT.get() as usize;
                     if c.spec.learn
                         && c.lane.bucket(Axis::TokensPerMinute).is_none()
-                        && in_flight >= 1
+                        && in_flight >= cap
                     {
                         break;
                     }
