@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use turbo_core::LaneConfig;
 use util::{
     EchoServer, line, poll_until, read_json, run_args, run_to_end, signal, stderr_until, temp_dir,
     turbo_run, wait_child, write_lines,
@@ -100,8 +101,15 @@ async fn after_ctrl_c_no_request_leaves() {
     ))
     .spawn()
     .unwrap();
-    poll_until("the first requests are refused", || server.requests() >= 1).await;
+    // No limits given: the lane learns them, sending its first few at once.
+    // The server refuses each and asks for a minute: nothing more goes out.
+    let opening = u64::from(LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT.get());
+    poll_until("the first requests are refused", || {
+        server.requests() >= opening
+    })
+    .await;
     let before = server.requests();
+    assert_eq!(before, opening, "a request went out after the 429s");
     signal(&child, "INT");
     let status = wait_child(&mut child).await;
     assert_eq!(status.code(), Some(130));
