@@ -331,9 +331,26 @@ async fn settle_one(reservation: Reservation, used: Option<u64>, feedback: Optio
 /// (a refused request is not charged) and the lanes' levels corrected from
 /// the 429's own counts, or, without any, taken as exhausted. No imaginary
 /// debt.
-pub(crate) async fn refused(reserved: Reserved, snapshot: Option<&RateLimitSnapshot>) {
+/// A 429 for `reserved`'s request: its budget goes back and the lanes
+/// re-synchronise from the refusal. With `pause`, the main lane is paused
+/// for it (counting the 429) before the reservation's place in flight is
+/// released (`Reservation::refused_and_paused`).
+pub(crate) async fn refused(
+    reserved: Reserved,
+    snapshot: Option<&RateLimitSnapshot>,
+    pause: Option<Duration>,
+) {
     let Reserved { main, output } = reserved;
-    refuse_one(main, snapshot.and_then(feedback_from)).await;
+    let feedback = snapshot.and_then(feedback_from);
+    match pause {
+        Some(pause) => {
+            let lane = main.lane().clone();
+            if let Err(error) = main.refused_and_paused(feedback, Some(pause)).await {
+                warn!(lane = %lane.key(), %error, "could not record a refused request or pause its lane");
+            }
+        }
+        None => refuse_one(main, feedback).await,
+    }
     if let Some(output) = output {
         // The output lane is corrected only from its own counts: a 429 for
         // requests or input tokens says nothing about output tokens.

@@ -152,6 +152,25 @@ impl Reservation {
         result
     }
 
+    /// [`Reservation::refused`], then [`Lane::rate_limited`]`(retry_after)`,
+    /// with the reservation's in-flight place released only once the pause
+    /// is in place: a request waiting for that place (a lane learning its
+    /// limits admits a few at a time) or for the capacity the refusal gives
+    /// back cannot go out between the two calls, ahead of the wait the 429
+    /// asked for. The refusal's error is returned first, then the pause's.
+    pub async fn refused_and_paused(
+        mut self,
+        feedback: Option<Feedback>,
+        retry_after: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.done = true;
+        let refused = self.lane.refuse(self.grant, self.tokens, feedback).await;
+        let paused = self.lane.rate_limited(retry_after).await;
+        self.lane
+            .finish(self.tokens, self.admitted_at, End::Refused);
+        refused.and(paused)
+    }
+
     /// The request was never sent: gives back the request and all its tokens.
     pub async fn cancel(mut self) -> Result<(), Error> {
         self.lane

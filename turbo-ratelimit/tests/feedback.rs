@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use turbo_ratelimit::{
-    Axis, Error, Feedback, LaneConfig, Limits, RateLimiter, Window, WindowObservation,
+    Axis, Error, Feedback, LaneConfig, Limits, RateLimiter, TryAcquireError, Window,
+    WindowObservation,
 };
 use util::{Log, SEC, lane_limited, lane_with, per_minute, spawn_acquire, tpm, until_waiters};
 
@@ -317,6 +318,41 @@ async fn a_default_learning_lane_admits_its_cap_at_once_then_waits() {
     for r in held {
         r.settle(0).await.unwrap();
     }
+}
+
+/// A 429 while learning: `refused` alone frees the request's place at
+/// once, so until `rate_limited` pauses the lane the next request may go
+/// out ahead of the wait the server asked for; `refused_and_paused` frees
+/// the place only once the pause is in place.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_and_its_pause_leave_no_window_for_the_next_request() {
+    let one = LaneConfig::builder()
+        .learn(true)
+        .learn_max_in_flight(NonZeroU32::MIN)
+        .build()
+        .unwrap();
+    let (_l, lane) = lane_with(one).await;
+    let refused = lane.acquire(100).await.unwrap();
+    refused.refused(None).await.unwrap();
+    // The window: the place is free and the pause not yet there.
+    let slipped = lane.try_acquire(100).await.unwrap();
+    lane.rate_limited(Some(60 * SEC)).await.unwrap();
+    slipped.cancel().await.unwrap();
+
+    let (_l, lane) = lane_with(one).await;
+    let refused = lane.acquire(100).await.unwrap();
+    refused
+        .refused_and_paused(None, Some(60 * SEC))
+        .await
+        .unwrap();
+    assert!(matches!(
+        lane.try_acquire(100).await,
+        Err(TryAcquireError::WouldWait { wait: Some(wait) }) if wait >= 59 * SEC
+    ));
+    let start = Instant::now();
+    lane.acquire(100).await.unwrap().settle(100).await.unwrap();
+    assert!(start.elapsed() >= 60 * SEC);
+    assert_eq!(lane.stats().await.unwrap().totals.rate_limited, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -31,6 +31,15 @@ use crate::node::{NodeId, Provider, RetryPolicy};
 use crate::result::{NodeError, NodeOutput, RunResult, WorkError};
 use crate::stats::Counters;
 
+/// A refused attempt: its node, when it was sent, when the node's current
+/// run of 429s began, and its number.
+struct Refusal {
+    id: NodeId,
+    sent: Instant,
+    since: Instant,
+    attempt: u32,
+}
+
 /// How one attempt ended.
 enum Attempt {
     Answered(Arc<NodeOutput>),
@@ -166,19 +175,20 @@ impl Shared {
                 }
             };
             let provider_error = error.provider_error();
-            let refused = provider_error.is_some_and(|e| e.status() == Some(429));
-            if let Some(reservation) = reservation {
-                let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
-                if refused {
-                    Box::pin(budget::refused(reservation, snapshot)).await;
-                } else {
+            if provider_error.is_some_and(|e| e.status() == Some(429)) {
+                let since = *refused_since.get_or_insert(sent);
+                let refusal = Refusal {
+                    id,
+                    sent,
+                    since,
+                    attempt,
+                };
+                Box::pin(self.rate_limited(lane, refusal, error, reservation)).await?;
+            } else {
+                if let Some(reservation) = reservation {
+                    let snapshot = provider_error.and_then(|e| e.rate_limit_snapshot());
                     Box::pin(budget::settle(reservation, None, snapshot)).await;
                 }
-            }
-            if refused {
-                let since = *refused_since.get_or_insert(sent);
-                Box::pin(self.rate_limited(lane, id, sent, since, attempt, error)).await?;
-            } else {
                 refused_since = None;
                 let delay = match (&mut backoff, error.is_retryable()) {
                     (Some(backoff), true) if !self.is_halted() => {
@@ -204,24 +214,32 @@ impl Shared {
         }
     }
 
-    /// A 429: pauses the lane (the server's hint, else exponential backoff),
-    /// or fails the node once it has been refused past the deadline.
+    /// A 429: gives the refused attempt's budget back and pauses the lane
+    /// (the server's hint, else exponential backoff), or fails the node once
+    /// it has been refused past the deadline.
+    ///
+    /// The pause is in place before the refused attempt's place in flight is
+    /// released (`budget::refused`): a node waiting for that place (a lane
+    /// learning its limits admits a few at a time) could otherwise be sent
+    /// between the two, ahead of the wait the 429 asked for.
     async fn rate_limited(
         &self,
         lane: &LaneRuntime,
-        id: NodeId,
-        sent: Instant,
-        since: Instant,
-        attempt: u32,
+        refusal: Refusal,
         error: WorkError,
+        reservation: Option<Reserved>,
     ) -> Result<(), NodeError> {
+        let Refusal {
+            id,
+            sent,
+            since,
+            attempt,
+        } = refusal;
         Counters::bump(&self.counters.rate_limited);
+        let snapshot = error.provider_error().and_then(|e| e.rate_limit_snapshot());
         let hint = error.provider_error().and_then(budget::rate_limit_hint);
-        // The limiter re-synchronised from the refusal's counts (pause.rs).
-        let counted = error
-            .provider_error()
-            .and_then(|e| e.rate_limit_snapshot())
-            .is_some_and(RateLimitSnapshot::has_counts);
+        // The limiter re-synchronises from the refusal's counts (pause.rs).
+        let counted = snapshot.is_some_and(RateLimitSnapshot::has_counts);
         let now = Instant::now();
         let pause = lane.storm.lock().on_rate_limited(
             &self.rate_limit,
@@ -233,6 +251,9 @@ impl Shared {
         );
         let refused_for = now.duration_since(since);
         if refused_for + pause > self.rate_limit.deadline {
+            if let Some(reservation) = reservation {
+                Box::pin(budget::refused(reservation, snapshot, None)).await;
+            }
             debug!(node = %id, attempts = attempt, ?refused_for, "rate-limit deadline passed");
             let last = match error {
                 WorkError::Provider(last) => last,
@@ -254,7 +275,12 @@ impl Shared {
         }
         debug!(node = %id, attempt, ?pause, ?hint, "rate limited: lane paused");
         // The limiter counts every 429; a zero pause never shortens a longer one.
-        budget::rate_limited(&lane.budget, Some(pause)).await;
+        match reservation {
+            Some(reservation) => {
+                Box::pin(budget::refused(reservation, snapshot, Some(pause))).await
+            }
+            None => budget::rate_limited(&lane.budget, Some(pause)).await,
+        }
         Ok(())
     }
 

@@ -129,6 +129,8 @@ impl Lane {
     /// server's is what lets the foreign-use estimate (see [`crate::math`])
     /// keep a shared key free of 429s. An in-order answer that reports room
     /// on every axis it counts ends the pause early.
+    /// [`Reservation::refused_and_paused`] does both in one call, releasing
+    /// the reservation's place in flight only once the pause is in place.
     pub async fn rate_limited(&self, retry_after: Option<Duration>) -> Result<(), Error> {
         let pause = {
             let mut local = self.inner.local.lock();
