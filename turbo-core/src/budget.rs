@@ -330,11 +330,9 @@ async fn settle_one(reservation: Reservation, used: Option<u64>, feedback: Optio
 /// A request the provider refused with a 429: its reservations are refunded
 /// (a refused request is not charged) and the lanes' levels corrected from
 /// the 429's own counts, or, without any, taken as exhausted. No imaginary
-/// debt.
-/// A 429 for `reserved`'s request: its budget goes back and the lanes
-/// re-synchronise from the refusal. With `pause`, the main lane is paused
-/// for it (counting the 429) before the reservation's place in flight is
-/// released (`Reservation::refused_and_paused`).
+/// debt. With `pause`, the main lane is paused for it (counting the 429)
+/// before the reservation's place in flight is released
+/// (`Reservation::refused_and_paused`).
 pub(crate) async fn refused(
     reserved: Reserved,
     snapshot: Option<&RateLimitSnapshot>,

@@ -155,9 +155,12 @@ impl Reservation {
     /// [`Reservation::refused`], then [`Lane::rate_limited`]`(retry_after)`,
     /// with the reservation's in-flight place released only once the pause
     /// is in place: a request waiting for that place (a lane learning its
-    /// limits admits a few at a time) or for the capacity the refusal gives
-    /// back cannot go out between the two calls, ahead of the wait the 429
-    /// asked for. The refusal's error is returned first, then the pause's.
+    /// limits admits a few at a time) cannot go out between the two calls,
+    /// ahead of the wait the 429 asked for. (The capacity given back is
+    /// taken again by the refusal's own re-synchronisation before any waiter
+    /// is woken.) The re-synchronisation comes before the pause, so the
+    /// refusal's counts cannot end the pause it asks for. The refusal's
+    /// error is returned first, then the pause's.
     pub async fn refused_and_paused(
         mut self,
         feedback: Option<Feedback>,
