@@ -339,16 +339,7 @@ pub(crate) async fn refused(
     pause: Option<Duration>,
 ) {
     let Reserved { main, output } = reserved;
-    let feedback = snapshot.and_then(feedback_from);
-    match pause {
-        Some(pause) => {
-            let lane = main.lane().clone();
-            if let Err(error) = main.refused_and_paused(feedback, Some(pause)).await {
-                warn!(lane = %lane.key(), %error, "could not record a refused request or pause its lane");
-            }
-        }
-        None => refuse_one(main, feedback).await,
-    }
+    refuse_one(main, snapshot.and_then(feedback_from), pause).await;
     if let Some(output) = output {
         // The output lane is corrected only from its own counts: a 429 for
         // requests or input tokens says nothing about output tokens.
@@ -358,17 +349,23 @@ pub(crate) async fn refused(
         match feedback {
             Some(feedback) => {
                 output.gave_back(output.reservation.tokens());
-                refuse_one(output.reservation, Some(feedback)).await;
+                refuse_one(output.reservation, Some(feedback), None).await;
             }
             None => give_back_output(output),
         }
     }
 }
 
-async fn refuse_one(reservation: Reservation, feedback: Option<Feedback>) {
+/// Refuses one reservation; with `pause`, pauses its lane before the
+/// reservation's place in flight is released.
+async fn refuse_one(reservation: Reservation, feedback: Option<Feedback>, pause: Option<Duration>) {
     let lane = reservation.lane().clone();
-    if let Err(error) = reservation.refused(feedback).await {
-        warn!(lane = %lane.key(), %error, "could not record a refused request");
+    let result = match pause {
+        Some(pause) => reservation.refused_and_paused(feedback, Some(pause)).await,
+        None => reservation.refused(feedback).await,
+    };
+    if let Err(error) = result {
+        warn!(lane = %lane.key(), %error, "could not record a refused request or pause its lane");
     }
 }
 

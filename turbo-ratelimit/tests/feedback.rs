@@ -224,15 +224,20 @@ async fn observing_with_another_lanes_ticket_is_refused() {
     r.settle(1).await.unwrap();
 }
 
+/// A lane learning its limits with one request in flight at most.
+fn learning_one_at_a_time() -> LaneConfig {
+    LaneConfig::builder()
+        .learn(true)
+        .learn_max_in_flight(NonZeroU32::MIN)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn learning_admits_one_at_a_time_until_feedback_brings_limits() {
     // The default admits a few at a time (next test); one keeps the
     // arithmetic below to a single request before the limits are known.
-    let one = LaneConfig::builder()
-        .learn(true)
-        .learn_max_in_flight(NonZeroU32::MIN)
-        .build()
-        .unwrap();
+    let one = learning_one_at_a_time();
     let limiter = RateLimiter::builder().default_config(one).build();
     let lane = limiter.lane("local", None);
     assert!(lane.is_learning());
@@ -326,11 +331,7 @@ async fn a_default_learning_lane_admits_its_cap_at_once_then_waits() {
 /// the place only once the pause is in place.
 #[tokio::test(start_paused = true)]
 async fn a_refusal_and_its_pause_leave_no_window_for_the_next_request() {
-    let one = LaneConfig::builder()
-        .learn(true)
-        .learn_max_in_flight(NonZeroU32::MIN)
-        .build()
-        .unwrap();
+    let one = learning_one_at_a_time();
     let (_l, lane) = lane_with(one).await;
     let refused = lane.acquire(100).await.unwrap();
     refused.refused(None).await.unwrap();
