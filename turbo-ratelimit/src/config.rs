@@ -304,6 +304,7 @@ pub struct LaneConfig {
     settle: SettlePolicy,
     learn: bool,
     learn_max_in_flight: NonZeroU32,
+    learn_silent_answers: Option<NonZeroU32>,
     pause_jitter: Duration,
     default_pause: Duration,
 }
@@ -324,6 +325,17 @@ impl LaneConfig {
         Some(n) => n,
         None => NonZeroU32::MIN,
     };
+    /// Answers without any rate-limit numbers after which a learning lane
+    /// stops waiting for limits (see [`Self::learn_silent_answers`]): two
+    /// rounds of the opening's [`Self::DEFAULT_LEARN_MAX_IN_FLIGHT`]. A
+    /// server that states its limits does so in its first answer; one that
+    /// sent none in eight will not (vLLM, llama.cpp, Ollama, a gateway that
+    /// strips them), and holding it at four in flight for a whole run made a
+    /// self-hosted server look like a hang.
+    pub const DEFAULT_LEARN_SILENT_ANSWERS: NonZeroU32 = match NonZeroU32::new(8) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    };
     /// Largest accepted `pause_jitter`.
     pub const MAX_PAUSE_JITTER: Duration = Duration::from_secs(60);
     /// Largest accepted `default_pause`.
@@ -338,6 +350,7 @@ impl LaneConfig {
             start: Start::Probe,
             learn: false,
             learn_max_in_flight: Self::DEFAULT_LEARN_MAX_IN_FLIGHT,
+            learn_silent_answers: Some(Self::DEFAULT_LEARN_SILENT_ANSWERS),
             pause_jitter: Self::DEFAULT_PAUSE_JITTER,
             default_pause: Self::DEFAULT_PAUSE,
         }
@@ -382,6 +395,18 @@ impl LaneConfig {
     /// Most outstanding reservations while learning.
     pub const fn learn_max_in_flight(&self) -> NonZeroU32 {
         self.learn_max_in_flight
+    }
+
+    /// While learning: how many answers that carry no rate-limit numbers at
+    /// all (and no numbers before them) end the learning. The server then
+    /// states no limits, and the lane admits without limits and without the
+    /// in-flight cap, as a lane configured without limits does: bounding
+    /// what is in flight is the caller's business from then on (turbo-core's
+    /// auto mode finds the bound from latency and backs off on 429s). Numbers
+    /// that arrive later (a 429's headers, say) are still adopted. `None`:
+    /// learn for ever, at the cap.
+    pub const fn learn_silent_answers(&self) -> Option<NonZeroU32> {
+        self.learn_silent_answers
     }
 
     /// Span over which waiters resume after a pause.
@@ -463,6 +488,15 @@ impl LaneConfigBuilder {
     #[must_use]
     pub fn learn_max_in_flight(mut self, max: NonZeroU32) -> Self {
         self.config.learn_max_in_flight = max;
+        self
+    }
+
+    /// Answers without rate-limit numbers that end learning (default
+    /// [`LaneConfig::DEFAULT_LEARN_SILENT_ANSWERS`]; `None`: never; see
+    /// [`LaneConfig::learn_silent_answers`]).
+    #[must_use]
+    pub fn learn_silent_answers(mut self, answers: Option<NonZeroU32>) -> Self {
+        self.config.learn_silent_answers = answers;
         self
     }
 

@@ -99,6 +99,10 @@ pub struct LaneStats {
     pub settle: SettlePolicy,
     /// True while the lane is learning its limits.
     pub learning: bool,
+    /// The lane learnt that the server states no limits: its answers carried
+    /// no rate-limit numbers at all (see
+    /// [`LaneConfig::learn_silent_answers`](crate::LaneConfig::learn_silent_answers)).
+    pub stated_no_limits: bool,
     /// Remaining pause, if paused.
     pub paused_for: Option<Duration>,
     /// Acquisitions waiting.
@@ -314,6 +318,7 @@ pub(crate) struct LocalSnapshot {
     pub(crate) config: LaneConfig,
     pub(crate) server_limits: Limits,
     pub(crate) learning: bool,
+    pub(crate) stated_no_limits: bool,
     pub(crate) waiters: usize,
     pub(crate) in_flight: u64,
     pub(crate) last_minute: Usage,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use turbo_ratelimit::{AcquireError, Axis, LaneConfig, Limits, RateLimiter, TryAcquireError};
-use util::{Log, SEC, lane_limited, per_minute, rpm, spawn_acquire, tpm, until_waiters};
+use util::{Log, SEC, lane_limited, lane_with, per_minute, rpm, spawn_acquire, tpm, until_waiters};
 
 #[tokio::test(start_paused = true)]
 async fn admission_waits_exactly_the_request_deficit() {
@@ -286,15 +286,22 @@ async fn closing_fails_waiters_and_later_acquisitions() {
     assert!(log.events().is_empty());
 }
 
-/// Real threads contending on one lane: the learning-mode cap holds, every
+/// Real threads contending on one learning lane: its in-flight cap holds, every
 /// waiter is served (no lost wake-up), and nothing is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_waiters_on_two_threads_respect_the_in_flight_cap() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    let limiter = RateLimiter::new();
-    let lane = limiter.lane("learning", None);
+    // A server that never states its limits ends the learning after a few
+    // answers (tests/silent_server.rs): here it must not, for the cap to hold
+    // through all of them.
+    let config = LaneConfig::builder()
+        .learn(true)
+        .learn_silent_answers(None)
+        .build()
+        .unwrap();
+    let (_limiter, lane) = lane_with(config).await;
     let holding = Arc::new(AtomicU64::new(0));
     let most = Arc::new(AtomicU64::new(0));
     let cap = u64::from(LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT.get());

@@ -32,6 +32,7 @@ impl Lane {
         let now = self.inner.clock.now();
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
+        local.numbers_seen = true;
         local.note_server_limits(&self.inner.key, &feedback, &state.limits);
         local.apply_state(&state, now);
         Ok(())
@@ -73,6 +74,7 @@ impl Lane {
                 .flatten()
                 .any(|o| o.remaining.is_some() || o.reset.is_some())
         };
+        let stated = feedback.as_ref().is_some_and(|f| !f.is_empty());
         let feedback = match feedback {
             Some(f) if has_counts(&f) => f,
             other => {
@@ -102,6 +104,7 @@ impl Lane {
         let now = self.inner.clock.now();
         let mut local = self.inner.local.lock();
         local.tracker.totals.feedback += 1;
+        local.numbers_seen |= stated;
         local.note_server_limits(&self.inner.key, &feedback, &state.limits);
         local.apply_state(&state, now);
         Ok(())
@@ -174,6 +177,7 @@ impl Lane {
                 config: local.config,
                 server_limits: local.server_limits,
                 learning: local.learning,
+                stated_no_limits: local.stated_none,
                 waiters: local.waiters.len(),
                 in_flight: local.in_flight,
                 last_minute: local.tracker.last_minute(now),
@@ -193,6 +197,7 @@ impl Lane {
             buckets: state.buckets,
             settle: local.config.settle(),
             learning: local.learning,
+            stated_no_limits: local.stated_no_limits,
             paused_for: state.paused_for,
             waiters: local.waiters,
             in_flight: local.in_flight,
@@ -206,12 +211,22 @@ impl Lane {
     pub(crate) fn finish(&self, tokens: u64, admitted_at: Duration, end: End) {
         let mut local = self.inner.local.lock();
         local.in_flight = local.in_flight.saturating_sub(1);
+        // Before this answer may end the learning: its waiters wait on the cap.
+        let was_learning = local.learning;
         let used = match end {
             End::Settled {
                 actual,
                 extra,
                 refunded,
             } => {
+                if local.note_silent_answer() {
+                    tracing::info!(
+                        lane = %self.inner.key,
+                        answers = local.silent_answers,
+                        "the server states no rate limits (no x-ratelimit numbers in its answers): \
+                         the lane stops learning and admits without a cap"
+                    );
+                }
                 let totals = &mut local.tracker.totals;
                 totals.settled += 1;
                 totals.tokens_charged_extra = totals.tokens_charged_extra.saturating_add(extra);
@@ -239,8 +254,9 @@ impl Lane {
         if used > 0 {
             local.tracker.record_used(admitted_at, used);
         }
-        // Freed a learning slot or gave tokens back: let the head re-check.
-        if local.learning
+        // Freed a learning slot (or ended the learning) or gave tokens back:
+        // let the head re-check.
+        if was_learning
             || matches!(
                 end,
                 End::Cancelled | End::Refused | End::Settled { refunded: 1.., .. }

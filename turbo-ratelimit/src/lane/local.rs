@@ -71,6 +71,13 @@ pub(super) struct Local {
     /// first answer, with or without feedback, must reach the store.
     pub(super) opening: bool,
     pub(super) learning: bool,
+    /// Some answer or refusal carried rate-limit numbers.
+    pub(super) numbers_seen: bool,
+    /// Answers settled while learning with no numbers seen yet.
+    pub(super) silent_answers: u32,
+    /// Learning ended on silence: the server states no limits
+    /// ([`LaneConfig::learn_silent_answers`]).
+    pub(super) stated_none: bool,
     pub(super) in_flight: u64,
     pub(super) waiters: VecDeque<Waiter>,
     /// Waiters removed from the queue with a verdict they have not read yet.
@@ -94,6 +101,30 @@ pub(super) enum Gate {
 }
 
 impl Local {
+    /// Whether a lane with `limits` in force waits to learn them.
+    pub(super) fn learns(&self, limits: Limits) -> bool {
+        self.config.learn() && limits.is_unlimited() && !self.stated_none
+    }
+
+    /// An answer was settled. While learning with no numbers seen, it counts
+    /// towards [`LaneConfig::learn_silent_answers`]; the last one ends the
+    /// learning. Returns true when it did.
+    pub(super) fn note_silent_answer(&mut self) -> bool {
+        if !self.learning || self.numbers_seen {
+            return false;
+        }
+        self.silent_answers = self.silent_answers.saturating_add(1);
+        let Some(enough) = self.config.learn_silent_answers() else {
+            return false;
+        };
+        if self.silent_answers < enough.get() {
+            return false;
+        }
+        self.stated_none = true;
+        self.learning = false;
+        true
+    }
+
     pub(super) fn learning_blocked(&self) -> bool {
         self.learning && self.in_flight >= u64::from(self.config.learn_max_in_flight().get())
     }
@@ -264,7 +295,7 @@ impl Local {
         self.limits = state.limits;
         self.limit_periods.note(now, state.limits);
         self.opening = state.opening;
-        self.learning = self.config.learn() && state.limits.is_unlimited();
+        self.learning = self.learns(state.limits);
         match state.paused_for {
             Some(paused) => self.note_pause(paused),
             None => {
