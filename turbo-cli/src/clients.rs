@@ -321,8 +321,10 @@ fn http_config(
 }
 
 /// A client whose lane learns its limits from the x-ratelimit headers: a
-/// server that sends none leaves the lane at one request in flight for ever,
-/// which looks like a hang. Says so, once.
+/// server that sends none is run at a few requests in flight until its
+/// silence ends the learning, then without limits (the in-flight bound found
+/// from its latency, 429s read as overload). Says so, once, with what to give
+/// if the server has limits it does not state.
 struct HeaderWatch {
     inner: Arc<dyn ChatClient>,
     provider: Provider,
@@ -335,11 +337,12 @@ impl HeaderWatch {
     fn watch(&self, response: ChatResponse) -> ChatResponse {
         if response.rate_limit().is_empty() && !self.warned.swap(true, Ordering::Relaxed) {
             self.console.warn(&format!(
-                "{} at {} sends no x-ratelimit-* headers, so its limits cannot be learned and \
-                 requests go {} at a time; give --rpm/--tpm, --limits FILE, or --no-limits",
+                "{} at {} sends no x-ratelimit-* headers: after {} answers without them it is run \
+                 without limits (requests in flight found from its latency, 429s backed off \
+                 from); if it has limits it does not state, give --rpm/--tpm or --limits FILE",
                 self.provider,
                 self.base_url,
-                LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT
+                LaneConfig::DEFAULT_LEARN_SILENT_ANSWERS
             ));
         }
         response

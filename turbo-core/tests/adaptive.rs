@@ -12,7 +12,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use turbo_core::{Concurrency, NodeOutput, WorkError, WorkNode};
+use turbo_core::{Concurrency, NodeOutput, Provider, TurboRun, WorkError, WorkNode};
+use turbo_providers::{ProviderError, ProviderKind, SimulatedProvider};
 use util::{builder, request};
 
 /// Up to `capacity` requests in service at `base × (1 + n/(4·capacity))`
@@ -145,5 +146,123 @@ async fn a_fixed_worker_count_overrides_the_adaptive_bound() {
     assert_eq!(server.most_in_flight.load(Ordering::SeqCst), 40);
     let stats = engine.stats().await;
     assert_eq!(stats.lanes[0].concurrency_target, None);
+    engine.shutdown().await;
+}
+
+/// The default lane learns its limits from the answers. A server whose
+/// answers carry no rate-limit numbers (here work functions, which have no
+/// headers at all) ends the learning after a few answers, and the adaptive
+/// bound takes over: the lane is not held at the learning cap of 4.
+#[tokio::test(start_paused = true)]
+async fn a_server_that_states_no_limits_is_not_held_at_the_learning_cap() {
+    let server = CapacityServer::new(64, Duration::from_millis(200));
+    let engine = TurboRun::builder()
+        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
+        .learn_limits(Provider::Groq)
+        .concurrency(Concurrency::auto())
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let ids: Vec<_> = (0..2_000)
+        .map(|i| engine.push(node(&server, i)).unwrap())
+        .collect();
+    for id in ids {
+        assert!(engine.wait_for(id).await.is_ok());
+    }
+    let elapsed = start.elapsed();
+    let most = server.most_in_flight.load(Ordering::SeqCst);
+    let stats = engine.stats().await;
+    let limiter = stats.lanes[0].limiter.clone().unwrap();
+    assert!(limiter.stated_no_limits && !limiter.learning, "{limiter:?}");
+    // At 4 in flight the 2,000 requests take at least 100 s.
+    assert!(most >= 32, "{most} in flight at most in {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(40),
+        "{elapsed:?}, {most} in flight at most"
+    );
+    eprintln!("no stated limits, capacity 64, base 200 ms: {elapsed:?}, at most {most} in flight");
+    engine.shutdown().await;
+}
+
+/// A gateway that refuses with a bare 429 (no numbers, no hint) whenever
+/// more than `limit` requests are in flight: a limit nobody states.
+struct HiddenLimitGateway {
+    limit: usize,
+    base: Duration,
+    in_flight: AtomicUsize,
+    refused: AtomicUsize,
+    answered: AtomicUsize,
+    /// Requests in flight when each answered request arrived.
+    admitted_at: Mutex<Vec<usize>>,
+}
+
+impl HiddenLimitGateway {
+    async fn serve(self: Arc<Self>) -> Result<NodeOutput, WorkError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        if now > self.limit {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(WorkError::Provider(ProviderError::rate_limited(None)));
+        }
+        self.admitted_at.lock().push(now);
+        tokio::time::sleep(self.base).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.answered.fetch_add(1, Ordering::SeqCst);
+        Ok(NodeOutput::text("ok"))
+    }
+}
+
+/// Against that gateway the lane leaves the learning cap (the answers state
+/// no limits), and its 429s count as overload: the bound comes back under
+/// the hidden limit instead of climbing on flat latency into more 429s.
+#[tokio::test(start_paused = true)]
+async fn bare_429s_bring_the_bound_of_a_lane_without_limits_down() {
+    let gateway = Arc::new(HiddenLimitGateway {
+        limit: 24,
+        base: Duration::from_millis(500),
+        in_flight: AtomicUsize::new(0),
+        refused: AtomicUsize::new(0),
+        answered: AtomicUsize::new(0),
+        admitted_at: Mutex::new(Vec::new()),
+    });
+    let engine = TurboRun::builder()
+        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
+        .learn_limits(Provider::Groq)
+        .concurrency(Concurrency::auto())
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let ids: Vec<_> = (0..4_000)
+        .map(|i| {
+            let gateway = gateway.clone();
+            let node = WorkNode::for_groq(request(&format!("r{i}")))
+                .with_work_fn(move |_| gateway.clone().serve());
+            engine.push(node).unwrap()
+        })
+        .collect();
+    for id in ids {
+        assert!(engine.wait_for(id).await.is_ok());
+    }
+    let elapsed = start.elapsed();
+    let refused = gateway.refused.load(Ordering::SeqCst);
+    // The best the gateway allows: 24 at a time, 0.5 s each.
+    let best = Duration::from_secs_f64(4_000.0 / 24.0 * 0.5);
+    let stats = engine.stats().await;
+    eprintln!(
+        "hidden limit of 24 in flight: {elapsed:?} (best {best:?}), {refused} x 429, bound {:?}",
+        stats.lanes[0].concurrency_target
+    );
+    assert_eq!(gateway.answered.load(Ordering::SeqCst), 4_000);
+    assert!(
+        refused <= 4_000 / 20,
+        "{refused} x 429 for 4,000 requests in {elapsed:?}"
+    );
+    // Far above the learning cap's pace (4 at a time: 500 s). Each climb
+    // back to the hidden limit ends in a few 429s, a pause and a cut to 0.7
+    // of the bound: 0.65 of the best here.
+    assert!(
+        elapsed.as_secs_f64() <= 1.8 * best.as_secs_f64(),
+        "{elapsed:?} against a best of {best:?}, {refused} x 429"
+    );
     engine.shutdown().await;
 }

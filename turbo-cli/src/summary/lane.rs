@@ -144,7 +144,12 @@ pub(super) fn lane_summary(
     LaneSummary {
         lane,
         limits: limiter.limits,
-        limits_source: overridden.map_or(source, |_| "server"),
+        limits_source: if limiter.stated_no_limits && limiter.limits.is_unlimited() {
+            // A lane that learnt from the answers' silence: no limits at all.
+            "none stated by the server"
+        } else {
+            overridden.map_or(source, |_| "server")
+        },
         configured_limits: overridden,
         limit_periods: if changed { periods } else { Vec::new() },
         mean_limits,

@@ -416,6 +416,7 @@ mod tests {
             buckets: Vec::new(),
             settle: turbo_ratelimit::SettlePolicy::KeepReservation,
             learning: false,
+            stated_no_limits: false,
             paused_for: None,
             waiters: 0,
             in_flight: 0,
@@ -525,6 +526,24 @@ mod tests {
         stats.buckets[0].charge_ratio_ppm = 997_000;
         let lane = lane_summary("openai".into(), &stats, 0, 1_000.0, wall, "configured");
         assert_eq!(lane.server_count_ratio, None);
+    }
+
+    #[test]
+    fn a_lane_whose_server_states_no_limits_says_so() {
+        let mut stats = limiter_stats(Limits::unlimited(), 2_000, 55_000);
+        stats.stated_no_limits = true;
+        let wall = Duration::from_secs_f64(8.8);
+        let lane = lane_summary("openai".into(), &stats, 0, 250.0, wall, "learned");
+        assert_eq!(lane.limits_source, "none stated by the server");
+        let lines = lane.lines(8.8);
+        assert!(
+            lines[0].contains("· no per-minute limits (none stated by the server) ·"),
+            "{lines:?}"
+        );
+        // Limits stated later (a 429's headers) are what the lane runs by.
+        stats.limits = Limits::try_per_minute(600, 90_000).unwrap();
+        let lane = lane_summary("openai".into(), &stats, 0, 250.0, wall, "learned");
+        assert_eq!(lane.limits_source, "learned");
     }
 
     #[test]

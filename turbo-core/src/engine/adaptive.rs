@@ -7,7 +7,8 @@
 //! controller keeps the bound near the knee:
 //!
 //! - **Samples**: the latency of every answered attempt, and overload
-//!   signals (503/529 answers, timeouts, stalled bodies). Only attempts sent
+//!   signals (503/529 answers, timeouts, stalled bodies, and 429s on a lane
+//!   without limits: a server that states none still refuses past its own). Only attempts sent
 //!   after the current window began count: answers to requests sent under
 //!   the previous bound would be read as the new bound's (and one burst of
 //!   overloads would shrink the bound again and again).
@@ -98,7 +99,8 @@ pub(crate) enum BoundReason {
     Holding,
     /// Shrinking: latency above the tolerance (the server queues).
     LatencyRising,
-    /// Shrinking: the server answered 503/529, or attempts timed out.
+    /// Shrinking: the server answered 503/529 (or 429 on a lane without
+    /// limits), or attempts timed out.
     Overload,
     /// One window at [`PROBE_SHARE`] of the bound to measure the unloaded latency.
     Probe,
@@ -112,7 +114,7 @@ impl BoundReason {
             BoundReason::LatencyAtFloor => "latency at its floor: growing",
             BoundReason::Holding => "latency within tolerance: growing gently",
             BoundReason::LatencyRising => "latency rising: shrinking",
-            BoundReason::Overload => "overloaded (503/529/timeouts): shrinking",
+            BoundReason::Overload => "overloaded (429/503/529/timeouts): shrinking",
             BoundReason::Probe => "probing the unloaded latency",
         }
     }

@@ -139,7 +139,9 @@ impl Shared {
             lane.observe_latency(latency);
             match &outcome {
                 Attempt::Answered(_) => self.observe_load(lane, sent, false),
-                Attempt::Failed(error) if is_overload(error) => self.observe_load(lane, sent, true),
+                Attempt::Failed(error) if is_overload(error, lane) => {
+                    self.observe_load(lane, sent, true);
+                }
                 _ => {}
             }
             let reservation = reserved.take();
@@ -338,15 +340,22 @@ impl Shared {
 }
 
 /// Whether an attempt's error says the server is overloaded: 503/529
-/// answers, and attempts that timed out or stalled.
-fn is_overload(error: &WorkError) -> bool {
+/// answers, attempts that timed out or stalled, and a 429 on a lane without
+/// limits (a server that states none, or a run told `--no-limits`: nothing
+/// but the in-flight bound can keep the next requests under what it takes;
+/// on a lane with limits a 429 is the limiter's to correct).
+fn is_overload(error: &WorkError, lane: &LaneRuntime) -> bool {
     match error {
         WorkError::TimedOut { .. } => true,
         WorkError::Provider(error) => {
             matches!(
                 error,
                 ProviderError::Timeout { .. } | ProviderError::Stalled { .. }
-            ) || matches!(error.status(), Some(503 | 529))
+            ) || match error.status() {
+                Some(503 | 529) => true,
+                Some(429) => budget::limits(&lane.budget).is_unlimited(),
+                _ => false,
+            }
         }
         _ => false,
     }
