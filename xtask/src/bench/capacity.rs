@@ -2,9 +2,10 @@
 //! (`mock-server --capacity 64`: up to 64 requests in service at
 //! 200 ms × (1 + 0.25·n/64), the rest queued, no rate limits, no rate-limit
 //! headers). `--workers auto` is compared in the same run with fixed
-//! `--workers` settings (the best of the sweep is the reference) and with the
-//! old ceiling (`--workers 4096`), then run once more against a server whose
-//! capacity halves mid-run and comes back.
+//! `--workers` settings (the best of the sweep is the reference), with the
+//! old ceiling (`--workers 4096`) and with no flags at all (limits learned:
+//! the server's silence ends the learning), then run once more against a
+//! server whose capacity halves mid-run and comes back.
 //!
 //! Figures per run: requests/s over the client's wall time, the server's
 //! p50 latency (admission to answer, so queueing counts) and its 503s, and
@@ -84,6 +85,16 @@ fn server_args(changes: &[&str]) -> Vec<String> {
     args
 }
 
+/// What the client is told about limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// `--no-limits`, as a user who knows the server has none.
+    NoLimits,
+    /// Nothing: the default, limits learned from headers the server never
+    /// sends (its silence ends the learning).
+    Nothing,
+}
+
 fn one_run(
     context: &Context,
     dir: &Path,
@@ -92,6 +103,26 @@ fn one_run(
     requests: usize,
     changes: &[&str],
 ) -> Result<Run> {
+    run_told(
+        context,
+        dir,
+        name,
+        workers,
+        requests,
+        changes,
+        Told::NoLimits,
+    )
+}
+
+fn run_told(
+    context: &Context,
+    dir: &Path,
+    name: &str,
+    workers: Option<usize>,
+    requests: usize,
+    changes: &[&str],
+    told: Told,
+) -> Result<Run> {
     let binary = scenarios::binary(context)?;
     let mut server = MockServer::start_with_args(
         binary,
@@ -99,7 +130,9 @@ fn one_run(
         &dir.join(format!("{name}.server.log")),
     )?;
     let mut settings = scenarios::client_settings(dir, name, server.base_url(), None);
-    settings.extra.push("--no-limits".to_owned());
+    if told == Told::NoLimits {
+        settings.extra.push("--no-limits".to_owned());
+    }
     let label = match workers {
         Some(workers) => {
             settings
@@ -186,6 +219,7 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
         &[8, 16, 32, 64, 128, 256, 512, 1024]
     };
     let auto = one_run(context, &dir, "auto", None, requests, &[])?;
+    let default = run_told(context, &dir, "default", None, requests, &[], Told::Nothing)?;
     let ceiling = one_run(context, &dir, "ceiling", Some(4096), requests, &[])?;
     let mut fixed = Vec::new();
     for workers in sweep {
@@ -234,6 +268,7 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
     });
     report.figures = json!({
         "auto": auto.to_json(),
+        "default": default.to_json(),
         "ceiling": ceiling.to_json(),
         "fixed": fixed.iter().map(Run::to_json).collect::<Vec<_>>(),
         "changing": {
@@ -270,6 +305,18 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
             auto.overloaded.to_string(),
             Target::AtMost(0.0),
         ),
+        Check::target(
+            "no flags (limits learned from silence) / auto with --no-limits (req/s)",
+            default.rate() / auto.rate(),
+            format!(
+                "{} ({} vs {} req/s, at most {} in flight)",
+                trim_float(default.rate() / auto.rate(), 3),
+                trim_float(default.rate(), 1),
+                trim_float(auto.rate(), 1),
+                default.max_in_flight
+            ),
+            Target::AtLeast(0.9),
+        ),
         Check::info(
             "auto most in flight at the server",
             auto.max_in_flight as f64,
@@ -300,7 +347,7 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
         ),
     ];
     // The ceiling run is expected to lose lines to 503s: that is its point.
-    let all = [&auto, &changing]
+    let all = [&auto, &default, &changing]
         .into_iter()
         .chain(fixed.iter())
         .collect::<Vec<_>>();

@@ -142,7 +142,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "capacity",
-            about: "self-hosted server stand-in (64 slots, 200 ms, queue beyond): --workers auto against the best fixed setting of a sweep and the old 4,096 ceiling; capacity halved and restored mid-run",
+            about: "self-hosted server stand-in (64 slots, 200 ms, queue beyond, no rate-limit headers): --workers auto against the best fixed setting of a sweep and the old 4,096 ceiling; no flags at all (limits learned from its silence); capacity halved and restored mid-run",
             needs_cli: true,
             run: super::capacity::capacity,
         },
