@@ -259,10 +259,151 @@ async fn bare_429s_bring_the_bound_of_a_lane_without_limits_down() {
     );
     // Far above the learning cap's pace (4 at a time: 500 s). Each climb
     // back to the hidden limit ends in a few 429s, a pause and a cut to 0.7
-    // of the bound: 0.65 of the best here.
+    // of the bound: 0.62-0.65 of the best here.
     assert!(
-        elapsed.as_secs_f64() <= 1.8 * best.as_secs_f64(),
+        elapsed.as_secs_f64() <= 2.0 * best.as_secs_f64(),
         "{elapsed:?} against a best of {best:?}, {refused} x 429"
     );
     engine.shutdown().await;
+}
+
+/// A gateway with a hidden token bucket of requests: `burst` at start,
+/// refilled at `per_s`; a request that finds it empty gets a 429 whose only
+/// hint is `retry-after` (when the next request fits), as the bench's
+/// `limits-silent-server` mock answers.
+struct HiddenBucketGateway {
+    burst: f64,
+    per_s: f64,
+    latency: Duration,
+    start: Instant,
+    /// (level, at) of the bucket.
+    bucket: Mutex<(f64, Instant)>,
+    refused: AtomicUsize,
+    answered: AtomicUsize,
+    seed: Mutex<u64>,
+    /// Per second: (admitted, refused).
+    timeline: Mutex<Vec<(u32, u32)>>,
+}
+
+impl HiddenBucketGateway {
+    async fn serve(self: Arc<Self>) -> Result<NodeOutput, WorkError> {
+        let now = Instant::now();
+        let admitted = {
+            let mut bucket = self.bucket.lock();
+            let level = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * self.per_s)
+                .min(self.burst);
+            if level >= 1.0 {
+                *bucket = (level - 1.0, now);
+                None
+            } else {
+                *bucket = (level, now);
+                Some(Duration::from_secs_f64((1.0 - level) / self.per_s))
+            }
+        };
+        let second = now.duration_since(self.start).as_secs() as usize;
+        {
+            let mut timeline = self.timeline.lock();
+            if timeline.len() <= second {
+                timeline.resize(second + 1, (0, 0));
+            }
+            if admitted.is_some() {
+                timeline[second].1 += 1;
+            } else {
+                timeline[second].0 += 1;
+            }
+        }
+        if let Some(wait) = admitted {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(WorkError::Provider(ProviderError::rate_limited(Some(wait))));
+        }
+        let latency = self.latency.mul_f64(self.spread());
+        tokio::time::sleep(latency).await;
+        self.answered.fetch_add(1, Ordering::SeqCst);
+        Ok(NodeOutput::text("ok"))
+    }
+
+    /// A log-normal factor of median 1 and sigma 0.3 (the bench's latency
+    /// spread), from a seeded xorshift.
+    fn spread(&self) -> f64 {
+        let draw = || {
+            let mut seed = self.seed.lock();
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (u1, u2) = (draw().max(1e-12), draw());
+        let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        (0.3 * normal).exp()
+    }
+}
+
+async fn hidden_bucket_run(seed: u64) -> (Duration, usize, Duration) {
+    let start = Instant::now();
+    let gateway = Arc::new(HiddenBucketGateway {
+        burst: 360.0,
+        per_s: 6.0,
+        latency: Duration::from_secs(1),
+        start,
+        bucket: Mutex::new((360.0, start)),
+        refused: AtomicUsize::new(0),
+        answered: AtomicUsize::new(0),
+        seed: Mutex::new(seed | 1),
+        timeline: Mutex::new(Vec::new()),
+    });
+    let engine = TurboRun::builder()
+        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
+        .learn_limits(Provider::Groq)
+        .concurrency(Concurrency::auto())
+        .build()
+        .unwrap();
+    let ids: Vec<_> = (0..630)
+        .map(|i| {
+            let gateway = gateway.clone();
+            let node = WorkNode::for_groq(request(&format!("r{i}")))
+                .with_work_fn(move |_| gateway.clone().serve());
+            engine.push(node).unwrap()
+        })
+        .collect();
+    for id in ids {
+        assert!(engine.wait_for(id).await.is_ok());
+    }
+    let elapsed = start.elapsed();
+    let refused = gateway.refused.load(Ordering::SeqCst);
+    // The bucket's 360, then 6 a second, then the last answer's latency.
+    let best = Duration::from_secs_f64((630.0 - 360.0) / 6.0 + 1.0);
+    assert_eq!(gateway.answered.load(Ordering::SeqCst), 630);
+    engine.shutdown().await;
+    if std::env::var("TIMELINE").is_ok() {
+        eprintln!("{:?}", gateway.timeline.lock());
+    }
+    (elapsed, refused, best)
+}
+
+/// A rate limit nobody states (a bucket of 360 requests refilled at 6 a
+/// second behind a 1 s server with the bench's latency spread): the lane
+/// leaves the learning cap, finds the bucket by its 429s and then runs near
+/// the refill rate. The learning cap alone (4 in flight) would take 158 s,
+/// an efficiency of 0.29. The runs differ (the limiter's jitter is random):
+/// each is bounded, and their mean (0.72-0.83 over six batches of six).
+#[tokio::test(start_paused = true)]
+async fn a_hidden_rate_limit_is_found_without_a_storm_of_429s() {
+    let mut efficiencies = Vec::new();
+    for seed in [1, 2, 3, 4, 5, 6] {
+        let (elapsed, refused, best) = hidden_bucket_run(seed).await;
+        let efficiency = best.as_secs_f64() / elapsed.as_secs_f64();
+        eprintln!(
+            "hidden bucket 360 + 6/s, seed {seed}: {elapsed:?} (best {best:?}, efficiency {efficiency:.3}), {refused} x 429"
+        );
+        // Worst of 36 runs while tuning: 0.43 (a slow start that met the
+        // drained bucket at ~130 in flight, then escalated pauses).
+        assert!(
+            efficiency >= 0.35,
+            "seed {seed}: {elapsed:?}, {refused} x 429"
+        );
+        assert!(refused <= 630 * 15 / 100, "seed {seed}: {refused} x 429");
+        efficiencies.push(efficiency);
+    }
+    let mean = efficiencies.iter().sum::<f64>() / efficiencies.len() as f64;
+    assert!(mean >= 0.65, "{efficiencies:?}");
 }

@@ -13,8 +13,9 @@
 //!   the previous bound would be read as the new bound's (and one burst of
 //!   overloads would shrink the bound again and again).
 //! - **Windows**: decisions are taken per window of samples, which ends once
-//!   it holds at least `max(MIN_SAMPLES, bound / 2)` samples and has lasted
-//!   at least two baseline latencies (one in slow start).
+//!   it holds at least `max(MIN_SAMPLES, bound / 2)` samples (a probe
+//!   window `min(MIN_SAMPLES, 2 × its bound)`) and has lasted at least two
+//!   baseline latencies (one in slow start).
 //! - **Baseline**: the lowest window *median* over the last
 //!   [`BASELINE_HORIZON`]: the latency of a server that is not queueing. A
 //!   median over a window, not a single fastest sample, so that the spread of
@@ -55,8 +56,13 @@ use tokio::time::Instant;
 
 /// The bound a lane without limits starts from.
 pub(crate) const INITIAL_BOUND: f64 = 8.0;
-/// The fewest samples a window decides on.
-const MIN_SAMPLES: usize = 8;
+/// The fewest samples a window decides on (a probe window: two round trips
+/// at the probe's bound, if that is fewer). At 8, a server answering with
+/// the spread of LLM latencies (log-normal, sigma 0.3) gave window medians
+/// so spread that the lowest of a minute's read as the baseline and the
+/// typical window as load: a lane finding a hidden limit of 6 requests a
+/// second shrank to 4-5 in flight (tests/adaptive.rs).
+const MIN_SAMPLES: usize = 16;
 /// How far back the baseline looks.
 pub(crate) const BASELINE_HORIZON: Duration = Duration::from_secs(60);
 /// How often a window runs at [`PROBE_SHARE`] of the bound to measure the
@@ -223,7 +229,14 @@ impl Adaptive {
         } else {
             self.samples.push(latency);
         }
-        let wanted = MIN_SAMPLES.max((self.bound() / 2).max(1));
+        // A probe runs at a quarter of the bound: at a bound of a few, eight
+        // samples were eight round trips at one or two in flight (8 s of a
+        // 1 s server every 20 s). It needs two round trips' worth.
+        let wanted = if self.probing {
+            MIN_SAMPLES.min(2 * self.bound())
+        } else {
+            MIN_SAMPLES.max((self.bound() / 2).max(1))
+        };
         let rounds = if self.phase == Phase::SlowStart { 1 } else { 2 };
         let long_enough = match self.baseline() {
             Some(baseline) => now.duration_since(self.window_started) >= baseline * rounds,

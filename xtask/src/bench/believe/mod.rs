@@ -58,6 +58,9 @@ struct Situation {
     kill_at_half: bool,
     /// A second client on the key using about 30 % of the token budget.
     neighbour: bool,
+    /// The server's answers carry x-ratelimit headers (`false`: none, 429s
+    /// included, which keep only their `retry-after`: limits nobody states).
+    headers: bool,
     efficiency_target: f64,
     max_429_share: f64,
 }
@@ -71,6 +74,7 @@ impl Situation {
             token_factor: 1.0,
             kill_at_half: false,
             neighbour: false,
+            headers: true,
             efficiency_target: 0.99,
             max_429_share: 0.01,
         }
@@ -96,6 +100,9 @@ impl Situation {
         }
         if (self.token_factor - 1.0).abs() > f64::EPSILON {
             args.extend(["--token-factor".to_owned(), self.token_factor.to_string()]);
+        }
+        if !self.headers {
+            args.push("--no-rate-limit-headers".to_owned());
         }
         args
     }
@@ -146,6 +153,9 @@ impl Situation {
         }
         if self.neighbour {
             parts.push("neighbour at ~30 %".to_owned());
+        }
+        if !self.headers {
+            parts.push("server sends no x-ratelimit headers".to_owned());
         }
         parts.join("; ")
     }
@@ -201,6 +211,12 @@ pub fn scenarios() -> Vec<Scenario> {
             about: "issue 11: the client learns the limits from headers and the server counts 10 % fewer tokens (3 runs, worst graded)",
             needs_cli: true,
             run: learned_minus,
+        },
+        Scenario {
+            name: "limits-silent-server",
+            about: "mine, not issue 11's list: the server states no limits (no x-ratelimit headers; 429s carry only retry-after) and the client is told none (3 runs, worst graded)",
+            needs_cli: true,
+            run: silent_server,
         },
         Scenario {
             name: "limits-neighbour",
@@ -290,6 +306,22 @@ fn learned_minus(context: &Context, scenario: &Scenario) -> Result<ScenarioRepor
         told: None,
         token_factor: 0.9,
         efficiency_target: 0.97,
+        ..Situation::exact()
+    };
+    graded(context, scenario, &situation)
+}
+
+/// Limits that nobody states: the server's answers carry no x-ratelimit
+/// headers (a gateway that strips them, a proxy in front of a provider), its
+/// 429s only `retry-after`, and the client is told nothing. The learning ends on
+/// the silence and the adaptive bound backs off on 429s; the targets are
+/// mine (no peer can do better than find the limits by hitting them).
+fn silent_server(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    let situation = Situation {
+        told: None,
+        headers: false,
+        efficiency_target: 0.8,
+        max_429_share: 0.05,
         ..Situation::exact()
     };
     graded(context, scenario, &situation)
