@@ -254,14 +254,14 @@ async fn bare_429s_bring_the_bound_of_a_lane_without_limits_down() {
     );
     assert_eq!(gateway.answered.load(Ordering::SeqCst), 4_000);
     assert!(
-        refused <= 4_000 / 20,
+        refused <= 4_000 / 50,
         "{refused} x 429 for 4,000 requests in {elapsed:?}"
     );
     // Far above the learning cap's pace (4 at a time: 500 s). Each climb
-    // back to the hidden limit ends in a few 429s, a pause and a cut to 0.7
-    // of the bound: 0.62-0.65 of the best here.
+    // back to the hidden limit ends in a 429 or two, a pause and a cut: 0.8
+    // of the best here (103-105 s, 21-23 x 429 over six runs).
     assert!(
-        elapsed.as_secs_f64() <= 2.0 * best.as_secs_f64(),
+        elapsed.as_secs_f64() <= 1.5 * best.as_secs_f64(),
         "{elapsed:?} against a best of {best:?}, {refused} x 429"
     );
     engine.shutdown().await;
@@ -385,7 +385,7 @@ async fn hidden_bucket_run(seed: u64) -> (Duration, usize, Duration) {
 /// leaves the learning cap, finds the bucket by its 429s and then runs near
 /// the refill rate. The learning cap alone (4 in flight) would take 158 s,
 /// an efficiency of 0.29. The runs differ (the limiter's jitter is random):
-/// each is bounded, and their mean (0.72-0.83 over six batches of six).
+/// each is bounded, and their mean.
 #[tokio::test(start_paused = true)]
 async fn a_hidden_rate_limit_is_found_without_a_storm_of_429s() {
     let mut efficiencies = Vec::new();
@@ -395,15 +395,15 @@ async fn a_hidden_rate_limit_is_found_without_a_storm_of_429s() {
         eprintln!(
             "hidden bucket 360 + 6/s, seed {seed}: {elapsed:?} (best {best:?}, efficiency {efficiency:.3}), {refused} x 429"
         );
-        // Worst of 36 runs while tuning: 0.43 (a slow start that met the
-        // drained bucket at ~130 in flight, then escalated pauses).
+        // 36 runs: 0.942-0.985, 7-56 x 429 (the 55: a slow start that met
+        // the drained bucket with ~130 in flight).
         assert!(
-            efficiency >= 0.35,
+            efficiency >= 0.75,
             "seed {seed}: {elapsed:?}, {refused} x 429"
         );
-        assert!(refused <= 630 * 15 / 100, "seed {seed}: {refused} x 429");
+        assert!(refused <= 630 / 10, "seed {seed}: {refused} x 429");
         efficiencies.push(efficiency);
     }
     let mean = efficiencies.iter().sum::<f64>() / efficiencies.len() as f64;
-    assert!(mean >= 0.65, "{efficiencies:?}");
+    assert!(mean >= 0.9, "{efficiencies:?}");
 }

@@ -39,6 +39,9 @@
 //!   The bound thus saw-tooths just around the knee, where latency sits at
 //!   about the tolerance: the server is full and its queue short.
 //!
+//! A lane without limits whose server answers 429 (it has a limit it does
+//! not state) is sized by its 429s from then on: see [`Adaptive::refused`].
+//!
 //! The tolerance is [`UNLIMITED_TOLERANCE`] on lanes without rate limits.
 //! On lanes with limits the bound is only a brake: it sits at the ceiling
 //! (the limits-derived bound applies, and the smaller of the two wins),
@@ -110,6 +113,9 @@ pub(crate) enum BoundReason {
     Overload,
     /// One window at [`PROBE_SHARE`] of the bound to measure the unloaded latency.
     Probe,
+    /// The server refuses (429) past a rate nobody states: growing by one
+    /// a window until it refuses again.
+    RateLimited,
 }
 
 impl BoundReason {
@@ -122,6 +128,7 @@ impl BoundReason {
             BoundReason::LatencyRising => "latency rising: shrinking",
             BoundReason::Overload => "overloaded (429/503/529/timeouts): shrinking",
             BoundReason::Probe => "probing the unloaded latency",
+            BoundReason::RateLimited => "429s past an unstated limit: growing by one a window",
         }
     }
 }
@@ -147,6 +154,12 @@ pub(crate) struct Adaptive {
     /// When the next probe window starts, and whether one is running.
     next_probe: Instant,
     probing: bool,
+    /// The server refused with 429s on a lane without limits: from then on
+    /// 429s, not latency, size the bound (see [`Adaptive::refused`]).
+    rate_limited: bool,
+    /// The bound before the last 429's cut, and the 429s since.
+    cut_from: f64,
+    refused_since_cut: u32,
 }
 
 impl Adaptive {
@@ -173,6 +186,9 @@ impl Adaptive {
             medians: VecDeque::new(),
             next_probe: now + PROBE_EVERY,
             probing: false,
+            rate_limited: false,
+            cut_from: 0.0,
+            refused_since_cut: 0,
         }
     }
 
@@ -210,6 +226,39 @@ impl Adaptive {
         }
     }
 
+    /// A 429 on a lane without limits, for an attempt sent at `sent`.
+    /// Returns whether the bound changed.
+    ///
+    /// The first 429 sent within the current window is an overload like a
+    /// 503: the bound is cut to 0.7. The rest of that burst, sent before the
+    /// cut, says more: each is one request more than the server had room
+    /// for, so the bound is at most what it was before the cut less the
+    /// refusals since (a slow start that met a drained bucket with 128 in
+    /// flight, 90 of them refused, comes down to 38 at once, not 0.7 a
+    /// round trip with a new burst of 429s after each pause). A 429 also
+    /// ends slow start and hands the bound to the 429s: such a server's
+    /// latency says nothing of its rate, so from then on the bound grows by
+    /// one a window of one round trip, and shrinks on overloads only (429s,
+    /// 503/529, timeouts).
+    pub(crate) fn refused(&mut self, now: Instant, sent: Instant) -> bool {
+        self.rate_limited = true;
+        self.phase = Phase::Steady;
+        self.probing = false;
+        let before = self.bound();
+        if sent >= self.window_started {
+            self.cut_from = self.bound;
+            self.refused_since_cut = 1;
+            self.sample(now, sent, true, false);
+        } else {
+            self.refused_since_cut = self.refused_since_cut.saturating_add(1);
+            let room = self.cut_from - f64::from(self.refused_since_cut);
+            if room < self.bound {
+                self.set(room, BoundReason::Overload);
+            }
+        }
+        self.bound() != before
+    }
+
     /// One answered attempt sent at `sent` (`overloaded` for 503/529,
     /// timeouts and stalls). Returns whether the bound changed.
     pub(crate) fn sample(
@@ -232,12 +281,21 @@ impl Adaptive {
         // A probe runs at a quarter of the bound: at a bound of a few, eight
         // samples were eight round trips at one or two in flight (8 s of a
         // 1 s server every 20 s). It needs two round trips' worth.
+        // Sized by 429s (`refused`), a window is one round trip: it only
+        // grows the bound by one, and sixteen samples at a bound of one or
+        // two took 8-16 s each to climb back after a cut.
         let wanted = if self.probing {
             MIN_SAMPLES.min(2 * self.bound())
+        } else if self.rate_limited {
+            self.bound().max(4)
         } else {
             MIN_SAMPLES.max((self.bound() / 2).max(1))
         };
-        let rounds = if self.phase == Phase::SlowStart { 1 } else { 2 };
+        let rounds = if self.phase == Phase::SlowStart || self.rate_limited {
+            1
+        } else {
+            2
+        };
         let long_enough = match self.baseline() {
             Some(baseline) => now.duration_since(self.window_started) >= baseline * rounds,
             None => true,
@@ -283,6 +341,16 @@ impl Adaptive {
         if was_probe {
             // The probe only measured; its window says nothing of the bound.
             self.reason = BoundReason::Holding;
+            return;
+        }
+        if self.rate_limited && !limited {
+            // Additive increase until the next 429 (see `refused`), and no
+            // probes. Latency decides nothing here: read against a baseline
+            // of one-round-trip windows, the spread of answer times alone
+            // walked the bound down from 6 to 1 in one run of 36.
+            if median.is_some() {
+                self.set(self.bound + 1.0, BoundReason::RateLimited);
+            }
             return;
         }
         let (Some(median), Some(baseline)) = (median, self.baseline()) else {
@@ -482,5 +550,49 @@ mod tests {
             limited.sample(sent + Duration::from_millis(1_000), sent, false, true);
         }
         assert_eq!(limited.bound(), 500);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_refusals_leaves_what_got_through_then_the_bound_grows_by_one() {
+        let start = Instant::now();
+        // A slow start that grew to 128 with latency at its floor.
+        let mut lane = Adaptive::new(4096, true, start);
+        let mut now = start;
+        while lane.bound() < 128 {
+            let sent = now;
+            now += Duration::from_secs(1);
+            for _ in 0..lane.bound() {
+                lane.sample(now, sent, false, false);
+            }
+        }
+        // The drained bucket refuses 90 of the 128 in flight.
+        let sent = now;
+        now += Duration::from_millis(50);
+        for _ in 0..90 {
+            lane.refused(now, sent);
+        }
+        // What got through: 128 less the 90 refused (the first refusal's
+        // cut of 0.7 alone would leave 90).
+        assert_eq!(lane.bound(), 128 - 90);
+        assert_eq!(lane.reason(), BoundReason::Overload);
+        // From here a window is one round trip and grows the bound by one,
+        // whatever the latency says (here: four times the baseline).
+        for round in 1..=5 {
+            let before = lane.bound();
+            let sent = now;
+            now += Duration::from_secs(4);
+            for _ in 0..before.max(4) {
+                lane.sample(now, sent, false, false);
+            }
+            assert_eq!(lane.bound(), before + 1, "round {round}");
+            assert_eq!(lane.reason(), BoundReason::RateLimited);
+        }
+        // A 503 still cuts it.
+        let before = lane.bound();
+        lane.sample(now + Duration::from_secs(1), now, true, false);
+        assert_eq!(
+            lane.bound(),
+            (before as f64 * OVERLOAD_FACTOR).round() as usize
+        );
     }
 }

@@ -139,9 +139,10 @@ impl Shared {
             lane.observe_latency(latency);
             match &outcome {
                 Attempt::Answered(_) => self.observe_load(lane, sent, false),
-                Attempt::Failed(error) if is_overload(error, lane) => {
-                    self.observe_load(lane, sent, true);
+                Attempt::Failed(error) if refused_without_limits(error, lane) => {
+                    self.observe_refusal(lane, sent);
                 }
+                Attempt::Failed(error) if is_overload(error) => self.observe_load(lane, sent, true),
                 _ => {}
             }
             let reservation = reserved.take();
@@ -340,25 +341,29 @@ impl Shared {
 }
 
 /// Whether an attempt's error says the server is overloaded: 503/529
-/// answers, attempts that timed out or stalled, and a 429 on a lane without
-/// limits (a server that states none, or a run told `--no-limits`: nothing
-/// but the in-flight bound can keep the next requests under what it takes;
-/// on a lane with limits a 429 is the limiter's to correct).
-fn is_overload(error: &WorkError, lane: &LaneRuntime) -> bool {
+/// answers, and attempts that timed out or stalled.
+fn is_overload(error: &WorkError) -> bool {
     match error {
         WorkError::TimedOut { .. } => true,
         WorkError::Provider(error) => {
             matches!(
                 error,
                 ProviderError::Timeout { .. } | ProviderError::Stalled { .. }
-            ) || match error.status() {
-                Some(503 | 529) => true,
-                Some(429) => budget::limits(&lane.budget).is_unlimited(),
-                _ => false,
-            }
+            ) || matches!(error.status(), Some(503 | 529))
         }
         _ => false,
     }
+}
+
+/// A 429 on a lane without limits (a server that states none, or a run told
+/// `--no-limits`): nothing but the in-flight bound can keep the next
+/// requests under what the server takes. On a lane with limits a 429 is the
+/// limiter's to correct.
+fn refused_without_limits(error: &WorkError, lane: &LaneRuntime) -> bool {
+    error
+        .provider_error()
+        .is_some_and(|e| e.status() == Some(429))
+        && budget::limits(&lane.budget).is_unlimited()
 }
 
 async fn send(

@@ -27,6 +27,17 @@ impl Shared {
         }
     }
 
+    /// Feeds a 429 on a lane without limits (sent at `sent`) to the lane's
+    /// adaptive bound in auto mode (`Adaptive::refused`).
+    pub(super) fn observe_refusal(&self, lane: &LaneRuntime, sent: Instant) {
+        if !matches!(self.concurrency, Concurrency::Auto { .. }) {
+            return;
+        }
+        if lane.adaptive.lock().refused(Instant::now(), sent) {
+            self.update_target(lane);
+        }
+    }
+
     pub(super) fn update_target(&self, lane: &LaneRuntime) {
         if let Concurrency::Auto { ceiling } = self.concurrency {
             let target = lane.auto_target(budget::limits(&lane.budget), ceiling.get());
