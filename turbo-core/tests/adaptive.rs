@@ -407,3 +407,74 @@ async fn a_hidden_rate_limit_is_found_without_a_storm_of_429s() {
     let mean = efficiencies.iter().sum::<f64>() / efficiencies.len() as f64;
     assert!(mean >= 0.9, "{efficiencies:?}");
 }
+
+/// A server that refuses every request that arrives in `[from, until)` with
+/// a bare 429 (hint `hint`) and answers the others after `latency`,
+/// recording when each request arrived.
+struct RefusingSpell {
+    start: Instant,
+    from: Duration,
+    until: Duration,
+    hint: Duration,
+    latency: Duration,
+    arrivals: Mutex<Vec<(Duration, bool)>>,
+}
+
+impl RefusingSpell {
+    async fn serve(self: Arc<Self>) -> Result<NodeOutput, WorkError> {
+        let at = self.start.elapsed();
+        let refused = at >= self.from && at < self.until;
+        self.arrivals.lock().push((at, refused));
+        if refused {
+            return Err(WorkError::Provider(ProviderError::rate_limited(Some(
+                self.hint,
+            ))));
+        }
+        tokio::time::sleep(self.latency).await;
+        Ok(NodeOutput::text("ok"))
+    }
+}
+
+/// The nodes a burst of 429s refused keep their worker slots through the
+/// pause, and used to resend all at once when it ended, whatever the cut
+/// bound said: a new burst of 429s. They resend under the bound.
+#[tokio::test(start_paused = true)]
+async fn nodes_refused_together_resend_under_the_cut_bound() {
+    let start = Instant::now();
+    let server = Arc::new(RefusingSpell {
+        start,
+        from: Duration::from_secs(2),
+        until: Duration::from_millis(2_500),
+        hint: Duration::from_secs(1),
+        latency: Duration::from_millis(500),
+        arrivals: Mutex::new(Vec::new()),
+    });
+    let engine = builder().concurrency(Concurrency::auto()).build().unwrap();
+    let ids: Vec<_> = (0..3_000)
+        .map(|i| {
+            let server = server.clone();
+            let node = WorkNode::for_groq(request(&format!("r{i}")))
+                .with_work_fn(move |_| server.clone().serve());
+            engine.push(node).unwrap()
+        })
+        .collect();
+    for id in ids {
+        assert!(engine.wait_for(id).await.is_ok());
+    }
+    engine.shutdown().await;
+    let arrivals = server.arrivals.lock().clone();
+    let refused = arrivals.iter().filter(|(_, refused)| *refused).count();
+    // The second after the spell (the pause, then the resends).
+    let after = arrivals
+        .iter()
+        .filter(|(at, _)| *at >= Duration::from_millis(2_500) && *at < Duration::from_millis(4_500))
+        .count();
+    eprintln!("{refused} refused in the spell; {after} arrivals in the 2 s after it");
+    assert!(refused >= 50, "the spell met a full bound: {refused}");
+    // What the cut leaves (the bound less the refusals), not every refused
+    // node at once.
+    assert!(
+        after <= refused / 2,
+        "{after} arrivals after {refused} refusals"
+    );
+}

@@ -12,7 +12,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use turbo_core::{
-    Limits, NodeError, NodeId, Provider, PushError, RateLimitPolicy, TurboRun, WorkError, WorkNode,
+    Concurrency, Limits, NodeError, NodeId, Provider, PushError, RateLimitPolicy, TurboRun,
+    WorkError, WorkNode,
 };
 use turbo_providers::{ProviderError, ProviderKind, SimulatedProvider};
 use turbo_ratelimit::{
@@ -66,6 +67,39 @@ async fn a_429_without_any_hint_backs_off_exponentially_and_spends_no_retry() {
     assert_eq!(stats.retries, 0, "429s do not spend the error-retry budget");
     assert_eq!(stats.lanes[0].rate_limit_streak, 0, "the success reset it");
     engine.shutdown().await;
+}
+
+/// A hint tested and failed escalates (never less than the backoff), unless
+/// the lane has no limits and runs in auto mode: there every refusal cuts
+/// the in-flight bound, and the pause keeps to the server's word.
+#[tokio::test(start_paused = true)]
+async fn a_failed_hint_escalates_except_where_refusals_cut_the_auto_bound() {
+    let hint = Duration::from_millis(200);
+    let gaps = |concurrency: Concurrency| async move {
+        let (provider, calls) = throttling_provider(4, Some(hint));
+        let engine = builder()
+            .groq(Arc::new(provider))
+            .concurrency(concurrency)
+            .build()
+            .unwrap();
+        let first = push(&engine, WorkNode::retryable_for_groq(request("first")), &[]);
+        assert!(engine.wait_for(first).await.is_ok());
+        engine.shutdown().await;
+        let calls = calls.lock().clone();
+        assert_eq!(calls.len(), 5);
+        calls
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .collect::<Vec<_>>()
+    };
+    // The limiter spreads waiters over its 250 ms jitter after a pause.
+    let spread = Duration::from_millis(250);
+    let auto = gaps(Concurrency::auto()).await;
+    assert!(auto.iter().all(|gap| *gap <= hint + spread), "{auto:?}");
+    let fixed = gaps(Concurrency::fixed(8)).await;
+    assert!(fixed[0] <= hint + spread, "{fixed:?}");
+    // The third refusal in a row: at least half of a 4 s backoff.
+    assert!(fixed[2] >= Duration::from_secs(2), "{fixed:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,7 +24,7 @@ use tracing::debug;
 use turbo_providers::{ApiRequest, ChatClient, ProviderError, RateLimitSnapshot};
 use turbo_retry::Retryable;
 
-use super::{Finished, Job, LaneRuntime, Launch, Shared, Slot, budget_error};
+use super::{Concurrency, Finished, Job, LaneRuntime, Launch, Shared, Slot, budget_error};
 use crate::budget::{self, Cost, Reserved};
 use crate::context::{Dependency, WorkContext};
 use crate::node::{NodeId, Provider, RetryPolicy};
@@ -104,6 +104,9 @@ impl Shared {
         let mut attempt = 0;
         // When this node's current run of 429s began.
         let mut refused_since: Option<Instant> = None;
+        // The attempt's place on the wire (`room.rs`): the first one's is
+        // its worker slot's; a retry takes one before its budget.
+        let mut on_wire = Some(lane.first_sending());
         loop {
             if self.is_halted() {
                 if let Some(unsent) = reserved.take() {
@@ -135,6 +138,7 @@ impl Shared {
                     .await
                 }
             };
+            drop(on_wire.take());
             let latency = sent.elapsed();
             lane.observe_latency(latency);
             match &outcome {
@@ -213,6 +217,10 @@ impl Shared {
                     return Err(NodeError::Cancelled);
                 }
             }
+            let Some(place) = Box::pin(self.room_to_resend(lane)).await else {
+                return Err(NodeError::Cancelled);
+            };
+            on_wire = Some(place);
             *reserved = Some(Box::pin(self.reacquire(lane, cost, attempt)).await?);
         }
     }
@@ -241,8 +249,12 @@ impl Shared {
         Counters::bump(&self.counters.rate_limited);
         let snapshot = error.provider_error().and_then(|e| e.rate_limit_snapshot());
         let hint = error.provider_error().and_then(budget::rate_limit_hint);
-        // The limiter re-synchronises from the refusal's counts (pause.rs).
-        let counted = snapshot.is_some_and(RateLimitSnapshot::has_counts);
+        // The limiter re-synchronises from the refusal's counts, or the auto
+        // bound of a lane without limits has been cut by the refusal: either
+        // way the pause need not grow past the server's hint (pause.rs).
+        let counted = snapshot.is_some_and(RateLimitSnapshot::has_counts)
+            || (matches!(self.concurrency, Concurrency::Auto { .. })
+                && budget::limits(&lane.budget).is_unlimited());
         let now = Instant::now();
         let pause = lane.storm.lock().on_rate_limited(
             &self.rate_limit,

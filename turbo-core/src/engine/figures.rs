@@ -44,6 +44,7 @@ impl Shared {
             let old = lane.target.swap(target, Ordering::Relaxed);
             if target > old {
                 lane.slot_freed.notify_one();
+                lane.room_grew();
             }
         }
     }

@@ -11,7 +11,7 @@
 //! - attempt (`attempt.rs`): each launched node's task, `Shared::run_launched`,
 //!   runs `Shared::run`, which sends (or runs the work function)
 //!   under the attempt timeout, settles the budget, pauses the lane on 429s
-//!   (`pause.rs`) and retries;
+//!   (`pause.rs`) and retries, each retry under the auto bound (`room.rs`);
 //! - record (`record.rs`): `Shared::record` records ended runs in batches and
 //!   releases dependents (`Shared::finish`, `Shared::deliver`);
 //! - stopping (`lifecycle.rs`): cancel, shutdown, a lost runtime;
@@ -26,7 +26,8 @@
 //! `Shared::state` (one mutex) owns the graph, the node table (`table.rs`,
 //! one record per node beside the graph) and the lane
 //! queues. `Shared::finished` owns the ended runs not yet recorded. Each lane's
-//! `LaneRuntime` owns its counters (atomics) and three small mutexes, `storm`
+//! `LaneRuntime` owns its counters (atomics; `sending` and `room_waiters`
+//! with the `room` notify are `room.rs`'s) and three small mutexes, `storm`
 //! (its 429 run), `store_outage` and `adaptive` (its latency-driven bound).
 //! Lock order: `finished` and `state` are never held together (the recorder
 //! swaps the queue out first); `storm`, `store_outage` and `adaptive` are
@@ -74,6 +75,7 @@ mod pause;
 mod push;
 mod record;
 mod released;
+mod room;
 mod table;
 
 use adaptive::Adaptive;
@@ -445,6 +447,11 @@ struct LaneRuntime {
     slot_freed: Notify,
     launch_cancelled: Notify,
     in_flight: AtomicUsize,
+    /// Attempts on the wire, and resends waiting for a place among them
+    /// (`room.rs`).
+    sending: AtomicUsize,
+    room_waiters: AtomicUsize,
+    room: Notify,
     target: AtomicUsize,
     latency_ewma_us: AtomicU64,
     latency_observed: AtomicBool,

@@ -19,8 +19,12 @@
 //! a request or two, not a hint that failed. Escalating there paused a lane
 //! for 2-4 s with room on the server: 429s come back at once while the
 //! successes sent beside them take a round trip, so the streak grew before
-//! any success could reset it. Escalation is for a server that says nothing
-//! else (a gateway's bare 429, or one with only `retry-after`).
+//! any success could reset it. Nor does one on a lane without limits in
+//! auto mode: its in-flight bound is cut by every refusal (`adaptive.rs`,
+//! `Adaptive::refused`), and pauses doubled on top of it held a lane idle
+//! for 8-12 s with room on the server (the bench's limits-silent-server).
+//! Escalation is for a server that says nothing else (a gateway's bare
+//! 429, or one with only `retry-after`) to a lane that has nothing else.
 //!
 //! A node fails on 429s only once it has been refused continuously for longer
 //! than [`RateLimitPolicy::deadline`] (or the server asks it to wait past it).

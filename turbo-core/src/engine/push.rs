@@ -184,6 +184,9 @@ impl Shared {
                     slot_freed: Notify::new(),
                     launch_cancelled: Notify::new(),
                     in_flight: AtomicUsize::new(0),
+                    sending: AtomicUsize::new(0),
+                    room_waiters: AtomicUsize::new(0),
+                    room: Notify::new(),
                     target: AtomicUsize::new(initial_target),
                     latency_ewma_us: AtomicU64::new(
                         u64::try_from(INITIAL_LATENCY.as_micros()).unwrap_or(u64::MAX),
