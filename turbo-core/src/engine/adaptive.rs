@@ -230,25 +230,33 @@ impl Adaptive {
     /// Returns whether the bound changed.
     ///
     /// The first 429 sent within the current window is an overload like a
-    /// 503: the bound is cut to 0.7. The rest of that burst, sent before the
-    /// cut, says more: each is one request more than the server had room
-    /// for, so the bound is at most what it was before the cut less the
-    /// refusals since (a slow start that met a drained bucket with 128 in
+    /// 503: the bound is cut to 0.7 of itself, or of what was on the wire
+    /// (`on_wire`, besides this request) when that was less. The rest of
+    /// that burst, sent before the cut, says more: each is one request more
+    /// than the server had room for, so the bound is at most what it was cut
+    /// from less the refusals since (a slow start that met a drained bucket with 128 in
     /// flight, 90 of them refused, comes down to 38 at once, not 0.7 a
     /// round trip with a new burst of 429s after each pause). A 429 also
     /// ends slow start and hands the bound to the 429s: such a server's
     /// latency says nothing of its rate, so from then on the bound grows by
     /// one a window of one round trip, and shrinks on overloads only (429s,
     /// 503/529, timeouts).
-    pub(crate) fn refused(&mut self, now: Instant, sent: Instant) -> bool {
+    pub(crate) fn refused(&mut self, now: Instant, sent: Instant, on_wire: usize) -> bool {
         self.rate_limited = true;
         self.phase = Phase::Steady;
         self.probing = false;
         let before = self.bound();
         if sent >= self.window_started {
-            self.cut_from = self.bound;
+            // What was on the wire, this request included, when the bound
+            // was not all used (waiting out a pause, or in-flight answers
+            // holding their places): cut from that.
+            self.cut_from = self.bound.min(on_wire as f64 + 1.0);
             self.refused_since_cut = 1;
             self.sample(now, sent, true, false);
+            let cut = self.cut_from * OVERLOAD_FACTOR;
+            if cut < self.bound {
+                self.set(cut, BoundReason::Overload);
+            }
         } else {
             self.refused_since_cut = self.refused_since_cut.saturating_add(1);
             let room = self.cut_from - f64::from(self.refused_since_cut);
@@ -569,7 +577,7 @@ mod tests {
         let sent = now;
         now += Duration::from_millis(50);
         for _ in 0..90 {
-            lane.refused(now, sent);
+            lane.refused(now, sent, 127);
         }
         // What got through: 128 less the 90 refused (the first refusal's
         // cut of 0.7 alone would leave 90).

@@ -33,7 +33,8 @@ impl Shared {
         if !matches!(self.concurrency, Concurrency::Auto { .. }) {
             return;
         }
-        if lane.adaptive.lock().refused(Instant::now(), sent) {
+        let on_wire = lane.sending.load(Ordering::SeqCst);
+        if lane.adaptive.lock().refused(Instant::now(), sent, on_wire) {
             self.update_target(lane);
         }
     }
