@@ -444,7 +444,7 @@ async fn nodes_refused_together_resend_under_the_cut_bound() {
     let server = Arc::new(RefusingSpell {
         start,
         from: Duration::from_secs(2),
-        until: Duration::from_millis(2_500),
+        until: Duration::from_secs(3),
         hint: Duration::from_secs(1),
         latency: Duration::from_millis(500),
         arrivals: Mutex::new(Vec::new()),
@@ -467,10 +467,10 @@ async fn nodes_refused_together_resend_under_the_cut_bound() {
     // The second after the spell (the pause, then the resends).
     let after = arrivals
         .iter()
-        .filter(|(at, _)| *at >= Duration::from_millis(2_500) && *at < Duration::from_millis(4_500))
+        .filter(|(at, _)| *at >= Duration::from_secs(3) && *at < Duration::from_secs(5))
         .count();
     eprintln!("{refused} refused in the spell; {after} arrivals in the 2 s after it");
-    assert!(refused >= 50, "the spell met a full bound: {refused}");
+    assert!(refused >= 30, "the spell met a full bound: {refused}");
     // What the cut leaves (the bound less the refusals), not every refused
     // node at once.
     assert!(

@@ -27,7 +27,9 @@
 //! - **Decision**, from `ratio = window median / baseline`:
 //!   - overload signals in the window: bound × [`OVERLOAD_FACTOR`];
 //!   - slow start (from [`INITIAL_BOUND`]): while `ratio <` [`SLOW_START_RATIO`],
-//!     the bound doubles each window; the first window above ends it;
+//!     the bound grows by one per answer, at most doubling within a window
+//!     (so sends are clocked by answers, not released a bound at a time);
+//!     the first window above ends it;
 //!   - `ratio ≤` [`GROW_RATIO`] (latency at its floor): bound × 1.1 + 1;
 //!   - `ratio ≤ tolerance`: bound × 1.02 + 1. A batching server's latency
 //!     grows a little with its batch while throughput still rises, so the
@@ -157,6 +159,8 @@ pub(crate) struct Adaptive {
     /// The server refused with 429s on a lane without limits: from then on
     /// 429s, not latency, size the bound (see [`Adaptive::refused`]).
     rate_limited: bool,
+    /// The bound when the current window began.
+    window_bound: f64,
     /// The bound before the last 429's cut, and the 429s since.
     cut_from: f64,
     refused_since_cut: u32,
@@ -167,7 +171,7 @@ impl Adaptive {
     /// ceiling (lanes with limits, where it only steps in on degradation).
     pub(crate) fn new(ceiling: usize, slow_start: bool, now: Instant) -> Self {
         let ceiling = ceiling.max(1) as f64;
-        Self {
+        let mut adaptive = Self {
             bound: if slow_start {
                 INITIAL_BOUND.min(ceiling)
             } else {
@@ -187,9 +191,12 @@ impl Adaptive {
             next_probe: now + PROBE_EVERY,
             probing: false,
             rate_limited: false,
+            window_bound: 0.0,
             cut_from: 0.0,
             refused_since_cut: 0,
-        }
+        };
+        adaptive.window_bound = adaptive.bound;
+        adaptive
     }
 
     /// The bound in force (cut to [`PROBE_SHARE`] during a probe window).
@@ -276,9 +283,25 @@ impl Adaptive {
         overloaded: bool,
         limited: bool,
     ) -> bool {
+        // Slow start grows by one per answer (two sends for each), not by
+        // doubling at the end of a window: the doubling launched a whole
+        // bound's worth at once, and against a rate limit nobody states the
+        // bucket's last room met ~100 requests sent within milliseconds of
+        // each other, all but a few refused (limits-silent-server).
+        let grew = if self.phase == Phase::SlowStart && !overloaded && !limited && !self.probing {
+            // At most double within a window: its decision (latency rising
+            // ends slow start) comes once per window.
+            let before = self.bound();
+            self.bound = (self.bound + 1.0)
+                .min(2.0 * self.window_bound)
+                .min(self.ceiling);
+            self.bound() != before
+        } else {
+            false
+        };
         if sent < self.window_started {
             // Sent under an earlier bound: says nothing of this one.
-            return false;
+            return grew;
         }
         let latency = now.duration_since(sent);
         if overloaded {
@@ -312,10 +335,11 @@ impl Adaptive {
         // An overload decides at once: waiting a window would keep the
         // server overloaded for another round trip.
         if !(self.overloads > 0 || full && long_enough) {
-            return false;
+            return grew;
         }
         let before = self.bound();
         self.decide(now, limited);
+        self.window_bound = self.bound;
         self.bound() != before
     }
 
@@ -382,7 +406,8 @@ impl Adaptive {
         let tolerance = UNLIMITED_TOLERANCE;
         if self.phase == Phase::SlowStart {
             if ratio < SLOW_START_RATIO {
-                self.set(self.bound * 2.0, BoundReason::SlowStart);
+                // Grown answer by answer (`sample`).
+                self.reason = BoundReason::SlowStart;
                 return;
             }
             self.phase = Phase::Steady;
