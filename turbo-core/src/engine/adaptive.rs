@@ -8,10 +8,11 @@
 //!
 //! - **Samples**: the latency of every answered attempt, and overload
 //!   signals (503/529 answers, timeouts, stalled bodies, and 429s on a lane
-//!   without limits: a server that states none still refuses past its own). Only attempts sent
-//!   after the current window began count: answers to requests sent under
-//!   the previous bound would be read as the new bound's (and one burst of
-//!   overloads would shrink the bound again and again).
+//!   without limits: a server that states none still refuses past its
+//!   own). Only attempts sent after the current window began count:
+//!   answers to requests sent under the previous bound would be read as the
+//!   new bound's (and one burst of overloads would shrink the bound again
+//!   and again).
 //! - **Windows**: decisions are taken per window of samples, which ends once
 //!   it holds at least `max(MIN_SAMPLES, bound / 2)` samples (a probe
 //!   window `min(MIN_SAMPLES, 2 × its bound)`) and has lasted at least two
@@ -171,12 +172,13 @@ impl Adaptive {
     /// ceiling (lanes with limits, where it only steps in on degradation).
     pub(crate) fn new(ceiling: usize, slow_start: bool, now: Instant) -> Self {
         let ceiling = ceiling.max(1) as f64;
-        let mut adaptive = Self {
-            bound: if slow_start {
-                INITIAL_BOUND.min(ceiling)
-            } else {
-                ceiling
-            },
+        let bound = if slow_start {
+            INITIAL_BOUND.min(ceiling)
+        } else {
+            ceiling
+        };
+        Self {
+            bound,
             ceiling,
             phase: if slow_start {
                 Phase::SlowStart
@@ -191,12 +193,10 @@ impl Adaptive {
             next_probe: now + PROBE_EVERY,
             probing: false,
             rate_limited: false,
-            window_bound: 0.0,
+            window_bound: bound,
             cut_from: 0.0,
             refused_since_cut: 0,
-        };
-        adaptive.window_bound = adaptive.bound;
-        adaptive
+        }
     }
 
     /// The bound in force (cut to [`PROBE_SHARE`] during a probe window).
@@ -240,10 +240,11 @@ impl Adaptive {
     /// 503: the bound is cut to 0.7 of itself, or of what was on the wire
     /// (`on_wire`, besides this request) when that was less. The rest of
     /// that burst, sent before the cut, says more: each is one request more
-    /// than the server had room for, so the bound is at most what it was cut
-    /// from less the refusals since (a slow start that met a drained bucket with 128 in
-    /// flight, 90 of them refused, comes down to 38 at once, not 0.7 a
-    /// round trip with a new burst of 429s after each pause). A 429 also
+    /// than the server had room for, so the bound is at most what it was
+    /// cut from less the refusals since (a slow start that met a drained
+    /// bucket with 128 in flight, 90 of them refused, comes down to 38 at
+    /// once, not 0.7 a round trip with a new burst of 429s after each
+    /// pause). A 429 also
     /// ends slow start and hands the bound to the 429s: such a server's
     /// latency says nothing of its rate, so from then on the bound grows by
     /// one a window of one round trip, and shrinks on overloads only (429s,
@@ -340,7 +341,7 @@ impl Adaptive {
         let before = self.bound();
         self.decide(now, limited);
         self.window_bound = self.bound;
-        self.bound() != before
+        grew || self.bound() != before
     }
 
     fn decide(&mut self, now: Instant, limited: bool) {

@@ -106,7 +106,7 @@ impl Shared {
         let mut refused_since: Option<Instant> = None;
         // The attempt's place on the wire (`room.rs`): the first one's is
         // its worker slot's; a retry takes one before its budget.
-        let mut on_wire = Some(lane.first_sending());
+        let mut on_wire = Some(lane.place_on_wire());
         loop {
             if self.is_halted() {
                 if let Some(unsent) = reserved.take() {

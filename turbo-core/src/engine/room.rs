@@ -34,9 +34,10 @@ impl Drop for Sending<'_> {
 }
 
 impl LaneRuntime {
-    /// The first attempt's place: its worker slot, taken under the bound at
-    /// launch, already stands for it.
-    pub(super) fn first_sending(&self) -> Sending<'_> {
+    /// A place on the wire taken without waiting: a first attempt's worker
+    /// slot, taken under the bound at launch, already stands for it, as
+    /// every attempt's permit does with a fixed worker count.
+    pub(super) fn place_on_wire(&self) -> Sending<'_> {
         self.sending.fetch_add(1, Ordering::SeqCst);
         Sending { lane: self }
     }
@@ -56,7 +57,7 @@ impl Shared {
     /// the engine halted first.
     pub(super) async fn room_to_resend<'a>(&self, lane: &'a LaneRuntime) -> Option<Sending<'a>> {
         if !matches!(self.concurrency, Concurrency::Auto { .. }) {
-            return Some(lane.first_sending());
+            return Some(lane.place_on_wire());
         }
         let mut halted = self.halted.subscribe();
         loop {
