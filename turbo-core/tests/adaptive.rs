@@ -149,6 +149,36 @@ async fn a_fixed_worker_count_overrides_the_adaptive_bound() {
     engine.shutdown().await;
 }
 
+/// An engine whose groq lane learns its limits (as a provider told none
+/// does by default), in auto mode.
+fn learning_engine() -> TurboRun {
+    TurboRun::builder()
+        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
+        .learn_limits(Provider::Groq)
+        .concurrency(Concurrency::auto())
+        .build()
+        .unwrap()
+}
+
+/// Pushes `count` nodes whose work is `serve`, and waits until every one
+/// has succeeded.
+async fn run_all<F, Fut>(engine: &TurboRun, count: usize, serve: F)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<NodeOutput, WorkError>> + Send + 'static,
+{
+    let ids: Vec<_> = (0..count)
+        .map(|i| {
+            let serve = serve.clone();
+            let node = WorkNode::for_groq(request(&format!("r{i}"))).with_work_fn(move |_| serve());
+            engine.push(node).unwrap()
+        })
+        .collect();
+    for id in ids {
+        assert!(engine.wait_for(id).await.is_ok());
+    }
+}
+
 /// The default lane learns its limits from the answers. A server whose
 /// answers carry no rate-limit numbers (here work functions, which have no
 /// headers at all) ends the learning after a few answers, and the adaptive
@@ -156,19 +186,10 @@ async fn a_fixed_worker_count_overrides_the_adaptive_bound() {
 #[tokio::test(start_paused = true)]
 async fn a_server_that_states_no_limits_is_not_held_at_the_learning_cap() {
     let server = CapacityServer::new(64, Duration::from_millis(200));
-    let engine = TurboRun::builder()
-        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
-        .learn_limits(Provider::Groq)
-        .concurrency(Concurrency::auto())
-        .build()
-        .unwrap();
+    let engine = learning_engine();
     let start = Instant::now();
-    let ids: Vec<_> = (0..2_000)
-        .map(|i| engine.push(node(&server, i)).unwrap())
-        .collect();
-    for id in ids {
-        assert!(engine.wait_for(id).await.is_ok());
-    }
+    let serve = server.clone();
+    run_all(&engine, 2_000, move || serve.clone().serve()).await;
     let elapsed = start.elapsed();
     let most = server.most_in_flight.load(Ordering::SeqCst);
     let stats = engine.stats().await;
@@ -225,24 +246,10 @@ async fn bare_429s_bring_the_bound_of_a_lane_without_limits_down() {
         answered: AtomicUsize::new(0),
         admitted_at: Mutex::new(Vec::new()),
     });
-    let engine = TurboRun::builder()
-        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
-        .learn_limits(Provider::Groq)
-        .concurrency(Concurrency::auto())
-        .build()
-        .unwrap();
+    let engine = learning_engine();
     let start = Instant::now();
-    let ids: Vec<_> = (0..4_000)
-        .map(|i| {
-            let gateway = gateway.clone();
-            let node = WorkNode::for_groq(request(&format!("r{i}")))
-                .with_work_fn(move |_| gateway.clone().serve());
-            engine.push(node).unwrap()
-        })
-        .collect();
-    for id in ids {
-        assert!(engine.wait_for(id).await.is_ok());
-    }
+    let serve = gateway.clone();
+    run_all(&engine, 4_000, move || serve.clone().serve()).await;
     let elapsed = start.elapsed();
     let refused = gateway.refused.load(Ordering::SeqCst);
     // The best the gateway allows: 24 at a time, 0.5 s each.
@@ -351,23 +358,9 @@ async fn hidden_bucket_run(seed: u64) -> (Duration, usize, Duration) {
         seed: Mutex::new(seed | 1),
         timeline: Mutex::new(Vec::new()),
     });
-    let engine = TurboRun::builder()
-        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
-        .learn_limits(Provider::Groq)
-        .concurrency(Concurrency::auto())
-        .build()
-        .unwrap();
-    let ids: Vec<_> = (0..630)
-        .map(|i| {
-            let gateway = gateway.clone();
-            let node = WorkNode::for_groq(request(&format!("r{i}")))
-                .with_work_fn(move |_| gateway.clone().serve());
-            engine.push(node).unwrap()
-        })
-        .collect();
-    for id in ids {
-        assert!(engine.wait_for(id).await.is_ok());
-    }
+    let engine = learning_engine();
+    let serve = gateway.clone();
+    run_all(&engine, 630, move || serve.clone().serve()).await;
     let elapsed = start.elapsed();
     let refused = gateway.refused.load(Ordering::SeqCst);
     // The bucket's 360, then 6 a second, then the last answer's latency.
@@ -450,17 +443,8 @@ async fn nodes_refused_together_resend_under_the_cut_bound() {
         arrivals: Mutex::new(Vec::new()),
     });
     let engine = builder().concurrency(Concurrency::auto()).build().unwrap();
-    let ids: Vec<_> = (0..3_000)
-        .map(|i| {
-            let server = server.clone();
-            let node = WorkNode::for_groq(request(&format!("r{i}")))
-                .with_work_fn(move |_| server.clone().serve());
-            engine.push(node).unwrap()
-        })
-        .collect();
-    for id in ids {
-        assert!(engine.wait_for(id).await.is_ok());
-    }
+    let serve = server.clone();
+    run_all(&engine, 3_000, move || serve.clone().serve()).await;
     engine.shutdown().await;
     let arrivals = server.arrivals.lock().clone();
     let refused = arrivals.iter().filter(|(_, refused)| *refused).count();

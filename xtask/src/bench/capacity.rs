@@ -102,25 +102,6 @@ fn one_run(
     workers: Option<usize>,
     requests: usize,
     changes: &[&str],
-) -> Result<Run> {
-    run_told(
-        context,
-        dir,
-        name,
-        workers,
-        requests,
-        changes,
-        Told::NoLimits,
-    )
-}
-
-fn run_told(
-    context: &Context,
-    dir: &Path,
-    name: &str,
-    workers: Option<usize>,
-    requests: usize,
-    changes: &[&str],
     told: Told,
 ) -> Result<Run> {
     let binary = scenarios::binary(context)?;
@@ -218,9 +199,17 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
     } else {
         &[8, 16, 32, 64, 128, 256, 512, 1024]
     };
-    let auto = one_run(context, &dir, "auto", None, requests, &[])?;
-    let default = run_told(context, &dir, "default", None, requests, &[], Told::Nothing)?;
-    let ceiling = one_run(context, &dir, "ceiling", Some(4096), requests, &[])?;
+    let auto = one_run(context, &dir, "auto", None, requests, &[], Told::NoLimits)?;
+    let default = one_run(context, &dir, "default", None, requests, &[], Told::Nothing)?;
+    let ceiling = one_run(
+        context,
+        &dir,
+        "ceiling",
+        Some(4096),
+        requests,
+        &[],
+        Told::NoLimits,
+    )?;
     let mut fixed = Vec::new();
     for workers in sweep {
         // Small settings are slow: fewer requests keep the sweep short.
@@ -232,6 +221,7 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
             Some(*workers),
             count,
             &[],
+            Told::NoLimits,
         )?);
     }
     let best = fixed
@@ -248,6 +238,7 @@ pub fn capacity(context: &Context, scenario: &Scenario) -> Result<ScenarioReport
         None,
         changing_requests,
         &["20s:32", "40s:64"],
+        Told::NoLimits,
     )?;
     let halved_after = converged_after(&changing.per_second_ok, 20, 40, best_rate(32), 0.9);
     // The last second is partial: the run ended in it.
