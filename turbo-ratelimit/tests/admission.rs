@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use turbo_ratelimit::{AcquireError, Axis, LaneConfig, Limits, RateLimiter, TryAcquireError};
-use util::{Log, SEC, lane_limited, lane_with, per_minute, rpm, spawn_acquire, tpm, until_waiters};
+use util::{
+    Log, SEC, lane_limited, lane_with, learning_for_ever, per_minute, rpm, spawn_acquire, tpm,
+    until_waiters,
+};
 
 #[tokio::test(start_paused = true)]
 async fn admission_waits_exactly_the_request_deficit() {
@@ -296,12 +299,7 @@ async fn concurrent_waiters_on_two_threads_respect_the_in_flight_cap() {
     // A server that never states its limits ends the learning after a few
     // answers (tests/silent_server.rs): here it must not, for the cap to hold
     // through all of them.
-    let config = LaneConfig::builder()
-        .learn(true)
-        .learn_silent_answers(None)
-        .build()
-        .unwrap();
-    let (_limiter, lane) = lane_with(config).await;
+    let (_limiter, lane) = lane_with(learning_for_ever()).await;
     let holding = Arc::new(AtomicU64::new(0));
     let most = Arc::new(AtomicU64::new(0));
     let cap = u64::from(LaneConfig::DEFAULT_LEARN_MAX_IN_FLIGHT.get());

@@ -111,12 +111,7 @@ async fn numbers_in_an_early_answer_keep_the_lane_learning_at_its_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn silence_can_be_told_never_to_end_the_learning() {
-    let config = LaneConfig::builder()
-        .learn(true)
-        .learn_silent_answers(None)
-        .build()
-        .unwrap();
-    let (_l, lane) = lane_with(config).await;
+    let (_l, lane) = lane_with(util::learning_for_ever()).await;
     silent_answers(&lane, 5 * SILENT).await;
     assert!(lane.is_learning());
     // And a lane configured with limits never learns, silent or not.

@@ -252,7 +252,7 @@ impl Shared {
         // The limiter re-synchronises from the refusal's counts, or the auto
         // bound of a lane without limits has been cut by the refusal: either
         // way the pause need not grow past the server's hint (pause.rs).
-        let counted = snapshot.is_some_and(RateLimitSnapshot::has_counts)
+        let hint_stands = snapshot.is_some_and(RateLimitSnapshot::has_counts)
             || (matches!(self.concurrency, Concurrency::Auto { .. })
                 && budget::limits(&lane.budget).is_unlimited());
         let now = Instant::now();
@@ -261,7 +261,7 @@ impl Shared {
             sent,
             now,
             hint,
-            counted,
+            hint_stands,
             rand::random::<f64>(),
         );
         let refused_for = now.duration_since(since);

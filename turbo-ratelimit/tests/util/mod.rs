@@ -35,6 +35,17 @@ pub async fn lane_with(config: LaneConfig) -> (RateLimiter, Lane) {
     (limiter, lane)
 }
 
+/// A learning lane whose learning never ends on silence
+/// (`LaneConfig::learn_silent_answers(None)`): its in-flight cap holds
+/// however many answers come back without limits.
+pub fn learning_for_ever() -> LaneConfig {
+    LaneConfig::builder()
+        .learn(true)
+        .learn_silent_answers(None)
+        .build()
+        .expect("a valid learning configuration")
+}
+
 /// A limiter with one provider lane "p" limited by `limits`.
 pub async fn lane_limited(limits: Limits) -> (RateLimiter, Lane) {
     lane_with(LaneConfig::new(limits)).await
