@@ -5,19 +5,18 @@
 //! the backtracking VM is where most of its time goes. Here the pieces come from an
 //! anchored lazy-DFA search (regex-automata) over the same pattern minus the look-ahead,
 //! whose effect is restored by hand (see [`Pretokenizer::next_piece_end`]), and the merges
-//! only count, without building token vectors. The vocabulary itself is read out of
-//! tiktoken-rs, so both agree on what a token is; the test suites check that they agree on
-//! counts too.
+//! only count, without building token vectors. The vocabulary is tiktoken's, embedded as a
+//! table written from tiktoken-rs (see [`crate::vocabulary`]), so both agree on what a token
+//! is; the test suites check that they agree on counts too.
 
 use std::cell::RefCell;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::{Anchored, Input};
-use tiktoken_rs::{CoreBPE, Rank};
 
 use crate::Encoding;
+use crate::vocabulary::{Rank, Vocabulary};
 
 /// cl100k_base's split pattern, with `\s+(?!\S)|\s` folded into a trailing `\s+` and the
 /// possessive quantifiers made greedy (equivalent here: no alternative can succeed by
@@ -42,6 +41,10 @@ const O200K_PATTERN: &str = concat!(
     r"|\s+",
 );
 
+/// The embedded vocabularies (format in [`crate::vocabulary`]).
+const CL100K_TABLE: &[u8] = include_bytes!("../data/cl100k_base.ranks");
+const O200K_TABLE: &[u8] = include_bytes!("../data/o200k_base.ranks");
+
 /// Pieces up to this many bytes merge in small stack arrays.
 const SHORT_PIECE: usize = 24;
 /// Pieces up to this many bytes merge in larger stack arrays; longer ones use a heap.
@@ -54,14 +57,13 @@ pub(crate) struct FastBpe {
 }
 
 impl FastBpe {
-    /// Builds the tokenizer for `encoding` from tiktoken-rs's vocabulary.
+    /// Builds the tokenizer for `encoding` from its embedded vocabulary.
     pub(crate) fn load(encoding: Encoding) -> Result<Self, String> {
-        let (reference, pattern) = match encoding {
-            Encoding::Cl100kBase => (tiktoken_rs::cl100k_base(), CL100K_PATTERN),
-            Encoding::O200kBase => (tiktoken_rs::o200k_base(), O200K_PATTERN),
+        let (table, pattern) = match encoding {
+            Encoding::Cl100kBase => (CL100K_TABLE, CL100K_PATTERN),
+            Encoding::O200kBase => (O200K_TABLE, O200K_PATTERN),
         };
-        let reference = reference.map_err(|error| error.to_string())?;
-        let vocabulary = Vocabulary::read_from(&reference)?;
+        let vocabulary = Vocabulary::from_table(table).map_err(|error| error.to_string())?;
         let pretokenizer = Pretokenizer::new(encoding, pattern)?;
         Ok(FastBpe {
             vocabulary,
@@ -204,97 +206,6 @@ impl FastBpe {
     }
 }
 
-type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-/// Token ranks by byte string. Byte strings of up to 7 bytes, which are most of the lookups
-/// (pairs during merges, short words), are packed into a `u64` key: hashing and comparing
-/// them is then a multiply and an integer compare instead of a slice hash and a `memcmp`.
-struct Vocabulary {
-    /// Ranks of all two-byte strings, by `first << 8 | second`: a merge starts with one
-    /// lookup per byte, and this turns those into an array read.
-    pairs: Box<[Rank]>,
-    short: FxHashMap<u64, Rank>,
-    long: FxHashMap<Box<[u8]>, Rank>,
-}
-
-impl Vocabulary {
-    /// The ordinary (non-special) tokens of a tiktoken-rs encoder, read back rank by rank.
-    fn read_from(reference: &CoreBPE) -> Result<Self, String> {
-        let special = reference.special_tokens();
-        let mut vocabulary = Vocabulary {
-            pairs: vec![Rank::MAX; 1 << 16].into_boxed_slice(),
-            short: FxHashMap::with_capacity_and_hasher(1 << 16, BuildHasherDefault::default()),
-            long: FxHashMap::with_capacity_and_hasher(1 << 17, BuildHasherDefault::default()),
-        };
-        // Ordinary ranks are dense from 0; special tokens sit just past them, and a long run
-        // of unknown ranks means the vocabulary has ended.
-        let mut misses = 0;
-        for rank in 0..Rank::MAX {
-            match reference.decode_bytes(&[rank]) {
-                Ok(bytes) => {
-                    misses = 0;
-                    let is_special = std::str::from_utf8(&bytes).is_ok_and(|s| special.contains(s));
-                    if !is_special {
-                        vocabulary.insert(bytes, rank);
-                    }
-                }
-                Err(_) if misses < 1024 => misses += 1,
-                Err(_) => break,
-            }
-        }
-        if (0..=u8::MAX).any(|byte| vocabulary.rank(&[byte]) == Rank::MAX) {
-            return Err("the vocabulary does not contain every single byte".to_owned());
-        }
-        Ok(vocabulary)
-    }
-
-    fn insert(&mut self, bytes: Vec<u8>, rank: Rank) {
-        if let [first, second] = bytes[..] {
-            self.pairs[usize::from(first) << 8 | usize::from(second)] = rank;
-        }
-        match pack(&bytes) {
-            Some(key) => self.short.insert(key, rank),
-            None => self.long.insert(bytes.into_boxed_slice(), rank),
-        };
-    }
-
-    /// The rank of `bytes`, or `Rank::MAX` if they are not a token.
-    #[inline]
-    fn rank(&self, bytes: &[u8]) -> Rank {
-        let found = match pack(bytes) {
-            Some(key) => self.short.get(&key),
-            None => self.long.get(bytes),
-        };
-        found.copied().unwrap_or(Rank::MAX)
-    }
-
-    /// The rank of the two bytes `pair`, or `Rank::MAX`.
-    #[inline]
-    fn pair_rank(&self, pair: [u8; 2]) -> Rank {
-        self.pairs[usize::from(pair[0]) << 8 | usize::from(pair[1])]
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.short.len() + self.long.len()
-    }
-}
-
-/// Up to 7 bytes and their length in one `u64` (the length keeps `"a"` and `"a\0"` apart).
-#[inline]
-fn pack(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() > 7 {
-        return None;
-    }
-    // A byte loop rather than `copy_from_slice`, which becomes a `memcpy` call for a
-    // variable length and costs more than the whole hash.
-    let packed = bytes
-        .iter()
-        .rev()
-        .fold(0_u64, |word, &byte| word << 8 | u64::from(byte));
-    Some(packed | (bytes.len() as u64) << 56)
-}
-
 /// Splits text into the pieces tiktoken would.
 struct Pretokenizer {
     dfa: DFA,
@@ -380,61 +291,10 @@ fn next_char_boundary(text: &str, start: usize) -> usize {
         .map_or(text.len(), |c| start + c.len_utf8())
 }
 
-/// The Fx hash (rustc's) with a folded-multiply finish: much faster than SipHash on short
-/// byte strings, and the keys are a fixed vocabulary, so hash flooding is not a concern.
-/// The finish matters: a plain Fx product's low bits, which pick the bucket, depend only on
-/// the key's first bytes, and packed tokens share first bytes (`" t…"`) in droves.
-#[derive(Default)]
-struct FxHasher {
-    hash: u64,
-}
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0_u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0_u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, value: u8) {
-        self.add(u64::from(value));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, value: usize) {
-        self.add(value as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        let full = u128::from(self.hash) * u128::from(FX_SEED);
-        (full as u64) ^ ((full >> 64) as u64)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tiktoken_rs::CoreBPE;
 
     fn reference(encoding: Encoding) -> &'static CoreBPE {
         match encoding {

@@ -206,12 +206,12 @@ pub fn estimate_from_prompt(
     }
 }
 
-/// Counts exactly as tiktoken does, with tiktoken-rs's vocabularies and a faster splitter
+/// Counts exactly as tiktoken does, with tiktoken's vocabularies and a faster splitter
 /// and merge (see the crate docs).
 ///
-/// The vocabularies are parsed once per process, on first use of each encoding, and shared
+/// The vocabularies are read once per process, on first use of each encoding, and shared
 /// by every instance, so `TiktokenCounter` is free to create and copy. Use
-/// [`TiktokenCounter::try_new`] at start-up to pay the loading cost (a few hundred
+/// [`TiktokenCounter::try_new`] at start-up to pay the loading cost (10-20
 /// milliseconds per encoding) early and to surface a loading failure as an error; should a
 /// vocabulary fail to load anyway, counts fall back to the text's byte length, an upper
 /// bound on its tokens.

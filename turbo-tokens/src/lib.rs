@@ -1,5 +1,5 @@
 //! Token estimation for OpenAI-compatible requests (chat, and the formulas of
-//! embeddings, completions, responses and moderations) on tiktoken-rs.
+//! embeddings, completions, responses and moderations) with tiktoken's vocabularies.
 //!
 //! A rate limiter that charges requests against a tokens-per-minute budget needs to know,
 //! before sending, how many tokens a request will cost: its prompt, counted the way the
@@ -8,7 +8,7 @@
 //! - [`encoding_for_model`] picks the vocabulary (`o200k_base` for gpt-4o, gpt-4.1, gpt-5
 //!   and the o-series; `cl100k_base` for the rest, Groq's models included);
 //! - [`TokenCounter`] counts text and chats; [`TiktokenCounter`] implements it with
-//!   tiktoken's vocabularies (read from tiktoken-rs once per process) and gives tiktoken's
+//!   tiktoken's vocabularies (embedded tables, read once per process) and gives tiktoken's
 //!   exact counts, and `MockTokenCounter` (feature `test-support`) mocks it;
 //! - [`TokenCounter::estimate`] and [`estimate_json`] add the output reservation:
 //!   `max_completion_tokens`, else `max_tokens`, times `n`, else a [`DefaultOutput`];
@@ -42,7 +42,7 @@
 //! look-ahead in the split pattern (and which panics when a whitespace run exhausts its
 //! backtrack limit, at about a million spaces). [`TiktokenCounter`] instead splits with
 //! regex-automata's lazy DFA, restoring the look-ahead's effect by hand, and runs a
-//! count-only merge over tiktoken-rs's vocabulary: the same counts (checked against
+//! count-only merge over the same vocabulary: the same counts (checked against
 //! tiktoken-rs by differential property tests), several times faster, no allocation per
 //! call once a thread is warm.
 #![warn(missing_docs)]
@@ -54,6 +54,7 @@ mod endpoints;
 mod error;
 mod json;
 mod repeat;
+mod vocabulary;
 
 #[cfg(any(test, feature = "test-support"))]
 pub use counter::MockTokenCounter;
