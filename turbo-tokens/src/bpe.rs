@@ -11,12 +11,13 @@
 
 use std::cell::RefCell;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::{Anchored, Input};
 
-use crate::Encoding;
 use crate::vocabulary::{Rank, Vocabulary};
+use crate::{Encoding, LoadError};
 
 /// cl100k_base's split pattern, with `\s+(?!\S)|\s` folded into a trailing `\s+` and the
 /// possessive quantifiers made greedy (equivalent here: no alternative can succeed by
@@ -58,12 +59,12 @@ pub(crate) struct FastBpe {
 
 impl FastBpe {
     /// Builds the tokenizer for `encoding` from its embedded vocabulary.
-    pub(crate) fn load(encoding: Encoding) -> Result<Self, String> {
+    pub(crate) fn load(encoding: Encoding) -> Result<Self, LoadError> {
         let (table, pattern) = match encoding {
             Encoding::Cl100kBase => (CL100K_TABLE, CL100K_PATTERN),
             Encoding::O200kBase => (O200K_TABLE, O200K_PATTERN),
         };
-        let vocabulary = Vocabulary::from_table(table).map_err(|error| error.to_string())?;
+        let vocabulary = Vocabulary::from_table(table).map_err(LoadError::Vocabulary)?;
         let pretokenizer = Pretokenizer::new(encoding, pattern)?;
         Ok(FastBpe {
             vocabulary,
@@ -220,14 +221,14 @@ thread_local! {
 }
 
 impl Pretokenizer {
-    fn new(encoding: Encoding, pattern: &str) -> Result<Self, String> {
+    fn new(encoding: Encoding, pattern: &str) -> Result<Self, LoadError> {
         // No give-up threshold: the lazy DFA clears its cache and carries on however
         // adversarial the text, so a search never fails.
         let config = DFA::config().minimum_cache_clear_count(None);
         let dfa = DFA::builder()
             .configure(config)
             .build(pattern)
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| LoadError::Pattern(Arc::new(error)))?;
         let slot = match encoding {
             Encoding::Cl100kBase => 0,
             Encoding::O200kBase => 1,

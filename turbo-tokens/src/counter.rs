@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use crate::bpe::FastBpe;
 use crate::repeat::count_remembered;
-use crate::{Encoding, TokenError, encoding_for_model};
+use crate::{Encoding, LoadError, TokenError, encoding_for_model};
 
 /// One chat message, borrowed from wherever the request lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -231,9 +231,9 @@ impl TiktokenCounter {
     /// [`TokenError::EncoderUnavailable`] if an embedded vocabulary cannot be parsed.
     pub fn try_new() -> Result<Self, TokenError> {
         for encoding in Encoding::ALL {
-            bpe(encoding).map_err(|reason| TokenError::EncoderUnavailable {
+            bpe(encoding).map_err(|source| TokenError::EncoderUnavailable {
                 encoding,
-                reason: reason.to_owned(),
+                source: source.clone(),
             })?;
         }
         Ok(TiktokenCounter)
@@ -262,21 +262,19 @@ impl TokenCounter for TiktokenCounter {
     }
 }
 
-type Loaded = Result<FastBpe, String>;
+type Loaded = Result<FastBpe, LoadError>;
 
-pub(crate) fn bpe(encoding: Encoding) -> Result<&'static FastBpe, &'static str> {
+pub(crate) fn bpe(encoding: Encoding) -> Result<&'static FastBpe, &'static LoadError> {
     static CL100K: OnceLock<Loaded> = OnceLock::new();
     static O200K: OnceLock<Loaded> = OnceLock::new();
     let cell = match encoding {
         Encoding::Cl100kBase => &CL100K,
         Encoding::O200kBase => &O200K,
     };
-    cell.get_or_init(|| FastBpe::load(encoding))
-        .as_ref()
-        .map_err(String::as_str)
+    cell.get_or_init(|| FastBpe::load(encoding)).as_ref()
 }
 
-fn count_with(bpe: Result<&FastBpe, &str>, text: &str) -> usize {
+fn count_with(bpe: Result<&FastBpe, &LoadError>, text: &str) -> usize {
     match bpe {
         Ok(bpe) => bpe.count(text),
         // Every token is at least one byte: an over-estimate is the safe side for a limiter.

@@ -1,12 +1,15 @@
-//! The crate's error type.
+//! The crate's error types.
+
+use std::sync::Arc;
 
 use crate::Encoding;
+pub use crate::vocabulary::VocabularyError;
 
 /// Why a request could not be estimated.
 ///
 /// Every variant that concerns the request body carries the JSON path of the offending field
 /// (for example `messages[2].content`), so the message tells the caller exactly what to fix.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
     /// The request body is not a JSON object.
@@ -26,14 +29,27 @@ pub enum TokenError {
         /// What the field should have been, e.g. `string or array of parts`.
         expected: &'static str,
     },
-    /// A tokenizer's embedded vocabulary could not be loaded.
-    #[error("tokenizer {encoding} is unavailable: {reason}")]
+    /// A tokenizer could not be built from what the binary carries.
+    #[error("tokenizer {encoding} is unavailable")]
     EncoderUnavailable {
         /// The encoding that failed to load.
         encoding: Encoding,
         /// What went wrong while loading it.
-        reason: String,
+        #[source]
+        source: LoadError,
     },
+}
+
+/// Why a tokenizer could not be built.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// Its embedded vocabulary table is damaged.
+    #[error("its embedded vocabulary is damaged")]
+    Vocabulary(#[source] VocabularyError),
+    /// Its split pattern does not compile (regex-automata's error).
+    #[error("its split pattern does not compile")]
+    Pattern(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl TokenError {

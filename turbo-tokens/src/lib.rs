@@ -68,5 +68,5 @@ pub use endpoints::{
     MESSAGES_TOKENS_PER_MESSAGE, completions_reservation, estimate_of, input_tokens,
     messages_prompt_tokens, responses_prompt_tokens, responses_reservation, text_counter,
 };
-pub use error::TokenError;
+pub use error::{LoadError, TokenError, VocabularyError};
 pub use json::estimate_json;

@@ -24,9 +24,10 @@ pub(crate) type Rank = u32;
 /// What a table starts with.
 pub(crate) const TABLE_MAGIC: &[u8; 4] = b"TTV1";
 
-/// What is wrong with an embedded table.
+/// What is wrong with an embedded vocabulary table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum TableError {
+#[non_exhaustive]
+pub enum VocabularyError {
     /// It does not start with [`TABLE_MAGIC`].
     #[error("the table does not start with TTV1")]
     Header,
@@ -60,8 +61,10 @@ pub(crate) struct Vocabulary {
 
 impl Vocabulary {
     /// Reads a table in the format above.
-    pub(crate) fn from_table(table: &'static [u8]) -> Result<Self, TableError> {
-        let body = table.strip_prefix(TABLE_MAGIC).ok_or(TableError::Header)?;
+    pub(crate) fn from_table(table: &'static [u8]) -> Result<Self, VocabularyError> {
+        let body = table
+            .strip_prefix(TABLE_MAGIC)
+            .ok_or(VocabularyError::Header)?;
         // Two passes: the first sizes the maps, so that filling them never rehashes.
         let (mut short, mut long) = (0, 0);
         for token in Tokens::new(body) {
@@ -83,7 +86,7 @@ impl Vocabulary {
             }
         }
         if let Some(byte) = (0..=u8::MAX).find(|&byte| vocabulary.rank(&[byte]) == Rank::MAX) {
-            return Err(TableError::MissingByte { byte });
+            return Err(VocabularyError::MissingByte { byte });
         }
         Ok(vocabulary)
     }
@@ -137,14 +140,14 @@ impl Tokens {
 }
 
 impl Iterator for Tokens {
-    type Item = Result<(Rank, &'static [u8]), TableError>;
+    type Item = Result<(Rank, &'static [u8]), VocabularyError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let (&len, after) = self.rest.split_first()?;
         let rank = self.rank;
         let Some((bytes, rest)) = after.split_at_checked(usize::from(len)) else {
             self.rest = &[];
-            return Some(Err(TableError::Truncated { rank }));
+            return Some(Err(VocabularyError::Truncated { rank }));
         };
         self.rest = rest;
         self.rank = rank.saturating_add(1);
@@ -256,19 +259,19 @@ mod tests {
     fn damaged_tables_say_what_is_wrong() {
         assert_eq!(
             Vocabulary::from_table(b"TTV0").err(),
-            Some(TableError::Header)
+            Some(VocabularyError::Header)
         );
         let mut cut = table(&[&b"a"[..], &b"bc"[..]]).to_vec();
         cut.pop();
         assert_eq!(
             Vocabulary::from_table(cut.leak()).err(),
-            Some(TableError::Truncated { rank: 1 })
+            Some(VocabularyError::Truncated { rank: 1 })
         );
         let tokens = every_byte();
         let without_zero: Vec<&[u8]> = tokens[1..].iter().map(Vec::as_slice).collect();
         assert_eq!(
             Vocabulary::from_table(table(&without_zero)).err(),
-            Some(TableError::MissingByte { byte: 0 })
+            Some(VocabularyError::MissingByte { byte: 0 })
         );
     }
 }
