@@ -35,6 +35,19 @@ pub const BURST_PACE: i128 = 8;
 /// single samples must not ratchet the ratio down.
 pub const LOWER_DEADBAND: u64 = 20;
 
+/// Whether a known `ratio` is only provisional: exactly 1 is what a steady
+/// first sample reading 1 or more was clamped to, or what a lane never calm
+/// took after a window, not a measurement. A sample below a provisional
+/// ratio by more than [`LOWER_DEADBAND`] replaces it outright instead of
+/// moving it by a fraction: a first sample can read high when requests of
+/// the opening reach the server after later ones (a burst of hundreds
+/// leaves a busy client over a second); the bench's server counting 10 %
+/// fewer then read 1, and the slow fall from 1 left 0.95 at the end of a
+/// 45 s job (0.78 of its limit).
+pub const fn provisional(ratio: u64) -> bool {
+    ratio == RATIO_ONE
+}
+
 /// A request is *calm* when the lane's reservations around it were at
 /// least this far apart on average (from the previous in-order answered one
 /// to it, and from it to now): then a request reserved near it rarely
@@ -171,9 +184,10 @@ pub enum RatioStep {
 /// One step of the ratio estimate (module docs, "The server counts its own
 /// way"). A burst sets an unknown ratio at once; a steady sample, with no
 /// foreign use learned, ends an unknown ratio at `min(sample, 1)`. A known
-/// ratio only falls: by `min(ours, limit) / (min(ours, limit) + limit)` of
-/// the difference, on a sample below it by more than [`LOWER_DEADBAND`],
-/// with no foreign use learned. A steady extra drain is the foreign rate's
+/// ratio only falls, on a sample below it by more than [`LOWER_DEADBAND`]
+/// with no foreign use learned: a [`provisional`] one to the sample's own,
+/// others by `min(ours, limit) / (min(ours, limit) + limit)` of the
+/// difference. A steady extra drain is the foreign rate's
 /// to learn.
 pub fn learn_ratio(
     ratio: u64,
@@ -197,6 +211,9 @@ pub fn learn_ratio(
     let lower = seen.saturating_add(seen / LOWER_DEADBAND) < ratio;
     if foreign > 0 || !lower {
         return RatioStep::Keep;
+    }
+    if provisional(ratio) {
+        return RatioStep::Move(seen);
     }
     let weight = i128::from(sample.ours.min(limit));
     let over = weight.saturating_add(i128::from(limit)).max(1);

@@ -268,6 +268,11 @@ local function is_burst(sample, limit, w)
   return sample.ours * w >= limit * sample.span_ns * BURST_PACE
 end
 
+-- Exactly 1: a clamped first sample or a never-calm lane's, not measured.
+local function provisional(ratio)
+  return ratio == RATIO_ONE
+end
+
 -- Returns 'keep' | 'move', ratio | 'first', ratio, seen.
 local function learn_ratio(ratio, known, foreign, limit, w, sample)
   local seen = sample_ratio(sample, w)
@@ -280,6 +285,7 @@ local function learn_ratio(ratio, known, foreign, limit, w, sample)
   -- A known ratio only ever falls; a higher one is the foreign rate's to learn.
   local lower = seen + idiv(seen, LOWER_DEADBAND) < ratio
   if foreign > 0 or not lower then return 'keep' end
+  if provisional(ratio) then return 'move', seen end
   local weight = math.min(sample.ours, limit)
   local over = math.max(weight + limit, 1)
   local moved = tdiv((seen - ratio) * weight, over)

@@ -73,6 +73,11 @@ pub struct Client {
     /// Killed at this instant and restarted at once (a new process: its
     /// answers in flight are lost, it opens afresh).
     pub restart_at: Option<Duration>,
+    /// What sending one request costs the client, one after another before
+    /// the uplink: a burst of hundreds (new connections, request writes on
+    /// a busy machine) reaches the server over hundreds of milliseconds, so
+    /// its last requests arrive after requests reserved later.
+    pub send_cost: Duration,
 }
 
 impl Client {
@@ -90,7 +95,14 @@ impl Client {
             start: Duration::ZERO,
             probe: false,
             restart_at: None,
+            send_cost: Duration::ZERO,
         }
+    }
+
+    /// Sends one request at a time, each costing `cost` ([`Client::send_cost`]).
+    pub const fn sending_at(mut self, cost: Duration) -> Self {
+        self.send_cost = cost;
+        self
     }
 
     /// Opens with a probe, as a new process does.
@@ -360,6 +372,8 @@ struct ClientState {
     backlog: u64,
     next_work: u64,
     pending_try: Option<Duration>,
+    /// When its sender is free again ([`Client::send_cost`]).
+    sender_free: Duration,
     report: ClientReport,
 }
 
@@ -416,6 +430,7 @@ pub fn run(s: &Scenario) -> Vec<ClientReport> {
             backlog: 0,
             next_work: 0,
             pending_try: None,
+            sender_free: Duration::ZERO,
             report: ClientReport::default(),
         })
         .collect();
@@ -514,7 +529,8 @@ pub fn run(s: &Scenario) -> Vec<ClientReport> {
                     match c.lane.try_acquire(now, AcquireRequest::one(tokens)) {
                         AcquireOutcome::Reserved(grant) => {
                             c.ready -= 1;
-                            let at = now + c.spec.uplink.draw(&mut rng);
+                            c.sender_free = c.sender_free.max(now) + c.spec.send_cost;
+                            let at = c.sender_free + c.spec.uplink.draw(&mut rng);
                             q.push(
                                 at,
                                 Event::Arrive {
