@@ -30,7 +30,7 @@ pub enum TokenError {
         expected: &'static str,
     },
     /// A tokenizer could not be built from what the binary carries.
-    #[error("tokenizer {encoding} is unavailable")]
+    #[error("tokenizer {encoding} is unavailable: {source}")]
     EncoderUnavailable {
         /// The encoding that failed to load.
         encoding: Encoding,
@@ -45,10 +45,10 @@ pub enum TokenError {
 #[non_exhaustive]
 pub enum LoadError {
     /// Its embedded vocabulary table is damaged.
-    #[error("its embedded vocabulary is damaged")]
+    #[error("its embedded vocabulary is damaged: {0}")]
     Vocabulary(#[source] VocabularyError),
     /// Its split pattern does not compile (regex-automata's error).
-    #[error("its split pattern does not compile")]
+    #[error("its split pattern does not compile: {0}")]
     Pattern(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
@@ -60,5 +60,33 @@ impl TokenError {
             TokenError::MissingField { path } | TokenError::InvalidField { path, .. } => Some(path),
             TokenError::NotAnObject | TokenError::EncoderUnavailable { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_tokenizer_that_cannot_load_keeps_its_cause() {
+        let error = TokenError::EncoderUnavailable {
+            encoding: Encoding::O200kBase,
+            source: LoadError::Vocabulary(VocabularyError::Truncated { rank: 5 }),
+        };
+        assert_eq!(
+            error.to_string(),
+            "tokenizer o200k_base is unavailable: its embedded vocabulary is damaged: \
+             the table ends inside the token of rank 5"
+        );
+        let load = error
+            .source()
+            .and_then(|source| source.downcast_ref::<LoadError>());
+        assert!(matches!(load, Some(LoadError::Vocabulary(_))), "{load:?}");
+        let table = load
+            .and_then(|load| load.source())
+            .and_then(|source| source.downcast_ref::<VocabularyError>());
+        assert_eq!(table, Some(&VocabularyError::Truncated { rank: 5 }));
     }
 }

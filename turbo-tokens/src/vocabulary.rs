@@ -5,7 +5,7 @@
 //! checks them rank for rank (`tests/vocabulary.rs`; `TURBO_WRITE_VOCABULARY=1` rewrites
 //! them). Reading them is what the first count of a process waits for: building them from
 //! tiktoken-rs (base64 text, then its encoder, decoder and sorted token list, then one
-//! decode per rank) took ~200 ms per encoding, which every `turbo-run` paid before its
+//! decode per rank) took 100-300 ms per encoding, which every `turbo-run` paid before its
 //! first request; a table reads in a few milliseconds and its long tokens are borrowed
 //! from the binary rather than copied.
 //!
@@ -28,14 +28,14 @@ pub(crate) const TABLE_MAGIC: &[u8; 4] = b"TTV1";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VocabularyError {
-    /// It does not start with [`TABLE_MAGIC`].
+    /// It does not start with `TTV1`.
     #[error("the table does not start with TTV1")]
     Header,
     /// It ends inside the token of `rank`.
     #[error("the table ends inside the token of rank {rank}")]
     Truncated {
         /// The rank whose bytes are cut short.
-        rank: Rank,
+        rank: u32,
     },
     /// Some single byte is not a token (every byte must be one for merges to start).
     #[error("byte {byte:#04x} is not a token")]
