@@ -552,26 +552,26 @@ fn a_chained_neighbour_beside_a_short_job() {
     );
 }
 
-/// The opening's stragglers: a client that sends one request at a time at
-/// 3 ms each (a burst of ~300 reaches the server over ~0.9 s, as on the
-/// bench's busy 2-core machine) has requests reserved before its first
+/// The opening's stragglers: a client that sends one request at a time
+/// (1-3 ms each: a burst of ~300 reaches the server over 0.3-0.9 s, as on
+/// the bench's busy 2-core machine) has requests reserved before its first
 /// sample's anchor counted after it, and on these seeds that sample reads
-/// 1 or more against a server counting 10 % fewer. The clamped 1 is only
-/// provisional: the next sample replaces it. Before, the ratio fell from 1
-/// by a fifth of the difference per quarter of the limit and was still 0.95
-/// at the end of the 45 s job (the bench: 0.78 of the limit in one run).
+/// 0.95 or more against a server counting 10 % fewer (1 or more, clamped to
+/// 1, at 3 ms). The first sample's ratio is provisional: the next full
+/// sample replaces it. Before, the ratio fell by a fifth of the difference
+/// per quarter of the limit and was still 0.94-0.95 at the end of the 45 s
+/// job (the bench: 0.78 of the limit in one run).
 #[test]
 fn a_first_sample_read_high_by_the_openings_stragglers_is_replaced() {
-    for seed in [4, 16, 17] {
+    for (send_ms, seed) in [(3, 4), (3, 16), (3, 17), (1, 17), (1, 18)] {
         let mut s = short_job(factor(9, 10), false, seed);
-        s.clients[0] = s.clients[0].sending_at(Duration::from_millis(3));
+        s.clients[0] = s.clients[0].sending_at(Duration::from_millis(send_ms));
         let reports = sim::run(&s);
         let ratios = &reports[0].ratios;
         let first = ratios.iter().find(|(_, _, known)| *known);
-        assert_eq!(
-            first.map(|(_, ratio, _)| *ratio),
-            Some(1_000_000),
-            "seed {seed}: test premise, the first sample reads 1 or more: {ratios:?}"
+        assert!(
+            first.is_some_and(|(_, ratio, _)| *ratio >= 950_000),
+            "seed {seed}: test premise, the first sample reads 0.95 or more: {ratios:?}"
         );
         let settled = ratios
             .iter()

@@ -47,6 +47,11 @@ pub struct Bucket {
     /// The ratio has been learned (or assumed: a known start). Until then
     /// admissions charge at least [`RATIO_UNKNOWN`].
     pub ratio_known: bool,
+    /// The known ratio is a first sample's (a sixteenth of the limit) or a
+    /// window's wait, and no full sample has completed since: the next one
+    /// below it by more than [`super::LOWER_DEADBAND`] replaces it instead
+    /// of moving it by a fraction ([`super::learn_ratio`]).
+    pub ratio_provisional: bool,
     /// The last in-order answer with a count: the start of the next ratio sample.
     pub anchor: Option<RatioAnchor>,
 }
@@ -63,6 +68,7 @@ impl Bucket {
             withheld: 0,
             ratio: RATIO_ONE,
             ratio_known: true,
+            ratio_provisional: false,
             anchor: None,
         }
     }
@@ -79,6 +85,7 @@ impl Bucket {
             withheld: capacity(limit, window) - level,
             ratio: RATIO_ONE,
             ratio_known: true,
+            ratio_provisional: false,
             anchor: None,
         }
     }

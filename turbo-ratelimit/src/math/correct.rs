@@ -221,6 +221,17 @@ impl LaneBuckets {
                 }
                 _ => 0,
             };
+            let ratio_known = match (estimate, current) {
+                // A counter without resets teaches no ratio: 1.
+                _ if !continuous => true,
+                // Released without a count: nothing to learn from.
+                (None, Some(b)) if b.opening => true,
+                // A token limit learned from this count (the lane had
+                // none) comes with no ratio: it is learned as an
+                // opening's is, the caution included.
+                (Some(_), None) if tokens => false,
+                _ => ratio.ratio_known,
+            };
             *slot = Some(Bucket {
                 limit,
                 level,
@@ -243,17 +254,9 @@ impl LaneBuckets {
                 opening: false,
                 withheld,
                 ratio: ratio.ratio,
-                ratio_known: match (estimate, current) {
-                    // A counter without resets teaches no ratio: 1.
-                    _ if !continuous => true,
-                    // Released without a count: nothing to learn from.
-                    (None, Some(b)) if b.opening => true,
-                    // A token limit learned from this count (the lane had
-                    // none) comes with no ratio: it is learned as an
-                    // opening's is, the caution included.
-                    (Some(_), None) if tokens => false,
-                    _ => ratio.ratio_known,
-                },
+                ratio_known,
+                // Kept only where the ratio itself is.
+                ratio_provisional: ratio.ratio_provisional && ratio_known == ratio.ratio_known,
                 anchor: if tokens && calm && continuous {
                     answer
                 } else {

@@ -316,8 +316,9 @@
 //! lane beside a 30 % neighbour at 0.87 of its share in the bench); a known
 //! ratio only falls (by `min(ours, L)/(min(ours, L) +
 //! L)` of the difference, on a sample more than [`LOWER_DEADBAND`] below
-//! it, with no foreign use learned; a [`provisional`] ratio of exactly 1,
-//! a clamped first sample's, to the sample's own): a surplus can be no one's use, while a
+//! it, with no foreign use learned; a first sample's ratio is provisional
+//! ([`Bucket::ratio_provisional`]) and the next full sample below it
+//! replaces it): a surplus can be no one's use, while a
 //! steady extra drain is the foreign rate's to learn. A server counting
 //! more than we do is therefore mostly read as foreign use after the
 //! opening, which costs almost nothing (the simulations: 0.998 at +10 %); a

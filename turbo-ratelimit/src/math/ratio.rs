@@ -35,19 +35,6 @@ pub const BURST_PACE: i128 = 8;
 /// single samples must not ratchet the ratio down.
 pub const LOWER_DEADBAND: u64 = 20;
 
-/// Whether a known `ratio` is only provisional: exactly 1 is what a steady
-/// first sample reading 1 or more was clamped to, or what a lane never calm
-/// took after a window, not a measurement. A sample below a provisional
-/// ratio by more than [`LOWER_DEADBAND`] replaces it outright instead of
-/// moving it by a fraction: a first sample can read high when requests of
-/// the opening reach the server after later ones (a burst of hundreds
-/// leaves a busy client over a second); the bench's server counting 10 %
-/// fewer then read 1, and the slow fall from 1 left 0.95 at the end of a
-/// 45 s job (0.78 of its limit).
-pub const fn provisional(ratio: u64) -> bool {
-    ratio == RATIO_ONE
-}
-
 /// A request is *calm* when the lane's reservations around it were at
 /// least this far apart on average (from the previous in-order answered one
 /// to it, and from it to now): then a request reserved near it rarely
@@ -185,13 +172,19 @@ pub enum RatioStep {
 /// way"). A burst sets an unknown ratio at once; a steady sample, with no
 /// foreign use learned, ends an unknown ratio at `min(sample, 1)`. A known
 /// ratio only falls, on a sample below it by more than [`LOWER_DEADBAND`]
-/// with no foreign use learned: a [`provisional`] one to the sample's own,
-/// others by `min(ours, limit) / (min(ours, limit) + limit)` of the
-/// difference. A steady extra drain is the foreign rate's
+/// with no foreign use learned: a `provisional` one (a first sample's, see
+/// [`super::Bucket::ratio_provisional`]) to the sample's own, others by
+/// `min(ours, limit) / (min(ours, limit) + limit)` of the difference. A
+/// first sample spans only a sixteenth of the limit and can read high when
+/// requests of the opening reach the server after later ones (a burst of
+/// hundreds leaves a busy client over a second): the bench's server
+/// counting 10 % fewer read 1, and the slow fall from there left 0.95 at
+/// the end of a 45 s job (0.78 of its limit). A steady extra drain is the foreign rate's
 /// to learn.
 pub fn learn_ratio(
     ratio: u64,
     known: bool,
+    provisional: bool,
     foreign: u64,
     limit: u64,
     window: Window,
@@ -212,7 +205,7 @@ pub fn learn_ratio(
     if foreign > 0 || !lower {
         return RatioStep::Keep;
     }
-    if provisional(ratio) {
+    if provisional {
         return RatioStep::Move(seen);
     }
     let weight = i128::from(sample.ours.min(limit));
@@ -245,6 +238,7 @@ pub fn observe_ratio(
         let waited = answer.at.saturating_sub(anchor.at);
         if !bucket.ratio_known && super::units::nanos(waited) >= window_ns(window) {
             bucket.ratio_known = true;
+            bucket.ratio_provisional = true;
             return Some(bucket.ratio);
         }
         return None;
@@ -269,9 +263,12 @@ pub fn observe_ratio(
             return None;
         }
     };
+    // A complete sample ends a provisional ratio, whatever it teaches.
+    let provisional = std::mem::take(&mut bucket.ratio_provisional);
     match learn_ratio(
         bucket.ratio,
         bucket.ratio_known,
+        provisional,
         bucket.foreign,
         bucket.limit,
         window,
@@ -285,6 +282,7 @@ pub fn observe_ratio(
         RatioStep::First(ratio, seen) => {
             bucket.ratio = ratio;
             bucket.ratio_known = true;
+            bucket.ratio_provisional = true;
             Some(seen)
         }
     }

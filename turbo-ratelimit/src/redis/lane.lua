@@ -42,6 +42,7 @@
 --   o<i> '1' while the bucket is in its opening
 --   h<i> withheld (scaled), while the opening or an unknown ratio keeps some
 --   q<i> charge ratio (ppm)   u<i> '1' while the ratio is unknown
+--   g<i> '1' while the known ratio is provisional (a first sample's)
 --   x<i>, y<i>, z<i>, c<i>   ratio anchor: reservation instant (us), tokens
 --        reserved through it, the server's remaining count, '1' if calm
 
@@ -268,13 +269,8 @@ local function is_burst(sample, limit, w)
   return sample.ours * w >= limit * sample.span_ns * BURST_PACE
 end
 
--- Exactly 1: a clamped first sample or a never-calm lane's, not measured.
-local function provisional(ratio)
-  return ratio == RATIO_ONE
-end
-
 -- Returns 'keep' | 'move', ratio | 'first', ratio, seen.
-local function learn_ratio(ratio, known, foreign, limit, w, sample)
+local function learn_ratio(ratio, known, provisional, foreign, limit, w, sample)
   local seen = sample_ratio(sample, w)
   local burst = is_burst(sample, limit, w)
   if not known then
@@ -285,7 +281,7 @@ local function learn_ratio(ratio, known, foreign, limit, w, sample)
   -- A known ratio only ever falls; a higher one is the foreign rate's to learn.
   local lower = seen + idiv(seen, LOWER_DEADBAND) < ratio
   if foreign > 0 or not lower then return 'keep' end
-  if provisional(ratio) then return 'move', seen end
+  if provisional then return 'move', seen end
   local weight = math.min(sample.ours, limit)
   local over = math.max(weight + limit, 1)
   local moved = tdiv((seen - ratio) * weight, over)
@@ -304,6 +300,7 @@ local function observe_ratio(b, answer, calm, w)
   if not calm then
     if not b.known and math.max(0, answer.at - anchor.at) * 1000 >= w then
       b.known = true
+      b.prov = true
       return b.ratio
     end
     return nil
@@ -317,12 +314,16 @@ local function observe_ratio(b, answer, calm, w)
     b.anchor = anchor
     return nil
   end
-  local step, ratio, seen = learn_ratio(b.ratio, b.known, b.foreign, b.limit, w, sample)
+  -- A complete sample ends a provisional ratio, whatever it teaches.
+  local provisional = b.prov == true
+  b.prov = false
+  local step, ratio, seen = learn_ratio(b.ratio, b.known, provisional, b.foreign, b.limit, w, sample)
   if step == 'move' then
     b.ratio = ratio
   elseif step == 'first' then
     b.ratio = ratio
     b.known = true
+    b.prov = true
     return seen
   end
   return nil
@@ -384,7 +385,7 @@ local function load(now)
     local l = h['l' .. i]
     if l then
       local b = {limit = num(l), level = num(h['v' .. i]), foreign = num(h['f' .. i]), opening = h['o' .. i] == '1', withheld = num(h['h' .. i]),
-                 ratio = RATIO_ONE, known = h['u' .. i] ~= '1'}
+                 ratio = RATIO_ONE, known = h['u' .. i] ~= '1', prov = h['g' .. i] == '1'}
       if h['q' .. i] then b.ratio = num(h['q' .. i]) end
       if h['a' .. i] then b.sync = {at = num(h['a' .. i]), residual = num(h['r' .. i])} end
       if h['x' .. i] then b.anchor = {at = num(h['x' .. i]), tt = num(h['y' .. i]), rem = num(h['z' .. i]), calm = h['c' .. i] == '1'} end
@@ -449,6 +450,12 @@ local function save(st)
         set[#set + 1] = 'u' .. n
         set[#set + 1] = '1'
       end
+      if b.prov then
+        set[#set + 1] = 'g' .. n
+        set[#set + 1] = '1'
+      else
+        del[#del + 1] = 'g' .. n
+      end
       if b.anchor then
         for _, kv in ipairs({{'x', b.anchor.at}, {'y', b.anchor.tt}, {'z', b.anchor.rem}}) do
           set[#set + 1] = kv[1] .. n
@@ -470,7 +477,7 @@ local function save(st)
       end
       busy_ns = math.max(busy_ns, full_in_ns(b, W[i]))
     else
-      for _, f in ipairs({'l', 'v', 'f', 'a', 'r', 'o', 'h', 'q', 'u', 'x', 'y', 'z', 'c'}) do del[#del + 1] = f .. n end
+      for _, f in ipairs({'l', 'v', 'f', 'a', 'r', 'o', 'h', 'q', 'u', 'g', 'x', 'y', 'z', 'c'}) do del[#del + 1] = f .. n end
     end
   end
   redis.call('HSET', key, unpack(set))
@@ -669,10 +676,13 @@ local function correct_axis(st, i, obs, seen)
     -- ratio: it is learned as an opening's is.
     local fresh = tokens and current == nil and est ~= nil
     if not continuous then anchor = nil end
+    local known = (src.known and not fresh) or (est == nil and current ~= nil and current.opening)
+      or not continuous
     st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync, opening = false, withheld = withheld,
                ratio = src.ratio,
-               known = (src.known and not fresh) or (est == nil and current ~= nil and current.opening)
-                 or not continuous,
+               known = known,
+               -- Kept only where the ratio itself is.
+               prov = src.prov == true and known == src.known,
                anchor = anchor}
     return remaining
   end
@@ -686,6 +696,7 @@ local function correct_axis(st, i, obs, seen)
     withheld = current.withheld,
     ratio = current.ratio,
     known = current.known,
+    prov = current.prov,
     anchor = current.anchor,
   }
   st.b[i] = b
