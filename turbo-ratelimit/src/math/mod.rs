@@ -318,8 +318,8 @@
 //! L)` of the difference, on a sample more than [`LOWER_DEADBAND`] below
 //! it, with no foreign use learned; a first sample's ratio is provisional
 //! ([`Bucket::ratio_provisional`]) and the next full sample below it
-//! replaces it): a surplus can be no one's use, while a
-//! steady extra drain is the foreign rate's to learn. A server counting
+//! replaces it): a surplus can be no one's use, while a steady extra drain
+//! is the foreign rate's to learn. A server counting
 //! more than we do is therefore mostly read as foreign use after the
 //! opening, which costs almost nothing (the simulations: 0.998 at +10 %); a
 //! server counting less is learned (0.995 at −10 %, 0.90 before).

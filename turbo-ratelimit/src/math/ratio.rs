@@ -179,8 +179,8 @@ pub enum RatioStep {
 /// requests of the opening reach the server after later ones (a burst of
 /// hundreds leaves a busy client over a second): the bench's server
 /// counting 10 % fewer read 1, and the slow fall from there left 0.95 at
-/// the end of a 45 s job (0.78 of its limit). A steady extra drain is the foreign rate's
-/// to learn.
+/// the end of a 45 s job (0.78 of its limit). A steady extra drain is the
+/// foreign rate's to learn.
 pub fn learn_ratio(
     ratio: u64,
     known: bool,
