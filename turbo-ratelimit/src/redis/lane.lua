@@ -430,32 +430,21 @@ local function save(st)
         set[#set + 1] = kv[1] .. n
         set[#set + 1] = fmt(kv[2])
       end
-      if b.opening then
-        set[#set + 1] = 'o' .. n
-        set[#set + 1] = '1'
-      else
-        del[#del + 1] = 'o' .. n
+      -- A field that is present only while `value` is not nil.
+      local function keep(field, value)
+        if value ~= nil then
+          set[#set + 1] = field .. n
+          set[#set + 1] = value
+        else
+          del[#del + 1] = field .. n
+        end
       end
-      if b.opening or b.withheld ~= 0 then
-        set[#set + 1] = 'h' .. n
-        set[#set + 1] = fmt(b.withheld)
-      else
-        del[#del + 1] = 'h' .. n
-      end
+      keep('o', b.opening and '1' or nil)
+      keep('h', (b.opening or b.withheld ~= 0) and fmt(b.withheld) or nil)
       set[#set + 1] = 'q' .. n
       set[#set + 1] = fmt(b.ratio)
-      if b.known then
-        del[#del + 1] = 'u' .. n
-      else
-        set[#set + 1] = 'u' .. n
-        set[#set + 1] = '1'
-      end
-      if b.prov then
-        set[#set + 1] = 'g' .. n
-        set[#set + 1] = '1'
-      else
-        del[#del + 1] = 'g' .. n
-      end
+      keep('u', not b.known and '1' or nil)
+      keep('g', b.prov and '1' or nil)
       if b.anchor then
         for _, kv in ipairs({{'x', b.anchor.at}, {'y', b.anchor.tt}, {'z', b.anchor.rem}}) do
           set[#set + 1] = kv[1] .. n
