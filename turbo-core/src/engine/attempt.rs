@@ -27,7 +27,7 @@ use turbo_retry::Retryable;
 use super::{Concurrency, Finished, Job, LaneRuntime, Launch, Shared, Slot, budget_error};
 use crate::budget::{self, Cost, Reserved};
 use crate::context::{Dependency, WorkContext};
-use crate::node::{NodeId, Provider, RetryPolicy};
+use crate::node::{NodeId, Provider, RetryPolicy, WorkFn};
 use crate::result::{NodeError, NodeOutput, RunResult, WorkError};
 use crate::stats::Counters;
 
@@ -38,6 +38,31 @@ struct Refusal {
     sent: Instant,
     since: Instant,
     attempt: u32,
+}
+
+/// What a node's attempts run: its request, sent as it is (borrowed from
+/// the job, no allocation), or its work function with what each attempt's
+/// [`WorkContext`] shares (made once per node, and only for work nodes).
+enum Payload {
+    Send(Box<Job>),
+    Work {
+        work: WorkFn,
+        request: Arc<ApiRequest>,
+        dependencies: Arc<[Dependency]>,
+    },
+}
+
+impl Payload {
+    fn new(mut job: Box<Job>, deps: Vec<Dependency>) -> Self {
+        match job.work.take() {
+            None => Payload::Send(job),
+            Some(work) => Payload::Work {
+                work,
+                request: Arc::new(job.request),
+                dependencies: deps.into(),
+            },
+        }
+    }
 }
 
 /// How one attempt ended.
@@ -98,9 +123,9 @@ impl Shared {
         };
         let mut backoff = retry.map(|config| config.backoff());
         let cost = lane.cost(estimate, job.output);
-        let request = Arc::new(job.request);
-        let deps: Arc<[Dependency]> = deps.into();
-        let client = self.clients.get(job.provider).cloned();
+        let provider = job.provider;
+        let payload = Payload::new(job, deps);
+        let client = self.clients.get(provider).cloned();
         let mut attempt = 0;
         // When this node's current run of 429s began.
         let mut refused_since: Option<Instant> = None;
@@ -117,22 +142,26 @@ impl Shared {
             attempt += 1;
             Counters::bump(&self.counters.attempts);
             let sent = Instant::now();
-            let outcome = match &job.work {
-                Some(work) => {
+            let outcome = match &payload {
+                Payload::Work {
+                    work,
+                    request,
+                    dependencies,
+                } => {
                     let context = WorkContext {
                         node: id,
-                        provider: job.provider,
+                        provider,
                         attempt,
                         request: request.clone(),
                         clients: self.clients.clone(),
-                        dependencies: deps.clone(),
+                        dependencies: dependencies.clone(),
                     };
                     self.bounded(AssertUnwindSafe(work(context)).catch_unwind())
                         .await
                 }
-                None => {
+                Payload::Send(job) => {
                     self.bounded(
-                        AssertUnwindSafe(send(client.as_deref(), job.provider, &request))
+                        AssertUnwindSafe(send(client.as_deref(), provider, &job.request))
                             .catch_unwind(),
                     )
                     .await

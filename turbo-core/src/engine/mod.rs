@@ -402,6 +402,9 @@ struct Finished {
 struct FinishedQueue {
     runs: Vec<Finished>,
     recording: bool,
+    /// The recorder's emptied buffers, kept for its next recording.
+    spare_runs: Vec<Finished>,
+    spare_slots: Vec<Slot>,
 }
 
 /// Rounds one task records before handing the rest to a fresh task, so a
@@ -430,7 +433,9 @@ struct State {
     launching: Vec<u64>,
     /// Nodes ever queued: the tie-breaking order of ranks.
     enqueued: u32,
-    lane_cache: HashMap<(Provider, Arc<str>), u32>,
+    /// Lane index by provider, then model: looked up with the request's
+    /// `&str` on every push, without making a key.
+    lane_cache: HashMap<Provider, HashMap<Box<str>, u32>>,
     accepting: bool,
     completions: Option<mpsc::UnboundedSender<Completion>>,
 }

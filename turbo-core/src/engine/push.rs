@@ -156,7 +156,11 @@ impl Shared {
         provider: Provider,
         model: &str,
     ) -> u32 {
-        if let Some(index) = state.lane_cache.get(&(provider, Arc::from(model))) {
+        if let Some(index) = state
+            .lane_cache
+            .get(&provider)
+            .and_then(|models| models.get(model))
+        {
             return *index;
         }
         let budget = self.limiter.lane(provider.name(), Some(model));
@@ -230,7 +234,11 @@ impl Shared {
                 index
             }
         };
-        state.lane_cache.insert((provider, Arc::from(model)), index);
+        state
+            .lane_cache
+            .entry(provider)
+            .or_default()
+            .insert(model.into(), index);
         index
     }
 

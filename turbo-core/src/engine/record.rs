@@ -100,18 +100,28 @@ impl Shared {
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
-        let mut delivered = true;
-        if let Some(stream) = &state.completions {
-            delivered = stream
-                .send(Completion {
+        // Without retention, a node nothing unfinished depends on is released
+        // below as soon as its result is delivered: the stream gets the
+        // result itself, and the entry never stores it.
+        let kept = self.retain_results || entry.live_dependents > 0;
+        let (delivered, result) = match &state.completions {
+            Some(stream) if kept => {
+                let completion = Completion {
                     id,
                     result: result.clone(),
-                })
-                .is_ok();
-        }
+                };
+                (stream.send(completion).is_ok(), Some(result))
+            }
+            Some(stream) => match stream.send(Completion { id, result }) {
+                Ok(()) => (true, None),
+                // Nobody listens any more: keep it (as before) for `result`.
+                Err(returned) => (false, Some(returned.0.result)),
+            },
+            None => (true, kept.then_some(result)),
+        };
         let deps = entry.take_deps();
         entry.delivered = delivered;
-        entry.result = Some(Box::new(result));
+        entry.result = result.map(Box::new);
         if !self.retain_results {
             for dep in deps.iter() {
                 if let Some(dep_entry) = state.nodes.get_mut(dep) {
@@ -164,13 +174,22 @@ impl Shared {
 
     /// The recorder's loop; see [`Shared::record`].
     pub(super) fn record_queued(self: &Arc<Self>) {
+        // The recorder's two buffers live in the queue between recordings,
+        // so a steady stream of results reuses them instead of growing fresh
+        // ones each time (taken on the first round, put back on the last).
         let mut batch = Vec::new();
         let mut slots = Vec::new();
-        for _ in 0..RECORD_ROUNDS {
+        for round in 0..RECORD_ROUNDS {
             {
                 let mut queue = self.finished.lock();
+                if round == 0 {
+                    batch = std::mem::take(&mut queue.spare_runs);
+                    slots = std::mem::take(&mut queue.spare_slots);
+                }
                 if queue.runs.is_empty() {
                     queue.recording = false;
+                    queue.spare_runs = batch;
+                    queue.spare_slots = slots;
                     return;
                 }
                 std::mem::swap(&mut batch, &mut queue.runs);
