@@ -207,11 +207,14 @@ impl FastBpe {
     }
 }
 
-/// Splits text into the pieces tiktoken would.
+/// Splits text into the pieces tiktoken would: ASCII text by hand ([`crate::ascii`]), any
+/// other by the lazy DFA.
 struct Pretokenizer {
     dfa: DFA,
     /// Which thread-local cache slot belongs to this regex.
     slot: usize,
+    /// The pattern written out for ASCII text.
+    ascii_piece_end: fn(&[u8], usize) -> usize,
 }
 
 thread_local! {
@@ -229,14 +232,31 @@ impl Pretokenizer {
             .configure(config)
             .build(pattern)
             .map_err(|error| LoadError::Pattern(Arc::new(error)))?;
-        let slot = match encoding {
-            Encoding::Cl100kBase => 0,
-            Encoding::O200kBase => 1,
+        let (slot, ascii_piece_end): (usize, fn(&[u8], usize) -> usize) = match encoding {
+            Encoding::Cl100kBase => (0, crate::ascii::cl100k_piece_end),
+            Encoding::O200kBase => (1, crate::ascii::o200k_piece_end),
         };
-        Ok(Pretokenizer { dfa, slot })
+        Ok(Pretokenizer {
+            dfa,
+            slot,
+            ascii_piece_end,
+        })
     }
 
     fn for_each_piece(&self, text: &str, mut piece: impl FnMut(&[u8])) {
+        if !text.is_ascii() {
+            return self.for_each_piece_by_dfa(text, piece);
+        }
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = (self.ascii_piece_end)(bytes, start);
+            piece(&bytes[start..end]);
+            start = end;
+        }
+    }
+
+    fn for_each_piece_by_dfa(&self, text: &str, mut piece: impl FnMut(&[u8])) {
         let mut run = |cache: &mut Cache| {
             let mut start = 0;
             while start < text.len() {
@@ -404,6 +424,64 @@ mod tests {
                 fast.count_small::<SMALL_PIECE>(&piece),
                 fast.count_large(&piece)
             );
+        }
+    }
+
+    fn pieces(encoding: Encoding, text: &str, by_dfa: bool) -> Vec<Vec<u8>> {
+        let pretokenizer = &fast(encoding).pretokenizer;
+        let mut pieces = Vec::new();
+        let push = |piece: &[u8]| pieces.push(piece.to_vec());
+        if by_dfa {
+            pretokenizer.for_each_piece_by_dfa(text, push);
+        } else {
+            pretokenizer.for_each_piece(text, push);
+        }
+        pieces
+    }
+
+    #[test]
+    fn ascii_pieces_match_the_dfa_on_every_alternative() {
+        for text in [
+            "Summarise item 42 in one line.",
+            "don't WON'T Can'T 'S 'll 'LL 'Re 've 'm 'd 'x",
+            "ABCdef abcDEF A a 1234567 12a3",
+            "  word\t\tword \t!  !!x !!\n/\n/ x",
+            "a \n  \r\n\r\n  z  ",
+            "end with newline and spaces\n  ",
+            "\x00\x1b[0m\x7f\x0b\x0c\x1c",
+            "'",
+            " ",
+            "path/to//file/\n/",
+        ] {
+            for encoding in Encoding::ALL {
+                assert_eq!(
+                    pieces(encoding, text, false),
+                    pieces(encoding, text, true),
+                    "{encoding} {text:?}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+        #[test]
+        fn ascii_splitting_agrees_with_the_dfa(
+            text in proptest::collection::vec(
+                proptest::sample::select(
+                    b"  \t\n\r\x0b\x0c\x00\x1f\x7faAzZsStTdDmMlLrReEvVqQ09'/.!-_#".to_vec(),
+                ),
+                0..40,
+            ),
+        ) {
+            let text = String::from_utf8(text).unwrap();
+            for encoding in Encoding::ALL {
+                proptest::prop_assert_eq!(
+                    pieces(encoding, &text, false),
+                    pieces(encoding, &text, true),
+                    "{} {:?}", encoding, text
+                );
+            }
         }
     }
 

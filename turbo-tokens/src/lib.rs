@@ -47,6 +47,7 @@
 //! call once a thread is warm.
 #![warn(missing_docs)]
 
+mod ascii;
 mod bpe;
 mod counter;
 mod encoding;
