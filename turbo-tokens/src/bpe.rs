@@ -214,8 +214,11 @@ struct Pretokenizer {
     /// Which thread-local cache slot belongs to this regex.
     slot: usize,
     /// The pattern written out for ASCII text.
-    ascii_piece_end: fn(&[u8], usize) -> usize,
+    ascii_piece_end: PieceEnd,
 }
+
+/// Where the piece of a text that starts at an offset ends.
+type PieceEnd = fn(&[u8], usize) -> usize;
 
 thread_local! {
     /// One lazy-DFA cache per encoding and thread: counting allocates nothing once a thread
@@ -232,7 +235,7 @@ impl Pretokenizer {
             .configure(config)
             .build(pattern)
             .map_err(|error| LoadError::Pattern(Arc::new(error)))?;
-        let (slot, ascii_piece_end): (usize, fn(&[u8], usize) -> usize) = match encoding {
+        let (slot, ascii_piece_end): (usize, PieceEnd) = match encoding {
             Encoding::Cl100kBase => (0, crate::ascii::cl100k_piece_end),
             Encoding::O200kBase => (1, crate::ascii::o200k_piece_end),
         };
