@@ -48,7 +48,7 @@ impl TurboRun {
                 queues: Vec::new(),
                 launching: Vec::new(),
                 enqueued: 0,
-                lane_cache: HashMap::new(),
+                lane_cache: Vec::new(),
                 accepting: true,
                 completions: None,
             }),

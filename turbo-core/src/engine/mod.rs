@@ -433,9 +433,9 @@ struct State {
     launching: Vec<u64>,
     /// Nodes ever queued: the tie-breaking order of ranks.
     enqueued: u32,
-    /// Lane index by provider, then model: looked up with the request's
-    /// `&str` on every push, without making a key.
-    lane_cache: HashMap<Provider, HashMap<Box<str>, u32>>,
+    /// Lane index by provider (a short list), then model: looked up with the
+    /// request's `&str` on every push, without making a key.
+    lane_cache: Vec<(Provider, HashMap<Box<str>, u32>)>,
     accepting: bool,
     completions: Option<mpsc::UnboundedSender<Completion>>,
 }

@@ -158,8 +158,9 @@ impl Shared {
     ) -> u32 {
         if let Some(index) = state
             .lane_cache
-            .get(&provider)
-            .and_then(|models| models.get(model))
+            .iter()
+            .find(|(held, _)| *held == provider)
+            .and_then(|(_, models)| models.get(model))
         {
             return *index;
         }
@@ -234,11 +235,18 @@ impl Shared {
                 index
             }
         };
-        state
+        let at = match state
             .lane_cache
-            .entry(provider)
-            .or_default()
-            .insert(model.into(), index);
+            .iter()
+            .position(|(held, _)| *held == provider)
+        {
+            Some(at) => at,
+            None => {
+                state.lane_cache.push((provider, HashMap::new()));
+                state.lane_cache.len() - 1
+            }
+        };
+        state.lane_cache[at].1.insert(model.into(), index);
         index
     }
 
