@@ -29,9 +29,11 @@
 //! `LaneRuntime` owns its counters (atomics; `sending` and `room_waiters`
 //! with the `room` notify are `room.rs`'s) and three small mutexes, `storm`
 //! (its 429 run), `store_outage` and `adaptive` (its latency-driven bound).
-//! Lock order: `finished` and `state` are never held together (the recorder
-//! swaps the queue out first); `storm`, `store_outage` and `adaptive` are
-//! leaves, taken alone. No lock is held across an await, and
+//! Lock order: `state`, then `finished`: the recorder takes `finished`
+//! briefly inside `state` to swap the queue out, and nothing takes `state`
+//! while holding `finished` (an ending run only adds itself to it). The
+//! recorder takes `state` with `try_lock` and yields when it is busy.
+//! `storm`, `store_outage` and `adaptive` are leaves, taken alone. No lock is held across an await, and
 //! nothing slow (I/O, token counting) happens under `state`.
 //!
 //! A node takes its budget first, then a worker slot: the dispatcher never
