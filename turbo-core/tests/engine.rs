@@ -789,6 +789,43 @@ async fn push_batch_takes_dependencies_within_the_batch_and_reports_each_error()
     engine.shutdown().await;
 }
 
+/// A big batch goes in a few hundred nodes per lock, so its first nodes run
+/// (and, at zero latency, end) while the rest go in. Without result
+/// retention an ended node is released once nothing pushed depends on it:
+/// the batch holds every dependency it names until it is all in, so a node
+/// at its end still gets the answer of one at its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_batch_keeps_the_dependencies_it_names_until_it_is_all_in() {
+    let engine = TurboRun::builder()
+        .groq(Arc::new(SimulatedProvider::instant(ProviderKind::Groq)))
+        .limits(Provider::Groq, Limits::unlimited())
+        .concurrency(Concurrency::fixed(64))
+        .retain_results(false)
+        .build()
+        .unwrap();
+    for round in 0..5 {
+        let first = WorkNode::for_groq(request(&format!("first of round {round}")));
+        let first_id = first.id();
+        let mut batch = vec![(first, vec![])];
+        for i in 0..5_000 {
+            batch.push((WorkNode::for_groq(request(&format!("filler {i}"))), vec![]));
+        }
+        let last = WorkNode::for_groq(request("needs the first"));
+        let last_id = last.id();
+        batch.push((last, vec![first_id]));
+        let results = engine.push_batch(batch);
+        assert!(
+            results.iter().all(Result::is_ok),
+            "round {round}: {:?}",
+            results.last()
+        );
+        assert!(engine.wait_for(last_id).await.is_ok(), "round {round}");
+        // Held only for the batch: released once its dependent ended.
+        assert!(!engine.forget(first_id), "round {round}: released already");
+    }
+    engine.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn lane_stats_give_the_mean_latency_beside_the_recent_one() {
     // One at a time: an answer of 900 ms, then seven of 100 ms.
