@@ -4,7 +4,7 @@
 //! take. `cargo xtask bench` runs it; run it alone with
 //!
 //! ```text
-//! cargo run --release -p turbo-core --example engine_overhead -- [--json] [--nodes N] [--rounds R] [--no-memory]
+//! cargo run --release -p turbo-core --example engine_overhead -- [--json] [--nodes N] [--rounds R] [--no-memory] [--only independent|layered]
 //! ```
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -189,8 +189,19 @@ fn main() {
     };
     // Warm the token encoders so their one-off load is not counted.
     on_runtime(false, 1_000, 0);
-    let independent = on_runtime(false, nodes, rounds);
-    let layered = on_runtime(true, nodes, rounds);
+    // `--only independent|layered` measures one shape (for profiling); the
+    // other reads as no rounds.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    let shape = |layered: bool, name: &str| match only {
+        Some(only) if only != name => on_runtime(layered, 1_000, 0),
+        _ => on_runtime(layered, nodes, rounds),
+    };
+    let independent = shape(false, "independent");
+    let layered = shape(true, "layered");
     // Memory in a fresh process, so the throughput runs do not count.
     let skip_memory = args.iter().any(|a| a == "--no-memory");
     let memory = if skip_memory {

@@ -48,6 +48,7 @@ impl TurboRun {
                 queues: Vec::new(),
                 launching: Vec::new(),
                 enqueued: 0,
+                epoch: 0,
                 lane_cache: Vec::new(),
                 accepting: true,
                 completions: None,

@@ -299,11 +299,6 @@ impl NodeEntry {
         self.links.as_ref()?.key.as_ref()
     }
 
-    /// The node's distinct dependencies, until they are taken.
-    fn deps(&self) -> &[NodeId] {
-        self.links.as_ref().map_or(&[], |links| &links.deps)
-    }
-
     /// Takes the node's dependencies (once it has ended), freeing its links
     /// if it has no key to keep.
     fn take_deps(&mut self) -> Box<[NodeId]> {
@@ -435,6 +430,11 @@ struct State {
     launching: Vec<u64>,
     /// Nodes ever queued: the tie-breaking order of ranks.
     enqueued: u32,
+    /// The readiness epoch (`Rank::epoch`) nodes queued now get: read from
+    /// the clock once per lock by the pusher and the recorder
+    /// (`Shared::read_epoch`), not once per node (a stale value only ranks a
+    /// node as ready a little earlier).
+    epoch: u32,
     /// Lane index by provider (a short list), then model: looked up with the
     /// request's `&str` on every push, without making a key.
     lane_cache: Vec<(Provider, HashMap<Box<str>, u32>)>,

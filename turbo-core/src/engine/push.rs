@@ -60,6 +60,7 @@ impl Shared {
         // Counting tokens is the costly part: done before taking the lock.
         let estimate = self.estimate(&node);
         let mut state = self.state.lock();
+        self.read_epoch(&mut state);
         self.push_locked(&mut state, node, deps, estimate)
     }
 
@@ -96,6 +97,7 @@ impl Shared {
                     .map(|(node, _)| self.estimate(node)),
             );
             let mut state = self.state.lock();
+            self.read_epoch(&mut state);
             if std::mem::take(&mut first) {
                 held.extend(named.iter().filter(|id| hold(&mut state, id)));
             }
@@ -314,9 +316,14 @@ impl Shared {
         index
     }
 
+    /// Sets the readiness epoch of the nodes queued under this lock.
+    pub(super) fn read_epoch(&self, state: &mut State) {
+        state.epoch = (self.started.elapsed().as_nanos() / EPOCH.as_nanos()) as u32;
+    }
+
     /// Puts a ready node in its lane's queue.
     pub(super) fn enqueue(&self, state: &mut State, id: NodeId) {
-        let epoch = (self.started.elapsed().as_nanos() / EPOCH.as_nanos()) as u32;
+        let epoch = state.epoch;
         state.enqueued = state.enqueued.wrapping_add(1);
         let order = Reverse(state.enqueued);
         let Some(entry) = state.nodes.get_mut(&id) else {

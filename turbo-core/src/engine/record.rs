@@ -207,6 +207,7 @@ impl Shared {
             let Some(mut state) = self.state.try_lock() else {
                 break;
             };
+            self.read_epoch(&mut state);
             let (batch, slots) = {
                 let mut queue = self.finished.lock();
                 let (batch, slots) = buffers.get_or_insert_with(|| {
