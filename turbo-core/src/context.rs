@@ -1,5 +1,6 @@
 //! What a custom work function gets to work with.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use turbo_providers::{ApiRequest, ChatClient};
@@ -7,31 +8,19 @@ use turbo_providers::{ApiRequest, ChatClient};
 use crate::node::{NodeId, Provider};
 use crate::result::{NodeOutput, RunResult};
 
-/// The clients an engine holds, one per provider: a short list, searched on
-/// every attempt (comparing a few names costs less than hashing one).
+/// The clients an engine holds, one per provider.
 #[derive(Clone, Default)]
 pub(crate) struct Clients {
-    by_provider: Vec<(Provider, Arc<dyn ChatClient>)>,
+    by_provider: HashMap<Provider, Arc<dyn ChatClient>>,
 }
 
 impl Clients {
     pub(crate) fn get(&self, provider: Provider) -> Option<&Arc<dyn ChatClient>> {
-        self.by_provider
-            .iter()
-            .find(|(held, _)| *held == provider)
-            .map(|(_, client)| client)
+        self.by_provider.get(&provider)
     }
 
-    /// Registers `client` for `provider`, replacing the one it had.
     pub(crate) fn set(&mut self, provider: Provider, client: Arc<dyn ChatClient>) {
-        match self
-            .by_provider
-            .iter_mut()
-            .find(|(held, _)| *held == provider)
-        {
-            Some((_, held)) => *held = client,
-            None => self.by_provider.push((provider, client)),
-        }
+        self.by_provider.insert(provider, client);
     }
 }
 
