@@ -789,11 +789,10 @@ async fn push_batch_takes_dependencies_within_the_batch_and_reports_each_error()
     engine.shutdown().await;
 }
 
-/// A big batch goes in a few hundred nodes per lock, so its first nodes run
-/// (and, at zero latency, end) while the rest go in. Without result
-/// retention an ended node is released once nothing pushed depends on it:
-/// the batch holds every dependency it names until it is all in, so a node
-/// at its end still gets the answer of one at its start.
+/// Without result retention an ended node is released once nothing pushed
+/// depends on it. A batch pushes as one step: a node at its end still gets
+/// the answer of one at its start, however fast that one ends (on two
+/// workers at zero latency it ends while the batch is being counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_batch_keeps_the_dependencies_it_names_until_it_is_all_in() {
     let engine = TurboRun::builder()
