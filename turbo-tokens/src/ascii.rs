@@ -1,8 +1,8 @@
 //! The split patterns of cl100k_base and o200k_base, hand-written for ASCII text.
 //!
-//! Most requests are plain ASCII, and on them the lazy DFA of [`crate::bpe`] costs several
-//! times the rest of a count: a 33-byte prompt took about 1,800 instructions to split (callgrind). On
-//! ASCII the patterns' Unicode classes reduce to byte tests (`\p{L}` is `[A-Za-z]`, `\p{Lu}`
+//! Most requests are plain ASCII, and on them the lazy DFA of [`crate::bpe`] cost more than
+//! the rest of a count: a 33-byte prompt took about 1,800 instructions to split (callgrind).
+//! On ASCII the patterns' Unicode classes reduce to byte tests (`\p{L}` is `[A-Za-z]`, `\p{Lu}`
 //! `[A-Z]`, `\p{Ll}` `[a-z]`, `\p{N}` `[0-9]`, `\s` is tab, line feed, vertical tab, form
 //! feed, carriage return and space; `\p{Lt}`, `\p{Lm}`, `\p{Lo}` and `\p{M}` are empty), and
 //! each alternative, tried in order as a backtracking engine would, becomes a few scans.
