@@ -52,9 +52,9 @@ fn contraction(text: &[u8], at: usize) -> usize {
 }
 
 /// A whitespace run from `start` (which is whitespace) to `end`: the piece the pattern's
-/// whitespace alternatives take when no earlier one matched. `through_newlines` is
-/// o200k's `\s*[\r\n]+` (the run up to its last line break, which then extends over the
-/// breaks after it); cl100k's `\s*[\r\n]` ends at the same place.
+/// whitespace alternatives take when no earlier one matched. A run holding a line break
+/// ends after its last one (o200k's `\s*[\r\n]+` and cl100k's `\s*[\r\n]` end at the same
+/// place); otherwise the look-ahead rule below applies.
 fn whitespace_piece(text: &[u8], start: usize, end: usize) -> usize {
     if let Some(last) = text[start..end].iter().rposition(|&byte| is_newline(byte)) {
         return start + last + 1;
