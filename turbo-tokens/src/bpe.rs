@@ -246,27 +246,21 @@ impl Pretokenizer {
         })
     }
 
-    fn for_each_piece(&self, text: &str, mut piece: impl FnMut(&[u8])) {
+    fn for_each_piece(&self, text: &str, piece: impl FnMut(&[u8])) {
         if !text.is_ascii() {
             return self.for_each_piece_by_dfa(text, piece);
         }
         let bytes = text.as_bytes();
-        let mut start = 0;
-        while start < bytes.len() {
-            let end = (self.ascii_piece_end)(bytes, start);
-            piece(&bytes[start..end]);
-            start = end;
-        }
+        split(bytes, |start| (self.ascii_piece_end)(bytes, start), piece);
     }
 
     fn for_each_piece_by_dfa(&self, text: &str, mut piece: impl FnMut(&[u8])) {
         let mut run = |cache: &mut Cache| {
-            let mut start = 0;
-            while start < text.len() {
-                let end = self.next_piece_end(cache, text, start);
-                piece(&text.as_bytes()[start..end]);
-                start = end;
-            }
+            split(
+                text.as_bytes(),
+                |start| self.next_piece_end(cache, text, start),
+                &mut piece,
+            );
         };
         let reused = CACHES.with(|caches| match caches.try_borrow_mut() {
             Ok(mut caches) => {
@@ -305,6 +299,17 @@ impl Pretokenizer {
             }
             _ => end,
         }
+    }
+}
+
+/// Hands `piece` each piece of `text`, in order; `piece_end` says where the piece that
+/// starts at an offset ends.
+fn split(text: &[u8], mut piece_end: impl FnMut(usize) -> usize, mut piece: impl FnMut(&[u8])) {
+    let mut start = 0;
+    while start < text.len() {
+        let end = piece_end(start);
+        piece(&text[start..end]);
+        start = end;
     }
 }
 
