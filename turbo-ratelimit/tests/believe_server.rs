@@ -555,12 +555,13 @@ fn a_chained_neighbour_beside_a_short_job() {
 /// The opening's stragglers: a client that sends one request at a time
 /// (1-3 ms each: a burst of ~300 reaches the server over 0.3-0.9 s, as on
 /// the bench's busy 2-core machine) has requests reserved before its first
-/// sample's anchor counted after it, and on these seeds that sample reads
-/// 0.95 or more against a server counting 10 % fewer (1 or more, clamped to
-/// 1, at 3 ms). The first sample's ratio is provisional: the next full
-/// sample replaces it. Before, the ratio fell by a fifth of the difference
-/// per quarter of the limit and was still 0.94-0.95 at the end of the 45 s
-/// job (the bench: 0.78 of the limit in one run).
+/// sample's anchor counted after it. Such an anchor is not calm while the
+/// burst's sends may be under way (`SEND_SPREAD_NS`), so the first sample
+/// reads the server's 0.9. (Before, on these seeds it read 0.95 or more,
+/// 1 or more at 3 ms, and only a provisional first ratio, replaced by the
+/// next full sample, brought it to 0.9 by 15 s; earlier still, the ratio
+/// fell by a fifth of the difference per quarter of the limit and was
+/// 0.94-0.95 at the end of the 45 s job: 0.78 of the limit in the bench.)
 #[test]
 fn a_first_sample_read_high_by_the_openings_stragglers_is_replaced() {
     for (send_ms, seed) in [(3, 4), (3, 16), (3, 17), (1, 17), (1, 18)] {
@@ -570,20 +571,50 @@ fn a_first_sample_read_high_by_the_openings_stragglers_is_replaced() {
         let ratios = &reports[0].ratios;
         let first = ratios.iter().find(|(_, _, known)| *known);
         assert!(
-            first.is_some_and(|(_, ratio, _)| *ratio >= 950_000),
-            "seed {seed}: test premise, the first sample reads 0.95 or more: {ratios:?}"
-        );
-        let settled = ratios
-            .iter()
-            .find(|(_, ratio, known)| *known && (880_000..=920_000).contains(ratio));
-        assert!(
-            settled.is_some_and(|(at, _, _)| *at <= 15 * S),
-            "seed {seed}: the ratio is not 0.9 by 15 s: {ratios:?}"
+            first
+                .is_some_and(|(at, ratio, _)| *at <= 10 * S && (880_000..=920_000).contains(ratio)),
+            "seed {seed}: the first ratio learned is not 0.9 by 10 s: {ratios:?}"
         );
         let last = ratios.last().map(|(_, ratio, _)| *ratio);
         assert!(
             last.is_some_and(|ratio| (880_000..=920_000).contains(&ratio)),
             "seed {seed}: {ratios:?}"
+        );
+    }
+}
+
+/// A client that sends concurrently (`sending_concurrently`: ~300 requests
+/// of the opening's burst reach the server in any order over 0.6-0.9 s, as
+/// the engine's many connections do on the bench's busy machine) has paced
+/// requests reserved just after the burst overtake part of it. Read as a
+/// calm count (its neighbours' reservations were far apart), such a
+/// request's count missed a few dozen of the burst's requests, the first
+/// charge ratio read up to 2 and the lane gave back only half of what the
+/// opening had withheld (the bench: limits-told-half 0.90, learned-minus-10
+/// 0.81 in 2 of 6 runs).
+#[test]
+fn the_openings_burst_sent_concurrently_does_not_misread_the_first_ratio() {
+    for send_us in [2_000, 3_000] {
+        let cost = Duration::from_micros(send_us);
+        check(
+            &format!("short job, told 1/2, concurrent sends at {send_us} us"),
+            |seed| {
+                let mut s = short_job(ServerSpec::default(), false, seed);
+                s.clients[0] = s.clients[0]
+                    .told(RPM / 2, TPM / 2)
+                    .sending_concurrently(cost);
+                s
+            },
+            &WRONG,
+        );
+        check(
+            &format!("short job, learned, server counts -10 %, concurrent sends at {send_us} us"),
+            |seed| {
+                let mut s = short_learning_job(factor(9, 10), seed);
+                s.clients[0] = s.clients[0].sending_concurrently(cost);
+                s
+            },
+            &WRONG,
         );
     }
 }

@@ -70,6 +70,7 @@ impl LaneBuckets {
             nanos(to.saturating_sub(from)) >= CALM_SPACING_NS.saturating_mul(requests)
         };
         let calm = in_order
+            && grant.at >= self.burst_until
             && previous.is_none_or(|prev| {
                 spaced(
                     prev.at,
@@ -278,6 +279,7 @@ impl LaneBuckets {
         // The server's count against what we reserved since the last one
         // teaches the charge ratio (module docs, "The server counts its own
         // way"); the first ratio learned may give back the cautious charges.
+        let anchor = b.anchor;
         let first = if tokens && in_order && continuous {
             observe_ratio(&mut b, answer, calm, obs.window)
         } else if tokens && in_order && !b.ratio_known {
@@ -404,6 +406,17 @@ impl LaneBuckets {
                 .saturating_add(scaled(overcharged, obs.window));
             level = level.max(share.min(most).min(cap));
             withheld = 0;
+            tracing::debug!(
+                ?anchor,
+                ?answer,
+                seen,
+                ratio = b.ratio,
+                server = whole_units(server, obs.window),
+                share = whole_units(share, obs.window),
+                most = whole_units(most, obs.window),
+                level = whole_units(level, obs.window),
+                "first charge ratio learned"
+            );
         }
         // The correction moved the level: later divergences move with it.
         let moved = level - local;

@@ -9,7 +9,7 @@ use crate::store::{AcquireOutcome, AcquireRequest, Adjustment, BucketSnapshot, G
 
 use super::bucket::Bucket;
 use super::estimate::*;
-use super::ratio::{RATIO_ONE, charged};
+use super::ratio::{RATIO_ONE, SEND_SPREAD_NS, charged};
 use super::units::*;
 
 /// Whether reservation `a` was made after reservation `b` on the same lane
@@ -33,6 +33,13 @@ pub struct LaneBuckets {
     /// The newest reservation that any feedback has been about: the server
     /// has handled it (module docs, step 2).
     pub(super) newest_observed: Option<Grant>,
+    /// When the sends of everything reserved so far are done, taken one
+    /// after another at [`SEND_SPREAD_NS`] a request.
+    pub(super) sends_until: Duration,
+    /// Where the last backlog of sends ended: a request reserved before it
+    /// may have reached the server after requests reserved later, so its
+    /// count is not calm.
+    pub(super) burst_until: Duration,
 }
 
 impl LaneBuckets {
@@ -61,6 +68,8 @@ impl LaneBuckets {
             requests_total: 0,
             tokens_total: 0,
             newest_observed: None,
+            sends_until: Duration::ZERO,
+            burst_until: Duration::ZERO,
         }
     }
 
@@ -142,6 +151,15 @@ impl LaneBuckets {
         }
         self.requests_total = self.requests_total.saturating_add(request.requests);
         self.tokens_total = self.tokens_total.saturating_add(request.tokens);
+        // A reservation that joins sends still under way (or is several at
+        // once) starts or extends a burst: answers about requests reserved
+        // before its sends have drained are not calm ([`SEND_SPREAD_NS`]).
+        let spread = Duration::from_nanos(SEND_SPREAD_NS.saturating_mul(request.requests));
+        let queued = self.sends_until > now || request.requests > 1;
+        self.sends_until = self.sends_until.max(now).saturating_add(spread);
+        if queued {
+            self.burst_until = self.sends_until;
+        }
         AcquireOutcome::Reserved(Grant {
             at: now,
             requests_total: self.requests_total,

@@ -296,7 +296,10 @@
 //! * both counts are *calm* ([`CALM_SPACING_NS`]: reservations around the
 //!   request at least 100 ms apart on average, so nothing overtook it or
 //!   was overtaken on the way; inside a burst the server handles requests
-//!   in any order and a count is off by up to the burst);
+//!   in any order and a count is off by up to the burst), and the request
+//!   was reserved after the last burst's sends had drained
+//!   ([`SEND_SPREAD_NS`] a request: a paced request reserved just after the
+//!   opening's burst overtakes part of it, and its count misses them);
 //! * the server's bucket cannot have been full in between
 //!   (`remaining_A + L·(t_B − t_A) ≤ C`: a full bucket wastes refill by an
 //!   unknown amount; the opening's anchor on a fresh key is such a case, and

@@ -36,6 +36,8 @@
 --   t        last update, us      p      paused until, us (0 = never)
 --   rt, tt   requests / tokens reserved since the lane was created
 --   na, nr, nt   newest reservation any feedback was about (at, rt, tt)
+--   sq, bu   when the sends reserved so far are done, and where the last
+--            backlog of sends ended, us (absent: 0; see acquire)
 --   per axis i (1 rpm, 2 tpm, 3 rpd, 4 tpd), present only when limited:
 --   l<i> limit   v<i> level (scaled)   f<i> foreign rate (units/window)
 --   a<i>, r<i>   sync point: reservation instant (us) and residual (scaled)
@@ -61,6 +63,7 @@ local CAUTION_FRACTION = 4
 local BURST_PACE = 8
 local LOWER_DEADBAND = 20
 local CALM_SPACING_NS = 100000000
+local SEND_SPREAD_US = 5000
 
 local function num(s)
   return tonumber(s) or 0
@@ -364,7 +367,7 @@ end
 local function load(now)
   local raw = redis.call('HGETALL', key)
   if #raw == 0 then
-    local st = {t = now, p = 0, rt = 0, tt = 0, b = {}}
+    local st = {t = now, p = 0, rt = 0, tt = 0, sq = 0, bu = 0, b = {}}
     for i = 1, 4 do
       local limit = num(ARGV[3 + i])
       if limit > 0 then st.b[i] = new_bucket(limit, i) end
@@ -379,7 +382,7 @@ local function load(now)
   if h.s ~= SCHEMA and h.s ~= '2' and h.s ~= '3' then
     return redis.error_reply('turbo-ratelimit: ' .. key .. ' has schema ' .. tostring(h.s) .. ', expected ' .. SCHEMA)
   end
-  local st = {t = num(h.t), p = num(h.p), rt = num(h.rt), tt = num(h.tt), b = {}}
+  local st = {t = num(h.t), p = num(h.p), rt = num(h.rt), tt = num(h.tt), sq = num(h.sq), bu = num(h.bu), b = {}}
   if h.na then st.newest = {at = num(h.na), rt = num(h.nr), tt = num(h.nt)} end
   for i = 1, 4 do
     local l = h['l' .. i]
@@ -412,7 +415,7 @@ local function advance(st, now)
 end
 
 local function save(st)
-  local set = {'s', SCHEMA, 't', fmt(st.t), 'p', fmt(st.p), 'rt', fmt(st.rt), 'tt', fmt(st.tt)}
+  local set = {'s', SCHEMA, 't', fmt(st.t), 'p', fmt(st.p), 'rt', fmt(st.rt), 'tt', fmt(st.tt), 'sq', fmt(st.sq), 'bu', fmt(st.bu)}
   local del = {}
   if st.newest then
     for _, kv in ipairs({{'na', st.newest.at}, {'nr', st.newest.rt}, {'nt', st.newest.tt}}) do
@@ -542,6 +545,12 @@ local function acquire(st, now)
   end
   st.rt = st.rt + req[1]
   st.tt = st.tt + req[2]
+  -- A reservation that joins sends still under way (or is several at once)
+  -- starts or extends a burst: answers about requests reserved before its
+  -- end are not calm.
+  local queued = st.sq > now or req[1] > 1
+  st.sq = math.max(st.sq, now) + SEND_SPREAD_US * req[1]
+  if queued then st.bu = st.sq end
   return {'R', int(now), int(st.rt), int(st.tt)}
 end
 
@@ -821,6 +830,7 @@ local function correct(st, now)
     return math.max(0, to - from) * 1000 >= CALM_SPACING_NS * requests
   end
   local calm = in_order
+    and grant.at >= st.bu
     and (previous == nil or spaced(previous.at, grant.at, math.max(0, grant.rt - previous.rt)))
     and spaced(grant.at, now, math.max(0, st.rt - grant.rt))
   -- Every count this answer carried reports room (nil: no evidence).

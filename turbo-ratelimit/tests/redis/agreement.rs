@@ -82,7 +82,8 @@ fn observation_strategy(max: u64) -> impl Strategy<Value = Option<WindowObservat
     )
 }
 
-/// Random operations: advances of up to 20 s, acquisitions of up to
+/// Random operations: advances of up to 20 s, and of up to 20 ms (bursts
+/// of reservations, whose sends make answers not calm), acquisitions of up to
 /// `largest` tokens, charges and refunds of up to `adjust`, pauses,
 /// corrections from `requests` and `tokens` observations, and new `limits`.
 fn ops<L, R, T>(
@@ -99,6 +100,7 @@ where
 {
     prop_oneof![
         3 => (1u64..=20_000_000).prop_map(Op::Advance),
+        2 => (1u64..=20_000).prop_map(Op::Advance),
         4 => (0u64..=largest).prop_map(Op::Acquire),
         1 => (0u64..=3, 0u64..=adjust).prop_map(|(r, t)| Op::Charge(r, t)),
         1 => (0u64..=3, 0u64..=adjust).prop_map(|(r, t)| Op::Refund(r, t)),
@@ -320,6 +322,58 @@ fn the_script_agrees_with_the_memory_store_on_random_operations() {
         case_strategy(limits_strategy(), ops),
         0,
     );
+}
+
+/// A scripted case where the sends' backlog decides: a lane opening on
+/// 600 RPM / 90k TPM into a key that is nearly drained, a burst of 40
+/// reservations, one more 150 ms later
+/// (still behind the burst's sends, so its answer is not calm although its
+/// neighbours were reserved far apart), then paced requests whose calm
+/// answers complete the first charge-ratio sample. Where that sample
+/// starts moves the level the first ratio gives back, so a script that
+/// keeps the backlog otherwise (or not at all) disagrees here.
+#[test]
+fn the_script_agrees_on_a_burst_and_the_answers_behind_it() {
+    let server = redis_or_skip!("the_script_agrees_on_a_burst_and_the_answers_behind_it");
+    let limits = Limits::per_minute(
+        NonZeroU32::new(600).unwrap(),
+        NonZeroU64::new(90_000).unwrap(),
+    );
+    let said = |remaining: u64, limit: u64, reset_ms: u64| WindowObservation {
+        window: Window::Minute,
+        limit: Some(limit),
+        remaining: Some(remaining),
+        reset: Some(Duration::from_millis(reset_ms)),
+    };
+    let answer = |requests: u64, tokens: u64| Feedback {
+        requests: Some(said(requests, 600, 30_000)),
+        tokens: Some(said(tokens, 90_000, 50_000)),
+    };
+    let mut ops = vec![
+        Op::Acquire(250),
+        Op::Advance(500_000),
+        Op::Correct(0, answer(599, 10_250)),
+    ];
+    ops.extend((0..40).map(|_| Op::Acquire(250)));
+    ops.extend([
+        Op::Advance(150_000),
+        Op::Acquire(250),
+        Op::Advance(1_000_000),
+        Op::Correct(40, answer(564, 1_000)),
+        Op::Correct(41, answer(564, 975)),
+    ]);
+    // The server's counts as its bucket would hold them: every 210 ms it
+    // refills 315 tokens and 2.1 requests, and the lane spends 250 and 1.
+    for (k, i) in (42..70).enumerate() {
+        let k = k as u64 + 1;
+        ops.extend([
+            Op::Advance(200_000),
+            Op::Acquire(250),
+            Op::Advance(10_000),
+            Op::Correct(i, answer(564 + k * 11 / 10, 975 + 65 * k)),
+        ]);
+    }
+    agree(&server, "burst", 1, Just((limits, Start::Probe, ops)), 0);
 }
 
 /// Realistic limits: 500–30,000 RPM and 340k–9M TPM (Groq's to OpenAI's

@@ -78,6 +78,12 @@ pub struct Client {
     /// a busy machine) reaches the server over hundreds of milliseconds, so
     /// its last requests arrive after requests reserved later.
     pub send_cost: Duration,
+    /// Sends concurrently instead of one after another: a request goes out
+    /// at a uniformly drawn instant between its reservation and the end of
+    /// the backlog of sends it joins (`send_cost` each), as many concurrent
+    /// connection setups and writes finish in any order. A request reserved
+    /// just after a burst then overtakes part of it.
+    pub concurrent_sends: bool,
 }
 
 impl Client {
@@ -96,12 +102,21 @@ impl Client {
             probe: false,
             restart_at: None,
             send_cost: Duration::ZERO,
+            concurrent_sends: false,
         }
     }
 
     /// Sends one request at a time, each costing `cost` ([`Client::send_cost`]).
     pub const fn sending_at(mut self, cost: Duration) -> Self {
         self.send_cost = cost;
+        self
+    }
+
+    /// Sends concurrently, each send costing `cost` of a shared backlog
+    /// ([`Client::concurrent_sends`]).
+    pub const fn sending_concurrently(mut self, cost: Duration) -> Self {
+        self.send_cost = cost;
+        self.concurrent_sends = true;
         self
     }
 
@@ -530,7 +545,16 @@ pub fn run(s: &Scenario) -> Vec<ClientReport> {
                         AcquireOutcome::Reserved(grant) => {
                             c.ready -= 1;
                             c.sender_free = c.sender_free.max(now) + c.spec.send_cost;
-                            let at = c.sender_free + c.spec.uplink.draw(&mut rng);
+                            let sent = if c.spec.concurrent_sends {
+                                Delay {
+                                    min: now + c.spec.send_cost,
+                                    max: c.sender_free,
+                                }
+                                .draw(&mut rng)
+                            } else {
+                                c.sender_free
+                            };
+                            let at = sent + c.spec.uplink.draw(&mut rng);
                             q.push(
                                 at,
                                 Event::Arrive {
