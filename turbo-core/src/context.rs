@@ -1,6 +1,5 @@
 //! What a custom work function gets to work with.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use turbo_providers::{ApiRequest, ChatClient};
@@ -8,19 +7,31 @@ use turbo_providers::{ApiRequest, ChatClient};
 use crate::node::{NodeId, Provider};
 use crate::result::{NodeOutput, RunResult};
 
-/// The clients an engine holds, one per provider.
+/// The clients an engine holds, one per provider: a short list, searched on
+/// every attempt (comparing a few names costs less than hashing one).
 #[derive(Clone, Default)]
 pub(crate) struct Clients {
-    by_provider: HashMap<Provider, Arc<dyn ChatClient>>,
+    by_provider: Vec<(Provider, Arc<dyn ChatClient>)>,
 }
 
 impl Clients {
     pub(crate) fn get(&self, provider: Provider) -> Option<&Arc<dyn ChatClient>> {
-        self.by_provider.get(&provider)
+        self.by_provider
+            .iter()
+            .find(|(held, _)| *held == provider)
+            .map(|(_, client)| client)
     }
 
+    /// Registers `client` for `provider`, replacing the one it had.
     pub(crate) fn set(&mut self, provider: Provider, client: Arc<dyn ChatClient>) {
-        self.by_provider.insert(provider, client);
+        match self
+            .by_provider
+            .iter_mut()
+            .find(|(held, _)| *held == provider)
+        {
+            Some((_, held)) => *held = client,
+            None => self.by_provider.push((provider, client)),
+        }
     }
 }
 

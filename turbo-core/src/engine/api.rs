@@ -48,7 +48,8 @@ impl TurboRun {
                 queues: Vec::new(),
                 launching: Vec::new(),
                 enqueued: 0,
-                lane_cache: HashMap::new(),
+                epoch: 0,
+                lane_cache: Vec::new(),
                 accepting: true,
                 completions: None,
             }),
@@ -106,11 +107,14 @@ impl TurboRun {
         self.shared().push(node, dependencies)
     }
 
-    /// Pushes many nodes under one lock: the way to feed the engine
-    /// millions of nodes. Each entry is a node and its dependencies (which
-    /// may be nodes earlier in the same batch); each gets its own result, in
-    /// order, exactly as [`push_with_dependencies`](Self::push_with_dependencies)
-    /// would give it.
+    /// Pushes many nodes: the way to feed the engine millions of nodes.
+    /// Each entry is a node and its dependencies (which may be nodes earlier
+    /// in the same batch); each gets its own result, in order, exactly as
+    /// [`push_with_dependencies`](Self::push_with_dependencies) would give
+    /// it. The batch goes in a few hundred nodes per lock, so its first
+    /// nodes start while the rest go in, and every dependency it names is
+    /// kept for it until the whole batch is in (without result retention a
+    /// dependency that ends meanwhile is not released under a later node).
     pub fn push_batch<D: AsRef<[NodeId]>>(
         &self,
         nodes: Vec<(WorkNode, D)>,

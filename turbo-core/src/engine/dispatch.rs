@@ -306,26 +306,34 @@ impl Shared {
             };
             entry.status = Phase::Launching;
             let estimate = entry.estimate;
-            let dep_ids: Box<[NodeId]> = entry.deps().into();
+            // The answers of the dependencies go with the node only where
+            // something reads them: a work function, or `{{key}}`
+            // placeholders to fill. Either way each must still be there.
+            let wanted = job.work.is_some() || !job.fixed_estimate;
+            let dep_ids = entry.links.take();
             state.launching[lane] += 1;
-            let mut deps = Vec::with_capacity(dep_ids.len());
+            let mut deps = Vec::new();
             let mut released = None;
-            for dep in dep_ids.iter() {
+            for dep in dep_ids.as_ref().map_or(&[][..], |links| &links.deps) {
                 match state
                     .nodes
                     .get(dep)
                     .and_then(|e| Some((e, e.result.as_deref()?.as_ref().ok()?)))
                 {
-                    Some((dep_entry, output)) => deps.push(Dependency {
+                    Some((dep_entry, output)) if wanted => deps.push(Dependency {
                         id: *dep,
                         key: dep_entry.key().cloned(),
                         output: output.clone(),
                     }),
+                    Some(_) => {}
                     None => {
                         released = Some(*dep);
                         break;
                     }
                 }
+            }
+            if let Some(entry) = state.nodes.get_mut(&id) {
+                entry.links = dep_ids;
             }
             if let Some(dependency) = released {
                 // Push and forget refuse this; never send without the answer.

@@ -29,9 +29,11 @@
 //! `LaneRuntime` owns its counters (atomics; `sending` and `room_waiters`
 //! with the `room` notify are `room.rs`'s) and three small mutexes, `storm`
 //! (its 429 run), `store_outage` and `adaptive` (its latency-driven bound).
-//! Lock order: `finished` and `state` are never held together (the recorder
-//! swaps the queue out first); `storm`, `store_outage` and `adaptive` are
-//! leaves, taken alone. No lock is held across an await, and
+//! Lock order: `state`, then `finished`: the recorder takes `finished`
+//! briefly inside `state` to swap the queue out, and nothing takes `state`
+//! while holding `finished` (an ending run only adds itself to it). The
+//! recorder takes `state` with `try_lock` and yields when it is busy.
+//! `storm`, `store_outage` and `adaptive` are leaves, taken alone. No lock is held across an await, and
 //! nothing slow (I/O, token counting) happens under `state`.
 //!
 //! A node takes its budget first, then a worker slot: the dispatcher never
@@ -297,11 +299,6 @@ impl NodeEntry {
         self.links.as_ref()?.key.as_ref()
     }
 
-    /// The node's distinct dependencies, until they are taken.
-    fn deps(&self) -> &[NodeId] {
-        self.links.as_ref().map_or(&[], |links| &links.deps)
-    }
-
     /// Takes the node's dependencies (once it has ended), freeing its links
     /// if it has no key to keep.
     fn take_deps(&mut self) -> Box<[NodeId]> {
@@ -433,9 +430,14 @@ struct State {
     launching: Vec<u64>,
     /// Nodes ever queued: the tie-breaking order of ranks.
     enqueued: u32,
-    /// Lane index by provider, then model: looked up with the request's
-    /// `&str` on every push, without making a key.
-    lane_cache: HashMap<Provider, HashMap<Box<str>, u32>>,
+    /// The readiness epoch (`Rank::epoch`) nodes queued now get: read from
+    /// the clock once per lock by the pusher and the recorder
+    /// (`Shared::read_epoch`), not once per node (a stale value only ranks a
+    /// node as ready a little earlier).
+    epoch: u32,
+    /// Lane index by provider (a short list), then model: looked up with the
+    /// request's `&str` on every push, without making a key.
+    lane_cache: Vec<(Provider, HashMap<Box<str>, u32>)>,
     accepting: bool,
     completions: Option<mpsc::UnboundedSender<Completion>>,
 }

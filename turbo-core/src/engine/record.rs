@@ -1,8 +1,9 @@
 //! Recording: ended runs are recorded in batches by one task at a time;
 //! a node's end releases or skips its dependents and wakes its waiters.
 //!
-//! Lock order: `Shared::finished` is swapped out before `Shared::state` is
-//! taken; they are never held together.
+//! Lock order: `Shared::state`, then `Shared::finished` (the recorder swaps
+//! the queue out while it holds the state lock; an ending run takes
+//! `finished` alone).
 
 use super::*;
 
@@ -158,8 +159,9 @@ impl Shared {
     /// Records an ended run. Runs ending together do not queue on the state
     /// lock one by one: the first becomes the recorder and records every run
     /// that ends meanwhile, in batches under one lock; the others only add
-    /// themselves to the queue and return. No await happens while recording,
-    /// so aborting the recording task cannot strand a result.
+    /// themselves to the queue and return. No await happens while a batch is
+    /// recorded, so aborting the recording task cannot strand a result: runs
+    /// stay in the queue until the state lock is held.
     pub(super) fn record(self: &Arc<Self>, finished: Finished) {
         {
             let mut queue = self.finished.lock();
@@ -169,43 +171,80 @@ impl Shared {
             }
             queue.recording = true;
         }
-        self.record_queued();
+        if self.record_queued() == Recording::Unfinished {
+            self.record_later();
+        }
     }
 
-    /// The recorder's loop; see [`Shared::record`].
-    pub(super) fn record_queued(self: &Arc<Self>) {
-        // The recorder's two buffers live in the queue between recordings,
-        // so a steady stream of results reuses them instead of growing fresh
-        // ones each time (taken on the first round, put back on the last).
-        let mut batch = Vec::new();
-        let mut slots = Vec::new();
-        for round in 0..RECORD_ROUNDS {
-            {
-                let mut queue = self.finished.lock();
-                if round == 0 {
-                    batch = std::mem::take(&mut queue.spare_runs);
-                    slots = std::mem::take(&mut queue.spare_slots);
-                }
-                if queue.runs.is_empty() {
-                    queue.recording = false;
-                    queue.spare_runs = batch;
-                    queue.spare_slots = slots;
+    /// A task that records what is queued, yielding between tries: the
+    /// recorder never parks its worker thread on the state lock (at zero
+    /// latency a pusher holds it for a whole batch, and a parked worker runs
+    /// none of the tasks whose answers are ready meanwhile).
+    fn record_later(self: &Arc<Self>) {
+        let shared = self.clone();
+        self.runtime.spawn(async move {
+            loop {
+                tokio::task::yield_now().await;
+                if shared.record_queued() == Recording::Done {
                     return;
                 }
-                std::mem::swap(&mut batch, &mut queue.runs);
             }
-            {
-                let mut state = self.state.lock();
-                for Finished { id, result, slot } in batch.drain(..) {
-                    self.finish(&mut state, id, result);
-                    slots.push(slot);
+        });
+    }
+
+    /// The recorder's loop; see [`Shared::record`]. `Unfinished` when the
+    /// state lock was busy or the rounds ran out with runs still queued
+    /// (still marked as recording: the caller tries again later).
+    ///
+    /// Lock order: `state`, then `finished` (taken briefly inside it).
+    fn record_queued(self: &Arc<Self>) -> Recording {
+        // The recorder's two buffers live in the queue between recordings,
+        // so a steady stream of results reuses them instead of growing fresh
+        // ones each time (taken with the first batch, put back with the
+        // last).
+        let mut buffers: Option<(Vec<Finished>, Vec<Slot>)> = None;
+        for _ in 0..RECORD_ROUNDS {
+            let Some(mut state) = self.state.try_lock() else {
+                break;
+            };
+            self.read_epoch(&mut state);
+            let (batch, slots) = {
+                let mut queue = self.finished.lock();
+                let (batch, slots) = buffers.get_or_insert_with(|| {
+                    (
+                        std::mem::take(&mut queue.spare_runs),
+                        std::mem::take(&mut queue.spare_slots),
+                    )
+                });
+                if queue.runs.is_empty() {
+                    queue.recording = false;
+                    queue.spare_runs = std::mem::take(batch);
+                    queue.spare_slots = std::mem::take(slots);
+                    return Recording::Done;
                 }
+                std::mem::swap(batch, &mut queue.runs);
+                (batch, slots)
+            };
+            for Finished { id, result, slot } in batch.drain(..) {
+                self.finish(&mut state, id, result);
+                slots.push(slot);
             }
+            drop(state);
             // Freed outside the lock: freeing wakes dispatchers and drains.
             slots.clear();
         }
-        // Still busy: a fresh task takes over, still marked as recording.
-        let shared = self.clone();
-        self.runtime.spawn(async move { shared.record_queued() });
+        if let Some((batch, slots)) = buffers {
+            let mut queue = self.finished.lock();
+            queue.spare_runs = batch;
+            queue.spare_slots = slots;
+        }
+        Recording::Unfinished
     }
+}
+
+/// Whether a recorder left nothing queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recording {
+    Done,
+    Unfinished,
 }
