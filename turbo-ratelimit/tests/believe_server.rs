@@ -616,5 +616,17 @@ fn the_openings_burst_sent_concurrently_does_not_misread_the_first_ratio() {
             },
             &WRONG,
         );
+        check(
+            &format!("short job, neighbour at 30 %, concurrent sends at {send_us} us"),
+            |seed| {
+                let mut s = short_job(ServerSpec::default(), true, seed);
+                s.clients[0] = s.clients[0].sending_concurrently(cost);
+                s
+            },
+            &Targets {
+                others_rejected: 0,
+                ..WRONG
+            },
+        );
     }
 }
