@@ -1,5 +1,5 @@
 //! Throughput of the HTTP client against the mock server on loopback, the cost
-//! of a simulated call, and header parsing.
+//! of a simulated call, a request's estimate, and header parsing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -118,6 +118,17 @@ fn simulated(c: &mut Criterion) {
     });
 }
 
+/// What the engine does for every request it is given: a view of the
+/// conversation for the token counter, and the estimate.
+fn estimating(c: &mut Criterion) {
+    let counter = turbo_tokens::TiktokenCounter::new();
+    let request = request();
+    let output = turbo_tokens::DefaultOutput::openai(256);
+    c.bench_function("request_estimate_short_chat", |b| {
+        b.iter(|| std::hint::black_box(&request).estimate(&counter, output));
+    });
+}
+
 fn parsing(c: &mut Criterion) {
     c.bench_function("parse_go_duration", |b| {
         b.iter(|| parse_go_duration(std::hint::black_box("2m59.56s")));
@@ -140,5 +151,5 @@ fn parsing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, http_against_mock, simulated, parsing);
+criterion_group!(benches, http_against_mock, simulated, estimating, parsing);
 criterion_main!(benches);

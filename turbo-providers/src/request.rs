@@ -50,6 +50,19 @@ pub struct ChatRequest {
     pub extra: Map<String, Value>,
 }
 
+/// `message` with `text` as its content, as the token counters see it.
+fn view<'a>(message: &'a ChatMessage, text: &'a str) -> MessageRef<'a> {
+    MessageRef {
+        role: &message.role,
+        content: text,
+        name: message.name.as_deref(),
+    }
+}
+
+/// Conversations up to this many messages are viewed on the stack by
+/// [`ChatRequest::with_shape`].
+const SHORT_CONVERSATION: usize = 4;
+
 impl ChatRequest {
     /// A request for `model` with `messages` and nothing else.
     pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
@@ -122,37 +135,48 @@ impl ChatRequest {
     /// Calls `f` with a [`RequestShape`] view of this request (message text
     /// parts concatenated), for token counting.
     pub fn with_shape<R>(&self, f: impl FnOnce(&RequestShape<'_>) -> R) -> R {
+        let n = self.messages.len();
+        // Most requests are a short conversation: their views live on the
+        // stack (this runs on every push, and two Vecs were two of a node's
+        // allocations); longer ones are collected.
+        if n <= SHORT_CONVERSATION {
+            let texts: [Cow<'_, str>; SHORT_CONVERSATION] = std::array::from_fn(|i| {
+                self.messages
+                    .get(i)
+                    .map_or(Cow::Borrowed(""), ChatMessage::text)
+            });
+            let empty = MessageRef::new("", "");
+            let messages: [MessageRef<'_>; SHORT_CONVERSATION] = std::array::from_fn(|i| {
+                self.messages
+                    .get(i)
+                    .map_or(empty, |message| view(message, &texts[i]))
+            });
+            return f(&self.shape_of(&messages[..n]));
+        }
         let texts: Vec<Cow<'_, str>> = self.messages.iter().map(ChatMessage::text).collect();
         let messages: Vec<MessageRef<'_>> = self
             .messages
             .iter()
             .zip(&texts)
-            .map(|(message, text)| MessageRef {
-                role: &message.role,
-                content: text,
-                name: message.name.as_deref(),
-            })
+            .map(|(message, text)| view(message, text))
             .collect();
-        let shape = RequestShape {
+        f(&self.shape_of(&messages))
+    }
+
+    fn shape_of<'a>(&'a self, messages: &'a [MessageRef<'a>]) -> RequestShape<'a> {
+        RequestShape {
             model: &self.model,
-            messages: &messages,
+            messages,
             max_tokens: self.max_tokens,
             max_completion_tokens: self.max_completion_tokens,
             n: self.n,
-        };
-        f(&shape)
+        }
     }
 
     /// A shape with this request's model and limits but no messages, for
     /// callers that counted the prompt some other way.
     pub(crate) fn with_shape_limits<R>(&self, f: impl FnOnce(&RequestShape<'_>) -> R) -> R {
-        f(&RequestShape {
-            model: &self.model,
-            messages: &[],
-            max_tokens: self.max_tokens,
-            max_completion_tokens: self.max_completion_tokens,
-            n: self.n,
-        })
+        f(&self.shape_of(&[]))
     }
 
     /// Prompt tokens and output reservation of this request, as `counter` counts them.
@@ -488,6 +512,45 @@ mod tests {
         assert_eq!(estimate.output_reservation, 50);
         let shape_model = request.with_shape(|shape| shape.messages[0].content.to_owned());
         assert_eq!(shape_model, "hello world");
+    }
+
+    /// Short conversations are viewed on the stack, longer ones collected:
+    /// both views hold every message, in order, with its role, text and
+    /// name, and nothing else.
+    #[test]
+    fn the_shape_holds_every_message_of_short_and_long_conversations() {
+        for n in [0, 1, SHORT_CONVERSATION, SHORT_CONVERSATION + 1, 9] {
+            let messages: Vec<ChatMessage> = (0..n)
+                .map(|i| {
+                    let message = ChatMessage::user(format!("message {i}"));
+                    if i % 2 == 1 {
+                        message.with_name(format!("n{i}"))
+                    } else {
+                        message
+                    }
+                })
+                .collect();
+            let request = ChatRequest::new("gpt-4o", messages.clone());
+            let seen: Vec<(String, String, Option<String>)> = request.with_shape(|shape| {
+                assert_eq!(shape.model, "gpt-4o");
+                shape
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.role.to_owned(),
+                            m.content.to_owned(),
+                            m.name.map(str::to_owned),
+                        )
+                    })
+                    .collect()
+            });
+            let expected: Vec<(String, String, Option<String>)> = messages
+                .iter()
+                .map(|m| (m.role.clone(), m.text().into_owned(), m.name.clone()))
+                .collect();
+            assert_eq!(seen, expected, "{n} messages");
+        }
     }
 
     #[test]
