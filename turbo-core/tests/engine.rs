@@ -791,9 +791,9 @@ async fn push_batch_takes_dependencies_within_the_batch_and_reports_each_error()
 
 /// Without result retention an ended node is released once nothing pushed
 /// depends on it. A batch pushes as one step: a node at its end still gets
-/// the answer of one at its start, however fast that one ends. (Today one
-/// lock covers the whole batch; a push in chunks, tried in 16e7d4d, must
-/// hold what the batch names, and this test failed when it did not.)
+/// the answer of one at its start, however fast that one ends. (The batch
+/// is pushed in chunks of 256 per lock, holding every dependency it names
+/// until it is all in; this test failed when the chunks did not hold.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_batch_keeps_the_dependencies_it_names_until_it_is_all_in() {
     let engine = TurboRun::builder()
