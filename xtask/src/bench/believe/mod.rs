@@ -113,10 +113,13 @@ impl Situation {
     /// `budget_s` (an upgrade's extra capacity included), so the run
     /// outlasts the last change.
     fn lines(&self, budget_s: f64) -> usize {
+        // The neighbour takes its part of the refill; the starting bucket
+        // is ours (the neighbour, paced below the refill, leaves it full).
         let share = if self.neighbour { 0.7 } else { 1.0 };
         let requests_of = |rpm: u64, tpm: u64| (tpm as f64 / COST as f64).min(rpm as f64);
         let (_, rpm, tpm) = self.limits[0];
-        let mut total = self.fill * requests_of(rpm, tpm);
+        let start = self.fill * requests_of(rpm, tpm);
+        let mut total = 0.0;
         for (index, (from, rpm, tpm)) in self.limits.iter().enumerate() {
             let until = self
                 .limits
@@ -128,7 +131,7 @@ impl Situation {
             }
             total += requests_of(*rpm, *tpm) / 60.0 * (until - from).max(0.0);
         }
-        (share * total).ceil() as usize
+        (start + share * total).ceil() as usize
     }
 }
 
@@ -366,5 +369,16 @@ mod tests {
         };
         assert_eq!(situation.lines(40.0), 1_020);
         assert_eq!(Situation::exact().lines(45.0), 630);
+    }
+
+    #[test]
+    fn a_neighbour_takes_its_part_of_the_refill_not_of_the_starting_bucket() {
+        // 360 at start, then 70 % of 6/s for 45 s: 360 + 189 = 549, which
+        // at 4.2/s is 45 s of refill beyond the bucket, as for the others.
+        let situation = Situation {
+            neighbour: true,
+            ..Situation::exact()
+        };
+        assert_eq!(situation.lines(45.0), 549);
     }
 }
