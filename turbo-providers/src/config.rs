@@ -302,6 +302,10 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
         .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
         .tcp_keepalive(Duration::from_secs(60))
         .user_agent(concat!("turbo-providers/", env!("CARGO_PKG_VERSION")))
+        // reqwest's own retries are for HTTP/2 and HTTP/3 refusals, which
+        // this build does not speak; its default policy still copied every
+        // request's headers and body in case. Retrying is the engine's job.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
 }
 
 /// Builds a client with [`http_client_builder`]. Share it: it holds the connection pool.

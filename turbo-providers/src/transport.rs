@@ -35,12 +35,14 @@ pub(crate) async fn post_json(
 ) -> Result<ChatResponse, ProviderError> {
     let timeout = config.timeout();
     let started = Instant::now();
+    // Built in place: `RequestBuilder::headers` merges into an empty map
+    // header by header where a clone of the map is one allocation.
+    let mut request = reqwest::Request::new(reqwest::Method::POST, url.clone());
+    *request.headers_mut() = headers.clone();
+    *request.timeout_mut() = Some(timeout);
+    *request.body_mut() = Some(body.into());
     let response = http
-        .post(url.clone())
-        .headers(headers.clone())
-        .timeout(timeout)
-        .body(body)
-        .send()
+        .execute(request)
         .await
         .map_err(|error| transport_error(&error, timeout))?;
     let status = response.status().as_u16();
