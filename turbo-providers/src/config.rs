@@ -293,8 +293,9 @@ fn validate_base_url(base_url: &str) -> Result<String, ProviderError> {
 }
 
 /// A `reqwest` client builder tuned for many concurrent API calls: TCP_NODELAY,
-/// an unbounded keep-alive pool reused across requests, a connect timeout and
-/// TCP keep-alive. Per-request timeouts come from [`ClientConfig`].
+/// an unbounded keep-alive pool reused across requests, a connect timeout,
+/// TCP keep-alive and no retries of reqwest's own (the engine retries).
+/// Per-request timeouts come from [`ClientConfig`].
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tcp_nodelay(true)
