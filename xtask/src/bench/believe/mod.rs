@@ -113,13 +113,14 @@ impl Situation {
     /// `budget_s` (an upgrade's extra capacity included), so the run
     /// outlasts the last change.
     fn lines(&self, budget_s: f64) -> usize {
-        // The neighbour takes its part of the refill; the starting bucket
-        // is ours (the neighbour, paced below the refill, leaves it full).
+        // The neighbour takes its part of the refill; the bucket (at the
+        // start, and what an upgrade adds) is ours: the neighbour, paced
+        // below the refill, leaves it full.
         let share = if self.neighbour { 0.7 } else { 1.0 };
         let requests_of = |rpm: u64, tpm: u64| (tpm as f64 / COST as f64).min(rpm as f64);
         let (_, rpm, tpm) = self.limits[0];
-        let start = self.fill * requests_of(rpm, tpm);
-        let mut total = 0.0;
+        let mut bucket = self.fill * requests_of(rpm, tpm);
+        let mut refill = 0.0;
         for (index, (from, rpm, tpm)) in self.limits.iter().enumerate() {
             let until = self
                 .limits
@@ -127,11 +128,11 @@ impl Situation {
                 .map_or(budget_s, |next| next.0.min(budget_s));
             if index > 0 {
                 let (_, before_rpm, before_tpm) = self.limits[index - 1];
-                total += (requests_of(*rpm, *tpm) - requests_of(before_rpm, before_tpm)).max(0.0);
+                bucket += (requests_of(*rpm, *tpm) - requests_of(before_rpm, before_tpm)).max(0.0);
             }
-            total += requests_of(*rpm, *tpm) / 60.0 * (until - from).max(0.0);
+            refill += requests_of(*rpm, *tpm) / 60.0 * (until - from).max(0.0);
         }
-        (start + share * total).ceil() as usize
+        (bucket + share * refill).ceil() as usize
     }
 }
 
