@@ -140,13 +140,13 @@ async fn a_refusal_leaves_no_debt_and_resyncs_from_itself() {
     let refused = lane.acquire(1_000).await.unwrap();
     let after = lane.acquire(2_000).await.unwrap();
     // A 429 with no rate-limit headers: the server had no room when it
-    // handled `refused`. `after`, reserved at the same instant, may have
-    // overtaken it and be counted already: its 2,000 tokens (above C/64) are
-    // a burst misread and not discounted again; its one request (below
-    // C/64) is read as use. No debt stays behind on the tokens.
+    // handled `refused`. `after`, reserved at the same instant (a burst of
+    // two), may have overtaken it and be counted already: its 2,000 tokens
+    // and its one request are a burst misread, not discounted again (inside
+    // a burst even one below C/64). No debt stays behind.
     refused.refused(None).await.unwrap();
     assert_eq!(level(&lane, Axis::TokensPerMinute).await, 0);
-    assert_eq!(level(&lane, Axis::RequestsPerMinute).await, -1);
+    assert_eq!(level(&lane, Axis::RequestsPerMinute).await, 0);
     let stats = lane.stats().await.unwrap();
     assert_eq!(stats.totals.refused, 1);
     assert_eq!(stats.totals.tokens_refunded, 1_000);

@@ -33,6 +33,9 @@ struct Answered {
     /// In order, and reserved apart from its neighbours (see
     /// [`super::CALM_SPACING_NS`]): its count is exact.
     calm: bool,
+    /// Reserved while a burst's sends were under way
+    /// ([`super::SEND_SPREAD_NS`]): its count may hold any of the burst.
+    in_burst: bool,
 }
 
 impl LaneBuckets {
@@ -103,6 +106,7 @@ impl LaneBuckets {
                     elapsed,
                     in_order,
                     calm,
+                    in_burst: grant.at < self.burst_until,
                 };
                 if let Some(remaining) = self.correct_axis(unit, &observation, seen) {
                     room = Some(room.unwrap_or(true) && remaining >= 1);
@@ -150,6 +154,7 @@ impl LaneBuckets {
             elapsed,
             in_order,
             calm,
+            in_burst,
         } = seen;
         let tokens = unit == Unit::Tokens;
         let reserved = self.total(unit);
@@ -313,9 +318,15 @@ impl LaneBuckets {
         let since = b
             .sync
             .map_or(0, |prev| nanos(reserved_at.saturating_sub(prev.at)));
-        let explained = i128::from(limit).saturating_mul(i128::from(
-            since.max(foreign_time_constant_ns(obs.window) / 100),
-        ));
+        // Inside a burst only the time since the sync point: its answers
+        // are about requests reserved together, and a floor read a doubled
+        // limit's second of refill as others' use (a 1.2 s gap after it).
+        let floor = if in_burst {
+            0
+        } else {
+            foreign_time_constant_ns(obs.window) / 100
+        };
+        let explained = i128::from(limit).saturating_mul(i128::from(since.max(floor)));
         let burst = scaled(later, obs.window)
             .saturating_sub(i128::from(limit).saturating_mul(i128::from(elapsed)));
         let misread = (local - estimate)
@@ -323,7 +334,8 @@ impl LaneBuckets {
             .clamp(0, burst.max(0));
         // A few requests' worth is noise the next answers settle; reading it
         // as a misread would let a shared bucket overrun by as much.
-        let misread = if misread >= cap / MISREAD_FRACTION {
+        // Not inside a burst, whose answers settle nothing before its end.
+        let misread = if in_burst || misread >= cap / MISREAD_FRACTION {
             misread
         } else {
             0

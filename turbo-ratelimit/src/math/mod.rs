@@ -94,7 +94,15 @@
 //!    a few requests' worth is noise the next answers settle, and reading it
 //!    as a misread let three processes on one Redis bucket overrun it by a
 //!    request now and then). Paced requests (`later` within the limit's pace) are read in
-//!    full. What a burst really took shows up one round trip later, in the
+//!    full. An answer about a request reserved inside a burst (before the
+//!    lane's `burst_until`, [`SEND_SPREAD_NS`]) has neither floor: `M` is
+//!    `L·(t_R − t_sync)` and any misread counts. There the next answers
+//!    settle nothing before the burst's end, and a lane above 10 requests a
+//!    second never gets the calm answer that gives a lowering back
+//!    (measured in the bench's `limits-change`: after a doubled limit's
+//!    burst of 370 requests, one answer read 12 requests of the refill as
+//!    others' use, the lane sent nothing for 1.2 s, 0.953-0.966 in the
+//!    worst of 3 runs; 0.996-1.004 without the floors). What a burst really took shows up one round trip later, in the
 //!    answers of requests reserved after it. The price: with several busy
 //!    processes opening at once on one key, the first seconds cost more 429s
 //!    (`tests/shared_key.rs`: 20 instead of 9 of 1,251 with 16 + 16 workers,

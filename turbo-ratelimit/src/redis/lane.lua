@@ -609,7 +609,7 @@ end
 
 -- obs: limit/remaining/reset_ns, each < 0 when absent (a limit of 0 too).
 -- seen: reserved_at (us), tt (tokens reserved through it), later, between,
--- between_ns, elapsed (ns), in_order, calm, reserved (the lane's total).
+-- between_ns, elapsed (ns), in_order, calm, in_burst, reserved (the lane's total).
 local function correct_axis(st, i, obs, seen)
   local w = W[i]
   local tokens = TOKENS[i]
@@ -719,10 +719,14 @@ local function correct_axis(st, i, obs, seen)
   -- neither they nor a rate up to the limit since the sync point explain counts.
   local since = 0
   if b.sync then since = math.max(0, seen.reserved_at - b.sync.at) * 1000 end
-  local explained = limit * math.max(since, idiv(tau(w), 100))
+  -- Inside a burst, only the time since the sync point explains.
+  local floor = idiv(tau(w), 100)
+  if seen.in_burst then floor = 0 end
+  local explained = limit * math.max(since, floor)
   local burst = later * w - limit * seen.elapsed
   local misread = clamp(lvl - est - explained, 0, math.max(burst, 0))
-  if misread < tdiv(cap, MISREAD_FRACTION) then misread = 0 end
+  -- (Not inside a burst, whose answers settle nothing before its end.)
+  if not seen.in_burst and misread < tdiv(cap, MISREAD_FRACTION) then misread = 0 end
   est = est + misread
   local divergence = lvl - est
   -- A nearly full server bucket wastes refill that our level does not:
@@ -853,6 +857,7 @@ local function correct(st, now)
         between_ns = between_ns,
         elapsed = elapsed,
         in_order = in_order,
+        in_burst = grant.at < st.bu,
       })
       if remaining then
         room = (room == nil or room) and remaining >= 1

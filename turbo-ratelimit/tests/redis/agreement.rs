@@ -376,6 +376,55 @@ fn the_script_agrees_on_a_burst_and_the_answers_behind_it() {
     agree(&server, "burst", 1, Just((limits, Start::Probe, ops)), 0);
 }
 
+/// A burst after the opening, and answers about requests inside it whose
+/// counts show a few requests more than the lane expects: inside a burst
+/// that is a misread (any size), outside it one below `C/64` is read as
+/// use. A script that does not know which answers are inside the burst
+/// disagrees here.
+#[test]
+fn the_script_agrees_on_small_misreads_inside_a_burst() {
+    let server = redis_or_skip!("the_script_agrees_on_small_misreads_inside_a_burst");
+    let limits = Limits::per_minute(
+        NonZeroU32::new(600).unwrap(),
+        NonZeroU64::new(90_000).unwrap(),
+    );
+    let said = |remaining: u64, limit: u64, reset_ms: u64| WindowObservation {
+        window: Window::Minute,
+        limit: Some(limit),
+        remaining: Some(remaining),
+        reset: Some(Duration::from_millis(reset_ms)),
+    };
+    let answer = |requests: u64, tokens: u64| Feedback {
+        requests: Some(said(requests, 600, 1_000)),
+        tokens: Some(said(tokens, 90_000, 1_000)),
+    };
+    let mut ops = vec![
+        Op::Acquire(250),
+        Op::Advance(500_000),
+        Op::Correct(0, answer(599, 89_750)),
+    ];
+    ops.extend((0..60).map(|_| Op::Acquire(250)));
+    ops.push(Op::Advance(300_000));
+    // Each answer's count holds its request and the ones before it, and
+    // 1,000 tokens and 3 requests more.
+    for i in [50, 55, 58, 60] {
+        let used = i as u64 + 1;
+        ops.push(Op::Correct(
+            i,
+            answer(600 - used - 3, 90_000 - used * 250 - 1_000),
+        ));
+        ops.push(Op::Advance(20_000));
+    }
+    ops.extend([Op::Advance(100_000), Op::Acquire(250)]);
+    agree(
+        &server,
+        "misreads in a burst",
+        1,
+        Just((limits, Start::Probe, ops)),
+        0,
+    );
+}
+
 /// Realistic limits: 500–30,000 RPM and 340k–9M TPM (Groq's to OpenAI's
 /// upper tiers), with requests of up to 100k tokens.
 fn realistic_limits_strategy() -> impl Strategy<Value = Limits> {
