@@ -383,6 +383,42 @@ fn requests_overtaking_each_other_are_not_someone_elses_use() {
     assert_eq!(foreign(&lane), 0);
 }
 
+/// The level after an answer about request 30 of 40 (250 tokens each, 90k
+/// TPM, reserved `spacing` apart) whose count is `short` below exact, 0.8 s
+/// after the last was reserved.
+fn after_an_answer_short_by(spacing: Duration, short: u64) -> i64 {
+    let mut lane = LaneBuckets::new(&tpm(90_000), Duration::ZERO);
+    let mut grants = Vec::new();
+    for i in 0..40u32 {
+        grants.push(reserve(&mut lane, spacing * i, 250));
+    }
+    let at = spacing * 39 + Duration::from_millis(800);
+    // The server's bucket as exact: full, less the 31 requests through
+    // this one, plus what it refilled since the first (1,500 a second).
+    let refilled = (spacing * 30).as_millis() as u64 * 3 / 2;
+    let exact = (90_000 - 31 * 250 + refilled).min(90_000);
+    lane.correct(at, &grants[30], &tokens_fb(90_000, exact - short));
+    level(&mut lane, at, Axis::TokensPerMinute)
+}
+
+#[test]
+fn inside_a_burst_a_small_shortfall_is_a_misread_but_not_between_paced_requests() {
+    // Reserved together: requests reserved after it may be in the count
+    // already, so 1,000 tokens (4 requests, below C/64 = 1,406) short is
+    // read as such a misread (at most what was reserved after it faster
+    // than the limit refills: 2,250 − 1,200).
+    let burst = Duration::ZERO;
+    assert_eq!(
+        after_an_answer_short_by(burst, 1_000),
+        after_an_answer_short_by(burst, 0)
+    );
+    // Reserved 100 ms apart, no burst: what came after it is within what
+    // the limit refills over its round trip, so the shortfall is use.
+    let paced = Duration::from_millis(100);
+    let lowered = after_an_answer_short_by(paced, 0) - after_an_answer_short_by(paced, 1_000);
+    assert!((900..=1_000).contains(&lowered), "{lowered}");
+}
+
 #[test]
 fn a_late_response_discounts_what_came_after_the_newest_answered() {
     let mut lane = LaneBuckets::new(&tpm(6000), Duration::ZERO);
