@@ -102,8 +102,9 @@
 //!    (measured in the bench's `limits-change`: after a doubled limit's
 //!    burst of 370 requests, one answer read 12 requests of the refill as
 //!    others' use, the lane sent nothing for 1.2 s, 0.953-0.966 in the
-//!    worst of 3 runs; 0.996-1.004 without the floors). What a burst really took shows up one round trip later, in the
-//!    answers of requests reserved after it. The price: with several busy
+//!    worst of 3 runs; 0.990-1.004 in 6 runs without the floors). What a
+//!    burst really took shows up one round trip later, in the answers of
+//!    requests reserved after it. The price: with several busy
 //!    processes opening at once on one key, the first seconds cost more 429s
 //!    (`tests/shared_key.rs`: 20 instead of 9 of 1,251 with 16 + 16 workers,
 //!    none after the first 30 s).
