@@ -324,6 +324,34 @@ fn the_script_agrees_with_the_memory_store_on_random_operations() {
     );
 }
 
+/// The scripted cases' limits: 600 RPM, 90k TPM.
+fn scripted_limits() -> Limits {
+    Limits::per_minute(
+        NonZeroU32::new(600).unwrap(),
+        NonZeroU64::new(90_000).unwrap(),
+    )
+}
+
+/// An answer under [`scripted_limits`]: each axis's remaining count and
+/// its reset in milliseconds.
+fn scripted_answer(
+    requests: u64,
+    requests_reset_ms: u64,
+    tokens: u64,
+    tokens_reset_ms: u64,
+) -> Feedback {
+    let said = |remaining: u64, limit: u64, reset_ms: u64| WindowObservation {
+        window: Window::Minute,
+        limit: Some(limit),
+        remaining: Some(remaining),
+        reset: Some(Duration::from_millis(reset_ms)),
+    };
+    Feedback {
+        requests: Some(said(requests, 600, requests_reset_ms)),
+        tokens: Some(said(tokens, 90_000, tokens_reset_ms)),
+    }
+}
+
 /// A scripted case where the sends' backlog decides: a lane opening on
 /// 600 RPM / 90k TPM into a key that is nearly drained, a burst of 40
 /// reservations, one more 150 ms later
@@ -335,20 +363,8 @@ fn the_script_agrees_with_the_memory_store_on_random_operations() {
 #[test]
 fn the_script_agrees_on_a_burst_and_the_answers_behind_it() {
     let server = redis_or_skip!("the_script_agrees_on_a_burst_and_the_answers_behind_it");
-    let limits = Limits::per_minute(
-        NonZeroU32::new(600).unwrap(),
-        NonZeroU64::new(90_000).unwrap(),
-    );
-    let said = |remaining: u64, limit: u64, reset_ms: u64| WindowObservation {
-        window: Window::Minute,
-        limit: Some(limit),
-        remaining: Some(remaining),
-        reset: Some(Duration::from_millis(reset_ms)),
-    };
-    let answer = |requests: u64, tokens: u64| Feedback {
-        requests: Some(said(requests, 600, 30_000)),
-        tokens: Some(said(tokens, 90_000, 50_000)),
-    };
+    let limits = scripted_limits();
+    let answer = |requests, tokens| scripted_answer(requests, 30_000, tokens, 50_000);
     let mut ops = vec![
         Op::Acquire(250),
         Op::Advance(500_000),
@@ -384,20 +400,8 @@ fn the_script_agrees_on_a_burst_and_the_answers_behind_it() {
 #[test]
 fn the_script_agrees_on_small_misreads_inside_a_burst() {
     let server = redis_or_skip!("the_script_agrees_on_small_misreads_inside_a_burst");
-    let limits = Limits::per_minute(
-        NonZeroU32::new(600).unwrap(),
-        NonZeroU64::new(90_000).unwrap(),
-    );
-    let said = |remaining: u64, limit: u64, reset_ms: u64| WindowObservation {
-        window: Window::Minute,
-        limit: Some(limit),
-        remaining: Some(remaining),
-        reset: Some(Duration::from_millis(reset_ms)),
-    };
-    let answer = |requests: u64, tokens: u64| Feedback {
-        requests: Some(said(requests, 600, 1_000)),
-        tokens: Some(said(tokens, 90_000, 1_000)),
-    };
+    let limits = scripted_limits();
+    let answer = |requests, tokens| scripted_answer(requests, 1_000, tokens, 1_000);
     let mut ops = vec![
         Op::Acquire(250),
         Op::Advance(500_000),
