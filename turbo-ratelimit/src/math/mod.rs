@@ -365,7 +365,16 @@
 //! *Learned limits.* A token bucket created by an answer (a lane told no
 //! limits, learning them from the headers) has the server's count but no
 //! ratio either: it starts at the estimate of step 2 with its ratio unknown,
-//! so the caution and the first ratio above apply to it as to an opening.
+//! so the caution and the first ratio above apply to it as to an opening,
+//! and like an opening's after a full start it withholds the rest of a full
+//! bucket (`C − level`) for that first ratio to give back. Its estimate
+//! charged the requests sent with the counted one at our count and as if
+//! the server counted them only after the round trip's refill (capped at a
+//! full bucket), while the server counted them at once, at its own count:
+//! with nothing withheld, the first ratio's give-back stopped short of the
+//! server's count by 0-630 tokens in the bench's learned job, and the
+//! server's bucket kept them to the end (up to 3.4 requests, 0.6-2 % of
+//! the run).
 //! Its sync point is the answer's instant, not its request's: the lane's
 //! few learning requests waited for it, and that wait explains no one's use.
 //! (Before, a learned bucket took a ratio of 1 as known: a server counting

@@ -676,6 +676,11 @@ local function correct_axis(st, i, obs, seen)
     if not continuous then anchor = nil end
     local known = (src.known and not fresh) or (est == nil and current ~= nil and current.opening)
       or not continuous
+    -- A token limit learned from this count starts as an opening's bucket
+    -- would after a full start: the rest of a full bucket is withheld for
+    -- the first ratio learned (the estimate charged the requests in flight
+    -- as if counted now, after the round trip's refill, at our count).
+    if current == nil and not known then withheld = math.max(limit * w - level, 0) end
     st.b[i] = {limit = limit, level = level, foreign = 0, sync = sync, opening = false, withheld = withheld,
                ratio = src.ratio,
                known = known,

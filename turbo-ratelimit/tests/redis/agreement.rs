@@ -429,6 +429,47 @@ fn the_script_agrees_on_small_misreads_inside_a_burst() {
     );
 }
 
+/// A lane told no limits learns them from its first answer, whose request
+/// went out with three others, then bursts and paces against a server
+/// counting 90 % of our tokens until the first charge ratio is learned.
+/// The learned token bucket withholds the rest of a full bucket for that
+/// ratio to give back; a script that starts it with nothing withheld ends
+/// ~600 tokens lower here.
+#[test]
+fn the_script_agrees_on_a_token_limit_learned_from_an_answer() {
+    let server = redis_or_skip!("the_script_agrees_on_a_token_limit_learned_from_an_answer");
+    // The server's counts: 225 tokens a request, 1,500 tokens and 10
+    // requests of refill a second, full buckets at the start.
+    let answer = |requests: u64, tokens: u64| {
+        scripted_answer(
+            requests,
+            (600 - requests) * 100,
+            tokens,
+            (90_000 - tokens) * 2 / 3,
+        )
+    };
+    let mut ops = vec![Op::Acquire(250); 4];
+    ops.extend([Op::Advance(800_000), Op::Correct(0, answer(599, 89_775))]);
+    // At 0.8 s both buckets are full again: the burst leaves 400 and 45,000.
+    ops.extend(std::iter::repeat_n(Op::Acquire(250), 200));
+    ops.push(Op::Advance(1_200_000));
+    for k in 1..=60u64 {
+        ops.extend([
+            Op::Advance(190_000),
+            Op::Acquire(250),
+            Op::Advance(10_000),
+            Op::Correct(203 + k as usize, answer(412 + k, 46_800 + 75 * k)),
+        ]);
+    }
+    agree(
+        &server,
+        "learned limits",
+        1,
+        Just((Limits::unlimited(), Start::Probe, ops)),
+        0,
+    );
+}
+
 /// Realistic limits: 500–30,000 RPM and 340k–9M TPM (Groq's to OpenAI's
 /// upper tiers), with requests of up to 100k tokens.
 fn realistic_limits_strategy() -> impl Strategy<Value = Limits> {
