@@ -216,6 +216,7 @@ impl Limiter {
             }
         }
         let reports = self.reports_at(now);
+        let since_start = now.saturating_duration_since(self.started);
         if let Some(second) = self.second(now) {
             second.received += 1;
             if charged {
@@ -223,6 +224,7 @@ impl Limiter {
             }
             if refusal.is_none() {
                 second.requests += 1;
+                second.last_admitted_us = u64::try_from(since_start.as_micros()).ok();
             } else {
                 second.rate_limited += 1;
             }
@@ -359,6 +361,29 @@ mod tests {
             }
             prop_assert!(per_minute.values().all(|&count| count <= limit));
         }
+    }
+
+    #[test]
+    fn each_second_keeps_its_last_admission_and_a_refusal_is_not_one() {
+        let start = Instant::now();
+        let config = MockServerConfig::default().with_tpm(nz(100));
+        let mut limiter = limiter(&config, start);
+        let at = |us: u64| start + Duration::from_micros(us);
+        assert!(matches!(
+            limiter.admit(30, at(1_250_000)),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            limiter.admit(60, at(1_500_000)),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            limiter.admit(60, at(1_750_000)),
+            Admission::Refused { .. }
+        ));
+        let timeline = limiter.timeline_at(at(2_000_000));
+        assert_eq!(timeline[0].last_admitted_us, None);
+        assert_eq!(timeline[1].last_admitted_us, Some(1_500_000));
     }
 
     #[test]

@@ -168,6 +168,10 @@ pub struct TimelineSecond {
     pub requests_remaining: Option<u64>,
     /// Tokens left in the token budget at the end of the second (or now).
     pub tokens_remaining: Option<u64>,
+    /// When the second's last admission happened, in microseconds since
+    /// start (or the last reset): the run's last one tells how long the
+    /// pacing took apart from the last answers' latency.
+    pub last_admitted_us: Option<u64>,
 }
 
 impl TimelineSecond {

@@ -38,6 +38,17 @@ impl Theory {
         }
     }
 
+    /// The budget alone: the shortest time the limits allow for the
+    /// admissions, without the last answers' latency.
+    pub(super) fn budget_seconds(&self) -> f64 {
+        self.budget_s
+    }
+
+    /// The expected latency tail after the last admission.
+    pub(super) fn tail_seconds(&self) -> f64 {
+        self.tail_s
+    }
+
     pub(super) fn seconds(&self) -> f64 {
         (self.budget_s + self.tail_s).max(self.critical_path_s)
     }

@@ -69,6 +69,27 @@ pub(super) fn graded(
         worst_efficiency,
         spread(outcomes.iter().map(|o| o.efficiency).collect(), 4),
     ));
+    let paced: Vec<_> = outcomes.iter().filter_map(|o| o.pacing).collect();
+    if paced.len() == outcomes.len() && !paced.is_empty() {
+        let worst = paced
+            .iter()
+            .map(|p| p.efficiency)
+            .fold(f64::INFINITY, f64::min);
+        report.checks.push(Check::info(
+            "  pacing: budget / start to last admission",
+            worst,
+            spread(paced.iter().map(|p| p.efficiency).collect(), 4),
+        ));
+        report.checks.push(Check::info(
+            "  last answers' tail, s (expected)",
+            paced.iter().map(|p| p.tail_s).fold(0.0, f64::max),
+            format!(
+                "{} ({})",
+                spread(paced.iter().map(|p| p.tail_s).collect(), 2),
+                spread(paced.iter().map(|p| p.expected_tail_s).collect(), 2)
+            ),
+        ));
+    }
     let worst_share = outcomes
         .iter()
         .map(|o| o.rate_limited_share)

@@ -351,9 +351,23 @@ struct Outcome {
     timed_out: bool,
     /// The neighbour's 429s (neighbour situation only).
     neighbour_429s: Option<u64>,
+    /// The pacing apart from the last answers' latency (not with a
+    /// neighbour, whose admissions go on after ours).
+    pacing: Option<Pacing>,
     figures: Value,
     stats: ServerStats,
     markers: Vec<(f64, String)>,
+}
+
+/// A run's wall time split at the server's last admission.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    /// The budget ÷ the first spawn to the last admission.
+    efficiency: f64,
+    /// The last admission to the client's exit.
+    tail_s: f64,
+    /// The theory's expected latency tail.
+    expected_tail_s: f64,
 }
 
 #[cfg(test)]

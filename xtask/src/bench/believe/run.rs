@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::axes::{longest_stall, neighbour_axes};
-use super::{COST, LATENCY_MS, MAX_TOKENS, Outcome, RPM, Situation, TPM, budget_s};
+use super::{COST, LATENCY_MS, MAX_TOKENS, Outcome, Pacing, RPM, Situation, TPM, budget_s};
 use crate::bench::Context;
 use crate::bench::math::Latency;
 use crate::bench::process::{self, Client, MockServer};
@@ -113,6 +113,19 @@ pub(super) fn run_once(context: &Context, dir: &Path, situation: &Situation) -> 
         charged_429s as f64 / requests as f64
     };
     let stall_s = longest_stall(&stats, start_s, COST);
+    // Efficiency's two parts: how long the admissions took against the
+    // budget, and the last answers' latency (the dice of the server's
+    // latency, not the limiter's doing) against its expected value.
+    let pacing = stats
+        .last_admitted_s
+        .filter(|_| neighbour_run.is_none())
+        .map(|last| last - start_s)
+        .filter(|paced_s| *paced_s > 0.0)
+        .map(|paced_s| Pacing {
+            efficiency: theory.budget_seconds() / paced_s,
+            tail_s: actual_s - paced_s,
+            expected_tail_s: theory.tail_seconds(),
+        });
     let figures = json!({
         "client": scenarios::client_json(&run),
         "neighbour": neighbour_run.as_ref().map(scenarios::client_json),
@@ -122,6 +135,11 @@ pub(super) fn run_once(context: &Context, dir: &Path, situation: &Situation) -> 
         "efficiency": efficiency,
         "rate_limited_share": rate_limited_share,
         "longest_stall_seconds": stall_s,
+        "pacing": pacing.map(|p| json!({
+            "efficiency": p.efficiency,
+            "tail_seconds": p.tail_s,
+            "expected_tail_seconds": p.expected_tail_s,
+        })),
     });
     Ok(Outcome {
         efficiency,
@@ -131,6 +149,7 @@ pub(super) fn run_once(context: &Context, dir: &Path, situation: &Situation) -> 
         ok,
         timed_out: run.timed_out,
         neighbour_429s,
+        pacing,
         figures,
         stats,
         markers,

@@ -232,6 +232,9 @@ pub struct ServerStats {
     pub tokens_per_second: Vec<u64>,
     /// 429s per second.
     pub rate_limited_per_second: Vec<u64>,
+    /// The last admission, in seconds from the server's start (`None` from
+    /// a server that does not say, or when nothing was admitted).
+    pub last_admitted_s: Option<f64>,
 }
 
 impl ServerStats {
@@ -276,6 +279,10 @@ impl ServerStats {
             stats.admitted_per_second[second] += get("requests");
             stats.tokens_per_second[second] += get("tokens");
             stats.rate_limited_per_second[second] += get("rate_limited");
+            if let Some(us) = entry.get("last_admitted_us").and_then(Value::as_u64) {
+                let at = us as f64 / 1e6;
+                stats.last_admitted_s = Some(stats.last_admitted_s.map_or(at, |last| last.max(at)));
+            }
         }
         Ok(stats)
     }
