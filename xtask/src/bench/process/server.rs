@@ -363,8 +363,8 @@ mod tests {
             "completion_tokens": 40, "tokens_charged": 1000, "in_flight": 0,
             "max_in_flight": 7,
             "timeline": [
-                {"second": 0, "requests": 6, "tokens": 600, "rate_limited": 0},
-                {"second": 2, "requests": 4, "tokens": 400, "rate_limited": 2}
+                {"second": 0, "requests": 6, "tokens": 600, "rate_limited": 0, "last_admitted_us": 900_000},
+                {"second": 2, "requests": 4, "tokens": 400, "rate_limited": 2, "last_admitted_us": 2_250_000}
             ]
         });
         let stats = ServerStats::from_json(&value).unwrap();
@@ -372,6 +372,7 @@ mod tests {
         assert_eq!(stats.tokens_per_second, vec![600, 0, 400]);
         assert_eq!(stats.rate_limited_per_second, vec![0, 0, 2]);
         assert_eq!(stats.admitted(), 10);
+        assert_eq!(stats.last_admitted_s, Some(2.25));
         assert!((stats.rate_limited_share() - 2.0 / 12.0).abs() < 1e-12);
         assert!(ServerStats::from_json(&json!({"requests": 1})).is_err());
     }
