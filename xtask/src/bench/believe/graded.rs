@@ -54,10 +54,9 @@ pub(super) fn graded(
             at(sorted.len() - 1)
         )
     };
-    let worst_efficiency = outcomes
-        .iter()
-        .map(|o| o.efficiency)
-        .fold(f64::INFINITY, f64::min);
+    let lowest = |values: &[f64]| values.iter().copied().fold(f64::INFINITY, f64::min);
+    let efficiencies: Vec<f64> = outcomes.iter().map(|o| o.efficiency).collect();
+    let worst_efficiency = lowest(&efficiencies);
     report.checks.push(Check::target(
         "efficiency, worst run",
         worst_efficiency,
@@ -67,18 +66,15 @@ pub(super) fn graded(
     report.checks.push(Check::info(
         "  min / median / max",
         worst_efficiency,
-        spread(outcomes.iter().map(|o| o.efficiency).collect(), 4),
+        spread(efficiencies, 4),
     ));
     let paced: Vec<_> = outcomes.iter().filter_map(|o| o.pacing).collect();
     if paced.len() == outcomes.len() && !paced.is_empty() {
-        let worst = paced
-            .iter()
-            .map(|p| p.efficiency)
-            .fold(f64::INFINITY, f64::min);
+        let pacings: Vec<f64> = paced.iter().map(|p| p.efficiency).collect();
         report.checks.push(Check::info(
             "  pacing: budget / start to last admission",
-            worst,
-            spread(paced.iter().map(|p| p.efficiency).collect(), 4),
+            lowest(&pacings),
+            spread(pacings, 4),
         ));
         report.checks.push(Check::info(
             "  last answers' tail, s (expected)",
