@@ -101,26 +101,10 @@ pub(super) fn server_json(stats: &ServerStats) -> Value {
             "rate_limited_per_second": stats.rate_limited_per_second,
             // The server's token bucket at the end of each second: a full
             // bucket wastes refill, one left over at the end was not used.
-            "tokens_remaining_per_second": remaining_per_second(stats, "tokens_remaining"),
-            "requests_remaining_per_second": remaining_per_second(stats, "requests_remaining"),
+            "tokens_remaining_per_second": stats.tokens_remaining_per_second,
+            "requests_remaining_per_second": stats.requests_remaining_per_second,
         },
     })
-}
-
-/// A level series from the server's timeline (`null` for seconds it does not
-/// report, or from a server without that limit).
-fn remaining_per_second(stats: &ServerStats, field: &str) -> Vec<Option<u64>> {
-    stats
-        .raw
-        .get("timeline")
-        .and_then(Value::as_array)
-        .map(|timeline| {
-            timeline
-                .iter()
-                .map(|entry| entry.get(field).and_then(Value::as_u64))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The figures every one-client scenario reports: the client, its results

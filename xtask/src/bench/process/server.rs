@@ -232,6 +232,11 @@ pub struct ServerStats {
     pub tokens_per_second: Vec<u64>,
     /// 429s per second.
     pub rate_limited_per_second: Vec<u64>,
+    /// The token bucket's level at the end of each second (`None` for a
+    /// second the server does not report, or without a token limit).
+    pub tokens_remaining_per_second: Vec<Option<u64>>,
+    /// The request bucket's level at the end of each second.
+    pub requests_remaining_per_second: Vec<Option<u64>>,
     /// The last admission, in seconds from the server's start (`None` from
     /// a server that does not say, or when nothing was admitted).
     pub last_admitted_s: Option<f64>,
@@ -279,6 +284,18 @@ impl ServerStats {
             stats.admitted_per_second[second] += get("requests");
             stats.tokens_per_second[second] += get("tokens");
             stats.rate_limited_per_second[second] += get("rate_limited");
+            for (series, field) in [
+                (&mut stats.tokens_remaining_per_second, "tokens_remaining"),
+                (
+                    &mut stats.requests_remaining_per_second,
+                    "requests_remaining",
+                ),
+            ] {
+                if series.len() <= second {
+                    series.resize(second + 1, None);
+                }
+                series[second] = entry.get(field).and_then(Value::as_u64);
+            }
             if let Some(us) = entry.get("last_admitted_us").and_then(Value::as_u64) {
                 let at = us as f64 / 1e6;
                 stats.last_admitted_s = Some(stats.last_admitted_s.map_or(at, |last| last.max(at)));
@@ -363,7 +380,8 @@ mod tests {
             "completion_tokens": 40, "tokens_charged": 1000, "in_flight": 0,
             "max_in_flight": 7,
             "timeline": [
-                {"second": 0, "requests": 6, "tokens": 600, "rate_limited": 0, "last_admitted_us": 900_000},
+                {"second": 0, "requests": 6, "tokens": 600, "rate_limited": 0, "last_admitted_us": 900_000,
+                 "tokens_remaining": 40},
                 {"second": 2, "requests": 4, "tokens": 400, "rate_limited": 2, "last_admitted_us": 2_250_000}
             ]
         });
@@ -373,6 +391,11 @@ mod tests {
         assert_eq!(stats.rate_limited_per_second, vec![0, 0, 2]);
         assert_eq!(stats.admitted(), 10);
         assert_eq!(stats.last_admitted_s, Some(2.25));
+        assert_eq!(
+            stats.tokens_remaining_per_second,
+            vec![Some(40), None, None]
+        );
+        assert_eq!(stats.requests_remaining_per_second, vec![None, None, None]);
         assert!((stats.rate_limited_share() - 2.0 / 12.0).abs() < 1e-12);
         assert!(ServerStats::from_json(&json!({"requests": 1})).is_err());
     }
