@@ -483,6 +483,22 @@ impl LaneBuckets {
                 residual: 0,
             }),
         };
+        tracing::trace!(
+            tokens,
+            in_order,
+            calm,
+            in_burst,
+            server = whole_units(server, obs.window),
+            misread = whole_units(misread, obs.window),
+            local = whole_units(local, obs.window),
+            claim = whole_units(claim, obs.window),
+            level = whole_units(level, obs.window),
+            withheld = whole_units(withheld, obs.window),
+            foreign_before = b.foreign,
+            foreign,
+            learned = learned.is_some(),
+            "corrected a kept bucket"
+        );
         let mut b = Bucket {
             level,
             foreign,
