@@ -36,7 +36,7 @@ pub(super) fn graded(
         "client_told": situation.told.map(|(rpm, tpm)| json!({"rpm": rpm, "tpm": tpm})),
         "lines": situation.lines(budget_s),
         "tokens_per_request_estimated": COST,
-        "kill_at_half": situation.kill_at_half,
+        "kills": situation.kills,
         "neighbour_share": if situation.neighbour { 0.3 } else { 0.0 },
         "runs": runs,
     });

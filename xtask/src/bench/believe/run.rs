@@ -1,5 +1,5 @@
-//! One run of a situation: the server, our client (killed at half and
-//! resumed if the situation says so), the neighbour if any, and what the
+//! One run of a situation: the server, our client (killed and resumed as
+//! often as the situation says), the neighbour if any, and what the
 //! run measured.
 
 use std::path::Path;
@@ -50,25 +50,29 @@ pub(super) fn run_once(context: &Context, dir: &Path, situation: &Situation) -> 
     let before = server.stats()?;
 
     let first = Instant::now();
-    let run = if situation.kill_at_half {
+    let run = if situation.kills > 0 {
         let mut client = Client::spawn(binary, ours)?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (_, ok) = process::count_results(&output).unwrap_or((0, 0));
-            if ok * 2 >= count || client.finished()? {
-                break;
+        for kill in 1..=u64::from(situation.kills) {
+            let at = count as u64 * kill / (u64::from(situation.kills) + 1);
+            let deadline = Instant::now() + timeout;
+            loop {
+                let (_, ok) = process::count_results(&output).unwrap_or((0, 0));
+                if ok as u64 >= at || client.finished()? {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("the client never answered {at} of its lines (kill {kill})");
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if Instant::now() >= deadline {
-                bail!("the first client never answered half its lines");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            // Dropping a running client kills it (SIGKILL).
+            drop(client);
+            let mut again =
+                scenarios::client_settings(dir, "client", server.base_url(), situation.told);
+            again.extra.push("--resume".to_owned());
+            client = Client::spawn(binary, again)?;
         }
-        // Dropping a running client kills it (SIGKILL).
-        drop(client);
-        let mut again =
-            scenarios::client_settings(dir, "client", server.base_url(), situation.told);
-        again.extra.push("--resume".to_owned());
-        Client::spawn(binary, again)?.wait(timeout, &mut server)?
+        client.wait(timeout, &mut server)?
     } else {
         Client::spawn(binary, ours)?.wait(timeout, &mut server)?
     };
@@ -91,7 +95,7 @@ pub(super) fn run_once(context: &Context, dir: &Path, situation: &Situation) -> 
 
     // Our wall time: from the first spawn to the last exit when killed (a
     // restart is part of the job), else the client's own figure.
-    let actual_s = if situation.kill_at_half {
+    let actual_s = if situation.kills > 0 {
         run.ended.duration_since(first).as_secs_f64()
     } else {
         run.wall_seconds()
