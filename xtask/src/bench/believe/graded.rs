@@ -109,6 +109,24 @@ pub(super) fn graded(
         ),
         Target::AtMost(2.0),
     ));
+    if situation.kills > 0 {
+        // A killed process's requests in flight were charged and are sent
+        // again on resume: the price of SIGKILL, not of the limiter (the
+        // efficiency counts them as the server's work).
+        let twice: Vec<u64> = outcomes
+            .iter()
+            .map(|o| o.stats.admitted().saturating_sub(o.ok as u64))
+            .collect();
+        report.checks.push(Check::info(
+            "  admitted beyond the lines (in flight at the kills), per run",
+            twice.iter().copied().max().unwrap_or(0) as f64,
+            twice
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
     if situation.neighbour {
         let theirs: Vec<u64> = outcomes.iter().filter_map(|o| o.neighbour_429s).collect();
         report.checks.push(Check::count(
