@@ -272,21 +272,21 @@ fn drained_key(context: &Context, scenario: &Scenario) -> Result<ScenarioReport>
 }
 
 fn kill_resume(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
-    let situation = Situation {
-        kills: 1,
-        efficiency_target: 0.97,
-        ..Situation::exact()
-    };
-    graded(context, scenario, &situation)
+    killed(context, scenario, 1)
 }
 
 /// Issue 11's table: killed five times and resumed each time, the first
 /// version drew 1,154 429s in 3,000 requests (each resumed process burst a
-/// full bucket into the drained key). Each restart is part of the job's
-/// wall time; the targets are kill-resume's.
+/// full bucket into the drained key).
 fn kill_five(context: &Context, scenario: &Scenario) -> Result<ScenarioReport> {
+    killed(context, scenario, 5)
+}
+
+/// Exact limits, the client killed `kills` times and resumed at once each
+/// time; each restart is part of the job's wall time.
+fn killed(context: &Context, scenario: &Scenario, kills: u32) -> Result<ScenarioReport> {
     let situation = Situation {
-        kills: 5,
+        kills,
         efficiency_target: 0.97,
         ..Situation::exact()
     };
