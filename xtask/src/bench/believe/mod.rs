@@ -38,7 +38,7 @@ const COST: u64 = workload::SIMPLE_PROMPT_TOKENS + MAX_TOKENS as u64;
 
 /// Seconds of refill beyond the starting level a run needs: 45 (10 with
 /// `--quick`), shorter than the other rate-limited scenarios' 150 because
-/// each situation runs three times (eleven situations: about 35 minutes).
+/// each situation runs three times (eleven situations: about 28 minutes).
 fn budget_s(quick: bool) -> f64 {
     if quick { 10.0 } else { 45.0 }
 }
