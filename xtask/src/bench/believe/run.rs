@@ -50,32 +50,29 @@ pub(super) fn run_once(context: &Context, dir: &Path, situation: &Situation) -> 
     let before = server.stats()?;
 
     let first = Instant::now();
-    let run = if situation.kills > 0 {
-        let mut client = Client::spawn(binary, ours)?;
-        for kill in 1..=u64::from(situation.kills) {
-            let at = count as u64 * kill / (u64::from(situation.kills) + 1);
-            let deadline = Instant::now() + timeout;
-            loop {
-                let (_, ok) = process::count_results(&output).unwrap_or((0, 0));
-                if ok as u64 >= at || client.finished()? {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    bail!("the client never answered {at} of its lines (kill {kill})");
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    // Killed and resumed at once `kills` times (none: one run to the end).
+    let mut client = Client::spawn(binary, ours)?;
+    for kill in 1..=u64::from(situation.kills) {
+        let at = count as u64 * kill / (u64::from(situation.kills) + 1);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, ok) = process::count_results(&output).unwrap_or((0, 0));
+            if ok as u64 >= at || client.finished()? {
+                break;
             }
-            // Dropping a running client kills it (SIGKILL).
-            drop(client);
-            let mut again =
-                scenarios::client_settings(dir, "client", server.base_url(), situation.told);
-            again.extra.push("--resume".to_owned());
-            client = Client::spawn(binary, again)?;
+            if Instant::now() >= deadline {
+                bail!("the client never answered {at} of its lines (kill {kill})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        client.wait(timeout, &mut server)?
-    } else {
-        Client::spawn(binary, ours)?.wait(timeout, &mut server)?
-    };
+        // Dropping a running client kills it (SIGKILL).
+        drop(client);
+        let mut again =
+            scenarios::client_settings(dir, "client", server.base_url(), situation.told);
+        again.extra.push("--resume".to_owned());
+        client = Client::spawn(binary, again)?;
+    }
+    let run = client.wait(timeout, &mut server)?;
     let stats = server.stats()?;
     let neighbour_run = match neighbour {
         Some(mut client) => {
